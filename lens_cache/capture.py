@@ -1,0 +1,120 @@
+"""Run one batch and trim each prompt's tensors back to its own length.
+
+Why right padding without a mask is exact: in a causal model, position t attends only to
+positions <= t. Pads sit after every real token, so no real position ever attends to one, and
+the rows and columns we keep are the ones a single-prompt run would produce (to float
+rounding: a batched matmul may sum in another order, ~1e-7 in float32). What we drop is
+exactly what pads touched: rows and columns >= the prompt's length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lens_cache.adapter import LensModel, hook_name
+from lens_cache.errors import HookNotFiredError, OutOfMemoryError
+from lens_cache.store import ExportSettings
+
+
+@dataclass
+class Capture:
+    """One prompt's exported tensors, already trimmed to its `n_tokens`."""
+
+    prompt: dict
+    ids: list[int]
+    patterns: dict[str, np.ndarray] = field(default_factory=dict)  # float32 [1, H, T, T]
+    residuals: dict[str, torch.Tensor] = field(default_factory=dict)  # [T, d_model]
+
+    @property
+    def nbytes(self) -> int:
+        pattern_bytes = sum(a.nbytes for a in self.patterns.values())
+        resid_bytes = sum(t.numel() * t.element_size() for t in self.residuals.values())
+        return pattern_bytes + resid_bytes
+
+
+def capture_batch(
+    model: LensModel, items: list[tuple[dict, list[int]]], settings: ExportSettings
+) -> list[Capture]:
+    """Capture a batch of `(prompt, token_ids)`; on out-of-memory, halve the batch and go on.
+
+    Raises:
+        OutOfMemoryError: a single prompt does not fit.
+        HookNotFiredError: a hook did not fire or had an unexpected shape.
+    """
+    try:
+        return _run(model, items, settings)
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not _is_oom(e):
+            raise
+        if len(items) == 1:
+            raise OutOfMemoryError(
+                f"prompt {items[0][0]['hash']} ({len(items[0][1])} tokens) does not fit in "
+                "memory even alone; export fewer --layers or --hooks, or skip long prompts"
+            ) from e
+        _free_cuda()
+        half = len(items) // 2
+        return capture_batch(model, items[:half], settings) + capture_batch(
+            model, items[half:], settings
+        )
+
+
+def _is_oom(e: BaseException) -> bool:
+    text = str(e).lower()
+    return (
+        isinstance(e, torch.OutOfMemoryError)
+        or "out of memory" in text
+        or ("can't allocate memory" in text)
+    )
+
+
+def _free_cuda() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def right_pad(model: LensModel, id_lists: list[list[int]]) -> torch.Tensor:
+    """A `[batch, longest]` tensor of the ids, right-padded (see the module docstring)."""
+    longest = max(len(ids) for ids in id_lists)
+    tokens = torch.full((len(id_lists), longest), model.pad_id, dtype=torch.long)
+    for row, ids in enumerate(id_lists):
+        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return tokens.to(model.device)
+
+
+def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
+    names = settings.hook_names()
+    tokens = right_pad(model, [ids for _, ids in items])
+    cache = model.run(tokens, names, last_layer=max(settings.layers))
+    _check_shapes(model, cache, tokens.shape)
+    host = {name: value.to("cpu") for name, value in cache.items()}  # one copy per hook
+    captures = []
+    for row, (prompt, ids) in enumerate(items):
+        n = len(ids)
+        capture = Capture(prompt=prompt, ids=ids)
+        for kind in settings.hooks:
+            for layer in settings.layers:
+                name = hook_name(kind, layer)
+                if kind == "pattern":
+                    value = host[name][row : row + 1, :, :n, :n]
+                    capture.patterns[name] = value.to(torch.float32).numpy().copy()
+                else:
+                    value = host[name][row, :n].to(settings.torch_resid_dtype)
+                    capture.residuals[name] = value.clone()
+        captures.append(capture)
+    return captures
+
+
+def _check_shapes(model: LensModel, cache: dict, shape) -> None:
+    batch, pos = shape
+    for name, value in cache.items():
+        if name.endswith("hook_pattern"):
+            expected = (batch, model.n_heads, pos, pos)
+        else:
+            expected = (batch, pos, model.d_model)
+        if tuple(value.shape) != expected:
+            raise HookNotFiredError(
+                f"hook {name} fired with shape {tuple(value.shape)}, expected {expected}"
+            )

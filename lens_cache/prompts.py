@@ -1,0 +1,126 @@
+"""Prompt sources: read, validate, filter, sample. Stage one of the data flow.
+
+A prompt is a plain dict: `{"text": str, "hash": str, "meta": dict}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.resources
+import json
+import random
+from pathlib import Path
+
+from lens_cache.errors import MalformedPromptError, PromptsError, PromptsFileNotFoundError
+
+DEFAULT_PROMPTS = "default"
+
+
+def prompt_hash(text: str) -> str:
+    """The prompt's directory name; the same hash pattern-lens uses, so stores interoperate."""
+    digest = hashlib.md5(text.encode()).digest()  # not for security: a stable short name
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def make_prompt(text: str, meta: dict | None = None) -> dict:
+    """Build a prompt dict from its text and optional metadata."""
+    return {"text": text, "hash": prompt_hash(text), "meta": dict(meta or {})}
+
+
+def default_prompts_path() -> Path:
+    """The embedded default prompt set (`data/prompts.jsonl`, shipped as package data)."""
+    return Path(str(importlib.resources.files("lens_cache.data") / "prompts.jsonl"))
+
+
+def read_prompts(path: str | Path) -> list[dict]:
+    """Read prompts from a `.jsonl` file (`text` plus optional metadata) or a text file.
+
+    In a `.jsonl` file, each line is an object with a non-empty `text`; a `meta` object is
+    kept as the metadata, and any other keys are merged into it. In any other file, each
+    non-blank line is one prompt.
+
+    Raises:
+        PromptsFileNotFoundError: the file does not exist.
+        MalformedPromptError: a line is not JSON, has no `text`, or its text is empty.
+    """
+    path = default_prompts_path() if str(path) == DEFAULT_PROMPTS else Path(path)
+    if not path.is_file():
+        raise PromptsFileNotFoundError(f"prompts file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if path.suffix == ".jsonl":
+        return [_parse_json_line(line, path, n) for n, line in enumerate(lines, 1) if line.strip()]
+    return [make_prompt(line) for line in lines if line.strip()]
+
+
+def _parse_json_line(line: str, path: Path, lineno: int) -> dict:
+    where = f"{path}:{lineno}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise MalformedPromptError(f"{where}: not valid JSON ({e.msg})", str(path), lineno) from e
+    if not isinstance(record, dict) or "text" not in record:
+        raise MalformedPromptError(f'{where}: no "text" field', str(path), lineno)
+    text = record.pop("text")
+    if not isinstance(text, str):
+        raise MalformedPromptError(f'{where}: "text" is not a string', str(path), lineno)
+    if not text.strip():
+        raise MalformedPromptError(f"{where}: empty prompt", str(path), lineno)
+    meta = record.pop("meta", None) or {}
+    if not isinstance(meta, dict):
+        raise MalformedPromptError(f'{where}: "meta" is not an object', str(path), lineno)
+    return make_prompt(text, {**meta, **record})
+
+
+def select_prompts(
+    prompts: list[dict],
+    *,
+    min_chars: int | None = None,
+    max_chars: int | None = None,
+    raw: bool = False,
+    n_samples: int | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> list[dict]:
+    """Filter, split, deduplicate, shuffle and sample prompts, in that order.
+
+    Args:
+        min_chars: drop prompts shorter than this (after splitting).
+        max_chars: split longer prompts into consecutive chunks of at most this many characters;
+            each chunk keeps the metadata plus `chunk` (its index).
+        raw: take every prompt exactly as written: no length filtering and no splitting.
+        n_samples: keep at most this many (after shuffling, if asked).
+        shuffle: shuffle with a `random.Random(seed)`, so a run is repeatable.
+
+    Raises:
+        PromptsError: a bad numeric argument, or nothing is left to export.
+    """
+    for name, value in (
+        ("min_chars", min_chars),
+        ("max_chars", max_chars),
+        ("n_samples", n_samples),
+    ):
+        if value is not None and value < 1:
+            raise PromptsError(f"{name} must be at least 1, got {value}")
+    if not raw:
+        if max_chars is not None:
+            prompts = [chunk for p in prompts for chunk in _split(p, max_chars)]
+        if min_chars is not None:
+            prompts = [p for p in prompts if len(p["text"]) >= min_chars]
+    prompts = list({p["hash"]: p for p in prompts}.values())  # same text = same directory
+    if shuffle:
+        random.Random(seed).shuffle(prompts)
+    if n_samples is not None:
+        prompts = prompts[:n_samples]
+    if not prompts:
+        raise PromptsError("no prompts left to export (check --min-chars / --max-chars / -n)")
+    return prompts
+
+
+def _split(prompt: dict, max_chars: int) -> list[dict]:
+    text = prompt["text"]
+    if len(text) <= max_chars:
+        return [prompt]
+    pieces = [text[i : i + max_chars] for i in range(0, len(text), max_chars)]
+    return [make_prompt(piece, {**prompt["meta"], "chunk": i}) for i, piece in enumerate(pieces)]

@@ -1,0 +1,228 @@
+"""The on-disk store, pattern-lens compatible. Every write is atomic (temp file + os.replace).
+
+    <save>/models.jsonl
+    <save>/<model>/model_cfg.json
+    <save>/<model>/prompts.jsonl
+    <save>/<model>/prompts/<hash>/prompt.json            written last: means complete
+    <save>/<model>/prompts/<hash>/activations.npz        blocks.{i}.attn.hook_pattern [1, H, T, T]
+    <save>/<model>/prompts/<hash>/residuals.safetensors  blocks.{i}.hook_resid_* [T, d_model]
+
+With stacked heads, `activations-blocks.-.attn.hook_pattern.npy` (float32 [1, L, H, T, T], the
+name pattern-lens uses) replaces the npz.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lens_cache.adapter import HOOK_KINDS, hook_name
+from lens_cache.errors import SavePathError
+
+FORMAT_VERSION = 1
+NPZ_NAME = "activations.npz"
+STACKED_NAME = "activations-blocks.-.attn.hook_pattern.npy"
+RESIDUALS_NAME = "residuals.safetensors"
+PROMPT_NAME = "prompt.json"
+RESID_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# ZipInfo's per-entry compression level: public from Python 3.13, private before.
+_LEVEL_ATTR = "compress_level" if hasattr(zipfile.ZipInfo, "compress_level") else "_compresslevel"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same arrays give the same bytes
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What an export stores. Two runs with the same fingerprint write the same data."""
+
+    hooks: tuple[str, ...] = ("pattern", "resid_post")
+    layers: tuple[int, ...] = (0,)
+    resid_dtype: str = "float32"
+    stacked_heads: bool = False
+    compress_level: int = 1  # how, not what: left out of the fingerprint
+
+    def __post_init__(self):
+        object.__setattr__(self, "hooks", tuple(k for k in HOOK_KINDS if k in self.hooks))
+        object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
+
+    @property
+    def torch_resid_dtype(self) -> torch.dtype:
+        return RESID_DTYPES[self.resid_dtype]
+
+    def hook_names(self) -> list[str]:
+        return [hook_name(kind, layer) for kind in self.hooks for layer in self.layers]
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d.pop("compress_level")
+        d.update(hooks=list(self.hooks), layers=list(self.layers), format=FORMAT_VERSION)
+        return d
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.describe(), sort_keys=True).encode()
+        return hashlib.sha1(blob).hexdigest()[:16]
+
+    def files(self) -> list[str]:
+        """The data files a complete prompt directory holds (prompt.json aside)."""
+        names = []
+        if "pattern" in self.hooks:
+            names.append(STACKED_NAME if self.stacked_heads else NPZ_NAME)
+        if any(kind != "pattern" for kind in self.hooks):
+            names.append(RESIDUALS_NAME)
+        return names
+
+
+def model_dir(save_path: Path, model_name: str) -> Path:
+    return Path(save_path) / model_name
+
+
+def prompt_dir(save_path: Path, model_name: str, hash_: str) -> Path:
+    return model_dir(save_path, model_name) / "prompts" / hash_
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)`, then rename over `path`; a crash never leaves `path` half-written."""
+    tmp = _tmp_name(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path, records) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], level: int = 1) -> None:
+    """An `.npz` readable by `np.load`, deflated at `level` (0 = stored), byte-deterministic."""
+    method = zipfile.ZIP_DEFLATED if level > 0 else zipfile.ZIP_STORED
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+                info.compress_type = method
+                setattr(info, _LEVEL_ATTR, level or None)
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """A standard safetensors file whose header keys are sorted, so equal data gives equal bytes
+    (the library writes its metadata map in hash order, which varies between calls)."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    size = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":"))
+    header_bytes = header.encode() + b" " * (-len(header) % 8)  # data stays 8-byte aligned
+    blob = len(header_bytes).to_bytes(8, "little") + header_bytes + raw[8 + size :]
+    atomic_write(path, lambda tmp: tmp.write_bytes(blob))
+
+
+# --- prompt directories ----------------------------------------------------------------------
+
+
+def read_json(path: Path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def prompt_is_complete(directory: Path, settings: ExportSettings) -> bool:
+    """Cheap check: prompt.json (written last) carries our fingerprint and every file is there."""
+    try:
+        record = read_json(directory / PROMPT_NAME)
+    except (OSError, ValueError):
+        return False
+    if record.get("lens_cache", {}).get("settings") != settings.fingerprint():
+        return False
+    return all((directory / name).is_file() for name in settings.files())
+
+
+def write_prompt_dir(
+    directory: Path, record: dict, capture, settings: ExportSettings, model_name: str
+) -> None:
+    """Write one prompt's files, prompt.json last, so only a complete directory looks complete."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / PROMPT_NAME).unlink(missing_ok=True)  # a rewrite is incomplete until it ends
+    _remove_stale(directory, keep=settings.files())
+    if capture.patterns:
+        if settings.stacked_heads:
+            stacked = np.stack(list(capture.patterns.values()), axis=1)  # [1, L, H, T, T]
+            write_npy(directory / STACKED_NAME, stacked)
+        else:
+            write_npz(directory / NPZ_NAME, capture.patterns, settings.compress_level)
+    if capture.residuals:
+        metadata = {
+            "model": model_name,
+            "hooks": json.dumps(list(capture.residuals)),
+            "dtype": settings.resid_dtype,
+            "format": f"lens_cache/{FORMAT_VERSION}",
+        }
+        write_safetensors(directory / RESIDUALS_NAME, capture.residuals, metadata)
+    write_json(directory / PROMPT_NAME, record)
+
+
+def _remove_stale(directory: Path, keep: list[str]) -> None:
+    """Drop temp files of an interrupted run and data files other settings left behind."""
+    for path in directory.iterdir():
+        stale_tmp = path.name.startswith(".") and ".tmp-" in path.name
+        other_data = path.name in (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME) and path.name not in keep
+        if stale_tmp or other_data:
+            path.unlink(missing_ok=True)
+
+
+def remove_prompt_dir(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def ensure_writable(save_path: Path) -> Path:
+    """Create the save path if needed and prove we can write there.
+
+    Raises:
+        SavePathError: it cannot be created or written.
+    """
+    save_path = Path(save_path)
+    try:
+        save_path.mkdir(parents=True, exist_ok=True)
+        probe = save_path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SavePathError(f"cannot write to save path {save_path}: {e.strerror or e}") from e
+    return save_path

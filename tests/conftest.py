@@ -1,0 +1,177 @@
+"""Shared fixtures: tiny real TransformerLens models with random weights and a tokenizer
+trained here, so no test needs the network.
+
+Under TransformerLens 4 the models are Hugging Face models saved to a local directory and
+booted with `TransformerBridge.boot_transformers`; under 3.x they are `HookedTransformer`s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test that reaches for the network fails fast
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from lens_cache.adapter import tl_major  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PROMPTS = REPO / "data" / "prompts.jsonl"
+TL_MAJOR = tl_major()
+N_CTX = 512
+
+
+def _corpus() -> list[str]:
+    with open(DEFAULT_PROMPTS, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """A byte-level BPE tokenizer trained on our own prompts (any text encodes). Its pad id
+    equals its BOS id, as in GPT-2, so padding can only be found by length."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    special = "<|endoftext|>"
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=special, eos_token=special, pad_token=special
+    )
+    path = tmp_path_factory.mktemp("tokenizer")
+    fast.save_pretrained(path)  # TransformerLens needs a tokenizer loaded from a directory
+    return path
+
+
+def _save_hf(model, tokenizer_dir: Path, path: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gqa_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """A Llama-architecture model with grouped-query attention (4 query heads, 2 KV heads),
+    random weights, saved as a local HF directory. (The directory name avoids 'llama':
+    TransformerLens 3 guesses architectures from names.)"""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=N_CTX,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    return _save_hf(LlamaForCausalLM(cfg), tokenizer_dir, tmp_path_factory.mktemp("tiny-gqa"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """A GPT-2-architecture model with random weights, saved as a local HF directory."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1)
+    cfg = GPT2Config(
+        vocab_size=512,
+        n_positions=N_CTX,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return _save_hf(GPT2LMHeadModel(cfg), tokenizer_dir, tmp_path_factory.mktemp("tiny-causal"))
+
+
+def boot(path: Path):
+    """Load a local HF directory as a TransformerLens model of the installed major."""
+    from lens_cache.models import load_model
+
+    return load_model(str(path), device="cpu")
+
+
+def _gpt2_tl3(tokenizer_dir: Path):
+    # TransformerLens 3 cannot convert a local GPT-2 directory under transformers 5 (its
+    # converter reads the removed GPT2Config.n_ctx), so build the same shape natively.
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(1)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=64,
+        n_ctx=N_CTX,
+        d_head=16,
+        n_heads=4,
+        d_vocab=512,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        model_name="tiny-causal",
+        seed=1,
+    )
+    return HookedTransformer(cfg, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def gpt2_model(gpt2_dir, tokenizer_dir):
+    from lens_cache.models import load_model
+
+    if TL_MAJOR >= 4:
+        return boot(gpt2_dir)
+    return load_model(_gpt2_tl3(tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def gqa_model(gqa_dir):
+    return boot(gqa_dir)
+
+
+@pytest.fixture(params=["gpt2", "gqa"])
+def tiny_model(request):
+    """Each tiny model in turn (GPT-2-like; Llama-like with grouped-query attention)."""
+    return request.getfixturevalue(f"{request.param}_model")
+
+
+@pytest.fixture
+def cli_env(tmp_path) -> dict:
+    """Environment for CLI subprocesses: offline, converted models cached under tmp."""
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), LENS_CACHE_DIR=str(tmp_path / "store"))
+    env.pop("LENS_CACHE_DEBUG", None)
+    return env
+
+
+def run_cli(args: list[str], env: dict, module: str = "lens_cache.activations", **kw):
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )

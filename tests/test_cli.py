@@ -1,0 +1,184 @@
+"""`python -m lens_cache.activations` end to end in a subprocess, as a user runs it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO, run_cli
+
+from lens_cache.prompts import prompt_hash
+
+
+def _write_jsonl(path, texts):
+    path.write_text(
+        "".join(json.dumps({"text": t, "meta": {"i": i}}) + "\n" for i, t in enumerate(texts))
+    )
+    return path
+
+
+def test_export_prints_paths_on_stdout_and_progress_on_stderr(gqa_dir, tmp_path, cli_env):
+    prompts = _write_jsonl(tmp_path / "p.jsonl", ["one two three", "four five", "six"])
+    save = tmp_path / "out"
+    result = run_cli(["-m", str(gqa_dir), "-p", str(prompts), "-s", str(save)], cli_env)
+    assert result.returncode == 0, result.stderr
+    name = gqa_dir.name
+    assert result.stdout.splitlines() == [str(save / name), str(save / "index.html")]
+    assert "prompts/s" in result.stderr and "tokens/s" in result.stderr
+    assert "ETA" in result.stderr
+    assert len((save / name / "prompts.jsonl").read_text().splitlines()) == 3
+    quiet = run_cli(["-m", str(gqa_dir), "-p", str(prompts), "-s", str(save), "-q"], cli_env)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_default_save_path_comes_from_env(gqa_dir, tmp_path, cli_env):
+    prompts = _write_jsonl(tmp_path / "p.jsonl", ["hello there"])
+    result = run_cli(["-m", str(gqa_dir), "-p", str(prompts), "-q", "--no-index-html"], cli_env)
+    assert result.returncode == 0, result.stderr
+    store = tmp_path / "store"
+    assert (store / gqa_dir.name / "prompts" / prompt_hash("hello there") / "prompt.json").exists()
+    assert not (store / "index.html").exists()
+
+
+def test_help_explains_flags_with_defaults(cli_env):
+    result = run_cli(["--help"], cli_env)
+    assert result.returncode == 0
+    for flag in [
+        "--model",
+        "--prompts",
+        "--save-path",
+        "--min-chars",
+        "--max-chars",
+        "--n-samples",
+        "--shuffle",
+        "--seed",
+        "--batch-size",
+        "--force",
+        "--no-index-html",
+        "--raw-prompts",
+        "--stacked-heads",
+        "--device",
+        "--hooks",
+        "--layers",
+        "--dtype",
+        "--token-budget",
+        "--max-batch-mb",
+        "--quiet",
+    ]:
+        assert flag in result.stdout
+    assert "default: smollm2-135m" in result.stdout
+    assert "(default: all)" in result.stdout  # --layers
+
+
+BAD_INPUTS = [
+    (
+        "missing prompts file",
+        ["-p", "{tmp}/nope.jsonl"],
+        "prompts file not found: {tmp}/nope.jsonl",
+    ),
+    ("malformed json", ["-p", "{bad_json}"], "bad.jsonl:2: not valid JSON"),
+    ("no text", ["-p", "{no_text}"], 'notext.jsonl:1: no "text" field'),
+    ("empty prompt", ["-p", "{empty}"], "empty.jsonl:2: empty prompt"),
+    ("too long", ["-p", "{long}", "--on-long", "fail"], "more than {model}'s context of 512"),
+    ("unknown model", ["-m", "no-such-org/no-such-model"], "cannot load model 'no-such-org/"),
+    ("missing model dir", ["-m", "./nowhere/model"], "./nowhere/model: no such model directory"),
+    ("unwritable save path", ["-s", "{tmp}/file.txt/sub"], "cannot write to save path"),
+    ("layer out of range", ["--layers", "7"], "--layers 7: the model has layers 0-2 (3 layers)"),
+    ("bad layer spec", ["--layers", "two"], "--layers: cannot read 'two'"),
+]
+
+
+@pytest.mark.parametrize("label, args, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2(label, args, message, gqa_dir, tmp_path, cli_env):
+    files = {
+        "bad_json": ('{"text": "fine"}\n{"text": "broken\n', "bad.jsonl"),
+        "no_text": ('{"prompt": "x"}\n', "notext.jsonl"),
+        "empty": ('{"text": "fine"}\n{"text": ""}\n', "empty.jsonl"),
+        "long": (json.dumps({"text": "word " * 2000}) + "\n", "long.jsonl"),
+    }
+    fmt = {"tmp": str(tmp_path), "model": gqa_dir.name}
+    for key, (content, fname) in files.items():
+        (tmp_path / fname).write_text(content)
+        fmt[key] = str(tmp_path / fname)
+    (tmp_path / "file.txt").write_text("not a directory")
+    good = _write_jsonl(tmp_path / "good.jsonl", ["a fine prompt"])
+    base = ["-p", str(good), "-s", str(tmp_path / "out")]
+    if "-m" not in args:
+        base += ["-m", str(gqa_dir)]
+    result = run_cli(base + [a.format(**fmt) for a in args], cli_env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message.format(**fmt) in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / gqa_dir.name / "prompts").exists()  # nothing written
+
+
+def test_debug_env_shows_the_traceback(tmp_path, cli_env):
+    cli_env["LENS_CACHE_DEBUG"] = "1"
+    result = run_cli(["-p", str(tmp_path / "nope.jsonl")], cli_env)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert "PromptsFileNotFoundError" in result.stderr
+
+
+def test_too_long_prompt_is_skipped_with_a_warning_by_default(gqa_dir, tmp_path, cli_env):
+    prompts = _write_jsonl(tmp_path / "p.jsonl", ["short one", "word " * 2000])
+    result = run_cli(
+        ["-m", str(gqa_dir), "-p", str(prompts), "-s", str(tmp_path / "o"), "-q"], cli_env
+    )
+    assert result.returncode == 0
+    assert f"warning: prompt {prompt_hash('word ' * 2000)} ((i=1) " not in result.stderr
+    assert "more than" in result.stderr and "skipped" in result.stderr
+    stored = os.listdir(tmp_path / "o" / gqa_dir.name / "prompts")
+    assert stored == [prompt_hash("short one")]
+
+
+def _complete_prompts(model_dir):
+    return sorted(p.parent.name for p in (model_dir / "prompts").glob("*/prompt.json"))
+
+
+def test_kill_9_mid_run_then_rerun_completes(gqa_dir, tmp_path, cli_env):
+    texts = [
+        f"prompt number {i}: " + "lorem ipsum dolor sit amet " * (1 + i % 9) for i in range(60)
+    ]
+    prompts = _write_jsonl(tmp_path / "p.jsonl", texts)
+    save = tmp_path / "out"
+    args = ["-m", str(gqa_dir), "-p", str(prompts), "-s", str(save), "-b", "1", "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lens_cache.activations", *args],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    model_dir = save / gqa_dir.name
+    deadline = time.monotonic() + 120
+    while len(_complete_prompts(model_dir)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01) if proc.poll() is None else pytest.fail("export ended before the kill")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = _complete_prompts(model_dir)
+    assert 5 <= len(done_before) < len(texts), "the kill must land mid-run"
+    for h in done_before:  # whatever claims to be complete, is
+        with np.load(model_dir / "prompts" / h / "activations.npz") as z:
+            assert len(z.files) == 3 and all(z[k].ndim == 4 for k in z.files)
+
+    result = run_cli(args, cli_env)
+    assert result.returncode == 0, result.stderr
+    assert _complete_prompts(model_dir) == sorted(prompt_hash(t) for t in texts)
+    leftovers = [p for p in model_dir.rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
+    listed = [json.loads(line)["hash"] for line in (model_dir / "prompts.jsonl").open()]
+    assert listed == sorted(prompt_hash(t) for t in texts)
+    fresh = tmp_path / "fresh"
+    assert run_cli(args[:4] + ["-s", str(fresh), "-q"], cli_env).returncode == 0
+    for t in texts:
+        a, b = (
+            d / gqa_dir.name / "prompts" / prompt_hash(t) / "activations.npz" for d in (save, fresh)
+        )
+        with np.load(a) as za, np.load(b) as zb:
+            for k in za.files:
+                np.testing.assert_allclose(za[k], zb[k], atol=1e-5, rtol=0)

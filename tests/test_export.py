@@ -1,0 +1,287 @@
+"""The exporter on real tiny TransformerLens models: batching, layout, cache and resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from lens_cache import export
+from lens_cache.errors import LayerSelectionError, SettingsMismatchError
+from lens_cache.prompts import prompt_hash
+
+MIXED = [
+    "Hi",
+    "The cat sat on the mat because the mat was warm.",
+    "def add(a, b):\n    return a + b\n",
+    "A longer prompt: " + "one two three four five six seven eight nine ten. " * 6,
+    "Short again.",
+]
+
+
+def _load_npz(store, model, text):
+    path = store / model / "prompts" / prompt_hash(text) / "activations.npz"
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _load_resid(store, model, text):
+    path = store / model / "prompts" / prompt_hash(text) / "residuals.safetensors"
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def test_batched_equals_single_prompt(tiny_model, tmp_path):
+    kw = dict(
+        prompts=MIXED,
+        hooks=["pattern", "resid_pre", "resid_mid", "resid_post"],
+        index_html=False,
+        quiet=True,
+    )
+    export(tiny_model, save_path=tmp_path / "batched", batch_size=len(MIXED), **kw)
+    export(tiny_model, save_path=tmp_path / "single", batch_size=1, **kw)
+    name = tiny_model.name
+    for text in MIXED:
+        n = len(tiny_model.tokenize(text))
+        batched, single = (_load_npz(tmp_path / s, name, text) for s in ("batched", "single"))
+        assert batched.keys() == single.keys() and len(batched) == tiny_model.n_layers
+        for key in batched:
+            assert batched[key].shape == (1, tiny_model.n_heads, n, n)
+            np.testing.assert_allclose(batched[key], single[key], atol=1e-5, rtol=0)
+        (rb, _), (rs, _) = (_load_resid(tmp_path / s, name, text) for s in ("batched", "single"))
+        assert rb.keys() == rs.keys() and len(rb) == 3 * tiny_model.n_layers
+        for key in rb:
+            assert rb[key].shape == (n, tiny_model.d_model)
+            torch.testing.assert_close(rb[key], rs[key], atol=1e-5, rtol=0)
+
+
+def test_patterns_match_an_unpadded_forward(tiny_model, tmp_path):
+    """Against TransformerLens's own single-prompt cache, not just our own single path."""
+    text = MIXED[1]
+    export(
+        tiny_model,
+        prompts=[text, MIXED[3]],
+        save_path=tmp_path,
+        batch_size=2,
+        index_html=False,
+        quiet=True,
+    )
+    stored = _load_npz(tmp_path, tiny_model.name, text)
+    tokens = tiny_model.model.to_tokens(text)
+    with torch.inference_mode():
+        _, cache = tiny_model.model.run_with_cache(tokens)
+    for layer in range(tiny_model.n_layers):
+        key = f"blocks.{layer}.attn.hook_pattern"
+        np.testing.assert_allclose(stored[key], cache[key].numpy(), atol=1e-5, rtol=0)
+        rows = stored[key][0].sum(-1)
+        np.testing.assert_allclose(rows, 1.0, atol=1e-5)
+        assert np.all(np.triu(stored[key][0], k=1) == 0)  # causal
+
+
+def test_golden_layout(gqa_model, tmp_path):
+    texts = ["alpha beta", "gamma delta epsilon"]
+    export(
+        gqa_model,
+        prompts=[{"text": texts[0], "meta": {"kind": "a"}}, texts[1]],
+        save_path=tmp_path,
+        layers="0,2",
+        hooks=["pattern", "resid_post"],
+        resid_dtype="float16",
+        quiet=True,
+    )
+    name = gqa_model.name
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    hashes = sorted(prompt_hash(t) for t in texts)
+    expected = ["index.html", "models.jsonl", f"{name}/model_cfg.json", f"{name}/prompts.jsonl"]
+    for h in hashes:
+        for f in ("activations.npz", "prompt.json", "residuals.safetensors"):
+            expected.append(f"{name}/prompts/{h}/{f}")
+    assert files == sorted(expected)
+
+    models = [json.loads(line) for line in (tmp_path / "models.jsonl").read_text().splitlines()]
+    assert [m["model_name"] for m in models] == [name]
+    assert models[0]["n_layers"] == 3 and models[0]["n_heads"] == 4
+    assert models[0]["lens_cache"]["layers"] == [0, 2]
+    lines = (tmp_path / name / "prompts.jsonl").read_text().splitlines()
+    assert [json.loads(line)["hash"] for line in lines] == hashes  # sorted by hash
+
+    record = json.loads(
+        (tmp_path / name / "prompts" / prompt_hash(texts[0]) / "prompt.json").read_text()
+    )
+    ids = gqa_model.tokenize(texts[0])
+    assert set(record) >= {"text", "hash", "n_tokens", "tokens", "token_ids", "meta"}
+    assert record["text"] == texts[0] and record["meta"] == {"kind": "a"}
+    assert record["n_tokens"] == len(ids) == len(record["tokens"])
+    assert record["token_ids"] == ids and record["tokens"][0] == "<|endoftext|>"  # BOS kept
+
+    arrays = _load_npz(tmp_path, name, texts[0])
+    assert sorted(arrays) == ["blocks.0.attn.hook_pattern", "blocks.2.attn.hook_pattern"]
+    assert all(
+        a.dtype == np.float32 and a.shape == (1, 4, len(ids), len(ids)) for a in arrays.values()
+    )
+    resid, meta = _load_resid(tmp_path, name, texts[0])
+    assert sorted(resid) == ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
+    assert all(t.dtype == torch.float16 and t.shape == (len(ids), 64) for t in resid.values())
+    assert meta["model"] == name and meta["dtype"] == "float16"
+    assert json.loads(meta["hooks"]) == sorted(resid)
+
+
+def test_pattern_lens_reads_our_output(gpt2_model, tmp_path):
+    from pattern_lens.load_activations import load_activations
+
+    export(gpt2_model, prompts=MIXED[:3], save_path=tmp_path, quiet=True)
+    for text in MIXED[:3]:
+        path, cache = load_activations(gpt2_model.name, {"text": text}, tmp_path, "numpy")
+        n = len(gpt2_model.tokenize(text))
+        assert path.name == "activations.npz"
+        assert cache["blocks.1.attn.hook_pattern"].shape == (1, gpt2_model.n_heads, n, n)
+
+
+def test_resume_skips_force_recomputes(gqa_model, tmp_path):
+    reports = export(gqa_model, prompts=MIXED, save_path=tmp_path, quiet=True)
+    assert reports[0].exported == len(MIXED) and reports[0].cached == 0
+    npz = tmp_path / gqa_model.name / "prompts" / prompt_hash(MIXED[0]) / "activations.npz"
+    npz.write_bytes(b"sentinel")  # proves the rerun does not rewrite it
+    again = export(gqa_model, prompts=MIXED, save_path=tmp_path, quiet=True)
+    assert again[0].exported == 0 and again[0].cached == len(MIXED)
+    assert npz.read_bytes() == b"sentinel"
+    forced = export(gqa_model, prompts=MIXED[:2], save_path=tmp_path, force=True, quiet=True)
+    assert forced[0].exported == 2
+    assert np.load(npz)["blocks.0.attn.hook_pattern"].ndim == 4
+
+
+def test_changed_settings_are_detected_not_mixed(gqa_model, tmp_path):
+    export(gqa_model, prompts=MIXED[:2], save_path=tmp_path, layers="0", quiet=True)
+    with pytest.raises(
+        SettingsMismatchError,
+        match="exported with hooks=pattern,resid_post layers=0 .* this run asks for .*layers=1",
+    ):
+        export(gqa_model, prompts=MIXED[:2], save_path=tmp_path, layers="1", quiet=True)
+    export(gqa_model, prompts=MIXED[2:4], save_path=tmp_path, layers="1", force=True, quiet=True)
+    stored = sorted(p.name for p in (tmp_path / gqa_model.name / "prompts").iterdir())
+    assert stored == sorted(prompt_hash(t) for t in MIXED[2:4])  # old-settings prompts gone
+    assert list(_load_npz(tmp_path, gqa_model.name, MIXED[2])) == ["blocks.1.attn.hook_pattern"]
+
+
+def test_stacked_heads_hold_the_same_patterns(gpt2_model, tmp_path):
+    export(gpt2_model, prompts=MIXED[:2], save_path=tmp_path / "a", hooks=["pattern"], quiet=True)
+    export(
+        gpt2_model,
+        prompts=MIXED[:2],
+        save_path=tmp_path / "b",
+        hooks=["pattern"],
+        stacked_heads=True,
+        quiet=True,
+    )
+    for text in MIXED[:2]:
+        flat = _load_npz(tmp_path / "a", gpt2_model.name, text)
+        d = tmp_path / "b" / gpt2_model.name / "prompts" / prompt_hash(text)
+        stacked = np.load(d / "activations-blocks.-.attn.hook_pattern.npy")
+        assert stacked.shape[:3] == (1, gpt2_model.n_layers, gpt2_model.n_heads)
+        for layer in range(gpt2_model.n_layers):
+            np.testing.assert_array_equal(
+                stacked[:, layer], flat[f"blocks.{layer}.attn.hook_pattern"]
+            )
+        assert not (d / "activations.npz").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_residual_dtype(gqa_model, tmp_path, dtype):
+    export(
+        gqa_model,
+        prompts=MIXED[:1],
+        save_path=tmp_path,
+        hooks=["resid_pre"],
+        resid_dtype=dtype,
+        quiet=True,
+    )
+    resid, meta = _load_resid(tmp_path, gqa_model.name, MIXED[0])
+    assert {t.dtype for t in resid.values()} == {getattr(torch, dtype)}
+    assert meta["dtype"] == dtype
+    assert not (
+        tmp_path / gqa_model.name / "prompts" / prompt_hash(MIXED[0]) / "activations.npz"
+    ).exists()
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("all", [0, 1, 2]),
+        ("first", [0]),
+        ("middle", [1]),
+        ("last", [2]),
+        ("0,2", [0, 2]),
+        ("1-2", [1, 2]),
+        ("-1", [2]),
+        ("first,last", [0, 2]),
+        ([2, 0], [0, 2]),
+    ],
+)
+def test_layer_selection(spec, expected):
+    from lens_cache.exporter import resolve_layers
+
+    assert list(resolve_layers(spec, 3)) == expected
+
+
+@pytest.mark.parametrize("spec", ["3", "0-5", "-4", "x", "1..2", ""])
+def test_layer_selection_errors(spec):
+    from lens_cache.exporter import resolve_layers
+
+    with pytest.raises(LayerSelectionError, match="--layers"):
+        resolve_layers(spec, 3)
+
+
+def test_out_of_memory_halves_the_batch(gqa_model, tmp_path):
+    """A real hook on the model raises torch's OOM error for batches above two prompts."""
+    hook_point = gqa_model.model.hook_dict["blocks.0.hook_resid_pre"]
+    seen = []
+
+    def fail_big_batches(tensor, hook):
+        seen.append(tensor.shape[0])
+        if tensor.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return tensor
+
+    handle = hook_point.register_forward_hook(lambda m, i, o: fail_big_batches(o, None))
+    try:
+        reports = export(
+            gqa_model,
+            prompts=MIXED,
+            save_path=tmp_path / "oom",
+            batch_size=5,
+            index_html=False,
+            quiet=True,
+        )
+    finally:
+        handle.remove()
+    assert reports[0].exported == len(MIXED)
+    assert seen == [5, 2, 3, 1, 2]  # 5 fails, halves to 2 + 3; the 3 fails, halves to 1 + 2
+    export(
+        gqa_model,
+        prompts=MIXED,
+        save_path=tmp_path / "ref",
+        batch_size=1,
+        index_html=False,
+        quiet=True,
+    )
+    for text in MIXED:
+        a, b = (_load_npz(tmp_path / s, gqa_model.name, text) for s in ("oom", "ref"))
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], atol=1e-5, rtol=0)
+
+
+def test_pipelined_and_sequential_writes_are_byte_identical(gqa_model, tmp_path):
+    for writers in (0, 3):
+        export(
+            gqa_model,
+            prompts=MIXED,
+            save_path=tmp_path / str(writers),
+            writers=writers,
+            batch_size=2,
+            quiet=True,
+        )
+    for text in MIXED:
+        d0, d3 = (tmp_path / w / gqa_model.name / "prompts" / prompt_hash(text) for w in "03")
+        for f in ("activations.npz", "residuals.safetensors", "prompt.json"):
+            assert (d0 / f).read_bytes() == (d3 / f).read_bytes()
