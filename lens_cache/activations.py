@@ -7,7 +7,9 @@ to stdout, one per line, so the output can be piped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 
 from lens_cache.adapter import HOOK_KINDS
 from lens_cache.cli import run_cli
@@ -143,32 +145,34 @@ def main(argv=None) -> int:
         _silence_loaders()
     from lens_cache.exporter import export  # after parsing: --help stays fast
 
-    reports = export(
-        models=args.models or [DEFAULT_MODEL],
-        prompts=args.prompts,
-        save_path=args.save_path,
-        hooks=args.hooks,
-        layers=args.layers,
-        resid_dtype=args.resid_dtype,
-        stacked_heads=args.stacked_heads,
-        batch_size=args.batch_size,
-        token_budget=args.token_budget,
-        max_batch_mb=args.max_batch_mb,
-        force=args.force,
-        on_long=args.on_long,
-        device=args.device,
-        model_dtype=args.model_dtype,
-        writers=args.writers,
-        compress_level=args.compress_level,
-        index_html=not args.no_index_html,
-        quiet=args.quiet,
-        min_chars=args.min_chars,
-        max_chars=args.max_chars,
-        raw=args.raw_prompts,
-        n_samples=args.n_samples,
-        shuffle=args.shuffle,
-        seed=args.seed,
-    )
+    # Libraries print to stdout ("Moving model to device", ...); stdout is for our results.
+    with contextlib.redirect_stdout(sys.stderr):
+        reports = export(
+            models=args.models or [DEFAULT_MODEL],
+            prompts=args.prompts,
+            save_path=args.save_path,
+            hooks=args.hooks,
+            layers=args.layers,
+            resid_dtype=args.resid_dtype,
+            stacked_heads=args.stacked_heads,
+            batch_size=args.batch_size,
+            token_budget=args.token_budget,
+            max_batch_mb=args.max_batch_mb,
+            force=args.force,
+            on_long=args.on_long,
+            device=args.device,
+            model_dtype=args.model_dtype,
+            writers=args.writers,
+            compress_level=args.compress_level,
+            index_html=not args.no_index_html,
+            quiet=args.quiet,
+            min_chars=args.min_chars,
+            max_chars=args.max_chars,
+            raw=args.raw_prompts,
+            n_samples=args.n_samples,
+            shuffle=args.shuffle,
+            seed=args.seed,
+        )
     for r in reports:
         print(r.path)
     if not args.no_index_html:

@@ -120,7 +120,7 @@ def _boot_tl3(path_or_name: str, *, device: str, dtype: torch.dtype):
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     flags = {k: v for k, v in TL3_PROCESSING.items() if k != "fold_ln"}
     model.load_and_process_state_dict(state, fold_ln=True, **flags)
-    return model.to(device)
+    return model.to(device, print_details=False)
 
 
 def smollm2_dir() -> Path:
