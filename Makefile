@@ -7,6 +7,8 @@ DEMO_DIR ?= data/demo
 # The CPU build of torch where this machine has it; otherwise pip takes PyPI's default build.
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
+TL4 := "transformer_lens>=4,<5"
+TL3 := "transformer_lens>=3.9,<4"
 
 .PHONY: demo test test-tl3 lint bench browser clean
 
@@ -18,11 +20,11 @@ define make_venv
 endef
 
 $(VENV)/.installed: pyproject.toml
-	$(call make_venv,$(VENV),"transformer_lens>=4,<5")
+	$(call make_venv,$(VENV),$(TL4))
 	touch $@
 
 $(VENV_TL3)/.installed: pyproject.toml
-	$(call make_venv,$(VENV_TL3),"transformer_lens>=3.9,<4")
+	$(call make_venv,$(VENV_TL3),$(TL3))
 	touch $@
 
 # Debian's Chromium for the viewer's browser tests (Playwright drives it; no browser download).
