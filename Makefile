@@ -45,6 +45,10 @@ test: $(VENV)/.installed browser
 test-tl3: $(VENV_TL3)/.installed browser
 	$(VENV_TL3)/bin/python -m pytest $(PYTEST_ARGS)
 
+# Side-by-side timings (reference algorithm, forward-only bound, lens_cache); writes bench/results.json.
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m lens_cache.bench $(BENCH_ARGS)
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check lens_cache

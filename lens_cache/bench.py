@@ -1,0 +1,265 @@
+"""`make bench`: lens_cache's export against the reference algorithm and the forward-pass bound.
+
+Variants, all on the same model, prompts and machine, in one run:
+  reference  pattern-lens's batched algorithm, re-implemented faithfully: count-based batches of
+             length-sorted prompts, `run_with_cache` with every hook cached (and the logits),
+             trim, then `np.savez_compressed` per prompt inside the loop, one thread.
+  forward    our batches through the model caching the pattern hooks, nothing saved: the bound.
+  default    `lens_cache.export` with its defaults (deflate-1 npz, 2 writer threads).
+  fastest    `lens_cache.export` with uncompressed npz.
+Each variant runs in a fresh subprocess so that its peak RSS is its own; the wall time excludes
+imports and model loading (the same for all). Patterns only (`--hooks pattern`), so every
+variant writes the same arrays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = ("reference", "forward", "default", "fastest")
+MODELS = ("gpt2-small-shape", "smollm2-135m")
+SHARED_PROMPTS = Path("shared") / "prompts" / "pile_100.jsonl"
+
+
+def default_prompts() -> str:
+    """Real text from `../shared/prompts/` beside the project when present, else our own set."""
+    for root in (Path.cwd().parent, Path(__file__).resolve().parents[2]):
+        if (root / SHARED_PROMPTS).is_file():
+            return str(root / SHARED_PROMPTS)
+    return "default"
+
+
+# --- the child: one variant --------------------------------------------------------------------
+
+
+def bench_model(name: str):
+    """The model to time: the default SmolLM2, or GPT-2-small-shaped random weights (12 layers,
+    12 heads, d_model 768) with SmolLM2's tokenizer, built once in the cache."""
+    from lens_cache.models import cache_home, load_model, smollm2_dir
+
+    if name != "gpt2-small-shape":
+        return load_model(name, device="cpu")
+    path = cache_home() / "bench" / "gpt2-small-shape"
+    if not (path / "config.json").is_file():
+        import torch
+        from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+        tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+        torch.manual_seed(0)
+        cfg = GPT2Config(
+            n_embd=768,
+            n_layer=12,
+            n_head=12,
+            n_positions=1024,
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        GPT2LMHeadModel(cfg).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    return load_model(str(path), device="cpu")
+
+
+def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size: int) -> None:
+    from lens_cache import export
+
+    common = dict(
+        save_path=save,
+        hooks=["pattern"],
+        batch_size=batch_size,
+        index_html=False,
+        quiet=True,
+        raw=True,
+    )
+    if variant == "reference":
+        reference_export(model, prompts, save, batch_size)
+    elif variant == "forward":
+        forward_only(model, prompts, batch_size)
+    elif variant == "default":
+        export(model, prompts, **common)
+    elif variant == "fastest":
+        export(model, prompts, compress_level=0, **common)
+    else:
+        raise ValueError(f"unknown variant {variant}")
+
+
+def reference_export(model, prompts: list[dict], save: Path, batch_size: int) -> None:
+    """pattern-lens 0.6's `compute_activations_batched`, on either TransformerLens major."""
+    import numpy as np
+    import torch
+
+    tl = model.model
+    lengths = [tl.to_tokens(p["text"]).shape[1] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    for start in range(0, len(order), batch_size):
+        batch = [prompts[i] for i in order[start : start + batch_size]]
+        for p in batch:
+            d = save / model.name / "prompts" / p["hash"]
+            d.mkdir(parents=True, exist_ok=True)
+            tokens = tl.tokenizer.tokenize(p["text"])
+            (d / "prompt.json").write_text(
+                json.dumps({**p, "n_tokens": len(tokens), "tokens": tokens})
+            )
+        with torch.no_grad():
+            _, cache = tl.run_with_cache([p["text"] for p in batch], padding_side="right")
+        for row, p in enumerate(batch):
+            n = lengths[order[start + row]]
+            arrays = {
+                k: v[row : row + 1, :, :n, :n].cpu().numpy()
+                for k, v in cache.items()
+                if k.endswith("attn.hook_pattern")
+            }
+            np.savez_compressed(
+                save / model.name / "prompts" / p["hash"] / "activations.npz", **arrays
+            )
+
+
+def forward_only(model, prompts: list[dict], batch_size: int) -> None:
+    """The same batches lens_cache runs, caching the pattern hooks, saving nothing."""
+    from lens_cache.batcher import plan_batches
+    from lens_cache.capture import right_pad
+
+    ids = [model.tokenize(p["text"]) for p in prompts]
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.n_layers)]
+    for batch in plan_batches([len(x) for x in ids], batch_size=batch_size):
+        model.run(right_pad(model, [ids[i] for i in batch]), names, model.n_layers - 1)
+
+
+def child(args) -> None:
+    from lens_cache.prompts import read_prompts, select_prompts
+
+    model = bench_model(args.model)
+    prompts = select_prompts(read_prompts(args.prompts), max_chars=args.max_chars, n_samples=args.n)
+    n_tokens = sum(len(model.tokenize(p["text"])) for p in prompts)
+    save = Path(args.save)
+    start = time.perf_counter()
+    run_variant(args.child, model, prompts, save, args.batch_size)
+    wall = time.perf_counter() - start
+    written = sum(f.stat().st_size for f in save.rglob("*.npz"))
+    print(
+        json.dumps(
+            {
+                "variant": args.child,
+                "model": args.model,
+                "wall_s": wall,
+                "prompts": len(prompts),
+                "tokens": n_tokens,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "bytes_per_prompt": written / len(prompts) if args.child != "forward" else 0,
+            }
+        )
+    )
+
+
+# --- the parent: run every variant, print one table ----------------------------------------------
+
+
+def run_all(args) -> list[dict]:
+    rows = []
+    for model in args.models:
+        for variant in args.variants:
+            with tempfile.TemporaryDirectory(prefix="lens-bench-") as save:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "lens_cache.bench",
+                    "--child",
+                    variant,
+                    "--model",
+                    model,
+                    "--prompts",
+                    args.prompts,
+                    "-n",
+                    str(args.n),
+                    "--save",
+                    save,
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--max-chars",
+                    str(args.max_chars),
+                ]
+                print(f"... {model} / {variant}", file=sys.stderr, flush=True)
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    sys.stderr.write(out.stderr)
+                    raise SystemExit(f"bench variant {variant} on {model} failed")
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return add_ratios(rows)
+
+
+def add_ratios(rows: list[dict]) -> list[dict]:
+    by = {(r["model"], r["variant"]): r for r in rows}
+    for r in rows:
+        ref, fwd = by.get((r["model"], "reference")), by.get((r["model"], "forward"))
+        r["speedup_vs_reference"] = ref["wall_s"] / r["wall_s"] if ref else None
+        r["x_forward"] = r["wall_s"] / fwd["wall_s"] if fwd else None
+        r["rss_vs_reference"] = r["peak_rss_mb"] / ref["peak_rss_mb"] if ref else None
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        f"{'model':<18}{'variant':<11}{'wall s':>8}{'prompts/s':>10}{'tokens/s':>9}"
+        f"{'RSS MB':>8}{'MB/prompt':>10}{'vs ref':>8}{'x fwd':>7}{'RSS/ref':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+
+        def fmt(v, spec):
+            return format(v, spec) if v is not None else "-"
+
+        lines.append(
+            f"{r['model']:<18}{r['variant']:<11}{r['wall_s']:>8.1f}"
+            f"{r['prompts'] / r['wall_s']:>10.2f}{r['tokens'] / r['wall_s']:>9.0f}"
+            f"{r['peak_rss_mb']:>8.0f}{r['bytes_per_prompt'] / 2**20:>10.2f}"
+            f"{fmt(r['speedup_vs_reference'], '>7.2f')}x{fmt(r['x_forward'], '>6.2f')}x"
+            f"{fmt(r['rss_vs_reference'], '>8.2f')}"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m lens_cache.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--prompts", default=default_prompts())
+    p.add_argument("-n", type=int, default=40, help="prompts per run")
+    p.add_argument("--max-chars", type=int, default=1200, help="split longer prompts")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--save", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    rows = run_all(args)
+    print(f"machine: {machine()}; prompts: {args.prompts} (n={args.n}, max {args.max_chars} chars)")
+    print(table(rows))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
