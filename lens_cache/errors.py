@@ -47,6 +47,10 @@ class LayerSelectionError(LensCacheError, ValueError):
     """`--layers` names a layer the model does not have, or cannot be parsed."""
 
 
+class BatchingError(LensCacheError, ValueError):
+    """A batch limit (`--batch-size`, `--token-budget`, ...) is not a positive number."""
+
+
 class SavePathError(LensCacheError, OSError):
     """The save path cannot be created or written."""
 

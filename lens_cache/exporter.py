@@ -12,6 +12,7 @@ from lens_cache.adapter import HOOK_KINDS, LensModel
 from lens_cache.batcher import plan_batches
 from lens_cache.capture import Capture, capture_batch
 from lens_cache.errors import (
+    BatchingError,
     LayerSelectionError,
     PromptsError,
     PromptTooLongError,
@@ -91,6 +92,11 @@ def export(
     """
     if on_long not in ("skip", "fail"):
         raise PromptsError(f"on_long must be 'skip' or 'fail', got {on_long!r}")
+    _check_limits(batch_size=batch_size, token_budget=token_budget, max_batch_mb=max_batch_mb)
+    if writers < 0 or not 0 <= compress_level <= 9:
+        raise BatchingError(
+            f"writers must be >= 0 and compress-level 0-9, got {writers} and {compress_level}"
+        )
     hooks = _check_hooks(hooks)
     prompt_list = select_prompts(_as_prompts(prompts), **prompt_options)
     save_path = store.ensure_writable(Path(save_path))
@@ -121,6 +127,12 @@ class _Plan:
     on_long: str
     force: bool
     quiet: bool
+
+
+def _check_limits(**values) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise BatchingError(f"{name.replace('_', '-')} must be positive, got {value}")
 
 
 def _check_hooks(hooks) -> tuple[str, ...]:

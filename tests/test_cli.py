@@ -89,6 +89,7 @@ BAD_INPUTS = [
     ("unwritable save path", ["-s", "{tmp}/file.txt/sub"], "cannot write to save path"),
     ("layer out of range", ["--layers", "7"], "--layers 7: the model has layers 0-2 (3 layers)"),
     ("bad layer spec", ["--layers", "two"], "--layers: cannot read 'two'"),
+    ("zero batch size", ["-b", "0"], "batch-size must be positive, got 0"),
 ]
 
 
