@@ -79,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         choices=sorted(DTYPES),
         dest="resid_dtype",
-        help="dtype of stored residuals (patterns are always float32)",
+        help="dtype of stored residuals",
+    )
+    a(
+        "--pattern-dtype",
+        default="float32",
+        choices=["float32", "float16"],
+        help="dtype of stored patterns; float16 halves the bytes but is lossy (error <= 2.4e-4)",
     )
     a(
         "--model-dtype",
@@ -91,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stacked-heads",
         action="store_true",
         help="store each prompt's patterns as one [1, layers, heads, T, T] .npy "
-        f"({'activations-blocks.-.attn.hook_pattern.npy'}) instead of activations.npz",
+        "(activations-blocks.-.attn.hook_pattern.npy) instead of activations.npz",
     )
     a("-b", "--batch-size", type=int, default=8, help="most prompts per forward pass")
     a(
@@ -154,6 +160,7 @@ def main(argv=None) -> int:
             hooks=args.hooks,
             layers=args.layers,
             resid_dtype=args.resid_dtype,
+            pattern_dtype=args.pattern_dtype,
             stacked_heads=args.stacked_heads,
             batch_size=args.batch_size,
             token_budget=args.token_budget,

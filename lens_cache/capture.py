@@ -25,7 +25,7 @@ class Capture:
 
     prompt: dict
     ids: list[int]
-    patterns: dict[str, np.ndarray] = field(default_factory=dict)  # float32 [1, H, T, T]
+    patterns: dict[str, np.ndarray] = field(default_factory=dict)  # [1, H, T, T]
     residuals: dict[str, torch.Tensor] = field(default_factory=dict)  # [T, d_model]
 
     @property
@@ -89,7 +89,7 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
     tokens = right_pad(model, [ids for _, ids in items])
     cache = model.run(tokens, names, last_layer=max(settings.layers))
     _check_shapes(model, cache, tokens.shape)
-    host = {name: value.to("cpu") for name, value in cache.items()}  # one copy per hook
+    host = _to_host(cache)
     captures = []
     for row, (prompt, ids) in enumerate(items):
         n = len(ids)
@@ -99,12 +99,26 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
                 name = hook_name(kind, layer)
                 if kind == "pattern":
                     value = host[name][row : row + 1, :, :n, :n]
-                    capture.patterns[name] = value.to(torch.float32).numpy().copy()
+                    capture.patterns[name] = value.to(settings.torch_pattern_dtype).numpy().copy()
                 else:
                     value = host[name][row, :n].to(settings.torch_resid_dtype)
                     capture.residuals[name] = value.clone()
         captures.append(capture)
     return captures
+
+
+def _to_host(cache: dict) -> dict:
+    """One device-to-host copy per hook, into pinned memory, all issued before one wait."""
+    if all(value.device.type == "cpu" for value in cache.values()):
+        return cache
+    host = {}
+    for name, value in cache.items():
+        buffer = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+        host[name] = buffer.copy_(value, non_blocking=True)
+    # A non_blocking copy returns before the bytes arrive: reading before this sync gives
+    # silently corrupt data.
+    torch.cuda.synchronize()
+    return host
 
 
 def _check_shapes(model: LensModel, cache: dict, shape) -> None:

@@ -48,6 +48,7 @@ def export(
     hooks=DEFAULT_HOOKS,
     layers="all",
     resid_dtype: str = "float32",
+    pattern_dtype: str = "float32",
     stacked_heads: bool = False,
     batch_size: int = 8,
     token_budget: int | None = None,
@@ -74,6 +75,8 @@ def export(
         layers: `"all"`, `"first"`, `"middle"`, `"last"`, a list of ints, or a string such as
             `"0,3,5"` or `"2-5"`.
         resid_dtype: dtype of stored residuals (`float32`, `float16`, `bfloat16`).
+        pattern_dtype: dtype of stored patterns: `float32` (default, exact) or `float16`
+            (half the bytes, absolute error up to 2.4e-4: lossy, opt-in).
         stacked_heads: store patterns as one `[1, L, H, T, T]` `.npy` instead of the npz.
         batch_size: most prompts per forward pass.
         token_budget: most padded tokens (`n_prompts * longest`) per forward pass.
@@ -98,6 +101,8 @@ def export(
             f"writers must be >= 0 and compress-level 0-9, got {writers} and {compress_level}"
         )
     hooks = _check_hooks(hooks)
+    _check_choice("resid_dtype", resid_dtype, store.RESID_DTYPES)
+    _check_choice("pattern_dtype", pattern_dtype, store.PATTERN_DTYPES)
     prompt_list = select_prompts(_as_prompts(prompts), **prompt_options)
     save_path = store.ensure_writable(Path(save_path))
     if isinstance(models, (str, Path)) or not isinstance(models, (list, tuple)):
@@ -109,6 +114,7 @@ def export(
             hooks=hooks,
             layers=resolve_layers(layers, model.n_layers),
             resid_dtype=resid_dtype,
+            pattern_dtype=pattern_dtype,
             stacked_heads=stacked_heads,
             compress_level=compress_level,
         )
@@ -133,6 +139,11 @@ def _check_limits(**values) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
             raise BatchingError(f"{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise BatchingError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _check_hooks(hooks) -> tuple[str, ...]:
@@ -279,6 +290,7 @@ def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:
             "layers": list(settings.layers),
             "hooks": list(settings.hooks),
             "resid_dtype": settings.resid_dtype,
+            "pattern_dtype": settings.pattern_dtype,
         },
     }
 

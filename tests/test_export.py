@@ -285,3 +285,20 @@ def test_pipelined_and_sequential_writes_are_byte_identical(gqa_model, tmp_path)
         d0, d3 = (tmp_path / w / gqa_model.name / "prompts" / prompt_hash(text) for w in "03")
         for f in ("activations.npz", "residuals.safetensors", "prompt.json"):
             assert (d0 / f).read_bytes() == (d3 / f).read_bytes()
+
+
+def test_float16_patterns_are_opt_in_and_close(gqa_model, tmp_path):
+    export(gqa_model, prompts=MIXED[:2], save_path=tmp_path / "a", hooks=["pattern"], quiet=True)
+    export(
+        gqa_model,
+        prompts=MIXED[:2],
+        save_path=tmp_path / "b",
+        hooks=["pattern"],
+        pattern_dtype="float16",
+        quiet=True,
+    )
+    for text in MIXED[:2]:
+        exact, half = (_load_npz(tmp_path / s, gqa_model.name, text) for s in "ab")
+        for key in exact:
+            assert exact[key].dtype == np.float32 and half[key].dtype == np.float16
+            np.testing.assert_allclose(half[key], exact[key], atol=2.5e-4, rtol=0)
