@@ -180,6 +180,8 @@ def main(argv=None) -> int:
             shuffle=args.shuffle,
             seed=args.seed,
         )
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for everyone
     for r in reports:
         print(r.path)
     if not args.no_index_html:

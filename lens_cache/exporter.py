@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lens_cache import store
+from lens_cache import distributed, store
 from lens_cache.adapter import HOOK_KINDS, LensModel
 from lens_cache.batcher import plan_batches
 from lens_cache.capture import Capture, capture_batch
@@ -107,20 +107,26 @@ def export(
     save_path = store.ensure_writable(Path(save_path))
     if isinstance(models, (str, Path)) or not isinstance(models, (list, tuple)):
         models = [models]
-    reports = []
-    for spec in models:
-        model = load_model(spec, device=device, dtype=model_dtype)
-        settings = store.ExportSettings(
-            hooks=hooks,
-            layers=resolve_layers(layers, model.n_layers),
-            resid_dtype=resid_dtype,
-            pattern_dtype=pattern_dtype,
-            stacked_heads=stacked_heads,
-            compress_level=compress_level,
-        )
-        plan = _Plan(batch_size, token_budget, max_batch_mb, writers, on_long, force, quiet)
-        reports.append(_export_model(model, prompt_list, save_path, settings, plan))
-    write_indexes(save_path, html=index_html)
+    plan = _Plan(batch_size, token_budget, max_batch_mb, writers, on_long, force, quiet)
+    rank = distributed.join(device)
+    try:
+        reports = []
+        for spec in models:
+            model = load_model(spec, device=distributed.device_for(rank, device), dtype=model_dtype)
+            settings = store.ExportSettings(
+                hooks=hooks,
+                layers=resolve_layers(layers, model.n_layers),
+                resid_dtype=resid_dtype,
+                pattern_dtype=pattern_dtype,
+                stacked_heads=stacked_heads,
+                compress_level=compress_level,
+            )
+            reports.append(_export_model(model, prompt_list, save_path, settings, plan, rank))
+        rank.barrier()  # every rank's prompts are on disk before the indexes are rebuilt
+        if rank.is_main:
+            write_indexes(save_path, html=index_html)
+    finally:
+        rank.close()
     return reports
 
 
@@ -210,33 +216,37 @@ def _layer_item(item: str, n_layers: int) -> range | list[int]:
     return [i % n_layers for i in chosen]
 
 
-def _export_model(model: LensModel, prompts, save_path: Path, settings, plan: _Plan):
+def _export_model(model: LensModel, prompts, save_path: Path, settings, plan: _Plan, rank):
     start = time.perf_counter()
     mdir = store.model_dir(save_path, model.name)
     report = ModelReport(model=model.name, path=mdir)
-    todo = []
+    fitting = []
     for prompt in prompts:
         ids = model.tokenize(prompt["text"])
-        if len(ids) > model.n_ctx:
+        if len(ids) <= model.n_ctx:
+            fitting.append((prompt, ids))
+            continue
+        report.skipped_long.append(prompt["hash"])
+        if rank.is_main:  # one warning, not one per rank
             _too_long(prompt, len(ids), model, plan.on_long)
-            report.skipped_long.append(prompt["hash"])
-        elif not plan.force and store.prompt_is_complete(
-            store.prompt_dir(save_path, model.name, prompt["hash"]), settings
-        ):
+    todo = []
+    for i in distributed.share([len(ids) for _, ids in fitting], rank):
+        prompt, ids = fitting[i]
+        directory = store.prompt_dir(save_path, model.name, prompt["hash"])
+        if not plan.force and store.prompt_is_complete(directory, settings):
             report.cached += 1
         else:
             todo.append((prompt, ids))
-    _claim_model_dir(mdir, model, settings, plan.force)
-    log(
-        f"[{model.name}] {len(todo)} to export, {report.cached} already in the store",
-        quiet=plan.quiet,
-    )
-    _run_batches(model, todo, save_path, settings, plan, report)
+    _claim_model_dir(mdir, model, settings, plan.force, write=rank.is_main)
+    rank.barrier()  # model_cfg.json (and any --force clean-up) before any prompt is written
+    label = model.name if rank.world == 1 else f"{model.name} rank {rank.rank}/{rank.world}"
+    log(f"[{label}] {len(todo)} to export, {report.cached} already in the store", quiet=plan.quiet)
+    _run_batches(model, todo, save_path, settings, plan, report, label)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _run_batches(model, todo, save_path, settings, plan: _Plan, report: ModelReport) -> None:
+def _run_batches(model, todo, save_path, settings, plan: _Plan, report: ModelReport, label):
     lengths = [len(ids) for _, ids in todo]
     batches = plan_batches(
         lengths,
@@ -245,7 +255,7 @@ def _run_batches(model, todo, save_path, settings, plan: _Plan, report: ModelRep
         max_batch_bytes=int(plan.max_batch_mb * 2**20),
         bytes_per_prompt=lambda t: _cache_bytes(model, settings, t),
     )
-    progress = Progress(model.name, len(todo), sum(lengths), quiet=plan.quiet)
+    progress = Progress(label, len(todo), sum(lengths), quiet=plan.quiet)
 
     def write(capture: Capture) -> None:
         directory = store.prompt_dir(save_path, model.name, capture.prompt["hash"])
@@ -306,8 +316,8 @@ def _too_long(prompt: dict, n: int, model: LensModel, on_long: str) -> None:
     warn(message + "; skipped")
 
 
-def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool) -> None:
-    """Write model_cfg.json, refusing to mix settings in one model directory."""
+def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool, write: bool) -> None:
+    """Write model_cfg.json (if `write`), refusing to mix settings in one model directory."""
     cfg_path = mdir / MODEL_CFG_NAME
     if cfg_path.is_file():
         old = store.read_json(cfg_path).get("lens_cache", {})
@@ -318,7 +328,10 @@ def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool) -> Non
                     f"for {_settings_text(settings.describe())}. Use --force to re-export (prompts "
                     "stored with the old settings are removed) or another --save-path"
                 )
-            _drop_other_settings(mdir, settings)
+            if write:
+                _drop_other_settings(mdir, settings)
+    if not write:
+        return
     mdir.mkdir(parents=True, exist_ok=True)
     cfg = model.config_dict()
     cfg["lens_cache"] = {

@@ -1,0 +1,140 @@
+"""Two CPU processes under torchrun (gloo on 127.0.0.1) against a single-process export."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO, run_cli
+from safetensors.numpy import load_file
+
+from lens_cache.distributed import Rank, share
+from lens_cache.prompts import prompt_hash
+
+TEXTS = [f"item {i}: " + "the quick brown fox jumps " * (1 + (i * 7) % 11) for i in range(24)]
+
+
+def test_share_is_deterministic_balanced_and_complete():
+    lengths = [(i * 37) % 101 + 1 for i in range(50)]
+    shares = [share(lengths, Rank(r, 3)) for r in range(3)]
+    assert sorted(i for s in shares for i in s) == list(range(50))
+    loads = [sum(lengths[i] for i in s) for s in shares]
+    assert max(loads) - min(loads) <= max(lengths)
+    assert shares == [share(lengths, Rank(r, 3)) for r in range(3)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(nproc: int, args: list[str], env: dict) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "lens_cache.activations",
+        *args,
+    ]
+
+
+@pytest.fixture
+def dist_env(cli_env):
+    cli_env.update(GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")  # loopback only
+    return cli_env
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def _args(gqa_dir, prompts, save):
+    return [
+        "-m",
+        str(gqa_dir),
+        "-p",
+        str(prompts),
+        "-s",
+        str(save),
+        "-b",
+        "1",
+        "-q",
+        "--hooks",
+        "pattern",
+        "resid_post",
+    ]
+
+
+def _prompts_file(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    return path
+
+
+def _assert_same_export(a, b, model):
+    assert _files(a) == _files(b)
+    for t in TEXTS:
+        da, db = (root / model / "prompts" / prompt_hash(t) for root in (a, b))
+        with np.load(da / "activations.npz") as za, np.load(db / "activations.npz") as zb:
+            assert za.files == zb.files
+            for k in za.files:
+                np.testing.assert_array_equal(za[k], zb[k])
+        ra, rb = load_file(da / "residuals.safetensors"), load_file(db / "residuals.safetensors")
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            np.testing.assert_array_equal(ra[k], rb[k])
+    for name in ("models.jsonl", f"{model}/prompts.jsonl"):
+        assert (a / name).read_text() == (b / name).read_text()
+
+
+def test_two_processes_equal_one(gqa_dir, tmp_path, dist_env):
+    prompts = _prompts_file(tmp_path)
+    single, double = tmp_path / "single", tmp_path / "double"
+    assert run_cli(_args(gqa_dir, prompts, single), dist_env).returncode == 0
+    result = subprocess.run(
+        _torchrun(2, _args(gqa_dir, prompts, double), dist_env),
+        env=dist_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [str(double / gqa_dir.name), str(double / "index.html")]
+    _assert_same_export(single, double, gqa_dir.name)
+
+
+def test_rank_killed_then_rerun_with_another_world_size(gqa_dir, tmp_path, dist_env):
+    prompts = _prompts_file(tmp_path)
+    save = tmp_path / "out"
+    proc = subprocess.Popen(
+        _torchrun(2, _args(gqa_dir, prompts, save), dist_env),
+        env=dist_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    done = save / gqa_dir.name / "prompts"
+    deadline = time.monotonic() + 180
+    while len(list(done.glob("*/prompt.json"))) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before the kill"
+        time.sleep(0.01)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    os.kill(int(workers.stdout.split()[-1]), signal.SIGKILL)  # one rank dies
+    proc.wait(timeout=120)  # torchrun tears the job down
+    assert len(list(done.glob("*/prompt.json"))) < len(TEXTS)
+    rerun = run_cli(_args(gqa_dir, prompts, save), dist_env)  # world size 1 finishes it
+    assert rerun.returncode == 0, rerun.stderr
+    fresh = tmp_path / "fresh"
+    assert run_cli(_args(gqa_dir, prompts, fresh), dist_env).returncode == 0
+    _assert_same_export(save, fresh, gqa_dir.name)
