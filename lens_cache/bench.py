@@ -44,11 +44,17 @@ def default_prompts() -> str:
 def bench_model(name: str):
     """The model to time: the default SmolLM2, or GPT-2-small-shaped random weights (12 layers,
     12 heads, d_model 768) with SmolLM2's tokenizer, built once in the cache."""
-    from lens_cache.models import cache_home, load_model, smollm2_dir
+    from lens_cache.models import load_model
 
     if name != "gpt2-small-shape":
         return load_model(name, device="cpu")
-    path = cache_home() / "bench" / "gpt2-small-shape"
+    return load_model(str(bench_model_dir(name)), device="cpu")
+
+
+def bench_model_dir(name: str) -> Path:
+    from lens_cache.models import cache_home, smollm2_dir
+
+    path = cache_home() / "bench" / name
     if not (path / "config.json").is_file():
         import torch
         from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -66,7 +72,7 @@ def bench_model(name: str):
         )
         GPT2LMHeadModel(cfg).save_pretrained(path)
         tokenizer.save_pretrained(path)
-    return load_model(str(path), device="cpu")
+    return path
 
 
 def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size: int) -> None:
@@ -227,6 +233,53 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scaling(args, model: str) -> list[dict]:
+    """1 process against 2 under torchrun (gloo, one thread each), end to end on the CLI, so
+    both pay imports and model loading; the same prompts as the table above."""
+    from lens_cache.prompts import read_prompts, select_prompts
+
+    prompts = select_prompts(read_prompts(args.prompts), max_chars=args.max_chars, n_samples=args.n)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lens-scale-") as tmp:
+        path = Path(tmp) / "prompts.jsonl"
+        path.write_text("".join(json.dumps({"text": p["text"]}) + "\n" for p in prompts))
+        spec = model if model != "gpt2-small-shape" else str(bench_model_dir(model))
+        base = ["-m", spec, "-p", str(path), "--hooks", "pattern", "-q", "--no-index-html", "-r"]
+        runs = {
+            "1 process": [sys.executable, "-m", "lens_cache.activations"],
+            "2 processes": [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node=2",
+                "--master_addr=127.0.0.1",
+                "--master_port=29533",
+                "-m",
+                "lens_cache.activations",
+            ],
+        }
+        env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
+        for label, cmd in runs.items():
+            run_env = {**env, "OMP_NUM_THREADS": "1"} if label != "1 process" else env
+            start = time.perf_counter()
+            subprocess.run(
+                cmd + base + ["-s", str(Path(tmp) / label.replace(" ", "-"))],
+                env=run_env,
+                check=True,
+                capture_output=True,
+            )
+            rows.append(
+                {
+                    "model": model,
+                    "variant": label,
+                    "wall_s": time.perf_counter() - start,
+                    "prompts": len(prompts),
+                }
+            )
+    rows[1]["speedup"] = rows[0]["wall_s"] / rows[1]["wall_s"]
+    return rows
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
 
@@ -244,6 +297,12 @@ def main(argv=None) -> int:
     p.add_argument("--max-chars", type=int, default=1200, help="split longer prompts")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", default="bench/results.json")
+    p.add_argument(
+        "--no-scaling",
+        dest="scaling",
+        action="store_false",
+        help="skip 1 vs 2 processes under torchrun",
+    )
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--save", help=argparse.SUPPRESS)
@@ -254,9 +313,13 @@ def main(argv=None) -> int:
     rows = run_all(args)
     print(f"machine: {machine()}; prompts: {args.prompts} (n={args.n}, max {args.max_chars} chars)")
     print(table(rows))
+    scale = scaling(args, args.models[0]) if args.scaling else []
+    for r in scale:
+        extra = f"  ({r['speedup']:.2f}x)" if "speedup" in r else ""
+        print(f"{r['model']:<18}{r['variant']:<13}{r['wall_s']:>8.1f} s end to end{extra}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    out.write_text(json.dumps({"machine": machine(), "rows": rows, "scaling": scale}, indent=2))
     print(f"wrote {out}")
     return 0
 
