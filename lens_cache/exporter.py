@@ -124,7 +124,7 @@ def export(
             reports.append(_export_model(model, prompt_list, save_path, settings, plan, rank))
         rank.barrier()  # every rank's prompts are on disk before the indexes are rebuilt
         if rank.is_main:
-            write_indexes(save_path, html=index_html)
+            write_indexes(save_path, html=index_html, quiet=quiet)
     finally:
         rank.close()
     return reports

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lens_cache.store import PROMPT_NAME, read_json, write_jsonl, write_text
+from lens_cache.progress import log
+from lens_cache.store import PROMPT_NAME, read_json, write_jsonl
 
 MODEL_CFG_NAME = "model_cfg.json"
 
@@ -35,41 +36,34 @@ def prompt_records(model_path: Path) -> list[dict]:
     return records
 
 
-def write_indexes(save_path: Path, *, html: bool = True) -> dict:
-    """Rewrite models.jsonl, every model's prompts.jsonl and (unless `html=False`) index.html.
+def write_indexes(save_path: Path, *, html: bool = True, quiet: bool = False) -> dict:
+    """Rewrite models.jsonl, every model's prompts.jsonl and (unless `html=False`) the viewer.
 
     Returns:
-        `{"models": n_models, "prompts": n_prompts, "index_html": path or None}`.
+        `{"models": n_models, "prompts": n_prompts, "viewer": write_viewer's report or None}`.
     """
     save_path = Path(save_path)
     names = model_names(save_path)
-    write_jsonl(
-        save_path / "models.jsonl", [read_json(save_path / n / MODEL_CFG_NAME) for n in names]
-    )
+    cfgs = [read_json(save_path / n / MODEL_CFG_NAME) for n in names]
+    write_jsonl(save_path / "models.jsonl", cfgs)
     n_prompts = 0
     for name in names:
         records = prompt_records(save_path / name)
         write_jsonl(save_path / name / "prompts.jsonl", records)
         n_prompts += len(records)
-    index_html = write_index_html(save_path) if html else None
-    return {"models": len(names), "prompts": n_prompts, "index_html": index_html}
+    viewer = write_viewer_quietly(save_path, quiet) if html and names else None
+    return {"models": len(names), "prompts": n_prompts, "viewer": viewer}
 
 
-def write_index_html(save_path: Path) -> Path:
-    """A plain entry page listing the models and prompt counts (the viewer replaces it)."""
-    from jinja2 import Environment
+def write_viewer_quietly(save_path: Path, quiet: bool) -> dict:
+    """The static viewer (index.html and its data), with its disk cost reported."""
+    from lens_cache.viewer import write_viewer
 
-    template = Environment(autoescape=True).from_string(_PLACEHOLDER)
-    save_path = Path(save_path)
-    models = [(n, len(prompt_records(save_path / n))) for n in model_names(save_path)]
-    path = save_path / "index.html"
-    write_text(path, template.render(models=models))
-    return path
-
-
-_PLACEHOLDER = """<!doctype html>
-<html><head><meta charset="utf-8"><title>lens_cache</title></head>
-<body><h1>lens_cache export</h1><ul>
-{% for name, n in models %}<li>{{ name }}: {{ n }} prompts</li>{% endfor %}
-</ul></body></html>
-"""
+    report = write_viewer(save_path, log=lambda message: log(message, quiet=quiet))
+    mb = 2**20
+    log(
+        f"viewer data: {report['viewer_bytes'] / mb:.1f} MB beside {report['npz_bytes'] / mb:.1f}"
+        " MB of pattern files",
+        quiet=quiet,
+    )
+    return report

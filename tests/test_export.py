@@ -91,9 +91,14 @@ def test_golden_layout(gqa_model, tmp_path):
         quiet=True,
     )
     name = gqa_model.name
-    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    files = sorted(
+        str(p.relative_to(tmp_path))
+        for p in tmp_path.rglob("*")
+        if p.is_file() and "viewer_data" not in p.parts  # the viewer's own files: test_viewer
+    )
     hashes = sorted(prompt_hash(t) for t in texts)
-    expected = ["index.html", "models.jsonl", f"{name}/model_cfg.json", f"{name}/prompts.jsonl"]
+    expected = ["index.html", "viewer.css", "viewer.js", "models.jsonl"]
+    expected += [f"{name}/model_cfg.json", f"{name}/prompts.jsonl"]
     for h in hashes:
         for f in ("activations.npz", "prompt.json", "residuals.safetensors"):
             expected.append(f"{name}/prompts/{h}/{f}")
@@ -143,7 +148,7 @@ def test_resume_skips_force_recomputes(gqa_model, tmp_path):
     assert reports[0].exported == len(MIXED) and reports[0].cached == 0
     npz = tmp_path / gqa_model.name / "prompts" / prompt_hash(MIXED[0]) / "activations.npz"
     npz.write_bytes(b"sentinel")  # proves the rerun does not rewrite it
-    again = export(gqa_model, prompts=MIXED, save_path=tmp_path, quiet=True)
+    again = export(gqa_model, prompts=MIXED, save_path=tmp_path, index_html=False, quiet=True)
     assert again[0].exported == 0 and again[0].cached == len(MIXED)
     assert npz.read_bytes() == b"sentinel"
     forced = export(gqa_model, prompts=MIXED[:2], save_path=tmp_path, force=True, quiet=True)

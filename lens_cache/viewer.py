@@ -1,0 +1,728 @@
+"""Build the static attention viewer of a lens_cache store.
+
+``write_viewer(save_path)`` writes ``<save>/index.html`` plus its scripts and data. Open that
+file straight from disk (``file://``), offline: nothing is fetched from the network, and
+nothing needs a server (``python -m lens_cache.serve`` is there for remote machines only).
+
+Files written
+-------------
+::
+
+    <save>/index.html                    the page (a jinja2 template; holds no data)
+    <save>/viewer.js, <save>/viewer.css  the viewer itself, copied from lens_cache.web
+    <save>/viewer_data/lens_index.js     LENS.index({...}): models, prompts, metrics
+    <save>/viewer_data/<model>/<hash>/prompt.js   LENS.prompt(key, {...}): tokens,
+                                          thumbnails, per-head metrics, residual norms
+    <save>/viewer_data/<model>/<hash>/L<layer>.js LENS.chunk(key, {...}): one layer's patterns
+    <save>/viewer_data/<model>/<hash>/stamp.json  what the data was built from (incremental)
+
+``<model>`` is the model name made safe for a file name (``models[].slug`` in the index).
+
+Why scripts: a page opened from ``file://`` may not ``fetch()`` or XHR other local files, but
+``<script src="relative.js">`` loads. The viewer inserts a data script only when its prompt or
+layer is shown, and keeps a bounded number decoded in memory.
+
+Data format
+-----------
+Every data script calls one global with a key and a plain JSON object: ``LENS.index(obj)``,
+``LENS.prompt("<model slug>/<hash>", obj)`` or ``LENS.chunk("<model slug>/<hash>/<layer>",
+obj)``. The JSON is escaped for a script context (``<``, ``>``, ``&``, U+2028 and U+2029 as
+``\\uXXXX``), so no text from a prompt can close the script or become markup.
+
+Arrays are encoded as ``{"dtype": "f2" | "f4" | "u1", "shape": [...], "b64": str}``: the
+little-endian values, deflate-compressed (zlib format, which the browser's
+``DecompressionStream("deflate")`` reads), then base64. A layer chunk holds
+``{"n_heads": H, "n_tokens": T, "layout": "tril", "data": <f2 array of H * T(T+1)/2>}``: for
+each head the causal lower triangle row by row (row ``i`` holds keys ``0..i``), in float16.
+float16 keeps attention values to within 2.4e-4; hover values are decoded from these numbers,
+never from a colour. ``prompt.js`` holds:
+
+- ``text``, ``tokens`` (BOS included when stored), ``n_tokens``, ``layers`` (stored), ``meta``;
+- ``metrics``: metric name -> per stored layer, per head (``null`` for NaN); ``baseline``: the
+  metrics of uniform causal attention on this prompt; ``labels``: per stored layer, per head;
+- ``thumb``: u1 ``[layers, heads, S(S+1)/2]``, each head max-pooled to ``S = THUMB_SIZE``
+  cells a side, times 255, lower triangle row by row as in a chunk; ``null`` when
+  ``T <= THUMB_SIZE``, where the page draws thumbnails from the (then as small) chunks;
+  ``thumb_size`` is ``min(T, THUMB_SIZE)``;
+- ``resid``: ``{"layers": [...], "norms": {hook: f4 [layers, T]}}`` (L2 norm of each token's
+  residual, hook one of ``resid_pre``, ``resid_mid``, ``resid_post``) or ``null``.
+
+URL hash format
+---------------
+Every view has an address; back and forward work. Model names are URI-encoded.
+
+- ``#/`` home; optional query
+  ``?q=<search>&model=<name>&meta=<key>=<value>&sort=<column>&dir=asc|desc``
+- ``#/prompt/<model>/<hash>``: the layer x head grid of one prompt
+- ``#/head/<model>/<hash>/<layer>/<head>``: one head's full pattern
+- ``#/metrics/<model>?sort=<metric>&dir=desc[&prompt=<hash>]``: per-head metrics, averaged
+  over the model's prompts (or for one prompt)
+- ``#/compare/<model>/<hash>/<layer>/<head>/<model2>/<hash2>/<layer2>/<head2>``: side by side
+- ``#/resid/<model>/<hash>?hook=resid_post``: residual-stream norms per layer and token
+
+Keys: arrows move layer/head, ``j``/``k`` or ``n``/``p`` next/previous prompt, Enter opens,
+Escape goes up, ``+``/``-``/``0`` zoom, ``l`` log scale, ``t`` theme, ``?`` help.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import struct
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from hashlib import md5
+from pathlib import Path
+
+import numpy as np
+
+from lens_cache import metrics as M
+
+FORMAT_VERSION = 3
+DATA_DIR = "viewer_data"
+THUMB_SIZE = 48
+ZLIB_LEVEL = 6
+ASSETS = ("viewer.js", "viewer.css")
+RESID_HOOKS = ("resid_pre", "resid_mid", "resid_post")
+_PATTERN_KEY = "blocks.{}.attn.hook_pattern"
+NPZ_NAME = "activations.npz"
+STACKED_NAME = "activations-blocks.-.attn.hook_pattern.npy"  # [1, L, H, T, T], replaces the npz
+_RESID_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post)$")
+
+
+def print_to_stderr(message: str) -> None:
+    """Default `log` of :func:`write_viewer`: progress goes to stderr, never stdout."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def assets_dir():
+    """The folder holding ``index.html.j2``, ``viewer.js`` and ``viewer.css``.
+
+    Installed, that is the package data ``lens_cache.web``; in a source checkout before the
+    package is installed it is the repository's ``web/`` folder beside ``lens_cache/``.
+    """
+    try:
+        from importlib.resources import files
+
+        folder = files("lens_cache.web")
+        if folder.joinpath("viewer.js").is_file():
+            return folder
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "web"
+
+
+def write_atomic(path: Path, data: bytes) -> int:
+    """Write `data` to `path` through a temporary file and ``os.replace``; return its size.
+
+    A reader (the browser, or a second write_viewer) never sees a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # os.open with 0o666 honours the umask (mkstemp would leave the page unreadable, 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return len(data)
+
+
+def write_if_changed(path: Path, data: bytes) -> int:
+    """Like :func:`write_atomic`, but skip (and return 0) when the file already holds `data`."""
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return 0
+    return write_atomic(path, data)
+
+
+_JS_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def js_literal(obj) -> str:
+    """JSON for a script context: valid JS, and no ``</script>``, ``<!--`` or line separators.
+
+    The escaped characters can only occur inside JSON strings, where ``\\uXXXX`` means the
+    same character, so the value is unchanged. NaN (not JSON) must already be ``None``.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JS_ESCAPES[m.group()], text)
+
+
+def script_call(func: str, *args) -> bytes:
+    """One data script: ``LENS.<func>(<arg>, ...);`` with every argument a JSON literal."""
+    return f"LENS.{func}({','.join(js_literal(a) for a in args)});\n".encode()
+
+
+def encode_array(arr: np.ndarray, dtype: str) -> dict:
+    """``{"dtype", "shape", "b64"}``: little-endian values of `dtype`, deflated, base64."""
+    values = np.ascontiguousarray(arr, dtype={"f2": "<f2", "f4": "<f4", "u1": "u1"}[dtype])
+    packed = zlib.compress(values.tobytes(), ZLIB_LEVEL)
+    return {"dtype": dtype, "shape": list(values.shape), "b64": base64.b64encode(packed).decode()}
+
+
+def nan_to_none(values):
+    """Floats (or nested lists of them) rounded to 6 decimals, NaN as None, for JSON."""
+    arr = np.round(np.asarray(values, dtype=np.float64), 5)
+    return np.where(np.isfinite(arr), arr, None).tolist()
+
+
+def model_slug(name: str) -> str:
+    """A file-name-safe folder name for a model; a short hash keeps changed names unique."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    if slug != name or slug.startswith("."):
+        slug = f"{slug.lstrip('.')}-{md5(name.encode()).hexdigest()[:8]}"
+    return slug
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------- reading the store
+
+
+def read_models(save: Path) -> list[dict]:
+    """The model configs: ``models.jsonl``, or every ``*/model_cfg.json`` when it is missing."""
+    if (save / "models.jsonl").is_file():
+        models = read_jsonl(save / "models.jsonl")
+    else:
+        models = [json.loads(p.read_text()) for p in sorted(save.glob("*/model_cfg.json"))]
+    for cfg in models:
+        if cfg.get("model_name") == DATA_DIR:
+            raise ValueError(
+                f"a model is named {DATA_DIR!r}, the viewer's own data folder; rename the model"
+            )
+    return sorted(models, key=lambda c: c["model_name"])
+
+
+def read_prompts(model_dir: Path) -> list[dict]:
+    """A model's prompt.json objects: ``prompts.jsonl``, else each ``prompts/*/prompt.json``."""
+    if (model_dir / "prompts.jsonl").is_file():
+        rows = read_jsonl(model_dir / "prompts.jsonl")
+    else:
+        paths = sorted((model_dir / "prompts").glob("*/prompt.json"))
+        rows = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    return sorted(rows, key=lambda r: r["hash"])
+
+
+def file_sig(path: Path) -> list[int] | None:
+    """``[size, mtime_ns]`` of a file, or None when absent: what "up to date" compares."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def source_sig(prompt_dir: Path) -> dict:
+    names = ("prompt.json", NPZ_NAME, STACKED_NAME, "residuals.safetensors")
+    return {name: file_sig(prompt_dir / name) for name in names}
+
+
+def _safetensors_header(path: Path) -> tuple[dict, int]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n)), 8 + n
+
+
+def read_bf16(path: Path, key: str) -> np.ndarray:
+    """One BF16 tensor as float32; numpy has no bfloat16, so safetensors cannot hand it over."""
+    header, start = _safetensors_header(path)
+    entry = header[key]
+    lo, hi = entry["data_offsets"]
+    raw = np.fromfile(path, dtype="<u2", count=(hi - lo) // 2, offset=start + lo)
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
+
+
+def resid_norms(path: Path, n_tokens: int, log: Callable[[str], None]) -> dict | None:
+    """``{"layers": [...], "norms": {hook: [layers, T] float32}}`` from residuals.safetensors.
+
+    Norms are taken in float32 whatever the stored dtype. Returns None when there is no file
+    or no residual tensor in it.
+    """
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    found: dict[str, dict[int, np.ndarray]] = {}
+    with safe_open(str(path), framework="numpy") as f:
+        for key in f.keys():
+            m = _RESID_RE.match(key)
+            if not m:
+                continue
+            dtype = f.get_slice(key).get_dtype()
+            arr = read_bf16(path, key) if dtype == "BF16" else f.get_tensor(key)
+            arr = np.asarray(arr, dtype=np.float32).reshape(-1, arr.shape[-1])
+            if arr.shape[0] != n_tokens:
+                log(f"viewer: skipping {key} in {path}: {arr.shape[0]} rows, {n_tokens} tokens")
+                continue
+            found.setdefault(m.group(2), {})[int(m.group(1))] = np.linalg.norm(arr, axis=-1)
+    return _stack_norms(found)
+
+
+def _stack_norms(found: dict[str, dict[int, np.ndarray]]) -> dict | None:
+    if not found:
+        return None
+    layers = sorted({i for per_layer in found.values() for i in per_layer})
+    norms = {}
+    for hook in RESID_HOOKS:
+        if hook in found:
+            rows = [found[hook].get(i) for i in layers]
+            t = next(r for r in rows if r is not None).shape[0]
+            full = [r if r is not None else np.full(t, np.nan) for r in rows]
+            norms[hook] = np.stack(full).astype(np.float32)
+    return {"layers": layers, "norms": norms}
+
+
+# ---------------------------------------------------------------- one prompt
+
+
+def thumbnail(patterns: np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
+    """Max-pool ``[H, T, T]`` to ``[H, S, S]``, ``S = min(T, size)``; return the lower triangle
+    ``[H, S(S+1)/2]`` scaled to uint8 0..255.
+
+    Max, not mean: a one-cell-wide diagonal (previous-token head) must survive pooling.
+    """
+    t = patterns.shape[-1]
+    if t > size:
+        edges = (np.arange(size) * t) // size
+        patterns = np.maximum.reduceat(np.maximum.reduceat(patterns, edges, axis=-1), edges, -2)
+    s = patterns.shape[-1]
+    rows, cols = np.tril_indices(s)  # pooled blocks right of the diagonal block are all masked
+    return np.clip(np.rint(patterns[:, rows, cols] * 255.0), 0, 255).astype(np.uint8)
+
+
+def layer_chunk(patterns: np.ndarray) -> dict:
+    """The chunk object of one layer: each head's lower triangle, row by row, as float16."""
+    h, t, _ = patterns.shape
+    rows, cols = np.tril_indices(t)
+    tril = patterns.astype(np.float16)[:, rows, cols]  # [H, T(T+1)/2], row-major order
+    return {"n_heads": h, "n_tokens": t, "layout": "tril", "data": encode_array(tril, "f2")}
+
+
+def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
+    """Yield ``(layer, [n_heads, T, T] float32)`` for each stored layer, one at a time.
+
+    Reads ``activations.npz``, or the stacked ``[1, L, H, T, T]`` .npy that replaces it when the
+    store was exported with stacked heads (memory-mapped: one layer in memory at a time).
+    """
+    if (src / NPZ_NAME).is_file():
+        with np.load(src / NPZ_NAME) as npz:
+            for layer in stored_layers(prompt, npz.files):
+                key = _PATTERN_KEY.format(layer)
+                if key not in npz.files:
+                    raise KeyError(f"{src}: no array {key!r}; prompt.json lists it as stored")
+                yield layer, check_layer(npz[key], key, n_heads, n_tokens, src)
+    elif (src / STACKED_NAME).is_file():
+        stacked = np.load(src / STACKED_NAME, mmap_mode="r")
+        listed = (prompt.get("lens_cache") or {}).get("layers")
+        layers = sorted(listed) if listed is not None else range(stacked.shape[1])
+        for k, layer in enumerate(layers):
+            yield layer, check_layer(stacked[0, k], f"layer {layer}", n_heads, n_tokens, src)
+    elif any("pattern" in str(h) for h in (prompt.get("lens_cache") or {}).get("hooks") or []):
+        raise FileNotFoundError(
+            f"{src}: no {NPZ_NAME} (nor {STACKED_NAME}) but prompt.json "
+            "lists patterns as stored; export this prompt again"
+        )
+    # else: an export of residuals only; the viewer shows their norms and no patterns
+
+
+def check_layer(arr, key: str, n_heads: int, n_tokens: int, where: Path) -> np.ndarray:
+    """One ``[n_heads, T, T]`` float32 layer, with errors that name the file."""
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.shape != (n_heads, n_tokens, n_tokens):
+        raise ValueError(
+            f"{where}: {key} has shape {arr.shape}, expected [1, {n_heads}, {n_tokens}, "
+            f"{n_tokens}] from model_cfg n_heads and prompt.json n_tokens"
+        )
+    return np.asarray(arr, dtype=np.float32)
+
+
+def prompt_tokens(prompt: dict, n_tokens: int) -> list[str]:
+    """The stored string tokens (BOS included when present); never guessed from the text."""
+    tokens = [str(t) for t in prompt.get("tokens") or []]
+    if len(tokens) != n_tokens:
+        tokens = (tokens + [f"#{i}" for i in range(len(tokens), n_tokens)])[:n_tokens]
+    return tokens
+
+
+def stored_layers(prompt: dict, keys: list[str]) -> list[int]:
+    layers = (prompt.get("lens_cache") or {}).get("layers")
+    if layers is None:  # pattern-lens stores: every pattern key in the npz
+        found = (re.match(r"^blocks\.(\d+)\.attn\.hook_pattern$", k) for k in keys)
+        layers = [int(m.group(1)) for m in found if m]
+    return sorted(int(i) for i in layers)
+
+
+def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
+    """Write the data scripts of one prompt of one model; return its stamp plus its metrics.
+
+    ``stamp.json`` (written last, so an interrupted build is redone) records the source files'
+    sizes and mtimes; the metrics live in ``prompt.js``, where a later run reads them back.
+    """
+    src = save / cfg["model_name"] / "prompts" / prompt["hash"]
+    sig = source_sig(src)  # before reading: a file changed while we read gets rebuilt next time
+    key = f"{out.parent.name}/{prompt['hash']}"
+    n_heads = int(cfg["n_heads"])
+    n_tokens = int(prompt.get("n_tokens") or len(prompt.get("tokens") or []))
+    tokens = prompt_tokens(prompt, n_tokens)
+    layers, per_layer, thumbs, written = [], [], [], 0
+    for layer, pat in iter_patterns(src, prompt, n_heads, n_tokens):
+        layers.append(layer)
+        per_layer.append(M.head_metrics(pat, tokens))
+        if n_tokens > THUMB_SIZE:  # shorter prompts: the page draws from the chunks
+            thumbs.append(thumbnail(pat))
+        chunk = script_call("chunk", f"{key}/{layer}", layer_chunk(pat))
+        written += write_atomic(out / f"L{layer}.js", chunk)
+    summary = metric_summary(per_layer, tokens)
+    resid = resid_norms(src / "residuals.safetensors", n_tokens, log)
+    payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
+    written += write_atomic(out / "prompt.js", script_call("prompt", key, payload))
+    stamp = {
+        "format": FORMAT_VERSION,
+        "thumb_size": THUMB_SIZE,
+        "source": sig,
+        "files": [*(f"L{layer}.js" for layer in layers), "prompt.js"],
+        "layers": layers,
+        "n_tokens": n_tokens,
+        "resid": resid is not None,
+    }
+    written += write_atomic(out / "stamp.json", json.dumps(stamp).encode())
+    return {
+        **stamp,
+        "metrics": summary["metrics"],
+        "baseline": summary["baseline"],
+        "bytes_written": written,
+    }
+
+
+def metric_summary(per_layer: list[dict], tokens: list[str]) -> dict:
+    """``metrics`` (name -> [layer][head], None for NaN), ``baseline`` and ``labels``."""
+    base = M.baseline_metrics(tokens)
+    return {
+        "metrics": {n: nan_to_none([m[n] for m in per_layer]) for n in M.METRIC_NAMES},
+        "baseline": {n: nan_to_none(v) for n, v in base.items()},
+        "labels": [M.label_heads(m, base) for m in per_layer],
+    }
+
+
+def prompt_payload(prompt, tokens, layers, summary, thumbs, resid) -> dict:
+    """The object of ``prompt.js`` (see the module docstring)."""
+    return {
+        "text": prompt.get("text", ""),
+        "tokens": tokens,
+        "n_tokens": len(tokens),
+        "layers": layers,
+        "meta": prompt.get("meta") or {},
+        **summary,
+        "thumb": encode_array(np.stack(thumbs), "u1") if thumbs else None,
+        "thumb_size": min(len(tokens), THUMB_SIZE),
+        "resid": None
+        if resid is None
+        else {
+            "layers": resid["layers"],
+            "norms": {h: encode_array(v, "f4") for h, v in resid["norms"].items()},
+        },
+    }
+
+
+def read_data_script(path: Path) -> list:
+    """The arguments of a data script ``LENS.f(a, b);`` (JSON literals, comma-joined)."""
+    text = path.read_text(encoding="utf-8")
+    return json.loads("[" + text[text.index("(") + 1 : text.rindex(")")] + "]")
+
+
+def fresh_stamp(save: Path, cfg: dict, prompt: dict, out: Path) -> dict | None:
+    """The recorded stamp, with the metrics from ``prompt.js``, when the prompt's viewer data
+    is up to date; else None."""
+    try:
+        stamp = json.loads((out / "stamp.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    src = save / cfg["model_name"] / "prompts" / prompt["hash"]
+    up_to_date = (
+        stamp.get("format") == FORMAT_VERSION
+        and stamp.get("thumb_size") == THUMB_SIZE
+        and stamp.get("source") == source_sig(src)
+        and all((out / name).is_file() for name in stamp.get("files", []))
+    )
+    if not up_to_date:
+        return None
+    try:
+        payload = read_data_script(out / "prompt.js")[1]
+    except (ValueError, IndexError):
+        return None  # damaged: rebuild
+    return {**stamp, "metrics": payload["metrics"], "baseline": payload["baseline"]}
+
+
+# ---------------------------------------------------------------- the index
+
+
+def prompt_summary(stamp: dict) -> dict:
+    """Per-prompt numbers for the home table: the max over heads of each score (is there a
+    head doing this on this prompt?) and the mean over heads of the entropies."""
+    out = {}
+    for name in M.METRIC_NAMES:
+        values = np.array(stamp["metrics"][name], dtype=np.float64).ravel()
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            out[name] = None
+        else:
+            out[name] = round(float(values.max() if name in M.SCORE_NAMES else values.mean()), 6)
+    return out
+
+
+def model_summary(cfg: dict, stamps: list[dict]) -> dict:
+    """Per-head metrics averaged over the model's prompts (NaN-skipping), with labels.
+
+    A head's average covers the prompts that stored its layer and where the metric is defined
+    (induction needs a repeated token); ``count`` says how many prompts that was.
+    """
+    n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
+    sums = {n: np.zeros((n_layers, n_heads)) for n in M.METRIC_NAMES}
+    counts = {n: np.zeros((n_layers, n_heads)) for n in M.METRIC_NAMES}
+    for stamp in stamps:
+        for name in M.METRIC_NAMES:
+            values = np.array(stamp["metrics"][name], dtype=np.float64).reshape(-1, n_heads)
+            for row, layer in zip(values, stamp["layers"], strict=True):
+                ok = np.isfinite(row)
+                sums[name][layer, ok] += row[ok]
+                counts[name][layer, ok] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avg = {n: sums[n] / counts[n] for n in M.METRIC_NAMES}
+    base = {n: _nanmean([s["baseline"].get(n) for s in stamps]) for n in M.METRIC_NAMES}
+    labels = [
+        M.label_heads({n: avg[n][layer] for n in M.SCORE_NAMES}, base) for layer in range(n_layers)
+    ]
+    return {
+        "avg": {n: nan_to_none(v) for n, v in avg.items()},
+        "count": counts["first"].astype(int).tolist(),
+        "baseline": {n: nan_to_none(v) for n, v in base.items()},
+        "labels": labels,
+    }
+
+
+def _nanmean(values) -> float:
+    arr = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
+
+
+def index_payload(models: list[dict], entries: list[dict], texts: dict) -> dict:
+    return {
+        "format": FORMAT_VERSION,
+        "data_dir": DATA_DIR,
+        "metrics": list(M.METRIC_NAMES),
+        "scores": list(M.SCORE_NAMES),
+        "label_names": M.LABELS,
+        "models": models,
+        "texts": texts,
+        "entries": entries,
+    }
+
+
+# ---------------------------------------------------------------- page and assets
+
+
+def render_page(assets) -> bytes:
+    """index.html from the jinja2 template; autoescaped, and it carries no store data."""
+    import jinja2
+
+    source = assets.joinpath("index.html.j2").read_text(encoding="utf-8")
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.from_string(source).render(
+        data_dir=DATA_DIR, index_script=f"{DATA_DIR}/lens_index.js", format=FORMAT_VERSION
+    )
+    return html.encode()
+
+
+def write_page(save: Path) -> int:
+    assets = assets_dir()
+    written = write_if_changed(save / "index.html", render_page(assets))
+    for name in ASSETS:
+        written += write_if_changed(save / name, assets.joinpath(name).read_bytes())
+    return written
+
+
+def prune(data_root: Path, keep: set[Path]) -> int:
+    """Remove viewer data of prompts (or models) no longer in the store; return how many.
+
+    Only folders inside ``viewer_data`` that look like ours are touched.
+    """
+    removed = 0
+    if not data_root.is_dir():
+        return 0
+    for model_dir in [p for p in data_root.iterdir() if p.is_dir()]:
+        for prompt_dir in [p for p in model_dir.iterdir() if p.is_dir()]:
+            if prompt_dir not in keep and (prompt_dir / "stamp.json").is_file():
+                shutil.rmtree(prompt_dir)
+                removed += 1
+        if not any(model_dir.iterdir()):
+            model_dir.rmdir()
+    return removed
+
+
+def dir_bytes(root: Path, pattern: str) -> int:
+    return sum(p.stat().st_size for p in root.rglob(pattern) if p.is_file())
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def write_viewer(
+    save_path: Path,
+    *,
+    log: Callable[[str], None] = print_to_stderr,
+    workers: int | None = None,
+    force: bool = False,
+) -> dict:
+    """Build (or bring up to date) the static viewer of the store at `save_path`.
+
+    Prompts whose viewer data is newer than their source files (same sizes and mtimes as
+    recorded in ``stamp.json``) are skipped; data of prompts no longer in the store is removed.
+    Every file is written to a temporary name and renamed into place.
+
+    Args:
+        save_path (`Path`): the store folder (the exporter's ``save_path``).
+        log (`Callable[[str], None]`, *optional*, defaults to printing to stderr): progress.
+        workers (`int`, *optional*): threads building prompts in parallel (zlib and numpy
+            release the GIL); defaults to ``min(4, os.cpu_count())``.
+        force (`bool`, *optional*, defaults to `False`): rebuild every prompt.
+
+    Returns:
+        `dict`: ``index_html`` (path), ``models``, ``prompts`` (model x prompt entries),
+        ``built``, ``skipped``, ``pruned``, ``bytes_written`` (this run), ``viewer_bytes``
+        (all viewer files now), ``npz_bytes`` (the pattern files they derive from:
+        activations.npz, or the stacked .npy),
+        ``seconds``.
+
+    Raises:
+        `FileNotFoundError`: when `save_path` holds no store.
+        `ValueError`: when a stored array does not match its prompt.json / model_cfg.json.
+    """
+    start = time.perf_counter()
+    save = Path(save_path)
+    if not (save / "models.jsonl").is_file() and not any(save.glob("*/model_cfg.json")):
+        raise FileNotFoundError(f"{save}: no models.jsonl; is this a lens_cache save_path?")
+    data_root = save / DATA_DIR
+    jobs, keep = plan_jobs(save, data_root)
+    stamps, built, written = run_jobs(save, jobs, log, workers, force)
+    models, entries, texts = [], [], {}
+    for m_index, (cfg, prompts) in enumerate(jobs_by_model(jobs)):
+        model_stamps = [stamps[(cfg["model_name"], p["hash"])] for p in prompts]
+        models.append(model_entry(cfg, prompts, model_stamps))
+        for prompt, stamp in zip(prompts, model_stamps, strict=True):
+            entries.append(entry_of(m_index, prompt, stamp))
+            texts[prompt["hash"]] = {
+                "text": prompt.get("text", ""),
+                "meta": prompt.get("meta") or {},
+            }
+    index = script_call("index", index_payload(models, entries, texts))
+    written += write_if_changed(data_root / "lens_index.js", index)
+    written += write_page(save)
+    pruned = prune(data_root, keep)
+    report = {
+        "index_html": save / "index.html",
+        "models": len(models),
+        "prompts": len(entries),
+        "built": built,
+        "skipped": len(entries) - built,
+        "pruned": pruned,
+        "bytes_written": written,
+        "viewer_bytes": dir_bytes(data_root, "*")
+        + sum((save / n).stat().st_size for n in ("index.html", *ASSETS)),
+        "npz_bytes": dir_bytes(save, NPZ_NAME) + dir_bytes(save, STACKED_NAME),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    log(
+        f"viewer: {report['prompts']} prompts ({built} built, {report['skipped']} up to date, "
+        f"{pruned} removed) in {report['seconds']} s -> {report['index_html']}"
+    )
+    return report
+
+
+def plan_jobs(save: Path, data_root: Path):
+    """``[(cfg, prompt, out_dir)]`` for every model x prompt, and the set of out_dirs."""
+    jobs = []
+    for cfg in read_models(save):
+        out_model = data_root / model_slug(cfg["model_name"])
+        for prompt in read_prompts(save / cfg["model_name"]):
+            jobs.append((cfg, prompt, out_model / prompt["hash"]))
+    return jobs, {out for _, _, out in jobs}
+
+
+def jobs_by_model(jobs):
+    grouped: dict[str, tuple[dict, list[dict]]] = {}
+    for cfg, prompt, _ in jobs:
+        grouped.setdefault(cfg["model_name"], (cfg, []))[1].append(prompt)
+    return list(grouped.values())
+
+
+def run_jobs(save: Path, jobs, log, workers: int | None, force: bool):
+    """Build what is stale, in threads; return ``({(model, hash): stamp}, built, bytes)``."""
+    stamps, todo = {}, []
+    for cfg, prompt, out in jobs:
+        stamp = None if force else fresh_stamp(save, cfg, prompt, out)
+        if stamp is None:
+            todo.append((cfg, prompt, out))
+        else:
+            stamps[(cfg["model_name"], prompt["hash"])] = stamp
+    n_workers = workers or min(4, os.cpu_count() or 1)
+    written = 0
+    with ThreadPoolExecutor(max_workers=max(1, n_workers)) as pool:
+        futures = [pool.submit(build_prompt, save, cfg, p, out, log) for cfg, p, out in todo]
+        for k, ((cfg, prompt, _), fut) in enumerate(zip(todo, futures, strict=True)):
+            stamp = fut.result()
+            written += stamp.pop("bytes_written")
+            stamps[(cfg["model_name"], prompt["hash"])] = stamp
+            if (k + 1) % 100 == 0:
+                log(f"viewer: built {k + 1}/{len(todo)} prompts")
+    return stamps, len(todo), written
+
+
+def model_entry(cfg: dict, prompts: list[dict], stamps: list[dict]) -> dict:
+    name = cfg["model_name"]
+    layers = sorted({i for s in stamps for i in s["layers"]})
+    entry = {
+        "name": name,
+        "slug": model_slug(name),
+        "n_layers": int(cfg["n_layers"]),
+        "n_heads": int(cfg["n_heads"]),
+        "d_model": cfg.get("d_model"),
+        "n_ctx": cfg.get("n_ctx"),
+        "n_prompts": len(prompts),
+        "layers": layers,
+    }
+    entry.update(model_summary(cfg, stamps))
+    return entry
+
+
+def entry_of(m_index: int, prompt: dict, stamp: dict) -> dict:
+    return {
+        "m": m_index,
+        "h": prompt["hash"],
+        "n": stamp["n_tokens"],
+        "nl": len(stamp["layers"]),
+        "r": int(stamp["resid"]),
+        "s": prompt_summary(stamp),
+    }

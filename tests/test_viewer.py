@@ -1,0 +1,540 @@
+"""The static viewer: files write_viewer makes, and the page itself in a real browser.
+
+Browser tests drive Debian's chromium through Playwright from file://, as a user opens the
+page, with the network unused. Screenshots of each view go to $LENS_CACHE_ARTIFACTS (or a
+temporary folder).
+"""
+
+import base64
+import json
+import os
+import re
+import shutil
+import threading
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lens_cache.viewer import DATA_DIR, model_slug, write_viewer
+from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, write_store
+
+SMALL, GRID = "toy-3x2", "toy-12x12"
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    info = write_store(tmp_path_factory.mktemp("store"))
+    info["report"] = write_viewer(info["save_path"], log=quiet)
+    return info
+
+
+def read_call(path: Path):
+    """(function name, args) of a data script ``LENS.f(<json>, <json>);``."""
+    m = re.fullmatch(r"LENS\.(\w+)\((.*)\);\n", path.read_text(encoding="utf-8"), re.S)
+    assert m, f"{path} is not one LENS call"
+    return m.group(1), json.loads("[" + m.group(2) + "]")
+
+
+def decode(desc: dict) -> np.ndarray:
+    dtype = {"f2": "<f2", "f4": "<f4", "u1": "u1"}[desc["dtype"]]
+    raw = zlib.decompress(base64.b64decode(desc["b64"]))
+    return np.frombuffer(raw, dtype=dtype).reshape(desc["shape"])
+
+
+def prompt_dir(save: Path, model: str, h: str) -> Path:
+    return save / DATA_DIR / model_slug(model) / h
+
+
+def npz_layer(save: Path, model: str, h: str, layer: int) -> np.ndarray:
+    path = save / model / "prompts" / h / "activations.npz"
+    with np.load(path) as z:
+        return z[f"blocks.{layer}.attn.hook_pattern"][0]
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_report_and_files(store):
+    save, report = store["save_path"], store["report"]
+    assert report["models"] == 2 and report["prompts"] == 10 and report["built"] == 10
+    for name in ("index.html", "viewer.js", "viewer.css", f"{DATA_DIR}/lens_index.js"):
+        assert (save / name).is_file(), name
+    assert report["bytes_written"] == report["viewer_bytes"]
+    assert 0 < report["viewer_bytes"] < report["npz_bytes"]
+    assert not list(save.rglob("*.tmp")), "a temporary file was left behind"
+
+
+def test_layer_chunk_round_trips_within_float16(store):
+    save, h = store["save_path"], store["hashes"]["long-01"]
+    func, (key, chunk) = read_call(prompt_dir(save, SMALL, h) / "L2.js")
+    assert func == "chunk" and key == f"{SMALL}/{h}/2"
+    pat = npz_layer(save, SMALL, h, 2)
+    t = pat.shape[-1]
+    assert (chunk["n_heads"], chunk["n_tokens"], chunk["layout"]) == (2, t, "tril")
+    tril = decode(chunk["data"]).astype(np.float32)
+    rows, cols = np.tril_indices(t)
+    np.testing.assert_allclose(tril, pat[:, rows, cols], atol=2.5e-4)
+
+
+def test_partial_layers_write_only_stored_layers(store):
+    out = prompt_dir(store["save_path"], GRID, store["hashes"]["long-01"])
+    assert sorted(p.name for p in out.glob("L*.js")) == ["L0.js", "L11.js", "L5.js"]
+    _, (_, payload) = read_call(out / "prompt.js")
+    assert payload["layers"] == [0, 5, 11]
+    assert decode(payload["thumb"]).shape == (3, 12, 48 * 49 // 2)
+    assert payload["thumb_size"] == 48
+    short = prompt_dir(store["save_path"], GRID, store["hashes"]["prose-01"])
+    assert read_call(short / "prompt.js")[1][1]["thumb"] is None  # drawn from the chunks
+
+
+def test_data_scripts_escape_markup_and_keep_text(store):
+    save, h = store["save_path"], store["xss_hash"]
+    for path in (save / DATA_DIR).rglob("*.js"):
+        text = path.read_text(encoding="utf-8")
+        assert "<" not in text and ">" not in text and "\u2028" not in text, path
+    _, (_, payload) = read_call(prompt_dir(save, SMALL, h) / "prompt.js")
+    assert payload["text"] == XSS_TEXT
+    assert payload["resid"] is None  # the XSS prompt has no residuals.safetensors
+    _, (index,) = read_call(save / DATA_DIR / "lens_index.js")
+    assert index["texts"][h]["text"] == XSS_TEXT
+
+
+def test_index_html_holds_no_data(store):
+    html = (store["save_path"] / "index.html").read_text()
+    assert "onerror" not in html and "lighthouse" not in html
+    assert '<script src="viewer.js"></script>' in html
+    assert "Content-Security-Policy" in html and "http" not in html.replace("http-equiv", "")
+
+
+@pytest.mark.parametrize("model", [SMALL, GRID])
+def test_residual_norms_match_safetensors(store, model):
+    from safetensors import safe_open
+
+    from lens_cache.viewer import read_bf16
+
+    save, h = store["save_path"], store["hashes"]["repeat-01"]
+    _, (_, payload) = read_call(prompt_dir(save, model, h) / "prompt.js")
+    norms = decode(payload["resid"]["norms"]["resid_post"])
+    path = save / model / "prompts" / h / "residuals.safetensors"
+    with safe_open(str(path), framework="numpy") as f:
+        key = "blocks.1.hook_resid_post"
+        is_bf16 = f.get_slice(key).get_dtype() == "BF16"
+        arr = read_bf16(path, key) if is_bf16 else f.get_tensor(key)
+    assert is_bf16 == (model == GRID)
+    np.testing.assert_allclose(norms[1], np.linalg.norm(arr.astype(np.float32), axis=-1), rtol=1e-5)
+
+
+def test_model_average_ranks_planted_induction_head_first(store):
+    _, (index,) = read_call(store["save_path"] / DATA_DIR / "lens_index.js")
+    for model in index["models"]:
+        avg = np.array(model["avg"]["induction"], dtype=np.float64)
+        layer, head = np.unravel_index(np.nanargmax(avg), avg.shape)
+        assert (layer, head) == store["induction_heads"][model["name"]]
+        assert "induction" in model["labels"][layer][head]
+
+
+def test_incremental_skips_rebuilds_and_prunes(tmp_path):
+    info = write_store(tmp_path, models=[SMALL_MODEL])
+    save = info["save_path"]
+    first = write_viewer(save, log=quiet)
+    again = write_viewer(save, log=quiet)
+    assert (again["built"], again["skipped"], again["bytes_written"]) == (0, 5, 0)
+
+    npz = save / SMALL / "prompts" / info["hashes"]["prose-01"] / "activations.npz"
+    st = npz.stat()
+    os.utime(npz, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    touched = write_viewer(save, log=quiet)
+    assert (touched["built"], touched["skipped"]) == (1, 4)
+
+    gone = info["hashes"]["prose-02"]
+    jsonl = save / SMALL / "prompts.jsonl"
+    rows = [r for r in jsonl.read_text().splitlines() if gone not in r]
+    jsonl.write_text("\n".join(rows) + "\n")
+    pruned = write_viewer(save, log=quiet)
+    assert (pruned["prompts"], pruned["pruned"], pruned["built"]) == (4, 1, 0)
+    assert not prompt_dir(save, SMALL, gone).exists()
+    assert pruned["viewer_bytes"] < first["viewer_bytes"]
+
+
+def test_stacked_heads_npy_replaces_the_npz(tmp_path):
+    info = write_store(tmp_path, models=[SMALL_MODEL])
+    save, h = info["save_path"], info["hashes"]["repeat-01"]
+    folder = save / SMALL / "prompts" / h
+    expected = npz_layer(save, SMALL, h, 2)
+    with np.load(folder / "activations.npz") as z:
+        stacked = np.stack([z[f"blocks.{i}.attn.hook_pattern"][0] for i in range(3)])[None]
+    np.save(folder / "activations-blocks.-.attn.hook_pattern.npy", stacked)
+    (folder / "activations.npz").unlink()
+    assert write_viewer(save, log=quiet)["built"] == 5
+    _, (_, chunk) = read_call(prompt_dir(save, SMALL, h) / "L2.js")
+    rows, cols = np.tril_indices(expected.shape[-1])
+    np.testing.assert_allclose(decode(chunk["data"]), expected[:, rows, cols], atol=2.5e-4)
+
+
+def rewrite_record(save: Path, model: str, record: dict) -> None:
+    """Replace one prompt's record in prompt.json and prompts.jsonl, as an export would."""
+    (save / model / "prompts" / record["hash"] / "prompt.json").write_text(json.dumps(record))
+    jsonl = save / model / "prompts.jsonl"
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    rows = [record if r["hash"] == record["hash"] else r for r in rows]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_residual_only_prompts_have_no_layers(tmp_path):
+    info = write_store(tmp_path, models=[SMALL_MODEL])
+    save, h = info["save_path"], info["hashes"]["prose-01"]
+    folder = save / SMALL / "prompts" / h
+    (folder / "activations.npz").unlink()
+    record = json.loads((folder / "prompt.json").read_text())
+    record["lens_cache"].update(hooks=["resid_post"], layers=[])
+    rewrite_record(save, SMALL, record)
+    write_viewer(save, log=quiet)
+    _, (_, payload) = read_call(prompt_dir(save, SMALL, h) / "prompt.js")
+    assert payload["layers"] == [] and payload["resid"] is not None
+    record["lens_cache"]["hooks"] = ["pattern"]  # says patterns are there: a broken store
+    rewrite_record(save, SMALL, record)
+    with pytest.raises(FileNotFoundError, match="lists patterns as stored"):
+        write_viewer(save, log=quiet)
+
+
+def test_stale_files_are_rebuilt_when_a_data_file_is_missing(tmp_path):
+    info = write_store(tmp_path, models=[SMALL_MODEL])
+    write_viewer(info["save_path"], log=quiet)
+    (prompt_dir(info["save_path"], SMALL, info["hashes"]["prose-01"]) / "L1.js").unlink()
+    assert write_viewer(info["save_path"], log=quiet)["built"] == 1
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no models.jsonl"):
+        write_viewer(tmp_path, log=quiet)
+    info = write_store(tmp_path / "s", models=[SMALL_MODEL])
+    npz = info["save_path"] / SMALL / "prompts" / info["hashes"]["prose-01"] / "activations.npz"
+    np.savez(npz, **{"blocks.0.attn.hook_pattern": np.zeros((1, 2, 3, 3), np.float32)})
+    with pytest.raises(ValueError, match=r"blocks.0.attn.hook_pattern has shape \(2, 3, 3\)"):
+        write_viewer(info["save_path"], log=quiet)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "models.jsonl").write_text(json.dumps({"model_name": DATA_DIR}) + "\n")
+    with pytest.raises(ValueError, match="the viewer's own data folder"):
+        write_viewer(bad, log=quiet)
+
+
+def test_model_slug_is_file_safe_and_unique():
+    assert model_slug("gpt2-small") == "gpt2-small"
+    a, b = model_slug("org/model"), model_slug("org_model")
+    assert "/" not in a and a != b
+    assert not model_slug("..").startswith(".")
+
+
+def test_serve_binds_localhost_and_serves_the_page(store):
+    from lens_cache.serve import make_server
+
+    server = make_server(store["save_path"], host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as r:
+            assert b"viewer.js" in r.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---------------------------------------------------------------- in a browser
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):  # in CI a missing browser is a failure, never a skip
+            pytest.fail("chromium not found on PATH; `make test` installs it")
+        pytest.skip(
+            "chromium not found on PATH; `make test` installs it (apt-get install chromium)"
+        )
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    folder = os.environ.get("LENS_CACHE_ARTIFACTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Page:
+    """A page on the store's index.html that records errors, requests and dialogs."""
+
+    def __init__(self, browser, store, artifacts):
+        self.page = browser.new_page(viewport={"width": 1280, "height": 800})
+        self.url = Path(store["save_path"], "index.html").as_uri()
+        self.artifacts = artifacts
+        self.errors, self.requests, self.dialogs = [], [], []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("dialog", self.on_dialog)
+
+    def on_dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def open(self, fragment: str = ""):
+        self.page.goto(self.url + fragment)
+        self.page.wait_for_selector("#app > :not(#boot-note)")
+
+    def shot(self, name: str):
+        self.page.screenshot(path=str(self.artifacts / f"{name}.png"))
+
+    def check_clean(self):
+        assert self.errors == [], f"console errors: {self.errors}"
+        outside = [u for u in self.requests if not u.startswith("file://")]
+        assert outside == [], f"requests outside file://: {outside}"
+        assert self.dialogs == [], f"a dialog fired: {self.dialogs}"
+
+
+@pytest.fixture
+def page(browser, store, artifacts):
+    p = Page(browser, store, artifacts)
+    yield p
+    p.page.close()
+    p.check_clean()
+
+
+def wait_head(pg, model, h, layer, head):
+    """Open a head and wait until its canvas has been drawn."""
+    pg.open(f"#/head/{model}/{h}/{layer}/{head}")
+    pg.page.wait_for_selector(".pane[data-draw-ms]")
+
+
+def hover_cell(pg, i: int, j: int, scroller: str = ".scroller") -> str:
+    """Move the mouse onto cell (query i, key j) from the canvas geometry; return the tooltip."""
+    s = pg.page.locator(scroller).first
+    cs = float(s.get_attribute("data-cell"))
+    box = s.bounding_box()
+    left, top = s.evaluate("e => [e.scrollLeft, e.scrollTop]")
+    pg.page.mouse.move(box["x"] + (j + 0.5) * cs - left, box["y"] + (i + 0.5) * cs - top)
+    pg.page.wait_for_selector("#tip:not([hidden])")
+    return pg.page.locator("#tip").text_content()
+
+
+def tip_value(text: str) -> float:
+    m = re.search(r"^value (\S+)$", text, re.M)
+    assert m, text
+    return float(m.group(1))
+
+
+@pytest.mark.browser
+def test_home_lists_prompts(page, store):
+    page.open()
+    page.page.wait_for_selector(".vrow")
+    assert page.page.locator(".toolbar .note").first.text_content() == "10 of 10 prompts"
+    rows = page.page.locator(".vrow:not([hidden])").all_text_contents()
+    assert len(rows) == 10 and any("repeat-01" in r for r in rows)
+    page.shot("home")
+    page.page.fill("input[type=search]", "heat rises")
+    assert page.page.locator(".vrow:not([hidden])").count() == 2  # prose-02 under both models
+    page.page.select_option("select[title='filter by metadata']", "kind=induction")
+    page.page.fill("input[type=search]", "")
+    assert page.page.locator(".vrow:not([hidden])").count() == 2
+    assert "meta=kind%3Dinduction" in page.page.evaluate("location.hash")
+
+
+@pytest.mark.browser
+def test_home_sorts_by_length(page):
+    page.open("#/?sort=n&dir=desc")
+    page.page.wait_for_selector(".vrow")
+    first = page.page.locator(".vrow[data-idx='0']").text_content()
+    assert "long-01" in first and "300" in first
+
+
+@pytest.mark.browser
+def test_hash_navigation_reaches_head_and_hover_matches_npz(page, store):
+    save, h = store["save_path"], store["hashes"]["repeat-01"]
+    wait_head(page, SMALL, h, 0, 1)
+    assert "L0 H1" in page.page.locator("#crumbs").text_content()
+    pat = npz_layer(save, SMALL, h, 0)[1]
+    tokens = json.loads((save / SMALL / "prompts" / h / "prompt.json").read_text())["tokens"]
+    for i, j in [(0, 0), (7, 3), (24, 12), (24, 24), (13, 12)]:
+        text = hover_cell(page, i, j)
+        assert abs(tip_value(text) - pat[i, j]) <= 1e-3, (i, j, text)
+        assert f"query {i}: {json.dumps(tokens[i])}" in text
+        assert f"key   {j}: {json.dumps(tokens[j])}" in text
+    assert "masked" in hover_cell(page, 3, 9)
+    page.shot("head")
+
+
+@pytest.mark.browser
+def test_zoomed_long_prompt_hover_after_scroll(page, store):
+    save, h = store["save_path"], store["hashes"]["long-01"]
+    wait_head(page, GRID, h, 5, 7)
+    for _ in range(6):
+        page.page.keyboard.press("+")
+    s = page.page.locator(".scroller")
+    assert float(s.get_attribute("data-cell")) > 6
+    s.evaluate("e => { e.scrollTop = e.scrollHeight; e.scrollLeft = e.scrollWidth / 2; }")
+    page.page.wait_for_timeout(100)
+    pat = npz_layer(save, GRID, h, 5)[7]
+    cs = float(s.get_attribute("data-cell"))
+    left, top = s.evaluate("e => [e.scrollLeft, e.scrollTop]")
+    i, j = int((top + 200) // cs), int((left + 100) // cs)
+    text = hover_cell(page, i, j)
+    assert abs(tip_value(text) - pat[i, j]) <= 1e-3, (i, j, text)
+    page.page.mouse.click(*[v for v in _center(page, i, j)])
+    assert "attends most to" in page.page.locator(".sel-panel").text_content()
+    page.shot("head-long-zoomed")
+
+
+def _center(pg, i, j):
+    s = pg.page.locator(".scroller")
+    cs, box = float(s.get_attribute("data-cell")), s.bounding_box()
+    left, top = s.evaluate("e => [e.scrollLeft, e.scrollTop]")
+    return box["x"] + (j + 0.5) * cs - left, box["y"] + (i + 0.5) * cs - top
+
+
+@pytest.mark.browser
+def test_keyboard_reaches_head_and_moves(page):
+    page.open()
+    page.page.wait_for_selector(".vrow")
+    kb = page.page.keyboard
+    kb.press("j")
+    kb.press("Enter")
+    page.page.wait_for_selector("canvas.thumb")
+    prompt_hash = page.page.evaluate("location.hash")
+    assert prompt_hash.startswith(f"#/prompt/{GRID}/")
+    page.shot("prompt-grid-12x12")
+    kb.press("ArrowRight")
+    kb.press("ArrowDown")
+    kb.press("Enter")
+    page.page.wait_for_selector(".pane[data-draw-ms]")
+    head_hash = page.page.evaluate("location.hash")
+    assert head_hash == prompt_hash.replace("#/prompt/", "#/head/") + "/1/1"
+    kb.press("ArrowRight")
+    page.page.wait_for_function("() => location.hash.endsWith('/1/2')")
+    kb.press("ArrowDown")
+    page.page.wait_for_function("() => location.hash.endsWith('/2/2')")
+    kb.press("n")
+    first_prompt = prompt_hash.rsplit("/", 1)[1]
+    page.page.wait_for_function(f"() => !location.hash.includes({json.dumps(first_prompt)})")
+    page.page.wait_for_selector(".pane[data-draw-ms]")
+    # the next prompt may store fewer layers: the view moves to the nearest stored one
+    assert re.fullmatch(rf"#/head/{GRID}/[\w-]+/\d+/2", page.page.evaluate("location.hash"))
+    kb.press("Escape")
+    page.page.wait_for_function("() => location.hash.startsWith('#/prompt/')")
+    page.page.go_back()
+    page.page.wait_for_function("() => location.hash.startsWith('#/head/')")
+    page.page.go_back()
+    page.page.go_back()
+    page.page.wait_for_function("() => location.hash.endsWith('/1/2')")
+
+
+@pytest.mark.browser
+def test_xss_prompt_shows_literally_and_runs_nothing(page, store):
+    h = store["xss_hash"]
+    page.open(f"#/prompt/{SMALL}/{h}")
+    page.page.wait_for_selector("canvas.thumb")
+    assert page.page.locator(".prompt-text").text_content() == XSS_TEXT
+    assert page.page.locator("#app img").count() == 0
+    tokens = page.page.locator(".tok").all_text_contents()
+    assert " onerror=alert(1)>" in tokens and " </script>" in tokens
+    page.shot("prompt-xss")
+    page.open("#/?q=onerror")
+    page.page.wait_for_selector(".vrow:not([hidden])")
+    assert "<img src=x onerror=alert(1)>" in page.page.locator(".vrow").first.text_content()
+    wait_head(page, SMALL, h, 0, 0)
+    assert '"<img"' in hover_cell(page, 1, 0)
+    page.open(f"#/resid/{SMALL}/{h}")
+    assert "No residuals stored" in page.page.locator("#app").text_content()
+    assert page.page.evaluate("document.querySelectorAll('img').length") == 0
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("model", [SMALL, GRID])
+def test_metrics_sorted_by_induction_put_planted_head_first(page, store, model):
+    page.open(f"#/metrics/{model}?sort=layer&dir=asc")
+    page.page.wait_for_selector("table.mtable tbody tr")
+    page.page.click("th[data-key=induction]")
+    first = page.page.locator("table.mtable tbody tr").first
+    layer, head = store["induction_heads"][model]
+    assert (first.get_attribute("data-layer"), first.get_attribute("data-head")) == (
+        str(layer),
+        str(head),
+    )
+    assert "induction" in first.text_content()
+    assert "sort=induction&dir=desc" in page.page.evaluate("location.hash")
+    page.shot(f"metrics-{model}")
+    first.click()
+    page.page.wait_for_function(f"() => location.hash.endsWith('/{layer}/{head}')")
+
+
+@pytest.mark.browser
+def test_theme_and_scale_toggles(page, store):
+    page.open(f"#/prompt/{GRID}/{store['hashes']['long-01']}")
+    page.page.wait_for_selector("canvas.thumb")
+    html = page.page.locator("html")
+    before = html.get_attribute("data-theme")
+    bg = page.page.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.page.click("#theme-toggle")
+    assert html.get_attribute("data-theme") != before
+    assert page.page.evaluate("getComputedStyle(document.body).backgroundColor") != bg
+    page.page.click("#scale-toggle")
+    assert page.page.locator("#scale-toggle").text_content() == "log"
+    page.shot("prompt-dark-log")
+    page.page.keyboard.press("t")
+    page.page.keyboard.press("l")
+    assert html.get_attribute("data-theme") == before
+    assert page.page.locator("#scale-toggle").text_content() == "linear"
+    page.page.keyboard.press("?")
+    assert page.page.locator("#help").is_visible()
+    assert "next / previous prompt" in page.page.locator("#help").text_content()
+
+
+@pytest.mark.browser
+def test_theme_follows_the_system_preference(browser, store, artifacts):
+    pg = Page(browser, store, artifacts)
+    try:
+        pg.page.emulate_media(color_scheme="dark")
+        pg.open()
+        assert pg.page.locator("html").get_attribute("data-theme") == "dark"
+        pg.shot("home-dark")
+        pg.check_clean()
+    finally:
+        pg.page.close()
+
+
+@pytest.mark.browser
+def test_compare_and_residual_views(page, store):
+    h = store["hashes"]["repeat-01"]
+    page.open(f"#/compare/{GRID}/{h}/5/7/{SMALL}/{h}/1/1")
+    page.page.wait_for_function(
+        "() => document.querySelectorAll('.pane[data-draw-ms]').length == 2"
+    )
+    text = hover_cell(page, 20, 9, scroller=".pane-col:nth-child(2) .scroller")
+    assert abs(tip_value(text) - npz_layer(store["save_path"], SMALL, h, 1)[1][20, 9]) <= 1e-3
+    page.shot("compare")
+    page.open(f"#/resid/{GRID}/{store['hashes']['long-01']}")
+    page.page.wait_for_selector(".resid-wrap canvas")
+    page.shot("resid")
