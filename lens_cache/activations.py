@@ -14,6 +14,7 @@ import sys
 from lens_cache.adapter import HOOK_KINDS
 from lens_cache.cli import run_cli
 from lens_cache.models import DEFAULT_MODEL, DTYPES
+from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, POOLS
 from lens_cache.prompts import DEFAULT_PROMPTS
 
 
@@ -62,6 +63,37 @@ def build_parser() -> argparse.ArgumentParser:
     a("-n", "--n-samples", type=int, default=None, help="export at most this many prompts")
     a("--shuffle", action="store_true", help="shuffle the prompts before taking -n")
     a("--seed", type=int, default=0, help="seed for --shuffle")
+    a(
+        "--dataset",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="read prompts from a dataset instead of -p: a .parquet/.jsonl/.json/.csv/.tsv file, "
+        "a save_to_disk folder, or a Hugging Face dataset name (needs the network)",
+    )
+    a("--split", default="train", help="dataset split (--dataset)")
+    a("--text-column", default="text", help="dataset column holding the prompt text")
+    a(
+        "--label-columns",
+        nargs="+",
+        default=[],
+        metavar="COLUMN",
+        help="dataset columns to keep as metadata (labels for probes)",
+    )
+    a("--dataset-config", default=None, help="dataset configuration name (Hub datasets)")
+    a(
+        "--pool",
+        action="append",
+        choices=POOLS,
+        default=None,
+        help="after exporting, pool each stored residual hook per prompt into a sharded parquet "
+        "dataset under <save>/<model>/pooled/ (repeatable)",
+    )
+    a(
+        "--shard-max-bytes",
+        type=int,
+        default=DEFAULT_SHARD_MAX_BYTES,
+        help="most bytes per pooled parquet shard",
+    )
     a(
         "--hooks",
         nargs="+",
@@ -155,7 +187,7 @@ def main(argv=None) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         reports = export(
             models=args.models or [DEFAULT_MODEL],
-            prompts=args.prompts,
+            prompts=_prompt_source(args),
             save_path=args.save_path,
             hooks=args.hooks,
             layers=args.layers,
@@ -172,6 +204,8 @@ def main(argv=None) -> int:
             writers=args.writers,
             compress_level=args.compress_level,
             index_html=not args.no_index_html,
+            pool=args.pool,
+            shard_max_bytes=args.shard_max_bytes,
             quiet=args.quiet,
             min_chars=args.min_chars,
             max_chars=args.max_chars,
@@ -184,9 +218,25 @@ def main(argv=None) -> int:
         return 0  # under torchrun, rank 0 reports for everyone
     for r in reports:
         print(r.path)
+        for path in r.pooled:
+            print(path)
     if not args.no_index_html:
         print(os.path.join(args.save_path, "index.html"))
     return 0
+
+
+def _prompt_source(args):
+    if not args.dataset:
+        return args.prompts
+    from lens_cache.sources import read_dataset
+
+    return read_dataset(
+        args.dataset,
+        split=args.split,
+        text_column=args.text_column,
+        label_columns=args.label_columns,
+        config=args.dataset_config,
+    )
 
 
 def _silence_loaders() -> None:

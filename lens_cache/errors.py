@@ -65,3 +65,54 @@ class HookNotFiredError(LensCacheError, RuntimeError):
 
 class OutOfMemoryError(LensCacheError, MemoryError):
     """A single prompt does not fit in memory even as a batch of one."""
+
+
+class ActivationsMissingError(LensCacheError, FileNotFoundError):
+    """The store, model, prompt or kind of activation asked for is not on disk.
+
+    The message ends with the command that would export it.
+    """
+
+
+class LayerNotStoredError(LayerSelectionError):
+    """A requested layer is not stored; the message lists the layers that are."""
+
+
+class HeadSelectionError(LensCacheError, IndexError):
+    """A requested head is out of range for the stored patterns."""
+
+
+class UnknownHookError(LensCacheError, ValueError):
+    """A hook name that is not one lens_cache stores."""
+
+
+class DatasetSourceError(PromptsError):
+    """A dataset cannot be read: unknown file type, unreadable file, unsupported values."""
+
+
+class DatasetNotFoundError(DatasetSourceError, FileNotFoundError):
+    """Neither a local file or folder nor a dataset the Hub could give."""
+
+
+class MissingColumnError(DatasetSourceError, LookupError):
+    """The text column or a label column is not in the dataset; the message lists those that are."""
+
+
+class MissingSplitError(DatasetSourceError, LookupError):
+    """The split is not in the dataset; the message lists those that are."""
+
+
+class DatasetsNotInstalledError(DatasetSourceError, ImportError):
+    """Reading this source needs the `datasets` package, which is not installed."""
+
+
+class PooledMissingError(LensCacheError, FileNotFoundError):
+    """No pooled dataset for this model, hook and pool; the message says what to run."""
+
+
+class MissingLabelError(LensCacheError, LookupError):
+    """The label column asked for is not in the pooled dataset; the message lists those that are."""
+
+
+class ModelNotInStoreError(LensCacheError, FileNotFoundError):
+    """`clear --model` names a model the store does not hold."""

@@ -38,6 +38,7 @@ class ModelReport:
     skipped_long: list[str] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
+    pooled: list[Path] = field(default_factory=list)
 
 
 def export(
@@ -60,6 +61,8 @@ def export(
     writers: int = 2,
     compress_level: int = 1,
     index_html: bool = True,
+    pool=None,
+    shard_max_bytes: int | None = None,
     quiet: bool = False,
     **prompt_options,
 ) -> list[ModelReport]:
@@ -85,6 +88,9 @@ def export(
         on_long: `"skip"` (warn) or `"fail"` for prompts longer than the model's context.
         writers: writer threads behind the forward pass (0 writes in the main thread).
         compress_level: deflate level of the npz (0 stores it uncompressed).
+        pool: one or more of `lens_cache.pooled.POOLS`: after the export, pool each stored
+            residual hook of every prompt of the model into a sharded parquet dataset.
+        shard_max_bytes: most bytes per pooled parquet shard.
         **prompt_options: `min_chars`, `max_chars`, `raw`, `n_samples`, `shuffle`, `seed`.
 
     Returns:
@@ -101,6 +107,7 @@ def export(
             f"writers must be >= 0 and compress-level 0-9, got {writers} and {compress_level}"
         )
     hooks = _check_hooks(hooks)
+    pools = _check_pools(pool, hooks)
     _check_choice("resid_dtype", resid_dtype, store.RESID_DTYPES)
     _check_choice("pattern_dtype", pattern_dtype, store.PATTERN_DTYPES)
     prompt_list = select_prompts(_as_prompts(prompts), **prompt_options)
@@ -125,6 +132,8 @@ def export(
         rank.barrier()  # every rank's prompts are on disk before the indexes are rebuilt
         if rank.is_main:
             write_indexes(save_path, html=index_html, quiet=quiet)
+            for report in reports:
+                report.pooled = _pool(save_path, report.model, hooks, pools, shard_max_bytes, quiet)
     finally:
         rank.close()
     return reports
@@ -145,6 +154,31 @@ def _check_limits(**values) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
             raise BatchingError(f"{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _check_pools(pool, hooks) -> tuple[str, ...]:
+    from lens_cache.pooled import POOLS
+
+    pools = () if pool is None else (pool,) if isinstance(pool, str) else tuple(pool)
+    unknown = [p for p in pools if p not in POOLS]
+    if unknown:
+        raise PromptsError(f"unknown pool {unknown}; choose from {', '.join(POOLS)}")
+    if pools and hooks == ("pattern",):
+        raise PromptsError("--pool needs a residual hook in --hooks (e.g. resid_post)")
+    return pools
+
+
+def _pool(save_path, model_name, hooks, pools, shard_max_bytes, quiet) -> list[Path]:
+    """Pooled parquet datasets over every prompt stored for the model, not only this run's."""
+    from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, write_pooled
+
+    limit = shard_max_bytes or DEFAULT_SHARD_MAX_BYTES
+    return [
+        write_pooled(save_path, model_name, hook, pool, shard_max_bytes=limit, quiet=quiet)
+        for hook in hooks
+        if hook != "pattern"
+        for pool in pools
+    ]
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -183,3 +183,64 @@ def test_kill_9_mid_run_then_rerun_completes(gqa_dir, tmp_path, cli_env):
         with np.load(a) as za, np.load(b) as zb:
             for k in za.files:
                 np.testing.assert_allclose(za[k], zb[k], atol=1e-5, rtol=0)
+
+
+def test_dataset_labels_and_pooling_from_the_cli(gqa_dir, tmp_path, cli_env):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = ["good film", "bad film", "fine acting", "dull plot"]
+    table = pa.table({"review": texts, "label": [1, 0, 1, 0], "source": ["a", "b", "a", "b"]})
+    pq.write_table(table, tmp_path / "reviews.parquet")
+    save = tmp_path / "out"
+    args = [
+        "-m",
+        str(gqa_dir),
+        "--dataset",
+        str(tmp_path / "reviews.parquet"),
+        "-s",
+        str(save),
+        "--text-column",
+        "review",
+        "--label-columns",
+        "label",
+        "source",
+        "--pool",
+        "last_token",
+        "--pool",
+        "mean",
+        "-q",
+        "--no-index-html",
+    ]
+    result = run_cli(args, cli_env)
+    assert result.returncode == 0, result.stderr
+    pooled = [line for line in result.stdout.splitlines() if "pooled" in line]
+    assert [p.rsplit("/", 1)[1] for p in pooled] == ["resid_post-last_token", "resid_post-mean"]
+    record = json.loads(
+        (save / gqa_dir.name / "prompts" / prompt_hash("bad film") / "prompt.json").read_text()
+    )
+    assert record["meta"] == {"label": 0, "source": "b"}
+    from lens_cache import load_pooled
+
+    X, y = load_pooled(save, gqa_dir.name, pool="mean", layer=2, label="label")
+    assert X.shape == (4, 64) and sorted(y) == [0, 0, 1, 1]
+
+
+def test_pool_without_a_residual_hook_is_refused(gqa_dir, tmp_path, cli_env):
+    result = run_cli(
+        [
+            "-m",
+            str(gqa_dir),
+            "-p",
+            "default",
+            "-s",
+            str(tmp_path / "o"),
+            "--hooks",
+            "pattern",
+            "--pool",
+            "mean",
+        ],
+        cli_env,
+    )
+    assert result.returncode == 2
+    assert "--pool needs a residual hook" in result.stderr.splitlines()[-1]

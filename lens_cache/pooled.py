@@ -1,0 +1,369 @@
+"""Pooled residuals: one float32 vector per prompt and layer, as a sharded parquet dataset.
+
+    <save>/<model>/pooled/<hook>-<pool>/data-00000-of-00002.parquet
+    <save>/<model>/pooled/<hook>-<pool>/data-00001-of-00002.parquet
+
+One row per prompt (in the order of the model's prompts.jsonl, i.e. by hash): `hash`, `text`,
+`n_tokens`, one column per `meta` key (lists and objects JSON-encoded; a key that clashes with
+these names gets a `meta_` prefix), and `layer_{i}`, a fixed-size list of `d_model` float32,
+for every stored layer. The parquet schema's metadata (`lens_cache` key) records the model,
+hook, pool and layers. `datasets.load_dataset("parquet", data_dir=...)`, pyarrow and pandas
+read it as is; `load_pooled` returns `(X, y)` ready for scikit-learn.
+
+Pools, all computed in float32 over the prompt's stored tokens (padding is never stored):
+
+- `last_token`: the last token.
+- `first_token`: position 0, which is the BOS token when the model prepends one (then it is
+  the same vector for every prompt: useless for probing, kept for completeness).
+- `first_real`: the first token of the text: position 1 when the model prepends a BOS
+  (`default_prepend_bos` in its config), else 0.
+- `mean`: the mean over every stored position, BOS included.
+- `mean_real`: the mean over the text's tokens, BOS left out.
+
+Example:
+    >>> write_pooled("store", "gpt2", pool="mean")
+    >>> X, y = load_pooled("store", "gpt2", pool="mean", layer=6, label="kind")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lens_cache.errors import MissingLabelError, PooledMissingError, PromptsError
+from lens_cache.progress import log
+from lens_cache.reader import open_store, resid_kind, select_layers
+
+POOLS = ("last_token", "first_token", "first_real", "mean", "mean_real")
+DEFAULT_SHARD_MAX_BYTES = 500 * 10**6  # what `datasets` uses for Hub uploads
+FIXED_COLUMNS = ("hash", "text", "n_tokens")
+LAYER_PREFIX = "layer_"
+
+
+def pooled_dir(save_path, model: str, hook: str = "resid_post", pool: str = "last_token") -> Path:
+    """Where `write_pooled` puts one model's pooled dataset for one hook and pool."""
+    return Path(save_path) / model / "pooled" / f"{resid_kind(hook)}-{pool}"
+
+
+def pool_residuals(resid: np.ndarray, pool: str, bos: bool) -> np.ndarray:
+    """Pool one prompt's residuals.
+
+    Args:
+        resid (`Float[np.ndarray, "layers pos d_model"]`): float32 residuals of one prompt.
+        pool (`str`): one of `POOLS`.
+        bos (`bool`): whether position 0 is a BOS token the model prepended.
+
+    Returns:
+        `Float[np.ndarray, "layers d_model"]`, float32.
+    """
+    start = 1 if bos and resid.shape[1] > 1 else 0  # a lone BOS is all there is to take
+    if pool == "last_token":
+        return resid[:, -1]
+    if pool == "first_token":
+        return resid[:, 0]
+    if pool == "first_real":
+        return resid[:, start]
+    if pool == "mean":
+        return resid.mean(axis=1, dtype=np.float32)
+    if pool == "mean_real":
+        return resid[:, start:].mean(axis=1, dtype=np.float32)
+    raise PromptsError(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}")
+
+
+def write_pooled(
+    save_path,
+    model: str,
+    hook: str = "resid_post",
+    pool: str = "last_token",
+    *,
+    shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES,
+    out_dir=None,
+    quiet: bool = True,
+) -> Path:
+    """Pool the stored residuals of every prompt of a model into a sharded parquet dataset.
+
+    Every stored layer of `hook` is pooled. The dataset is built in a temporary folder and
+    renamed into place, replacing an older one: readers never see a half-written dataset.
+
+    Args:
+        save_path (`str` or `Path`): the store.
+        model (`str`): the model's name in the store.
+        hook (`str`, *optional*, defaults to `"resid_post"`): `resid_pre`, `resid_mid` or
+            `resid_post`.
+        pool (`str`, *optional*, defaults to `"last_token"`): one of `POOLS` (see the module
+            docstring).
+        shard_max_bytes (`int`, *optional*, defaults to 500 MB): most bytes of row data per
+            parquet file (measured uncompressed; a single larger row gets a file of its own).
+        out_dir (`str` or `Path`, *optional*): defaults to `<save>/<model>/pooled/<hook>-<pool>`.
+        quiet (`bool`, *optional*, defaults to `True`): no progress line on stderr.
+
+    Returns:
+        The dataset's folder.
+
+    Raises:
+        ActivationsMissingError: the model, its prompts, or their residuals are not stored.
+        PromptsError: an unknown pool or a bad `shard_max_bytes`.
+    """
+    if pool not in POOLS:
+        raise PromptsError(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}")
+    if shard_max_bytes < 1:
+        raise PromptsError(f"shard_max_bytes must be at least 1, got {shard_max_bytes}")
+    store = open_store(save_path)
+    kind = resid_kind(hook)
+    records = store.prompts(model)
+    if not records:
+        raise _no_prompts(store, model)
+    out = Path(out_dir) if out_dir is not None else pooled_dir(save_path, model, kind, pool)
+    layers = store.stored_layers(model, records[0], kind)
+    bos = bool(store.model_cfg(model).get("default_prepend_bos", True))
+    meta = _meta_columns(records)
+
+    def rows():
+        for record in records:
+            resid = store.residuals(model, record["hash"], kind, layers=layers)
+            yield record, pool_residuals(resid.float().numpy(), pool, bos)
+
+    info = {"model": model, "hook": kind, "pool": pool, "layers": layers, "bos": bos}
+    _atomic_dir(out, lambda tmp: _write_shards(tmp, rows(), meta, info, shard_max_bytes))
+    log(f"[{model}] pooled {len(records)} prompts ({kind}, {pool}) -> {out}", quiet=quiet)
+    return out
+
+
+def _no_prompts(store, model: str) -> Exception:
+    from lens_cache.errors import ActivationsMissingError
+
+    return ActivationsMissingError(
+        f"model {model} in {store.path} has no prompts; run: python -m lens_cache.activations "
+        f"-m {shlex.quote(model)} -p PROMPTS -s {shlex.quote(str(store.path))}"
+    )
+
+
+# --- columns and shards ----------------------------------------------------------------------
+
+
+def _meta_columns(records: list[dict]) -> dict:
+    """`{column name: pyarrow array of that meta key over all prompts}`.
+
+    Types are decided over every prompt at once, so all shards share one schema (`datasets`
+    refuses shards whose schemas differ). A key whose values mix types is stored as strings.
+    """
+    keys = dict.fromkeys(k for r in records for k in r["meta"])
+    columns = {}
+    for key in keys:
+        name = (
+            key if key not in FIXED_COLUMNS and not key.startswith(LAYER_PREFIX) else f"meta_{key}"
+        )
+        columns[name] = _arrow_values([_cell(r["meta"].get(key)) for r in records])
+    return columns
+
+
+def _cell(value):
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+
+
+def _arrow_values(values: list):
+    import pyarrow as pa
+
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        array = None
+    if array is None or not (
+        pa.types.is_boolean(array.type)
+        or pa.types.is_integer(array.type)
+        or pa.types.is_floating(array.type)
+        or pa.types.is_string(array.type)
+    ):
+        strings = [v if isinstance(v, str) or v is None else json.dumps(v) for v in values]
+        array = pa.array(strings, type=pa.string())
+    return array
+
+
+def _write_shards(directory: Path, rows, meta: dict, info: dict, max_bytes: int) -> None:
+    """Write rows into `shard-*.parquet` files of at most `max_bytes`, then name them
+    `data-XXXXX-of-NNNNN.parquet` once the count is known."""
+    shards, batch, size, start = [], [], 0, 0
+    for record, vectors in rows:
+        row_bytes = vectors.nbytes + len(record["text"].encode()) + 64
+        if batch and size + row_bytes > max_bytes:
+            shards.append(_write_shard(directory, len(shards), batch, meta, start, info))
+            start, batch, size = start + len(batch), [], 0
+        batch.append((record, vectors))
+        size += row_bytes
+    shards.append(_write_shard(directory, len(shards), batch, meta, start, info))
+    for i, path in enumerate(shards):
+        path.rename(directory / f"data-{i:05d}-of-{len(shards):05d}.parquet")
+
+
+def _write_shard(directory: Path, index: int, batch, meta: dict, start: int, info: dict) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = [r for r, _ in batch]
+    stacked = np.stack([v for _, v in batch], axis=1)  # [layers, rows, d_model]
+    columns = {
+        "hash": pa.array([r["hash"] for r in records], pa.string()),
+        "text": pa.array([r["text"] for r in records], pa.string()),
+        "n_tokens": pa.array([r.get("n_tokens") for r in records], pa.int64()),
+    }
+    columns.update({name: values[start : start + len(batch)] for name, values in meta.items()})
+    d_model = stacked.shape[-1]
+    for layer, vectors in zip(info["layers"], stacked, strict=True):
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        columns[f"{LAYER_PREFIX}{layer}"] = pa.FixedSizeListArray.from_arrays(flat, d_model)
+    table = pa.table(columns)
+    table = table.replace_schema_metadata({"lens_cache": json.dumps({**info, "d_model": d_model})})
+    path = directory / f"shard-{index:05d}.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def _atomic_dir(out: Path, write) -> None:
+    """Call `write(tmp_dir)`, then put `tmp_dir` where `out` was, replacing it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if out.exists():
+            os.replace(out, old)  # a folder cannot be renamed over a non-empty one
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old.exists():
+                os.replace(old, out)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def load_pooled(
+    save_path,
+    model: str,
+    hook: str = "resid_post",
+    pool: str = "last_token",
+    layer: int | None = None,
+    label: str | None = None,
+    *,
+    out_dir=None,
+):
+    """Load one layer of a pooled dataset as a matrix, with labels, for scikit-learn.
+
+    Args:
+        save_path (`str` or `Path`): the store.
+        model (`str`): the model's name in the store.
+        hook (`str`, *optional*, defaults to `"resid_post"`).
+        pool (`str`, *optional*, defaults to `"last_token"`).
+        layer (`int`, *optional*, defaults to the last stored layer): a model layer index;
+            negative counts from the model's last layer.
+        label (`str`, *optional*): a column (usually a `meta` key) to return as `y`.
+        out_dir (`str` or `Path`, *optional*): the dataset's folder, if not the default.
+
+    Returns:
+        `(X, y)`: `X` is `Float[np.ndarray, "prompts d_model"]` (float32); `y` is a
+        `np.ndarray` of the `label` column, or, without `label`, a dict of every column other
+        than the layers (`hash`, `text`, `n_tokens`, the meta keys) as lists.
+
+    Raises:
+        PooledMissingError: no pooled dataset there (the message says how to write it).
+        LayerNotStoredError: the layer was not pooled (the message lists those that were).
+        MissingLabelError: no such label column (the message lists them).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = Path(out_dir) if out_dir is not None else pooled_dir(save_path, model, hook, pool)
+    files = sorted(directory.glob("data-*.parquet"))
+    if not files:
+        raise PooledMissingError(
+            f"no pooled dataset at {directory}; run: python -m lens_cache.pooled "
+            f"-s {shlex.quote(str(save_path))} -m {shlex.quote(model)} "
+            f"--hook {resid_kind(hook)} --pool {pool}"
+        )
+    names = pq.read_schema(files[0]).names
+    stored = sorted(int(n[len(LAYER_PREFIX) :]) for n in names if n.startswith(LAYER_PREFIX))
+    n_layers = open_store(save_path).model_cfg(model).get("n_layers") or max(stored) + 1
+    wanted = stored[-1:] if layer is None else layer
+    (chosen,) = select_layers(wanted, stored, int(n_layers), f"pooled dataset {directory}")
+    others = [n for n in names if not n.startswith(LAYER_PREFIX)]
+    label_column = _label_column(label, others, directory) if label is not None else None
+    read = [f"{LAYER_PREFIX}{chosen}", *([label_column] if label_column else others)]
+    table = pa.concat_tables(pq.read_table(f, columns=read) for f in files)
+    X = _matrix(table.column(read[0]))
+    if label_column:
+        return X, np.asarray(table.column(label_column).to_pylist())
+    return X, {name: table.column(name).to_pylist() for name in others}
+
+
+def _label_column(label: str, columns: list[str], directory: Path) -> str:
+    for name in (label, f"meta_{label}"):
+        if name in columns:
+            return name
+    raise MissingLabelError(
+        f"no column {label!r} in the pooled dataset {directory}; its columns: {', '.join(columns)}"
+    )
+
+
+def _matrix(column) -> np.ndarray:
+    """A fixed-size-list column as a `[rows, size]` float32 array."""
+    array = column.combine_chunks()
+    flat = array.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(len(array), array.type.list_size).astype(np.float32, copy=False)
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lens_cache.activations import default_save_path
+
+    p = argparse.ArgumentParser(
+        prog="python -m lens_cache.pooled",
+        description="Pool stored residuals to one vector per prompt and layer, written as a "
+        "sharded parquet dataset under <save>/<model>/pooled/<hook>-<pool>/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-s", "--save-path", default=default_save_path(), help="the store")
+    p.add_argument(
+        "-m", "--model", action="append", dest="models", help="model to pool (default: all)"
+    )
+    p.add_argument("--hook", default="resid_post", choices=["resid_pre", "resid_mid", "resid_post"])
+    p.add_argument("--pool", default="last_token", choices=POOLS)
+    p.add_argument("--shard-max-bytes", type=int, default=DEFAULT_SHARD_MAX_BYTES)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    store = open_store(args.save_path)
+    for model in args.models or store.models():
+        path = write_pooled(
+            args.save_path,
+            model,
+            args.hook,
+            args.pool,
+            shard_max_bytes=args.shard_max_bytes,
+            quiet=args.quiet,
+        )
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    from lens_cache.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -1,0 +1,427 @@
+"""Read a store back: `lens_cache.open(save_path)` returns a `Store`.
+
+Only what is asked for is read. An `.npz` is a zip with one member per layer and `np.load`
+decompresses a member only when it is indexed, so `patterns(..., layers=[3])` never inflates
+the other layers; the stacked `.npy` is memory-mapped and sliced; residuals come through
+safetensors' `safe_open`, which reads the requested tensors and nothing else.
+
+Prompts are addressed by text or by hash: a string naming an existing prompt directory is a
+hash, anything else is text and is hashed with `lens_cache.prompts.prompt_hash`.
+
+Stores written by pattern-lens read too. Their `prompt.json` has no `lens_cache` block, their
+metadata sits at the top level (`Store.prompts` gathers it into `meta`), they have no
+residuals, and their `tokens` / `n_tokens` leave out the BOS that the patterns include, so
+there `n_tokens == T - 1`. In lens_cache stores `tokens` are aligned with the pattern axes.
+
+Example:
+    >>> store = lens_cache.open("lens_cache_data")
+    >>> model = store.models()[0]
+    >>> p = store.patterns(model, "The cat sat.", layers=[0, 2], heads=[1])  # [2, 1, T, T]
+    >>> r = store.residuals(model, store.prompts(model)[0]["hash"])  # torch [layers, T, d_model]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lens_cache.adapter import HOOK_KINDS, hook_name
+from lens_cache.errors import (
+    ActivationsMissingError,
+    HeadSelectionError,
+    LayerNotStoredError,
+    LayerSelectionError,
+    PromptsError,
+    UnknownHookError,
+)
+from lens_cache.indexer import MODEL_CFG_NAME, prompt_records
+from lens_cache.prompts import prompt_hash
+from lens_cache.store import NPZ_NAME, PROMPT_NAME, RESIDUALS_NAME, STACKED_NAME, read_json
+
+RESID_KINDS = tuple(k for k in HOOK_KINDS if k != "pattern")
+# prompt.json keys that are not metadata; pattern-lens keeps metadata beside them.
+RECORD_KEYS = ("text", "hash", "n_tokens", "tokens", "token_ids", "meta", "lens_cache")
+_PATTERN_KEY = re.compile(r"^blocks\.(\d+)\.attn\.hook_pattern$")
+_HASH = re.compile(r"^[A-Za-z0-9_-]+$")  # url-safe base64: never a path such as ".."
+
+
+def open_store(save_path) -> Store:
+    """Open a store written by lens_cache (or by pattern-lens) for reading.
+
+    Args:
+        save_path (`str` or `Path`): the store's root directory.
+
+    Returns:
+        A `Store`.
+
+    Raises:
+        ActivationsMissingError: `save_path` is not a directory.
+    """
+    path = Path(save_path)
+    if not path.is_dir():
+        raise ActivationsMissingError(
+            f"no store at {path}; run: python -m lens_cache.activations -s {shlex.quote(str(path))}"
+        )
+    return Store(path)
+
+
+class Store:
+    """Read access to one store. Cheap to create; every call reads from disk afresh."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # --- models and prompts ------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Names of the models in the store (directories with a `model_cfg.json` or prompts)."""
+        return sorted(
+            p.name
+            for p in self.path.iterdir()
+            if (p / MODEL_CFG_NAME).is_file() or (p / "prompts").is_dir()
+        )
+
+    def model_cfg(self, model: str) -> dict:
+        """The model's `model_cfg.json` (`{}` when the directory has none).
+
+        Raises:
+            ActivationsMissingError: the model is not in the store.
+        """
+        path = self._model_dir(model) / MODEL_CFG_NAME
+        return read_json(path) if path.is_file() else {}
+
+    def prompts(self, model: str) -> list[dict]:
+        """Every prompt record of a model: `text`, `hash`, `meta`, `n_tokens`, `tokens` (plus
+        `token_ids` and `lens_cache` in lens_cache stores).
+
+        Read from `prompts.jsonl` when present, else from each complete prompt directory
+        (sorted by hash). Top-level metadata of pattern-lens records is moved into `meta`.
+
+        Raises:
+            ActivationsMissingError: the model is not in the store.
+        """
+        mdir = self._model_dir(model)
+        index = mdir / "prompts.jsonl"
+        records = _read_jsonl(index) if index.is_file() else prompt_records(mdir)
+        return [normalize_record(r) for r in records]
+
+    def prompt(self, model: str, prompt) -> dict:
+        """One prompt's record, read from its `prompt.json` (see `prompts`).
+
+        Raises:
+            ActivationsMissingError: the model or the prompt is not in the store.
+        """
+        return normalize_record(read_json(self._prompt_dir(model, prompt) / PROMPT_NAME))
+
+    def exists(self, model: str, prompt, hook: str | None = None) -> bool:
+        """Whether a prompt is stored, by file checks only (nothing is opened).
+
+        Args:
+            model (`str`): the model's name in the store.
+            prompt (`str` or `dict`): text, hash, or a record with `hash` or `text`.
+            hook (`str`, *optional*): `"pattern"` or a residual hook (`"resid_post"`, ...) to
+                ask whether that file is there; by default any data file will do. Whether a
+                residual file holds that particular hook is not checked (it needs a read).
+        """
+        directory = self.path / model / "prompts" / self._hash(self.path / model, prompt)
+        if not (directory / PROMPT_NAME).is_file():
+            return False
+        names = _data_files(hook)
+        return any((directory / name).is_file() for name in names)
+
+    # --- arrays ------------------------------------------------------------------------------
+
+    def stored_layers(self, model: str, prompt, hook: str = "pattern") -> list[int]:
+        """The layers stored for one prompt and hook, read from file headers only.
+
+        Raises:
+            ActivationsMissingError: the prompt or that kind of activation is not stored.
+        """
+        directory = self._prompt_dir(model, prompt)
+        if hook == "pattern":
+            return self._pattern_source(model, directory).layers
+        kind = resid_kind(hook)
+        from safetensors import safe_open
+
+        with safe_open(str(self._resid_path(model, directory, kind)), "pt") as f:
+            return _resid_layers(f.keys(), kind)
+
+    def patterns(self, model: str, prompt, layers=None, heads=None) -> np.ndarray:
+        """Attention patterns of one prompt, reading only the requested layers.
+
+        Args:
+            model (`str`): the model's name in the store.
+            prompt (`str` or `dict`): text, hash, or a record with `hash` or `text`.
+            layers (`int` or list of `int`, *optional*, defaults to every stored layer): model
+                layer indices; negative ones count from the model's last layer.
+            heads (`int` or list of `int`, *optional*, defaults to every head).
+
+        Returns:
+            `Float[np.ndarray, "layers heads query_pos key_pos"]`, float32 (patterns stored as
+            float16 are widened, exactly), always 4-D (a single layer or head keeps its axis).
+
+        Raises:
+            ActivationsMissingError: the prompt has no stored patterns.
+            LayerNotStoredError: a requested layer is not stored (the message lists those that are).
+            HeadSelectionError: a head out of range.
+        """
+        directory = self._prompt_dir(model, prompt)
+        source = self._pattern_source(model, directory)
+        where = f"prompt {directory.name} of model {model} (patterns)"
+        chosen = select_layers(layers, source.layers, self._n_layers(model, source.layers), where)
+        return source.read(chosen, heads)
+
+    def residuals(self, model: str, prompt, hook: str = "resid_post", layers=None):
+        """Residual stream of one prompt at one hook, reading only the requested layers.
+
+        A torch tensor, because numpy cannot hold bfloat16: values come back exactly as stored,
+        in the stored dtype. For numpy use `.float().numpy()`.
+
+        Args:
+            model (`str`): the model's name in the store.
+            prompt (`str` or `dict`): text, hash, or a record with `hash` or `text`.
+            hook (`str`, *optional*, defaults to `"resid_post"`): `resid_pre`, `resid_mid` or
+                `resid_post` (a `hook_` prefix is accepted).
+            layers (`int` or list of `int`, *optional*, defaults to every stored layer).
+
+        Returns:
+            `Float[torch.Tensor, "layers pos d_model"]` in the stored dtype.
+
+        Raises:
+            ActivationsMissingError: no residuals, or none for this hook.
+            LayerNotStoredError: a requested layer is not stored.
+        """
+        from safetensors import safe_open
+
+        kind = resid_kind(hook)
+        directory = self._prompt_dir(model, prompt)
+        path = self._resid_path(model, directory, kind)
+        with safe_open(str(path), "pt") as f:
+            stored = _resid_layers(f.keys(), kind)
+            if not stored:
+                raise self._missing(model, directory, kind, f"no {kind} residuals")
+            where = f"prompt {directory.name} of model {model} ({kind})"
+            chosen = select_layers(layers, stored, self._n_layers(model, stored), where)
+            return torch.stack([f.get_tensor(hook_name(kind, i)) for i in chosen])
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _model_dir(self, model: str) -> Path:
+        mdir = self.path / model
+        if not ((mdir / MODEL_CFG_NAME).is_file() or (mdir / "prompts").is_dir()):
+            there = ", ".join(self.models()) or "none"
+            raise ActivationsMissingError(
+                f"model {model} is not in {self.path} (models there: {there}); run: "
+                f"python -m lens_cache.activations -m {shlex.quote(model)} "
+                f"-s {shlex.quote(str(self.path))}"
+            )
+        return mdir
+
+    def _hash(self, mdir: Path, prompt) -> str:
+        if isinstance(prompt, dict):
+            if not prompt.get("hash") and not isinstance(prompt.get("text"), str):
+                raise PromptsError(f"a prompt record needs 'hash' or 'text': {prompt!r:.80}")
+            prompt = prompt.get("hash") or prompt["text"]
+        if not isinstance(prompt, str):
+            raise PromptsError(f"a prompt is its text or hash (a str), not {type(prompt).__name__}")
+        if _HASH.match(prompt) and (mdir / "prompts" / prompt).is_dir():
+            return prompt
+        return prompt_hash(prompt)
+
+    def _prompt_dir(self, model: str, prompt) -> Path:
+        mdir = self._model_dir(model)
+        hash_ = self._hash(mdir, prompt)
+        directory = mdir / "prompts" / hash_
+        if not (directory / PROMPT_NAME).is_file():
+            raise ActivationsMissingError(
+                f"no activations for prompt {_label(prompt, hash_)} of model {model} in "
+                f"{self.path}; run: {self._command(model)}"
+            )
+        return directory
+
+    def _command(self, model: str, hooks: list[str] | None = None) -> str:
+        """The export command that would write what is missing."""
+        settings = self.model_cfg(model).get("lens_cache", {})
+        spec = settings.get("source") or model
+        command = (
+            f"python -m lens_cache.activations -m {shlex.quote(spec)} -p PROMPTS "
+            f"-s {shlex.quote(str(self.path))}"
+        )
+        if hooks:
+            command += f" --hooks {' '.join(hooks)} --force"
+        return command + " (PROMPTS: a .jsonl or .txt file holding the prompt)"
+
+    def _missing(self, model: str, directory: Path, kind: str, what: str):
+        """An `ActivationsMissingError` for a kind of activation this prompt was stored without."""
+        record = read_json(directory / PROMPT_NAME)
+        have = (record.get("lens_cache") or {}).get("hooks") or ["pattern"]
+        hooks = [k for k in HOOK_KINDS if k in have or k == kind]
+        return ActivationsMissingError(
+            f"{what} for prompt {directory.name} of model {model} in {self.path} (stored: "
+            f"{', '.join(have)}); run: {self._command(model, hooks)}"
+        )
+
+    def _resid_path(self, model: str, directory: Path, kind: str) -> Path:
+        path = directory / RESIDUALS_NAME
+        if not path.is_file():
+            raise self._missing(model, directory, kind, "no residuals")
+        return path
+
+    def _pattern_source(self, model: str, directory: Path) -> _PatternSource:
+        if (directory / NPZ_NAME).is_file():
+            return _NpzPatterns(directory / NPZ_NAME)
+        if (directory / STACKED_NAME).is_file():
+            record = read_json(directory / PROMPT_NAME)
+            layers = (record.get("lens_cache") or {}).get("layers")
+            return _StackedPatterns(directory / STACKED_NAME, layers)
+        raise self._missing(model, directory, "pattern", "no attention patterns")
+
+    def _n_layers(self, model: str, stored: list[int]) -> int:
+        n = self.model_cfg(model).get("n_layers")
+        return int(n) if n else (max(stored) + 1 if stored else 0)
+
+
+# --- pattern files ---------------------------------------------------------------------------
+
+
+class _PatternSource:
+    layers: list[int]
+
+    def read(self, layers: list[int], heads) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _NpzPatterns(_PatternSource):
+    """`activations.npz`: one `[1, H, T, T]` member per layer, inflated only when read."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with np.load(path) as z:  # reads the zip's directory, not the arrays
+            found = (_PATTERN_KEY.match(k) for k in z.files)
+            self.layers = sorted(int(m.group(1)) for m in found if m)
+
+    def read(self, layers: list[int], heads) -> np.ndarray:
+        out = None
+        with np.load(self.path) as z:
+            for i, layer in enumerate(layers):
+                arr = z[hook_name("pattern", layer)][0]
+                if out is None:
+                    idx = _pick_heads(heads, arr.shape[0])
+                    out = np.empty((len(layers), len(idx), *arr.shape[1:]), np.float32)
+                out[i] = arr[idx]
+        return out if out is not None else np.empty((0, 0, 0, 0), np.float32)
+
+
+class _StackedPatterns(_PatternSource):
+    """`activations-blocks.-.attn.hook_pattern.npy`: `[1, L, H, T, T]`, memory-mapped, so only
+    the requested slices are read. Its layers are those in prompt.json, else all (pattern-lens
+    stacks every layer)."""
+
+    def __init__(self, path: Path, layers: list[int] | None):
+        self.path = path
+        self.array = np.load(path, mmap_mode="r")
+        self.layers = sorted(layers) if layers is not None else list(range(self.array.shape[1]))
+
+    def read(self, layers: list[int], heads) -> np.ndarray:
+        idx = _pick_heads(heads, self.array.shape[2])
+        out = np.empty((len(layers), len(idx), *self.array.shape[3:]), np.float32)
+        for i, layer in enumerate(layers):
+            out[i] = self.array[0, self.layers.index(layer)][idx]
+        return out
+
+
+# --- small pure helpers ----------------------------------------------------------------------
+
+
+def normalize_record(record: dict) -> dict:
+    """A prompt record with its metadata in `meta`: pattern-lens keeps metadata at the top
+    level, lens_cache in `meta`; both become `meta` here. Other fields are kept as stored."""
+    meta = record.get("meta")
+    extra = {k: v for k, v in record.items() if k not in RECORD_KEYS}
+    if meta is not None and not isinstance(meta, dict):
+        extra["meta"], meta = meta, None
+    out = {k: v for k, v in record.items() if k in RECORD_KEYS}
+    out["meta"] = {**(meta or {}), **extra}
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _data_files(hook: str | None) -> tuple[str, ...]:
+    if hook is None:
+        return (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME)
+    if hook == "pattern":
+        return (NPZ_NAME, STACKED_NAME)
+    resid_kind(hook)
+    return (RESIDUALS_NAME,)
+
+
+def resid_kind(hook: str) -> str:
+    """`resid_post` from `resid_post` or `hook_resid_post`; raises `UnknownHookError` otherwise."""
+    kind = hook.removeprefix("hook_")
+    if kind not in RESID_KINDS:
+        raise UnknownHookError(
+            f"hook {hook!r} is not a residual hook; use one of {', '.join(RESID_KINDS)}"
+        )
+    return kind
+
+
+def _resid_layers(keys, kind: str) -> list[int]:
+    pattern = re.compile(rf"^blocks\.(\d+)\.hook_{kind}$")
+    found = (pattern.match(k) for k in keys)
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def _as_ints(value, what: str, error: type[Exception]) -> list[int]:
+    items = [value] if isinstance(value, (int, np.integer)) else list(value)
+    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in items):
+        raise error(f"{what} must be ints, got {value!r}")
+    return [int(i) for i in items]
+
+
+def select_layers(layers, stored: list[int], n_layers: int, where: str) -> list[int]:
+    """Requested layers (`None`, an int or ints) as stored layer numbers; negative ones count
+    from the model's end (`n_layers`).
+
+    Raises:
+        LayerNotStoredError: a requested layer is not in `stored`; `where` names what was read.
+    """
+    if layers is None:
+        return list(stored)
+    wanted = _as_ints(layers, "layers", LayerSelectionError)
+    chosen = [i + n_layers if i < 0 else i for i in wanted]
+    missing = [w for w, c in zip(wanted, chosen, strict=True) if c not in stored]
+    if missing:
+        raise LayerNotStoredError(
+            f"layers {missing} are not stored for {where}; stored layers: "
+            f"{', '.join(map(str, stored)) or 'none'}"
+        )
+    return chosen
+
+
+def _pick_heads(heads, n_heads: int) -> list[int]:
+    if heads is None:
+        return list(range(n_heads))
+    wanted = _as_ints(heads, "heads", HeadSelectionError)
+    bad = [h for h in wanted if not -n_heads <= h < n_heads]
+    if bad:
+        raise HeadSelectionError(f"heads {bad} out of range: the patterns have {n_heads} heads")
+    return [h % n_heads for h in wanted]
+
+
+def _label(prompt, hash_: str) -> str:
+    text = prompt.get("text") if isinstance(prompt, dict) else prompt
+    if isinstance(text, str) and text != hash_:
+        return f"{hash_} ({text[:40]!r})"
+    return hash_
