@@ -3,6 +3,7 @@ offline, share them on the Hugging Face Hub."""
 
 from lens_cache.errors import LensCacheError
 from lens_cache.exporter import export
+from lens_cache.hub import pull, push_to_hub
 from lens_cache.models import load_model
 from lens_cache.pooled import load_pooled
 from lens_cache.prompts import prompt_hash
@@ -14,6 +15,8 @@ open = open_store  # noqa: A001 - `lens_cache.open(save_path)` mirrors the built
 __all__ = [
     "LensCacheError",
     "export",
+    "pull",
+    "push_to_hub",
     "load_model",
     "load_pooled",
     "open",

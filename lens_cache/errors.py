@@ -116,3 +116,50 @@ class MissingLabelError(LensCacheError, LookupError):
 
 class ModelNotInStoreError(LensCacheError, FileNotFoundError):
     """`clear --model` names a model the store does not hold."""
+
+
+class HubSelectionError(LensCacheError, ValueError):
+    """A selection flag names something that is not there (model, prompt, head, kind)."""
+
+
+class NothingSelectedError(HubSelectionError):
+    """The selection matches no prompt or no tensor: there is nothing to push or pull."""
+
+
+class NotALensCacheDatasetError(LensCacheError, ValueError):
+    """The repo has no (readable) `lens_cache.json` manifest, or one of a newer format."""
+
+
+class UnsafeRepoPathError(LensCacheError, ValueError):
+    """A repo names a file, model or prompt hash that would land outside the save path.
+
+    Carries the offending name as `name`.
+    """
+
+    def __init__(self, message: str, name: str = ""):
+        super().__init__(message)
+        self.name = name
+
+
+class HubIntegrityError(LensCacheError, ValueError):
+    """A downloaded file does not match the size, sha256 or shapes the manifest promises."""
+
+
+class HubTokenError(LensCacheError, PermissionError):
+    """No Hugging Face token, or the Hub rejected it (401)."""
+
+
+class HubPermissionError(LensCacheError, PermissionError):
+    """The token may not write to this repo or namespace (403): someone else owns it."""
+
+
+class HubRepoNotFoundError(LensCacheError, FileNotFoundError):
+    """The repo or revision does not exist, or is private and the token cannot see it."""
+
+
+class HubTransferError(LensCacheError, ConnectionError):
+    """The network or the Hub failed mid-transfer; rerunning the same command resumes."""
+
+
+class HubRepoIdError(LensCacheError, ValueError):
+    """`--repo` is not of the form ORG/NAME."""

@@ -1,0 +1,610 @@
+"""`lens_cache.hub` against tests/hubserver.py with the real huggingface_hub client and datasets.
+
+The store is a real export of a tiny model, made in this process. huggingface_hub and datasets
+read HF_ENDPOINT and the offline switch at import time (and conftest sets HF_HUB_OFFLINE=1), so
+every push and pull runs in a child process whose environment points at this module's server:
+either `python -m lens_cache.hub ...` or a short Python snippet that prints a JSON result.
+Assertions read the server's state (commits, blobs) and its request log.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as load_safetensors
+
+from lens_cache import export
+from lens_cache.errors import HubIntegrityError, UnsafeRepoPathError
+from lens_cache.hub_layout import (
+    ModelPlan,
+    Selection,
+    ShardReader,
+    ShardWriter,
+    check_repo_path,
+    group_prompts,
+    parse_heads,
+    parse_size,
+    plan_shards,
+    prompts_table,
+)
+from lens_cache.prompts import prompt_hash
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from hubserver import HubServer  # noqa: E402
+
+ALICE, BOB = "test-token", "bob-token"
+TOKENS = {ALICE: "alice", BOB: "bob"}
+MARK = "@@hub-result@@"
+PROMPTS = [
+    {"text": "The cat sat on the mat because it was warm.", "meta": {"kind": "prose", "id": 1}},
+    {"text": "def add(a, b):\n    return a + b\n", "meta": {"kind": "code", "id": 2}},
+    {"text": "one two three one two three one two", "meta": {"kind": "repeat", "id": 3}},
+]
+DROP_ENV = (
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_ENDPOINT",
+    "HF_TOKEN_PATH",
+    "LENS_CACHE_DEBUG",
+)
+
+
+class FlakyHub(HubServer):
+    """Fails the commit that follows `fail_after` successful ones (then works again)."""
+
+    fail_after: int | None = None
+
+    def _commit(self, repo, rev, query, body, user):
+        if self.fail_after is not None:
+            if self.fail_after == 0:
+                self.fail_after = None
+                self.fail_next_commits(1)
+            else:
+                self.fail_after -= 1
+        return super()._commit(repo, rev, query, body, user)
+
+
+# --- fixtures and helpers --------------------------------------------------------------------
+
+PRELUDE = '''
+import contextlib, io, json, os
+from pathlib import Path
+from lens_cache import hub
+from lens_cache.cli import run_cli
+
+def cli(*args):
+    """`python -m lens_cache.hub ARGS`, run in this process: {rc, out, err}."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = run_cli(hub.main, [str(a) for a in args])
+    return {"rc": rc, "out": out.getvalue(), "err": err.getvalue()}
+
+def catch(fn, *args, **kw):
+    try:
+        fn(*args, **kw)
+    except Exception as e:
+        return [type(e).__name__, str(e)]
+
+def cached(repo):
+    """Files of `repo` in this child's Hub cache: what was downloaded."""
+    root = Path(os.environ["HF_HUB_CACHE"]) / ("datasets--" + repo.replace("/", "--"))
+    return sorted(p.relative_to(s).as_posix() for s in root.glob("snapshots/*")
+                  for p in s.rglob("*") if p.is_file())
+'''
+
+
+def run_child(server, work: Path, args=None, code=None, token=ALICE, expect_rc=0):
+    """Run `python -m lens_cache.hub ARGS`, or `code` after PRELUDE (returns its `out`), in a
+    child whose environment points at `server` and whose HF home is empty (no stored token)."""
+    work.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+    env.update(
+        HF_ENDPOINT=server.url,
+        HF_HUB_DISABLE_XET="1",
+        HF_HOME=str(work / "hf_home"),
+        HF_HUB_CACHE=str(work / "hf_cache"),
+        HF_DATASETS_CACHE=str(work / "ds_cache"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        PYTHONPATH=str(REPO),
+    )
+    if token:
+        env["HF_TOKEN"] = token
+    if code is not None:
+        body = PRELUDE + textwrap.dedent(code)
+        argv = ["-c", f"{body}\nprint({MARK!r} + json.dumps(out))"]
+    else:
+        argv = ["-m", "lens_cache.hub", *map(str, args)]
+    proc = subprocess.run(
+        [sys.executable, *argv], env=env, cwd=work, capture_output=True, text=True, timeout=180
+    )
+    if expect_rc is not None and proc.returncode != expect_rc:
+        pytest.fail(f"rc={proc.returncode}, expected {expect_rc}:\n{proc.stderr[-5000:]}")
+    if code is None:
+        return proc
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)][-1]
+    return json.loads(line[len(MARK) :])
+
+
+@pytest.fixture(scope="module")
+def store(gqa_model, tmp_path_factory) -> dict:
+    """A real export: 3 prompts x 3 layers x 4 heads, patterns and resid_post (float32)."""
+    path = tmp_path_factory.mktemp("store")
+    export(gqa_model, prompts=PROMPTS, save_path=path, hooks=["pattern", "resid_post"], quiet=True)
+    hashes = sorted(prompt_hash(p["text"]) for p in PROMPTS)
+    return {"path": path, "model": gqa_model.name, "hashes": hashes}
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with HubServer(tokens=TOKENS).start() as server:
+        yield server
+
+
+def _head(hub: HubServer, repo: str) -> dict:
+    """`{path: entry}` at the head of main."""
+    r = hub.repos[f"dataset:{repo}"]
+    return r["commits"][r["branches"]["main"]]["files"]
+
+
+def _blob(hub: HubServer, repo: str, path: str) -> bytes:
+    return hub.blobs.get(_head(hub, repo)[path]["sha256"])
+
+
+def _commit_chain(hub: HubServer, repo: str) -> list[dict]:
+    """Commits of main, oldest first."""
+    r = hub.repos[f"dataset:{repo}"]
+    chain, sha = [], r["branches"]["main"]
+    while sha:
+        chain.append(r["commits"][sha])
+        sha = r["commits"][sha]["parent"]
+    return chain[::-1]
+
+
+def _added(parent: dict, commit: dict) -> set[str]:
+    return {p for p, e in commit["files"].items() if parent["files"].get(p) != e}
+
+
+def _npz(path: Path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _safetensors(path: Path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _pattern(store: dict, hash_: str, layer: int, head: int) -> np.ndarray:
+    npz = _npz(store["path"] / store["model"] / "prompts" / hash_ / "activations.npz")
+    return npz[f"blocks.{layer}.attn.hook_pattern"][0, head]
+
+
+@pytest.fixture(scope="module")
+def pushed(hub, store, tmp_path_factory) -> str:
+    """`alice/full`: the whole store, patterns and resid_post, pushed once with the CLI."""
+    args = ["push", "--repo", "alice/full", "-s", store["path"], "--kinds", "patterns"]
+    proc = run_child(hub, tmp_path_factory.mktemp("push"), args + ["resid_post", "--message", "v1"])
+    assert proc.stdout.strip() == f"{hub.url}/datasets/alice/full"
+    return "alice/full"
+
+
+@pytest.fixture(scope="module")
+def used(hub, store, pushed, tmp_path_factory) -> dict:
+    """One child uses `alice/full`: a selective pull, a full pull, a rerun of the push and
+    `datasets.load_dataset`."""
+    work = tmp_path_factory.mktemp("use")
+    n_commits = len(_commit_chain(hub, pushed))
+    sub = ["--layers", "0", "--prompts", store["hashes"][1], "--kinds", "patterns"]
+    out = run_child(
+        hub,
+        work,
+        code=f"""
+        import datasets
+        out = {{"subset": cli("pull", "--repo", {pushed!r}, "-s", "sub", *{sub!r})}}
+        out["subset_files"] = cached({pushed!r})
+        out["full"] = cli("pull", "--repo", {pushed!r}, "-s", "full")
+        out["repush"] = cli("push", "--repo", {pushed!r}, "-s", {str(store["path"])!r},
+                            "--kinds", "patterns", "resid_post")
+        ds = datasets.load_dataset({pushed!r})
+        models = datasets.load_dataset({pushed!r}, "models", split="train")
+        out.update(splits=list(ds), rows=ds["train"].to_list(), models=models.to_list())
+        """,
+    )
+    out.update(work=work, commits_before=n_commits, commits_after=len(_commit_chain(hub, pushed)))
+    return out
+
+
+# --- round trip ------------------------------------------------------------------------------
+
+
+def test_push_layout_and_manifest(hub, store, pushed):
+    files = _head(hub, pushed)
+    m = store["model"]
+    shards = {
+        f"tensors/{m}/patterns/layer_0{i}/head_0{h}-00000.safetensors"
+        for i in range(3)
+        for h in range(4)
+    }
+    shards |= {f"tensors/{m}/resid_post/layer_0{i}-00000.safetensors" for i in range(3)}
+    tables = {"data/prompts-00000-of-00001.parquet", "data/models-00000-of-00001.parquet"}
+    top = {".gitattributes", "README.md", "lens_cache.json"}
+    assert set(files) == top | tables | shards
+    assert not [p for p in files if p.endswith(".jsonl")]
+
+    manifest = json.loads(_blob(hub, pushed, "lens_cache.json"))
+    assert manifest["format"] == "lens_cache" and manifest["format_version"] == 1
+    assert manifest["models"][m]["n_prompts"] == 3
+    assert manifest["models"][m]["patterns"] == {str(i): [0, 1, 2, 3] for i in range(3)}
+    listed = {e["path"]: e for e in manifest["files"]}
+    assert set(listed) == set(files) - {".gitattributes", "lens_cache.json"}
+    for path, entry in listed.items():  # size and sha256 are what the server stored
+        assert (entry["size"], entry["sha256"]) == (files[path]["size"], files[path]["sha256"])
+    card = _blob(hub, pushed, "README.md").decode()
+    assert card.startswith("---\nconfigs:\n- config_name: prompts\n")
+    assert "license: other" in card and "- attention-patterns" in card
+    chain = _commit_chain(hub, pushed)  # the card and the manifest came last, alone
+    assert _added(chain[-2], chain[-1]) == {"README.md", "lens_cache.json"}
+    assert chain[-1]["title"] == "v1"
+
+    path = f"tensors/{m}/patterns/layer_01/head_02-00000.safetensors"
+    shard = load_safetensors(_blob(hub, pushed, path))
+    assert sorted(shard) == store["hashes"]
+    for h in store["hashes"]:  # unpadded [T, T], float32, bit for bit
+        assert torch.equal(shard[h], torch.from_numpy(_pattern(store, h, 1, 2)))
+
+
+def test_pull_round_trip_is_bit_exact(store, used):
+    assert used["full"]["rc"] == 0, used["full"]["err"]
+    out = used["work"] / "full"
+    assert used["full"]["out"].strip() == str(Path("full") / "index.html")
+    m = store["model"]
+    for h in store["hashes"]:
+        src, dst = store["path"] / m / "prompts" / h, out / m / "prompts" / h
+        a, b = _npz(src / "activations.npz"), _npz(dst / "activations.npz")
+        assert a.keys() == b.keys()
+        assert all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
+        ra = _safetensors(src / "residuals.safetensors")
+        rb = _safetensors(dst / "residuals.safetensors")
+        assert ra.keys() == rb.keys()
+        assert all(ra[k].dtype == rb[k].dtype and torch.equal(ra[k], rb[k]) for k in ra)
+        pa, pb = (json.loads((d / "prompt.json").read_text()) for d in (src, dst))
+        for key in ("text", "hash", "n_tokens", "tokens", "token_ids", "meta"):
+            assert pa[key] == pb[key]
+        assert pb["lens_cache"]["settings"] == pa["lens_cache"]["settings"]  # same settings
+    assert (out / "index.html").is_file() and (out / m / "prompts.jsonl").is_file()
+    models = [json.loads(x) for x in (out / "models.jsonl").read_text().splitlines()]
+    assert [x["model_name"] for x in models] == [m]
+    assert models[0]["lens_cache"]["source"].startswith("local:")  # no local path published
+
+    from pattern_lens.load_activations import load_activations
+
+    _, cache = load_activations(m, {"text": PROMPTS[0]["text"]}, out, "numpy")
+    assert cache["blocks.2.attn.hook_pattern"].shape[:2] == (1, 4)
+
+
+def test_rerun_push_sends_nothing(used):
+    assert used["repush"]["rc"] == 0, used["repush"]["err"]
+    assert "0 files uploaded" in used["repush"]["err"]
+    assert "19 already there" in used["repush"]["err"]
+    assert used["commits_after"] == used["commits_before"]
+
+
+def test_pull_downloads_only_the_selection(store, used):
+    assert used["subset"]["rc"] == 0, used["subset"]["err"]
+    m, h = store["model"], store["hashes"][1]
+    heads = [f"tensors/{m}/patterns/layer_00/head_0{i}-00000.safetensors" for i in range(4)]
+    tables = ["data/models-00000-of-00001.parquet", "data/prompts-00000-of-00001.parquet"]
+    assert used["subset_files"] == sorted(["lens_cache.json", *tables, *heads])
+    prompts = used["work"] / "sub" / m / "prompts"
+    assert [p.name for p in prompts.iterdir()] == [h]
+    assert sorted(p.name for p in (prompts / h).iterdir()) == ["activations.npz", "prompt.json"]
+    assert list(_npz(prompts / h / "activations.npz")) == ["blocks.0.attn.hook_pattern"]
+
+
+def test_load_dataset_reads_the_prompts_config(store, used):
+    assert used["splits"] == ["train"]
+    rows = used["rows"]
+    assert [r["hash"] for r in rows] == store["hashes"]
+    by_hash = {prompt_hash(p["text"]): p for p in PROMPTS}
+    for r in rows:
+        assert r["text"] == by_hash[r["hash"]]["text"] and r["model"] == store["model"]
+        assert json.loads(r["meta"]) == by_hash[r["hash"]]["meta"]
+        assert len(r["tokens"]) == r["n_tokens"] == len(r["token_ids"])
+    assert used["models"][0]["model_name"] == store["model"]
+    assert json.loads(used["models"][0]["config"])["n_heads"] == 4
+
+
+# --- selection -------------------------------------------------------------------------------
+
+
+def test_selection_pushes_only_selected_heads_and_prompts(hub, store, tmp_path):
+    two, m = store["hashes"][:2], store["model"]
+    out = run_child(
+        hub,
+        tmp_path,
+        code=f"""
+        r = hub.push_to_hub("alice/heads", {str(store["path"])!r}, prompts={two!r}, layers="1",
+                            heads="1.0,1.2", shard_max_bytes=1, quiet=True)
+        out = {{"uploaded": sorted(r.uploaded), "commits": r.commits}}
+        out["pull"] = cli("pull", "--repo", "alice/heads", "-s", "pulled")
+        """,
+    )
+    assert out["commits"] == 2 and len(out["uploaded"]) == 8
+    files = _head(hub, "alice/heads")
+    shard = "tensors/{}/patterns/layer_01/head_0{}-0000{}.safetensors".format
+    assert {p for p in files if p.startswith("tensors/")} == {
+        shard(m, h, i)
+        for h in (0, 2)
+        for i in (0, 1)  # one prompt per shard (max 1 byte)
+    }
+    for h in (0, 2):
+        for i, key in enumerate(two):
+            tensors = load_safetensors(_blob(hub, "alice/heads", shard(m, h, i)))
+            assert list(tensors) == [key]
+            assert torch.equal(tensors[key], torch.from_numpy(_pattern(store, key, 1, h)))
+    import pyarrow.parquet as pq
+
+    table = _blob(hub, "alice/heads", "data/prompts-00000-of-00001.parquet")
+    assert pq.read_table(io.BytesIO(table)).column("hash").to_pylist() == two
+
+    # Pulled back: no npz (layer 1 is partial, never padded with made-up heads); the two heads
+    # sit in partial_heads.safetensors and prompt.json says which they are.
+    assert out["pull"]["rc"] == 0, out["pull"]["err"]
+    dest = tmp_path / "pulled" / m
+    for key in two:
+        d = dest / "prompts" / key
+        assert sorted(p.name for p in d.iterdir()) == ["partial_heads.safetensors", "prompt.json"]
+        side = _safetensors(d / "partial_heads.safetensors")
+        for h in (0, 2):
+            got = side[f"blocks.1.attn.hook_pattern.head_{h}"].numpy()
+            assert np.array_equal(got, _pattern(store, key, 1, h))
+        record = json.loads((d / "prompt.json").read_text())
+        assert record["lens_cache"]["partial_heads"] == {"1": [0, 2]}
+    assert len((dest / "prompts.jsonl").read_text().splitlines()) == 2
+
+
+# --- resume ----------------------------------------------------------------------------------
+
+
+def test_interrupted_push_resumes_without_resending(store, tmp_path):
+    with FlakyHub(tokens=TOKENS).start() as hub:
+        hub.fail_after = 1  # the second commit fails
+        args = ["push", "--repo", "alice/flaky", "-s", store["path"], "--kinds", "patterns"]
+        args += ["resid_post", "--commit-max-bytes", "10000"]
+        first = run_child(hub, tmp_path / "first", args, expect_rc=2)
+        err = first.stderr.strip().splitlines()[-1]
+        assert err.startswith("error: push of alice/flaky interrupted after ")
+        assert err.endswith("Rerun the same command to resume")
+        after_first = set(_head(hub, "alice/flaky"))
+        assert "lens_cache.json" not in after_first and "README.md" not in after_first
+        assert len(after_first) > 1  # the first commit went through
+        puts_first = len([e for e in hub.log if e.method == "PUT"])
+
+        n = len(_commit_chain(hub, "alice/flaky"))
+        run_child(hub, tmp_path / "again", args)
+        chain = _commit_chain(hub, "alice/flaky")
+        resent = set().union(*(_added(chain[i - 1], chain[i]) for i in range(n, len(chain))))
+        assert not resent & after_first  # nothing already there was committed again
+        files = _head(hub, "alice/flaky")
+        manifest = json.loads(hub.blobs.get(files["lens_cache.json"]["sha256"]))
+        listed = {e["path"] for e in manifest["files"]}
+        assert listed == set(files) - {".gitattributes", "lens_cache.json"}
+        lfs = {e["sha256"] for e in files.values() if e["lfs"]}
+        puts = [e for e in hub.log if e.method == "PUT"]
+        assert len(puts) == len(lfs) and puts_first < len(puts)  # each object went up once
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def test_named_errors_and_dry_run(hub, store, tmp_path):
+    s = str(store["path"])
+    out = run_child(
+        hub,
+        tmp_path,
+        token=None,
+        code=f"""
+        from huggingface_hub import HfApi
+        alice = dict(token={ALICE!r})
+        api = HfApi(token={ALICE!r})
+        api.create_repo("alice/other", repo_type="dataset")
+        api.upload_file(path_or_fileobj=b"# hi", path_in_repo="README.md",
+                        repo_id="alice/other", repo_type="dataset")
+
+        def push(repo="alice/x", **kw):
+            return catch(hub.push_to_hub, repo, {s!r}, **kw)
+
+        out = {{
+            "dry": cli("push", "--repo", "alice/dry", "-s", {s!r}, "--dry-run", "--search", "cat"),
+            "cli_no_token": cli("push", "--repo", "alice/x", "-s", {s!r}),
+            "no_token": push(),
+            "bad_token": push(token="nope"),
+            "not_owner": push("bob/x", **alice),
+            "nothing": push(search="zzz"),
+            "bad_head": push(heads="1.9"),
+            "bad_layer": push(layers="7"),
+            "bad_kind": push(kinds=["resid_pre"]),
+            "bad_repo": push("no-slash"),
+            "private": hub.push_to_hub("alice/secret", {s!r}, private=True, **alice).commits,
+            "private_anon": catch(hub.pull, "alice/secret", "p1"),
+            "private_alice": hub.pull("alice/secret", "p2", **alice).prompts,
+            "not_lens_cache": catch(hub.pull, "alice/other", "p3"),
+            "push_into_other": push("alice/other", **alice),
+            "missing": catch(hub.pull, "alice/none", "p4"),
+            "heads_no_patterns": push(heads="1.0", kinds=["resid_post"]),
+        }}
+        fewer = hub.push_to_hub("alice/secret", {s!r}, layers="0", **alice)
+        out["fewer"] = [len(fewer.deleted), fewer.commits]
+        """,
+    )
+    dry = out["dry"]
+    assert dry["rc"] == 0 and not [e for e in hub.log if "alice/dry" in e.path]  # no request
+    lines = dry["out"].strip().splitlines()
+    assert lines[-1].startswith("16 files, ") and lines[-1].endswith("(dry run: nothing sent)")
+    sizes = {ln.split()[1]: int(ln.split()[0].replace(",", "")) for ln in lines[:-1]}
+    assert "lens_cache.json" in sizes and "README.md" in sizes
+    assert sum(sizes.values()) == int(lines[-1].split()[2].replace(",", ""))
+
+    cli = out["cli_no_token"]
+    assert cli["rc"] == 2 and cli["out"] == ""
+    assert cli["err"].startswith("error: no Hugging Face token") and cli["err"].count("\n") == 1
+    assert out["no_token"][0] == "HubTokenError" and "HF_TOKEN" in out["no_token"][1]
+    assert out["bad_token"][0] == "HubTokenError" and "401" in out["bad_token"][1]
+    assert out["not_owner"][0] == "HubPermissionError" and "403" in out["not_owner"][1]
+    assert out["nothing"][0] == "NothingSelectedError" and "search=zzz" in out["nothing"][1]
+    assert out["bad_head"][0] == out["bad_layer"][0] == "LayerSelectionError"
+    assert out["bad_kind"][0] == "HubSelectionError" and "resid_pre" in out["bad_kind"][1]
+    assert out["bad_repo"][0] == "HubRepoIdError"
+    assert out["private"] == 2 and out["private_alice"] == 3
+    assert out["private_anon"][0] == "HubRepoNotFoundError" and "private" in out["private_anon"][1]
+    assert out["not_lens_cache"][0] == "NotALensCacheDatasetError"
+    assert out["push_into_other"][0] == "NotALensCacheDatasetError"
+    assert out["missing"][0] == "HubRepoNotFoundError"
+    assert out["heads_no_patterns"][0] == "HubSelectionError"
+    assert hub.repos["dataset:alice/secret"]["private"] is True
+    # pushing a smaller selection again removes our files it no longer lists, in one commit
+    assert out["fewer"] == [8, 1]
+    shards = sorted(p for p in _head(hub, "alice/secret") if p.startswith("tensors/"))
+    assert len(shards) == 4 and all("/layer_00/" in p for p in shards)
+    assert not (tmp_path / "p1").exists() and not (tmp_path / "p3").exists()
+
+
+def test_malicious_repos_are_refused_before_writing(hub, pushed, tmp_path):
+    out = run_child(
+        hub,
+        tmp_path / "work",
+        code=f"""
+        import hashlib
+        import pyarrow as pa, pyarrow.parquet as pq
+        from huggingface_hub import HfApi, CommitOperationAdd, hf_hub_download
+        api = HfApi()
+
+        def get(path):
+            return hf_hub_download({pushed!r}, path, repo_type="dataset")
+
+        manifest = json.load(open(get("lens_cache.json")))
+        table = pq.read_table(get("data/prompts-00000-of-00001.parquet"))
+        models = Path(get("data/models-00000-of-00001.parquet")).read_bytes()
+
+        def craft(name, edit, files=None):
+            m = json.loads(json.dumps(manifest))
+            edit(m)
+            ops = [CommitOperationAdd("lens_cache.json", json.dumps(m).encode())]
+            ops += [CommitOperationAdd(path, data) for path, data in (files or {{}}).items()]
+            api.create_repo("alice/" + name, repo_type="dataset")
+            api.create_commit("alice/" + name, ops, commit_message="x", repo_type="dataset")
+            return catch(hub.pull, "alice/" + name, {str(tmp_path / "dest")!r})
+
+        def add_file(path):
+            return lambda m: m["files"].append({{"path": path, "size": 1, "sha256": "0" * 64}})
+
+        def rename_model(m):
+            m["models"]["../x"] = m["models"].popitem()[1]
+
+        rows = table.to_pylist()
+        rows[0]["hash"] = "../../../../../pwned"
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), buf)
+        data = buf.getvalue()
+
+        def point_at_table(m):
+            for e in m["files"]:
+                if e["path"] == "data/prompts-00000-of-00001.parquet":
+                    e.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+        tables = {{"data/prompts-00000-of-00001.parquet": data,
+                   "data/models-00000-of-00001.parquet": models}}
+        out = {{
+            "dotdot": craft("evil1", add_file("../evil")),
+            "nested": craft("evil2", add_file("tensors/../../x.safetensors")),
+            "absolute": craft("evil3", add_file("/etc/evil")),
+            "model": craft("evil4", rename_model),
+            "hash": craft("evil5", point_at_table, tables),
+        }}
+        """,
+    )
+    for case, (name, message) in out.items():
+        assert name == "UnsafeRepoPathError", (case, message)
+    assert "'../evil'" in out["dotdot"][1] and "escape" in out["dotdot"][1]
+    assert "pwned" in out["hash"][1]
+    assert not (tmp_path / "dest").exists()  # refused before anything was written
+    assert not list(tmp_path.rglob("*pwned*")) and not (tmp_path / "evil").exists()
+
+
+# --- layout units (no network) ---------------------------------------------------------------
+
+
+def test_parsers():
+    assert parse_heads("5.1,5.3,-1.0", n_layers=6, n_heads=4) == {5: (0, 1, 3)}
+    assert parse_heads([(0, 2), "0.1"], 2, 4) == {0: (1, 2)}
+    with pytest.raises(ValueError, match="LAYER.HEAD"):
+        parse_heads("5", 6, 4)
+    with pytest.raises(ValueError, match="heads 0-3"):
+        parse_heads("1.4", 6, 4)
+    assert parse_size("500MB") == 500 * 10**6 and parse_size("2GiB") == 2 * 2**30
+    assert parse_size(1024) == 1024
+    with pytest.raises(ValueError):
+        parse_size("-3")
+    assert group_prompts([5, 5, 5, 20, 1], 10) == [
+        range(0, 2),
+        range(2, 3),
+        range(3, 4),
+        range(4, 5),
+    ]
+
+
+@pytest.mark.parametrize(
+    "path", ["../evil", "/abs", "tensors/../x.safetensors", "a\\b", "data//x", "C:/x", "notes.txt"]
+)
+def test_check_repo_path_refuses(path):
+    with pytest.raises(UnsafeRepoPathError):
+        check_repo_path(path)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_streamed_shards_are_standard_safetensors_and_deterministic(dtype, tmp_path):
+    torch.manual_seed(0)
+    records = [
+        {"hash": prompt_hash(str(i)), "n_tokens": t, "text": str(i)}
+        for i, t in enumerate([3, 5, 2])
+    ]
+    records.sort(key=lambda r: r["hash"])
+    plan = ModelPlan(
+        "m", {"n_layers": 1, "n_heads": 2, "d_model": 4}, records, {"patterns": {0: (1,)}}
+    )
+    (shard,) = plan_shards(plan, dtype, 10**6)
+    arrays = {r["hash"]: torch.rand(r["n_tokens"], r["n_tokens"]) for r in records}
+    built = []
+    for name in ("a", "b"):
+        w = ShardWriter(shard, tmp_path / name / shard.path)
+        for key in shard.hashes:
+            w.add(key, arrays[key].numpy())
+        built.append(w.close())
+    assert built[0].sha256 == built[1].sha256 and built[0].size == shard.size
+    loaded = _safetensors(built[0].local)
+    reader = ShardReader(built[0].local, dtype, shard.path)
+    for key, value in arrays.items():
+        expected = value.to(getattr(torch, dtype))
+        assert torch.equal(loaded[key], expected)
+        assert torch.equal(reader.get(key, tuple(value.shape)), expected)
+    with pytest.raises(HubIntegrityError):
+        reader.get(records[0]["hash"], (9, 9))
+    assert prompts_table([plan]) == prompts_table([plan])
+    assert Selection().describe()["kinds"] is None
