@@ -6,7 +6,7 @@ Variants, all on the same model, prompts and machine, in one run:
              trim, then `np.savez_compressed` per prompt inside the loop, one thread.
   forward    our batches through the model caching the pattern hooks, nothing saved: the bound.
   default    `lens_cache.export` with its defaults (deflate-1 npz, 2 writer threads).
-  fastest    `lens_cache.export` with uncompressed npz.
+  fastest    `lens_cache.export` storing float16 patterns (opt-in, lossy: error <= 2.4e-4).
 Each variant runs in a fresh subprocess so that its peak RSS is its own; the wall time excludes
 imports and model loading (the same for all). Patterns only (`--hooks pattern`), so every
 variant writes the same arrays.
@@ -93,7 +93,7 @@ def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size
     elif variant == "default":
         export(model, prompts, **common)
     elif variant == "fastest":
-        export(model, prompts, compress_level=0, **common)
+        export(model, prompts, pattern_dtype="float16", **common)
     else:
         raise ValueError(f"unknown variant {variant}")
 
@@ -280,6 +280,62 @@ def scaling(args, model: str) -> list[dict]:
     return rows
 
 
+def viewer_timing(n_prompts: int = 1000) -> dict:
+    """Build the viewer of a synthetic store (1,000 prompts x 30 layers x 9 heads, written by
+    tests/synthetic_store.py), rebuild it with nothing changed, and time the page's first
+    paint and its home table in Chromium when it is installed."""
+    script = Path("tests") / "synthetic_store.py"
+    if not script.is_file():
+        return {}
+    from lens_cache.viewer import write_viewer
+
+    with tempfile.TemporaryDirectory(prefix="lens-viewer-") as tmp:
+        subprocess.run(
+            [sys.executable, str(script), tmp, str(n_prompts)], check=True, capture_output=True
+        )
+        first = write_viewer(tmp, log=lambda _: None)
+        again = write_viewer(tmp, log=lambda _: None)
+        result = {
+            "prompts": n_prompts,
+            "build_s": first["seconds"],
+            "rebuild_unchanged_s": again["seconds"],
+            "viewer_mb": first["viewer_bytes"] / 2**20,
+            "npz_mb": first["npz_bytes"] / 2**20,
+        }
+        result.update(page_timing(Path(tmp) / "index.html"))
+    return result
+
+
+def page_timing(index: Path) -> dict:
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        return {}
+    from playwright.sync_api import sync_playwright
+
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=flags)
+        page = browser.new_page()
+        start = time.perf_counter()
+        page.goto(index.as_uri())
+        page.wait_for_selector("#app > :not(#boot-note)")
+        ready_ms = (time.perf_counter() - start) * 1000
+        paint = page.evaluate(
+            "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null"
+        )
+        browser.close()
+    return {"first_paint_ms": paint, "home_ready_ms": ready_ms}
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
 
@@ -303,6 +359,12 @@ def main(argv=None) -> int:
         action="store_false",
         help="skip 1 vs 2 processes under torchrun",
     )
+    p.add_argument(
+        "--no-viewer",
+        dest="viewer",
+        action="store_false",
+        help="skip timing the viewer on a synthetic 1,000-prompt store",
+    )
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--save", help=argparse.SUPPRESS)
@@ -317,9 +379,14 @@ def main(argv=None) -> int:
     for r in scale:
         extra = f"  ({r['speedup']:.2f}x)" if "speedup" in r else ""
         print(f"{r['model']:<18}{r['variant']:<13}{r['wall_s']:>8.1f} s end to end{extra}")
+    viewer = viewer_timing() if args.viewer else {}
+    if viewer:
+        shown = [f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in viewer.items()]
+        print("viewer, synthetic store: " + ", ".join(shown))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "rows": rows, "scaling": scale}, indent=2))
+    results = {"machine": machine(), "rows": rows, "scaling": scale, "viewer": viewer}
+    out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0
 
