@@ -303,10 +303,33 @@ def viewer_timing(n_prompts: int = 1000) -> dict:
             "npz_mb": first["npz_bytes"] / 2**20,
         }
         result.update(page_timing(Path(tmp) / "index.html"))
+    result.update(head_timing())
     return result
 
 
-def page_timing(index: Path) -> dict:
+def head_timing(n_tokens: int = 1024) -> dict:
+    """Open one head of a synthetic 1,024-token prompt (30 x 9 heads) and read how long the
+    page took to decode and draw it (its `data-draw-ms`), and the whole navigation."""
+    code = (
+        "import sys; from tests.synthetic_store import BENCH_MODEL, write_store; "
+        "info = write_store(sys.argv[1], models=[BENCH_MODEL], n_prompts=1, special=False, "
+        f"lengths=({n_tokens}, {n_tokens + 1})); print(next(iter(info['hashes'].values())))"
+    )
+    if not Path("tests/synthetic_store.py").is_file():
+        return {}
+    from lens_cache.viewer import write_viewer
+
+    with tempfile.TemporaryDirectory(prefix="lens-head-") as tmp:
+        out = subprocess.run(
+            [sys.executable, "-c", code, tmp], check=True, text=True, capture_output=True
+        )
+        write_viewer(tmp, log=lambda _: None)
+        fragment = f"#/head/bench-30x9/{out.stdout.strip()}/12/4"
+        return page_timing(Path(tmp) / "index.html", fragment)
+
+
+def page_timing(index: Path, fragment: str = "") -> dict:
+
     import shutil
 
     chromium = shutil.which("chromium")
@@ -314,26 +337,29 @@ def page_timing(index: Path) -> dict:
         return {}
     from playwright.sync_api import sync_playwright
 
-    flags = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    from lens_cache.viewer import CHROMIUM_FLAGS
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=flags)
+        browser = p.chromium.launch(executable_path=chromium, args=list(CHROMIUM_FLAGS))
         page = browser.new_page()
         start = time.perf_counter()
-        page.goto(index.as_uri())
-        page.wait_for_selector("#app > :not(#boot-note)")
-        ready_ms = (time.perf_counter() - start) * 1000
-        paint = page.evaluate(
-            "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null"
-        )
+        page.goto(index.as_uri() + fragment)
+        if fragment:
+            pane = page.wait_for_selector(".pane[data-draw-ms]")
+            result = {
+                "head_1024_draw_ms": float(pane.get_attribute("data-draw-ms")),
+                "head_1024_navigation_ms": (time.perf_counter() - start) * 1000,
+            }
+        else:
+            page.wait_for_selector("#app > :not(#boot-note)")
+            result = {
+                "home_ready_ms": (time.perf_counter() - start) * 1000,
+                "first_paint_ms": page.evaluate(
+                    "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null"
+                ),
+            }
         browser.close()
-    return {"first_paint_ms": paint, "home_ready_ms": ready_ms}
+    return result
 
 
 def machine() -> str:

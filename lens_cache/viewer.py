@@ -94,6 +94,16 @@ RESID_HOOKS = ("resid_pre", "resid_mid", "resid_post")
 _PATTERN_KEY = "blocks.{}.attn.hook_pattern"
 NPZ_NAME = "activations.npz"
 STACKED_NAME = "activations-blocks.-.attn.hook_pattern.npy"  # [1, L, H, T, T], replaces the npz
+# Headless Chromium on a machine with no network: without the background-networking flags it
+# keeps trying to reach Google's hosts. Used by the browser tests and the benchmark.
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 _RESID_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post)$")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lens_cache.viewer import DATA_DIR, model_slug, write_viewer
+from lens_cache.viewer import CHROMIUM_FLAGS, DATA_DIR, model_slug, write_viewer
 from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, write_store
 
 SMALL, GRID = "toy-3x2", "toy-12x12"
@@ -251,14 +251,7 @@ def test_serve_binds_localhost_and_serves_the_page(store):
 
 # ---------------------------------------------------------------- in a browser
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM_ARGS = list(CHROMIUM_FLAGS)
 
 
 @pytest.fixture(scope="module")
