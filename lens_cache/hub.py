@@ -10,6 +10,11 @@ last, so an interrupted push never looks complete and a rerun finishes it. A pul
 manifest, refuses any name that could escape the save path, downloads only the files the
 selection needs, checks their sha256 and rebuilds the pattern-lens-compatible layout.
 
+With kind `pooled`, every pooled dataset of the selected models (`<save>/<model>/pooled/
+<hook>-<pool>/data-*.parquet`, see `lens_cache.pooled`) goes up as is, whole, to
+`pooled/<model>/<hook>-<pool>/`, and a pull puts it back where it was: prompt, layer and head
+selections never filter its rows or columns.
+
 The token comes from `hf auth login` or `HF_TOKEN` (or the `token=` argument); it is never
 printed or written anywhere by this module.
 """
@@ -21,6 +26,8 @@ import bisect
 import contextlib
 import hashlib
 import json
+import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -51,13 +58,15 @@ from lens_cache.hub_layout import (
     CARD_NAME,
     DTYPES,
     FORMAT,
-    FORMAT_VERSION,
     KINDS,
     MANIFEST_NAME,
     MODELS_TABLE,
     PARTIAL_HEADS_NAME,
     PATTERNS,
+    POOLED,
+    POOLED_FORMAT_VERSION,
     PROMPTS_TABLE,
+    SELECTABLE_KINDS,
     BuiltFile,
     ModelPlan,
     Selection,
@@ -76,8 +85,11 @@ from lens_cache.hub_layout import (
     models_table,
     parse_size,
     plan_shards,
+    pooled_files_complete,
+    pooled_path,
     prompts_table,
     read_table,
+    split_pooled_name,
     tensor_path,
 )
 from lens_cache.indexer import MODEL_CFG_NAME, model_names, prompt_records, write_indexes
@@ -247,8 +259,53 @@ def select_local(save_path: Path, sel: Selection) -> list[ModelPlan]:
         check_model_name(name, "the store")
         cfg = store.read_json(Path(save_path) / name / MODEL_CFG_NAME)
         records = prompt_records(Path(save_path) / name)
-        candidates.append((name, cfg, records, _stored_tensors(cfg)))
-    return build_plans(candidates, sel, "the store")
+        with_pooled = sel.kinds is None or POOLED in sel.kinds
+        pooled = tuple(local_pooled(save_path, name)) if with_pooled else ()
+        candidates.append((name, cfg, records, _stored_tensors(cfg), pooled))
+    hint = (
+        "write one first: python -m lens_cache.pooled "
+        f"-s {shlex.quote(str(save_path))} -m {{model}} --pool POOL (pools: mean, "
+        "last_token, ...), or leave pooled out of --kinds"
+    )
+    plans = build_plans(candidates, sel, "the store", pooled_hint=hint)
+    for plan in plans:
+        total = len(next(c[2] for c in candidates if c[0] == plan.name))
+        if plan.pooled and len(plan.records) < total:
+            warn(
+                f"{plan.name}: its pooled datasets go up whole, with all {total} prompts "
+                f"(texts included), not only the {len(plan.records)} selected"
+            )
+    return plans
+
+
+def local_pooled(save_path: Path, model: str) -> dict[str, list[Path]]:
+    """`{"<hook>-<pool>": [data files]}`: the complete pooled datasets of a stored model.
+
+    Folders named otherwise are left out (with a warning unless hidden: `write_pooled` builds
+    in `.<name>.tmp-<pid>`).
+
+    Raises:
+        HubIntegrityError: a pooled dataset whose `data-XXXXX-of-NNNNN` files do not add up.
+    """
+    root = Path(save_path) / model / POOLED
+    found: dict[str, list[Path]] = {}
+    if not root.is_dir():
+        return found
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        if split_pooled_name(directory.name) is None:
+            if not directory.name.startswith("."):
+                warn(f"{directory}: not a <hook>-<pool> pooled dataset folder; not pushed")
+            continue
+        files = sorted(directory.glob("data-*.parquet"))
+        if not files:
+            continue
+        if not pooled_files_complete([f.name for f in files]):
+            raise HubIntegrityError(
+                f"{directory}: its data-XXXXX-of-NNNNN.parquet files do not add up to one "
+                f"dataset; rewrite it with python -m lens_cache.pooled"
+            )
+        found[directory.name] = files
+    return found
 
 
 def _pick_models(names: list[str], wanted, where: str) -> list[str]:
@@ -275,25 +332,35 @@ def _stored_tensors(cfg: dict) -> dict[str, dict[int, tuple[int, ...]]]:
     return available
 
 
-def build_plans(candidates, sel: Selection, where: str) -> list[ModelPlan]:
-    """Apply the selection to `(name, cfg, records, available)` candidates.
+def build_plans(candidates, sel: Selection, where: str, pooled_hint: str = "") -> list[ModelPlan]:
+    """Apply the selection to `(name, cfg, records, available, pooled)` candidates (`pooled`:
+    the names of the model's pooled datasets).
 
     Raises:
-        HubSelectionError: a prompt hash or kind found in no candidate.
+        HubSelectionError: a prompt hash or kind found in no candidate, or `pooled` asked for
+            explicitly and a model with selected prompts has none (`pooled_hint`, where
+            `{model}` stands for the model, says what to do).
         NothingSelectedError: nothing matches.
     """
     plans, found_hashes, found_kinds = [], set(), set()
-    for name, cfg, records, available in candidates:
+    tensor_kinds = None if sel.kinds is None else {k for k in sel.kinds if k != POOLED}
+    for name, cfg, records, available, pooled in candidates:
         found_kinds.update(available)
+        found_kinds.update([POOLED] if pooled else [])
         found_hashes.update(r["hash"] for r in records)
         chosen = choose_prompts(records, sel)
-        if sel.kinds is not None and not set(sel.kinds) & set(available):
-            continue
-        tensors = choose_tensors(
-            name, int(cfg["n_layers"]), int(cfg["n_heads"]), available, sel, where
-        )
-        if chosen and tensors:
-            plans.append(ModelPlan(name, cfg, chosen, tensors))
+        tensors = {}
+        if tensor_kinds is None or tensor_kinds & set(available):
+            tensors = choose_tensors(
+                name, int(cfg["n_layers"]), int(cfg["n_heads"]), available, sel, where
+            )
+        if sel.kinds is not None and POOLED in sel.kinds and chosen and not pooled:
+            message = f"--kinds pooled: {name} has no pooled dataset in {where}"
+            hint = pooled_hint.replace("{model}", shlex.quote(name))
+            raise HubSelectionError(f"{message}; {hint}" if hint else message)
+        pooled = tuple(pooled) if sel.kinds is None or POOLED in sel.kinds else ()
+        if chosen and (tensors or pooled):
+            plans.append(ModelPlan(name, cfg, chosen, tensors, pooled))
     _check_found(sel, found_hashes, found_kinds, where)
     if not plans:
         raise NothingSelectedError(
@@ -370,6 +437,34 @@ def _built(path: str, data: bytes, stage: Path) -> BuiltFile:
     return BuiltFile(path, local, len(data), hashlib.sha256(data).hexdigest())
 
 
+def _pooled_sources(save_path: Path, plans: list[ModelPlan]) -> list[tuple[str, Path, dict]]:
+    """`(repo path, local file, manifest fields)` of every pooled file the plans take along."""
+    sources = []
+    for plan in plans:
+        for name in plan.pooled:
+            hook, pool = split_pooled_name(name)
+            entry = {"model": plan.name, "kind": POOLED, "hook": hook, "pool": pool}
+            for f in sorted((Path(save_path) / plan.name / POOLED / name).glob("data-*.parquet")):
+                sources.append((pooled_path(plan.name, name, f.name), f, entry))
+    return sources
+
+
+def _stage_copy(path: str, source: Path, stage: Path, entry: dict) -> BuiltFile:
+    """Copy a store file into the stage, hashing it: the upload (which deletes staged files
+    once they are up) then sends these bytes even if `write_pooled` replaces the original."""
+    local = stage / path
+    local.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    try:
+        with open(source, "rb") as src, open(local, "wb") as dst:
+            for chunk in iter(lambda: src.read(2**20), b""):
+                h.update(chunk)
+                dst.write(chunk)
+    except OSError as e:
+        raise HubIntegrityError(f"{source}: cannot read it ({e}); the store changed?") from None
+    return BuiltFile(path, local, local.stat().st_size, h.hexdigest(), dict(entry))
+
+
 def _shard_groups(shards: list[Shard]) -> list[list[Shard]]:
     """Shards built together: every head of one (model, layer, run of prompts), so each
     prompt's layer is read (and decompressed) once, not once per head."""
@@ -436,7 +531,8 @@ def push_to_hub(
         layers (`str | list[int]`, *optional*): the exporter's `--layers` syntax.
         heads (`str | list`, *optional*): `"5.1,5.3"`: only these heads of their layers.
         kinds (`tuple[str]`, defaults to `("patterns",)`): also `resid_pre`, `resid_mid`,
-            `resid_post`.
+            `resid_post`, and `pooled`: every pooled dataset of the selected models, as is
+            (whole: `prompts`, `search`, `meta`, `layers` and `heads` do not filter it).
         dtype (`str`, defaults to `"float32"`): dtype of the uploaded tensors (`float16` and
             `bfloat16` halve the size; patterns pulled back are float32 again, not exact).
         private (`bool`): create the repo private (and make an existing public one private).
@@ -452,8 +548,9 @@ def push_to_hub(
         `PushReport`.
 
     Raises:
-        HubTokenError, HubPermissionError, HubTransferError, HubSelectionError,
-        NothingSelectedError, LayerSelectionError, HubRepoIdError.
+        HubTokenError, HubPermissionError, HubTransferError, HubSelectionError (also:
+        `pooled` asked for and a selected model has no pooled dataset), NothingSelectedError,
+        LayerSelectionError, HubRepoIdError, HubIntegrityError.
     """
     start = time.perf_counter()
     _check_repo_id(repo_id)
@@ -463,16 +560,18 @@ def push_to_hub(
     sel = make_selection(models, prompts, search, meta, layers, heads, kinds)
     plans = select_local(save_path, sel)
     shards = [s for p in plans for s in plan_shards(p, dtype, parse_size(shard_max_bytes))]
+    pooled = _pooled_sources(save_path, plans)
     limits = (parse_size(commit_max_bytes), max(1, int(commit_max_files)))
     report = PushReport(repo_id, revision=revision or "main", dry_run=dry_run)
     with tempfile.TemporaryDirectory(prefix="lens_cache-push-") as tmp:
         small = _small_files(plans, dtype, repo_id)
         if dry_run:
-            _plan_report(report, plans, sel, dtype, small, shards)
+            _plan_report(report, plans, sel, dtype, small, shards, pooled)
         else:
             token = _require_token(token)
             job = _PushJob(repo_id, revision, message, token, endpoint, limits, quiet)
-            job.run(report, save_path, plans, sel, dtype, small, shards, Path(tmp), private)
+            data = (small, shards, pooled)
+            job.run(report, save_path, plans, sel, dtype, data, Path(tmp), private)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -483,10 +582,11 @@ def _default_save_path() -> str:
     return default_save_path()
 
 
-def _plan_report(report, plans, sel, dtype, small: dict, shards: list[Shard]) -> None:
+def _plan_report(report, plans, sel, dtype, small: dict, shards: list[Shard], pooled) -> None:
     """Fill a dry run's file list with exact sizes, building nothing big."""
     files = [BuiltFile(p, Path(p), len(b), "0" * 64) for p, b in small.items()]
     files += [BuiltFile(s.path, Path(s.path), s.size, "0" * 64, s.entry()) for s in shards]
+    files += [BuiltFile(p, f, f.stat().st_size, "0" * 64, e) for p, f, e in pooled]
     manifest = manifest_bytes(plans, sel, dtype, files)  # placeholder sha256s: same length
     report.files = sorted([(f.path, f.size) for f in files] + [(MANIFEST_NAME, len(manifest))])
 
@@ -507,9 +607,12 @@ class _PushJob:
         self.progress = {"done": 0, "total": 0}
         self.report: PushReport | None = None
 
-    def run(self, report, save_path, plans, sel, dtype, small, shards, stage, private) -> None:
+    def run(self, report, save_path, plans, sel, dtype, data, stage, private) -> None:
+        """`data` is `(small files, shards, pooled sources)`; pooled files go up after the
+        shards, in the same batched commits, before the card and the manifest."""
+        small, shards, pooled = data
         self.report = report
-        self.progress["total"] = len(small) + len(shards) + 1
+        self.progress["total"] = len(small) + len(shards) + len(pooled) + 1
         with _hub_errors(self.repo_id, "push", self.progress):
             report.url = self._prepare_repo(private)
             self.remote = self._remote_files()
@@ -521,6 +624,8 @@ class _PushJob:
             for group in _shard_groups(shards):
                 for f in _build_group(save_path, plan_of[group[0].model], group, stage):
                     built.append(self._offer(f))
+            for path, source, entry in pooled:
+                built.append(self._offer(_stage_copy(path, source, stage, entry)))
             self._commit_pending()
             card = _built(CARD_NAME, small[CARD_NAME], stage)
             manifest = _built(
@@ -672,8 +777,11 @@ def pull(
     `activations.npz` (float32 `[1, n_heads, T, T]`) for every layer whose heads were all
     pushed, `residuals.safetensors` in the dataset's dtype, and `partial_heads.safetensors`
     (float32 `[T, T]` under `blocks.{L}.attn.hook_pattern.head_{H}`) for layers of which only
-    some heads were pushed: an npz layer is never padded with made-up heads. Then rewrites the
-    store's indexes (`models.jsonl`, `prompts.jsonl`, `index.html`).
+    some heads were pushed: an npz layer is never padded with made-up heads. Pooled datasets
+    (kind `pooled`, pulled whole) go back to `<save>/<model>/pooled/<hook>-<pool>/`, replacing
+    the folder, so `lens_cache.load_pooled` reads them; a model pulled for them alone gets its
+    `model_cfg.json` and no prompt directory. Then rewrites the store's indexes
+    (`models.jsonl`, `prompts.jsonl`, `index.html`).
 
     Args:
         repo_id (`str`): `ORG/NAME`.
@@ -706,7 +814,10 @@ def pull(
         tables = _download(api, repo_id, sha, [PROMPTS_TABLE, MODELS_TABLE], listed)
         plans = _select_remote(manifest, tables, sel)
         needed = _needed_shards(manifest, plans)
-        local = _download(api, repo_id, sha, [e["path"] for e in needed], listed)
+        pooled = _pooled_entries(manifest)
+        pooled = {(p.name, n): pooled[(p.name, n)] for p in plans for n in p.pooled}
+        paths = [e["path"] for e in needed] + [e["path"] for v in pooled.values() for e in v]
+        local = _download(api, repo_id, sha, paths, listed)
     save_path = store.ensure_writable(
         Path(save_path if save_path is not None else _default_save_path())
     )
@@ -715,12 +826,19 @@ def pull(
     index = _ShardIndex(needed, local, manifest["dtype"])
     hub_info = {"repo_id": repo_id, "revision": sha}
     for plan in plans:
-        _write_model(save_path, plan, index, manifest["dtype"], hub_info)
+        if plan.tensors:
+            _write_model(save_path, plan, index, manifest["dtype"], hub_info)
+            report.prompts += len(plan.records)
+        else:
+            _write_pooled_only_cfg(save_path, plan, hub_info)
+        for name in plan.pooled:
+            files = {e["path"].rsplit("/", 1)[1]: local[e["path"]] for e in pooled[plan.name, name]}
+            _write_pooled(save_path, plan.name, name, files)
         report.models.append(plan.name)
-        report.prompts += len(plan.records)
     write_indexes(save_path, quiet=quiet)
     report.seconds = time.perf_counter() - start
-    log(f"[{repo_id}] pulled {report.prompts} prompts into {save_path}", quiet=quiet)
+    n_pooled = f" and {len(pooled)} pooled datasets" if pooled else ""
+    log(f"[{repo_id}] pulled {report.prompts} prompts{n_pooled} into {save_path}", quiet=quiet)
     return report
 
 
@@ -754,7 +872,7 @@ def validate_manifest(manifest: dict, repo_id: str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise NotALensCacheDatasetError(f"{repo_id}: {MANIFEST_NAME} is not a lens_cache manifest")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version > POOLED_FORMAT_VERSION:
         raise NotALensCacheDatasetError(
             f"{repo_id} was made by a newer lens_cache (format {version}); upgrade lens_cache"
         )
@@ -766,13 +884,32 @@ def validate_manifest(manifest: dict, repo_id: str) -> dict:
         check_model_name(name, f"{repo_id}'s manifest")
     for entry in manifest["files"]:
         _check_entry(entry, manifest["models"], repo_id)
+    for (model, name), files in _pooled_entries(manifest).items():
+        if not pooled_files_complete([e["path"].rsplit("/", 1)[1] for e in files]):
+            raise NotALensCacheDatasetError(
+                f"{repo_id}: the manifest's files of pooled dataset {model}/{name} are not a "
+                "complete data-XXXXX-of-NNNNN set"
+            )
     return manifest
+
+
+def _pooled_entries(manifest: dict) -> dict[tuple[str, str], list[dict]]:
+    """`{(model, "<hook>-<pool>"): manifest entries}` of a validated manifest, paths sorted."""
+    found: dict[tuple[str, str], list[dict]] = {}
+    for entry in sorted(manifest["files"], key=lambda e: e["path"]):
+        if entry["path"].startswith(f"{POOLED}/"):
+            key = (entry["model"], f"{entry['hook']}-{entry['pool']}")
+            found.setdefault(key, []).append(entry)
+    return found
 
 
 def _check_entry(entry: dict, models: dict, repo_id: str) -> None:
     path = check_repo_path(entry["path"])
     if not isinstance(entry["size"], int) or not isinstance(entry["sha256"], str):
         raise NotALensCacheDatasetError(f"{repo_id}: manifest entry {path} lacks size/sha256")
+    if path.startswith(f"{POOLED}/"):
+        _check_pooled_entry(entry, path, models, repo_id)
+        return
     if not path.startswith("tensors/"):
         return
     model = check_model_name(entry["model"], f"{repo_id}'s manifest")
@@ -787,6 +924,19 @@ def _check_entry(entry: dict, models: dict, repo_id: str) -> None:
     check_hash(entry["last"], f"{repo_id}'s manifest")
     if entry["kind"] not in KINDS or entry["first"] > entry["last"]:
         raise NotALensCacheDatasetError(f"{repo_id}: manifest entry {path} is inconsistent")
+
+
+def _check_pooled_entry(entry: dict, path: str, models: dict, repo_id: str) -> None:
+    """A pooled file's path must be exactly what its model, hook and pool fields make."""
+    model = check_model_name(entry["model"], f"{repo_id}'s manifest")
+    name = f"{entry['hook']}-{entry['pool']}"
+    expected = pooled_path(model, name, path.rsplit("/", 1)[1])
+    if entry["kind"] != POOLED or split_pooled_name(name) is None or expected != path:
+        raise UnsafeRepoPathError(
+            f"{repo_id}: manifest entry {path!r} does not match its fields ({expected!r})", path
+        )
+    if model not in models:
+        raise NotALensCacheDatasetError(f"{repo_id}: manifest entry {path} names no listed model")
 
 
 def _download(api, repo_id: str, sha: str, paths: list[str], listed: dict) -> dict[str, Path]:
@@ -835,6 +985,7 @@ def _select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> l
         row["model_name"]: json.loads(row["config"]) for row in read_table(tables[MODELS_TABLE])
     }
     names = sorted(manifest["models"])
+    pooled = _pooled_entries(manifest)
     candidates = []
     for name in _pick_models(names, sel.models, "this dataset"):
         if name not in configs:
@@ -843,8 +994,10 @@ def _select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> l
         available = {PATTERNS: {int(k): tuple(v) for k, v in summary["patterns"].items()}}
         available.update({k: {int(x): () for x in v} for k, v in summary["residuals"].items()})
         available = {k: v for k, v in available.items() if v}
-        candidates.append((name, configs[name], by_model.get(name, []), available))
-    return build_plans(candidates, sel, "this dataset")
+        names_pooled = tuple(sorted(n for m, n in pooled if m == name))
+        candidates.append((name, configs[name], by_model.get(name, []), available, names_pooled))
+    hint = "pick models that have one with -m, or leave pooled out of --kinds"
+    return build_plans(candidates, sel, "this dataset", pooled_hint=hint)
 
 
 def _needed_shards(manifest: dict, plans: list[ModelPlan]) -> list[dict]:
@@ -853,7 +1006,7 @@ def _needed_shards(manifest: dict, plans: list[ModelPlan]) -> list[dict]:
     needed = []
     for entry in manifest["files"]:
         plan = wanted.get(entry.get("model"))
-        if plan is None or entry["kind"] not in plan.tensors:
+        if plan is None or entry["kind"] == POOLED or entry["kind"] not in plan.tensors:
             continue
         heads = plan.tensors[entry["kind"]].get(int(entry["layer"]))
         if heads is None or (entry["kind"] == PATTERNS and entry["head"] not in heads):
@@ -995,6 +1148,40 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
     store.write_prompt_dir(directory, full, capture, layout.settings, plan.name)
 
 
+def _write_pooled_only_cfg(save_path: Path, plan: ModelPlan, hub_info: dict) -> None:
+    """A model pulled for its pooled datasets alone gets a model_cfg.json (which
+    `load_pooled` reads) and no prompt directory; a model already in the store is left as is.
+
+    The pusher's export settings are left out of it, so a later pull of tensors can claim the
+    directory."""
+    mdir = store.model_dir(save_path, plan.name)
+    _check_inside(save_path, mdir)
+    if (mdir / MODEL_CFG_NAME).is_file():
+        return
+    mdir.mkdir(parents=True, exist_ok=True)
+    cfg = dict(plan.cfg)
+    lc = cfg.get("lens_cache") or {}
+    lc = {k: v for k, v in lc.items() if k in ("source", "processing", "transformer_lens_major")}
+    cfg["lens_cache"] = {**lc, "hooks": [], "layers": [], "hub": hub_info}
+    cfg["model_name"] = plan.name
+    store.write_json(mdir / MODEL_CFG_NAME, cfg)
+
+
+def _write_pooled(save_path: Path, model: str, name: str, files: dict[str, Path]) -> None:
+    """Put a downloaded pooled dataset at `<save>/<model>/pooled/<name>/`, replacing the folder
+    as a whole (never mixing its shards with those of an older one)."""
+    from lens_cache.pooled import _atomic_dir
+
+    target = store.model_dir(save_path, model) / POOLED / name
+    _check_inside(save_path, target)
+
+    def copy(tmp: Path) -> None:
+        for filename, source in sorted(files.items()):
+            shutil.copyfile(source, tmp / filename)
+
+    _atomic_dir(target, copy)
+
+
 def _check_inside(root: Path, path: Path) -> None:
     """Last line of defence after the name checks: never write outside the save path."""
     if not Path(path).resolve().is_relative_to(Path(root).resolve()):
@@ -1016,7 +1203,11 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (push, pull_p):
         _common_args(sp)
     push.add_argument(
-        "--kinds", nargs="+", choices=KINDS, default=[PATTERNS], help="what to upload"
+        "--kinds",
+        nargs="+",
+        choices=SELECTABLE_KINDS,
+        default=[PATTERNS],
+        help="what to upload; pooled: every pooled dataset of the selected models, whole",
     )
     push.add_argument("--dtype", choices=list(DTYPES), default="float32", help="uploaded dtype")
     push.add_argument("--private", action="store_true", help="make the repo private")
@@ -1024,7 +1215,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--shard-max-bytes", default=str(DEFAULT_SHARD_MAX_BYTES))
     push.add_argument("--commit-max-bytes", default=str(DEFAULT_COMMIT_MAX_BYTES))
     push.add_argument("--dry-run", action="store_true", help="list what would go up; no upload")
-    pull_p.add_argument("--kinds", nargs="+", choices=KINDS, help="default: all the dataset has")
+    pull_p.add_argument(
+        "--kinds", nargs="+", choices=SELECTABLE_KINDS, help="default: all the dataset has"
+    )
     return p
 
 

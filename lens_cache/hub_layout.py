@@ -6,6 +6,7 @@
     data/models-00000-of-00001.parquet    model_name, n_layers, n_heads, d_model, config
     tensors/<model>/patterns/layer_05/head_03-00000.safetensors   {<hash>: [T, T]}
     tensors/<model>/resid_post/layer_05-00000.safetensors         {<hash>: [T, d_model]}
+    pooled/<model>/resid_post-mean/data-00000-of-00001.parquet    a pooled dataset, as stored
 
 One head (or one residual layer) is fetched without the rest. Each shard holds a contiguous run
 of the model's prompts in hash order, at most `shard_max_bytes` of tensor data; the boundaries
@@ -13,6 +14,11 @@ depend only on the prompts' lengths, so every head of a model shares them and a 
 the same bytes. Safetensors headers are written here (sorted keys, space-padded like
 `store.write_safetensors`), which lets a shard be streamed to disk one prompt at a time and its
 size be known before it is built.
+
+Pooled datasets (`lens_cache.pooled`, kind `pooled`) go up whole and byte for byte: their rows
+cover every prompt their model had when they were written, whatever the prompt or layer
+selection. A manifest that lists one says format version 2, so an older lens_cache refuses the
+dataset with "upgrade" instead of taking `pooled/` for a foreign file.
 """
 
 from __future__ import annotations
@@ -36,16 +42,20 @@ from lens_cache.errors import (
     LayerSelectionError,
     UnsafeRepoPathError,
 )
+from lens_cache.pooled import POOLS
 
 FORMAT = "lens_cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of shards, and of manifests that list no pooled file
+POOLED_FORMAT_VERSION = 2  # of manifests that list pooled files; the newest this module reads
 MANIFEST_NAME = "lens_cache.json"
 CARD_NAME = "README.md"
 PROMPTS_TABLE = "data/prompts-00000-of-00001.parquet"
 MODELS_TABLE = "data/models-00000-of-00001.parquet"
 PATTERNS = "patterns"
 RESID_KINDS = ("resid_pre", "resid_mid", "resid_post")
-KINDS = (PATTERNS, *RESID_KINDS)
+KINDS = (PATTERNS, *RESID_KINDS)  # tensor kinds, sharded by prompt
+POOLED = "pooled"
+SELECTABLE_KINDS = (*KINDS, POOLED)  # what --kinds takes
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -62,6 +72,13 @@ _TENSOR_RE = re.compile(
     r"\.safetensors"
 )
 _DATA_RE = re.compile(r"data/(?:prompts|models)-\d{5}-of-\d{5}\.parquet")
+# A pooled dataset's folder is `<hook>-<pool>` (as `lens_cache.pooled.pooled_dir` names it).
+_POOLED_NAME_RE = re.compile(rf"(?P<hook>{'|'.join(RESID_KINDS)})-(?P<pool>{'|'.join(POOLS)})")
+_POOLED_FILE_RE = re.compile(r"data-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet")
+_POOLED_RE = re.compile(
+    rf"pooled/(?P<model>{_MODEL_RE})/(?P<name>{_POOLED_NAME_RE.pattern})/"
+    rf"(?P<file>{_POOLED_FILE_RE.pattern})"
+)
 
 
 # --- names and paths -------------------------------------------------------------------------
@@ -113,7 +130,7 @@ def check_repo_path(path: str) -> str:
             "refusing this repo",
             str(path),
         )
-    known = path in (CARD_NAME,) or _DATA_RE.fullmatch(path) or _TENSOR_RE.fullmatch(path)
+    known = path in (CARD_NAME,) or is_layout_path(path)
     if not known:
         raise UnsafeRepoPathError(
             f"the manifest lists {path!r}, which is not a lens_cache file; refusing this repo",
@@ -124,7 +141,9 @@ def check_repo_path(path: str) -> str:
 
 def is_layout_path(path: str) -> bool:
     """Whether a repo path is one of ours (so a new push may replace or delete it)."""
-    return bool(_DATA_RE.fullmatch(path) or _TENSOR_RE.fullmatch(path))
+    return bool(
+        _DATA_RE.fullmatch(path) or _TENSOR_RE.fullmatch(path) or _POOLED_RE.fullmatch(path)
+    )
 
 
 def _layer_dir(layer: int) -> str:
@@ -136,6 +155,27 @@ def tensor_path(model: str, kind: str, layer: int, head: int | None, index: int)
     if kind == PATTERNS:
         return f"tensors/{model}/{PATTERNS}/{_layer_dir(layer)}/head_{head:02d}-{index:05d}{_ST}"
     return f"tensors/{model}/{kind}/{_layer_dir(layer)}-{index:05d}{_ST}"
+
+
+def pooled_path(model: str, name: str, filename: str) -> str:
+    """The repo path of one file of a pooled dataset (`name` is `<hook>-<pool>`)."""
+    return f"{POOLED}/{model}/{name}/{filename}"
+
+
+def split_pooled_name(name: str) -> tuple[str, str] | None:
+    """`"resid_post-mean_real"` -> `("resid_post", "mean_real")`; `None` for any other name."""
+    m = _POOLED_NAME_RE.fullmatch(name) if isinstance(name, str) else None
+    return (m["hook"], m["pool"]) if m else None
+
+
+def pooled_files_complete(filenames: list[str]) -> bool:
+    """Whether names are exactly `data-00000-of-NNNNN.parquet` ... `data-<N-1>-of-NNNNN`."""
+    found = [_POOLED_FILE_RE.fullmatch(f) for f in filenames]
+    if not found or not all(found):
+        return False
+    counts = {int(m["count"]) for m in found}
+    indexes = sorted(int(m["index"]) for m in found)
+    return len(counts) == 1 and indexes == list(range(counts.pop()))
 
 
 # --- selection -------------------------------------------------------------------------------
@@ -153,7 +193,7 @@ class Selection:
         layers (`str | list[int]`, *optional*): the exporter's `--layers` syntax.
         heads (`str | list`, *optional*): `"5.1,5.3"` or `[(5, 1), (5, 3)]`.
         kinds (`tuple[str]`, *optional*): any of `patterns`, `resid_pre`, `resid_mid`,
-            `resid_post`.
+            `resid_post`, `pooled` (every pooled dataset of the selected models, whole).
     """
 
     models: tuple[str, ...] | None = None
@@ -183,18 +223,26 @@ def make_selection(
     """Normalise the selection arguments of `push_to_hub` / `pull` (strings or lists).
 
     Raises:
-        HubSelectionError: an unknown kind or a `--meta` item without `=`.
+        HubSelectionError: an unknown kind, a `--meta` item without `=`, or `--layers` /
+            `--heads` with no kind they could select.
     """
 
     def as_tuple(v):
         return None if v is None else ((v,) if isinstance(v, str) else tuple(v))
 
     kinds = as_tuple(kinds)
-    unknown = [k for k in kinds or () if k not in KINDS]
+    unknown = [k for k in kinds or () if k not in SELECTABLE_KINDS]
     if unknown or kinds == ():
-        raise HubSelectionError(f"--kinds: unknown {unknown}; choose from {', '.join(KINDS)}")
+        raise HubSelectionError(
+            f"--kinds: unknown {unknown}; choose from {', '.join(SELECTABLE_KINDS)}"
+        )
     if heads is not None and kinds is not None and PATTERNS not in kinds:
         raise HubSelectionError("--heads selects attention heads: add patterns to --kinds")
+    if layers is not None and kinds is not None and set(kinds) <= {POOLED}:
+        raise HubSelectionError(
+            "--layers selects tensors, and a pooled dataset goes whole (every layer it holds): "
+            "drop --layers or add patterns or a resid kind to --kinds"
+        )
     return Selection(
         models=as_tuple(models),
         prompts=as_tuple(prompts),
@@ -202,7 +250,7 @@ def make_selection(
         meta=parse_meta(meta),
         layers=layers,
         heads=heads,
-        kinds=None if kinds is None else tuple(k for k in KINDS if k in kinds),
+        kinds=None if kinds is None else tuple(k for k in SELECTABLE_KINDS if k in kinds),
     )
 
 
@@ -361,12 +409,15 @@ class ModelPlan:
         cfg (`dict`): its `model_cfg.json`.
         records (`list[dict]`): the selected prompts' records, sorted by hash.
         tensors (`dict`): `{kind: {layer: heads}}`, heads `()` for residual kinds.
+        pooled (`tuple[str]`): the pooled datasets that go along, by folder name
+            (`<hook>-<pool>`), sorted; each goes whole, whatever `records` and `tensors` say.
     """
 
     name: str
     cfg: dict
     records: list[dict]
     tensors: dict[str, dict[int, tuple[int, ...]]]
+    pooled: tuple[str, ...] = ()
 
     @property
     def n_layers(self) -> int:
@@ -391,6 +442,7 @@ class ModelPlan:
             "n_tokens": sum(int(r["n_tokens"]) for r in self.records),
             "patterns": {str(layer): list(h) for layer, h in pats.items()},
             "residuals": {k: sorted(v) for k, v in self.tensors.items() if k != PATTERNS},
+            "pooled": list(self.pooled),
         }
 
 
@@ -677,10 +729,15 @@ def read_table(path: Path) -> list[dict]:
 def manifest_bytes(
     plans: list[ModelPlan], sel: Selection, dtype: str, files: list[BuiltFile]
 ) -> bytes:
-    """`lens_cache.json`: what identifies the dataset and lets a pull check every file."""
+    """`lens_cache.json`: what identifies the dataset and lets a pull check every file.
+
+    The format version is `FORMAT_VERSION` (1) unless a pooled dataset is listed
+    (`POOLED_FORMAT_VERSION`, 2): a dataset without one stays readable by lens_cache versions
+    that predate pooled files, and those refuse one with pooled files as "newer".
+    """
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": POOLED_FORMAT_VERSION if any(p.pooled for p in plans) else FORMAT_VERSION,
         "dtype": dtype,
         "models": {p.name: p.summary() for p in plans},
         "selection": sel.describe(),
@@ -695,19 +752,44 @@ def manifest_bytes(
 def card_bytes(repo_id: str, plans: list[ModelPlan], dtype: str) -> bytes:
     """The dataset card: YAML for `datasets` and the Hub, then how to use the data."""
     kinds = sorted({k for p in plans for k in p.tensors})
+    stored = [f"{', '.join(kinds)}, as `{dtype}`"] if kinds else []
+    stored += ["pooled residuals (float32)"] if any(p.pooled for p in plans) else []
     rows = "\n".join(_card_row(p) for p in plans)
+    with_tensors = [p for p in plans if p.tensors]
+    fetch = ""
+    if with_tensors:
+        fetch = _CARD_FETCH.format(repo_id=repo_id, example=_example_path(with_tensors[0]))
     text = _CARD.format(
         repo_id=repo_id,
         name=repo_id.split("/")[-1],
         n_models=len(plans),
         n_prompts=sum(len(p.records) for p in plans),
-        kinds=", ".join(kinds),
-        dtype=dtype,
+        stored=" and ".join(stored),
         rows=rows,
-        model=plans[0].name,
-        example=_example_path(plans[0]),
+        fetch=fetch,
+        pooled=_card_pooled(repo_id, plans),
     )
     return text.encode()
+
+
+def _card_pooled(repo_id: str, plans: list[ModelPlan]) -> str:
+    """The card's section on pooled datasets ("" when there are none)."""
+    with_pooled = [p for p in plans if p.pooled]
+    if not with_pooled:
+        return ""
+    items = "\n".join(
+        f"- `{p.name}`: " + ", ".join(f"`{n}`" for n in p.pooled) for p in with_pooled
+    )
+    first = with_pooled[0]
+    hook, pool = split_pooled_name(first.pooled[0])
+    return _CARD_POOLED.format(
+        repo_id=repo_id,
+        items=items,
+        model=first.name,
+        name=first.pooled[0],
+        hook=hook,
+        pool=pool,
+    )
 
 
 def _card_row(p: ModelPlan) -> str:
@@ -720,6 +802,7 @@ def _card_row(p: ModelPlan) -> str:
 
 
 def _example_path(p: ModelPlan) -> str:
+    """The first shard of a model that has tensors."""
     kind, layers = next(iter(p.tensors.items()))
     layer, heads = next(iter(layers.items()))
     return tensor_path(p.name, kind, layer, heads[0] if heads else None, 0)
@@ -749,7 +832,7 @@ pretty_name: "{name}"
 # {name}
 
 Activations of {n_models} model(s) over {n_prompts} prompt(s), exported from TransformerLens
-with lens_cache. Stored: {kinds}, as `{dtype}`. The licence is `other`: the licences of the
+with lens_cache. Stored: {stored}. The licence is `other`: the licences of the
 prompts' sources and of the models apply.
 
 | model | layers | heads | d_model | prompts | attention patterns | residual streams |
@@ -780,7 +863,15 @@ A pull rebuilds the pattern-lens-compatible layout (`<model>/prompts/<hash>/acti
 float32 `[1, n_heads, T, T]` per layer; `residuals.safetensors`) and downloads only the files
 the selection needs.
 
-## Fetch one head without the rest
+{fetch}{pooled}## Layout
+
+- `tensors/<model>/patterns/layer_LL/head_HH-NNNNN.safetensors`: one key per prompt hash,
+  `[T, T]`; `tensors/<model>/<resid_kind>/layer_LL-NNNNN.safetensors`: `[T, d_model]`.
+- `lens_cache.json`: format version, models, the selection that made this dataset, and every
+  file's size and sha256.
+"""
+
+_CARD_FETCH = """## Fetch one head without the rest
 
 ```python
 from datasets import load_dataset
@@ -796,10 +887,37 @@ pattern = shard[prompt["hash"]]  # [T, T], T == prompt["n_tokens"], unpadded
 A shard holds a run of prompts (in hash order); `lens_cache.json` says which run each file
 holds (`first`, `last`).
 
-## Layout
+"""
 
-- `tensors/<model>/patterns/layer_LL/head_HH-NNNNN.safetensors`: one key per prompt hash,
-  `[T, T]`; `tensors/<model>/<resid_kind>/layer_LL-NNNNN.safetensors`: `[T, d_model]`.
-- `lens_cache.json`: format version, models, the selection that made this dataset, and every
-  file's size and sha256.
+_CARD_POOLED = """## Pooled residuals
+
+One float32 vector per prompt and layer, written by `lens_cache.pooled` (folder
+`<hook>-<pool>`), under `pooled/<model>/<hook>-<pool>/data-XXXXX-of-NNNNN.parquet`:
+
+{items}
+
+Columns: `hash`, `text`, `n_tokens`, one per `meta` key, and `layer_{{i}}` (`d_model` float32)
+for every pooled layer. Each pooled dataset was pushed whole: its rows cover every prompt its
+model had when it was pooled, which can be more than the prompts listed above. They are not a
+`configs:` entry; load one with
+
+```python
+from datasets import load_dataset
+
+files = "hf://datasets/{repo_id}/pooled/{model}/{name}/data-*.parquet"
+pooled = load_dataset("parquet", data_files=files, split="train")
+```
+
+or pull it and read it straight into numpy for a probe:
+
+```sh
+python -m lens_cache.hub pull --repo {repo_id} --save-path store/ --kinds pooled -m {model}
+```
+
+```python
+import lens_cache
+
+X, columns = lens_cache.load_pooled("store", "{model}", hook="{hook}", pool="{pool}")  # last layer
+```
+
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,9 +33,12 @@ from lens_cache.hub_layout import (
     ShardWriter,
     check_repo_path,
     group_prompts,
+    is_layout_path,
+    make_selection,
     parse_heads,
     parse_size,
     plan_shards,
+    pooled_files_complete,
     prompts_table,
 )
 from lens_cache.prompts import prompt_hash
@@ -380,6 +384,61 @@ def test_selection_pushes_only_selected_heads_and_prompts(hub, store, tmp_path):
     assert len((dest / "prompts.jsonl").read_text().splitlines()) == 2
 
 
+# --- pooled datasets ------------------------------------------------------------------------
+
+
+def test_pooled_datasets_round_trip(hub, store, pushed, tmp_path):
+    from lens_cache.pooled import load_pooled, write_pooled
+
+    src, m = tmp_path / "store", store["model"]
+    shutil.copytree(store["path"], src)  # the shared store stays without pooled data
+    write_pooled(src, m, pool="mean")
+    push = f"hub.push_to_hub('alice/pooled', {str(src)!r}, kinds=['patterns', 'pooled'])"
+    out = run_child(
+        hub,
+        tmp_path / "work",
+        code=f"""
+        out = {{"uploaded": sorted({push}.uploaded), "again": {push}.uploaded}}
+        out["pulled"] = cli("pull", "--repo", "alice/pooled", "-s", "pulled", "-q")
+        out["only"] = cli("pull", "--repo", "alice/pooled", "-s", "only", "--kinds", "pooled")
+        out["absent"] = catch(
+            hub.push_to_hub, "alice/nopool", {str(store["path"])!r}, kinds=["patterns", "pooled"]
+        )
+        out["absent_pull"] = catch(hub.pull, {pushed!r}, "p", kinds=["pooled"])
+        """,
+    )
+    path = f"pooled/{m}/resid_post-mean/data-00000-of-00001.parquet"
+    local = src / m / "pooled" / "resid_post-mean" / "data-00000-of-00001.parquet"
+    files = _head(hub, "alice/pooled")
+    assert path in files and path in out["uploaded"] and out["again"] == []  # rerun: no upload
+    assert _blob(hub, "alice/pooled", path) == local.read_bytes()  # as is
+    manifest = json.loads(_blob(hub, "alice/pooled", "lens_cache.json"))
+    assert manifest["format_version"] == 2  # older lens_cache: "upgrade", not "unsafe path"
+    assert manifest["models"][m]["pooled"] == ["resid_post-mean"]
+    entry = next(e for e in manifest["files"] if e["path"] == path)
+    assert (entry["size"], entry["sha256"]) == (files[path]["size"], files[path]["sha256"])
+    assert (entry["kind"], entry["hook"], entry["pool"]) == ("pooled", "resid_post", "mean")
+    card = _blob(hub, "alice/pooled", "README.md").decode()
+    assert "## Pooled residuals" in card and f"pooled/{m}/resid_post-mean/data-*" in card
+    chain = _commit_chain(hub, "alice/pooled")  # pooled in the data commits, card+manifest last
+    assert path in _added(chain[-3], chain[-2])
+    assert _added(chain[-2], chain[-1]) == {"README.md", "lens_cache.json"}
+
+    X, columns = load_pooled(src, m, pool="mean", layer=1)
+    for where in ("pulled", "only"):  # with the patterns, and alone (no prompt directory)
+        assert out[where]["rc"] == 0, out[where]["err"]
+        pulled = tmp_path / "work" / where
+        X2, columns2 = load_pooled(pulled, m, pool="mean", layer=1)
+        assert X2.dtype == np.float32 and np.array_equal(X, X2) and columns2 == columns
+    assert not (tmp_path / "work" / "only" / m / "prompts").exists()
+    assert (tmp_path / "work" / "pulled" / m / "prompts" / store["hashes"][0]).is_dir()
+
+    name, message = out["absent"]
+    assert name == "HubSelectionError" and "python -m lens_cache.pooled -s " in message
+    assert "dataset:alice/nopool" not in hub.repos  # refused before any request
+    assert out["absent_pull"][0] == "HubSelectionError"
+
+
 # --- resume ----------------------------------------------------------------------------------
 
 
@@ -518,6 +577,12 @@ def test_malicious_repos_are_refused_before_writing(hub, pushed, tmp_path):
         def rename_model(m):
             m["models"]["../x"] = m["models"].popitem()[1]
 
+        def pooled_elsewhere(m):  # a pooled file whose fields say another folder
+            model = next(iter(m["models"]))
+            path = f"pooled/{{model}}/resid_post-mean/data-00000-of-00001.parquet"
+            fields = dict(model=model, kind="pooled", hook="../../x", pool="mean")
+            m["files"].append({{"path": path, "size": 1, "sha256": "0" * 64, **fields}})
+
         rows = table.to_pylist()
         rows[0]["hash"] = "../../../../../pwned"
         buf = io.BytesIO()
@@ -536,6 +601,7 @@ def test_malicious_repos_are_refused_before_writing(hub, pushed, tmp_path):
             "nested": craft("evil2", add_file("tensors/../../x.safetensors")),
             "absolute": craft("evil3", add_file("/etc/evil")),
             "model": craft("evil4", rename_model),
+            "pooled": craft("evil6", pooled_elsewhere),
             "hash": craft("evil5", point_at_table, tables),
         }}
         """,
@@ -571,11 +637,34 @@ def test_parsers():
 
 
 @pytest.mark.parametrize(
-    "path", ["../evil", "/abs", "tensors/../x.safetensors", "a\\b", "data//x", "C:/x", "notes.txt"]
+    "path",
+    [
+        "../evil",
+        "/abs",
+        "tensors/../x.safetensors",
+        "a\\b",
+        "data//x",
+        "C:/x",
+        "notes.txt",
+        "pooled/m/../resid_post-mean/data-00000-of-00001.parquet",
+        "pooled/m/resid_post-evil/data-00000-of-00001.parquet",
+        "pooled/m/resid_post-mean/other.parquet",
+        "pooled/m/data-00000-of-00001.parquet",
+    ],
 )
 def test_check_repo_path_refuses(path):
     with pytest.raises(UnsafeRepoPathError):
         check_repo_path(path)
+
+
+def test_pooled_repo_paths():
+    path = "pooled/m/resid_post-mean_real/data-00001-of-00002.parquet"
+    assert check_repo_path(path) == path and is_layout_path(path)
+    assert pooled_files_complete([f"data-0000{i}-of-00002.parquet" for i in (0, 1)])
+    assert not pooled_files_complete(["data-00001-of-00002.parquet"])
+    assert make_selection(kinds=["pooled", "patterns"]).kinds == ("patterns", "pooled")
+    with pytest.raises(ValueError, match="--layers"):  # pooled goes whole: nothing to select
+        make_selection(layers="0", kinds=["pooled"])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
