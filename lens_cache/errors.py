@@ -63,6 +63,18 @@ class HookNotFiredError(LensCacheError, RuntimeError):
     """A hook we export did not fire, or fired with an unexpected shape."""
 
 
+class StoreNotFoundError(LensCacheError, FileNotFoundError):
+    """The save path holds no lens_cache store, or a file the store lists is missing."""
+
+
+class StoreCorruptError(LensCacheError, ValueError):
+    """A stored file does not match what prompt.json or model_cfg.json say about it."""
+
+
+class ServeError(LensCacheError, OSError):
+    """`python -m lens_cache.serve` cannot bind its address (port taken, not an address here)."""
+
+
 class OutOfMemoryError(LensCacheError, MemoryError):
     """A single prompt does not fit in memory even as a batch of one."""
 

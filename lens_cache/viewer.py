@@ -84,6 +84,7 @@ from pathlib import Path
 import numpy as np
 
 from lens_cache import metrics as M
+from lens_cache.errors import StoreCorruptError, StoreNotFoundError
 
 FORMAT_VERSION = 3
 DATA_DIR = "viewer_data"
@@ -219,7 +220,7 @@ def read_models(save: Path) -> list[dict]:
         models = [json.loads(p.read_text()) for p in sorted(save.glob("*/model_cfg.json"))]
     for cfg in models:
         if cfg.get("model_name") == DATA_DIR:
-            raise ValueError(
+            raise StoreCorruptError(
                 f"a model is named {DATA_DIR!r}, the viewer's own data folder; rename the model"
             )
     return sorted(models, key=lambda c: c["model_name"])
@@ -341,7 +342,9 @@ def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
             for layer in stored_layers(prompt, npz.files):
                 key = _PATTERN_KEY.format(layer)
                 if key not in npz.files:
-                    raise KeyError(f"{src}: no array {key!r}; prompt.json lists it as stored")
+                    raise StoreCorruptError(
+                        f"{src}: no array {key!r}; prompt.json lists it as stored"
+                    )
                 yield layer, check_layer(npz[key], key, n_heads, n_tokens, src)
     elif (src / STACKED_NAME).is_file():
         stacked = np.load(src / STACKED_NAME, mmap_mode="r")
@@ -350,7 +353,7 @@ def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
         for k, layer in enumerate(layers):
             yield layer, check_layer(stacked[0, k], f"layer {layer}", n_heads, n_tokens, src)
     elif any("pattern" in str(h) for h in (prompt.get("lens_cache") or {}).get("hooks") or []):
-        raise FileNotFoundError(
+        raise StoreNotFoundError(
             f"{src}: no {NPZ_NAME} (nor {STACKED_NAME}) but prompt.json "
             "lists patterns as stored; export this prompt again"
         )
@@ -362,7 +365,7 @@ def check_layer(arr, key: str, n_heads: int, n_tokens: int, where: Path) -> np.n
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.shape != (n_heads, n_tokens, n_tokens):
-        raise ValueError(
+        raise StoreCorruptError(
             f"{where}: {key} has shape {arr.shape}, expected [1, {n_heads}, {n_tokens}, "
             f"{n_tokens}] from model_cfg n_heads and prompt.json n_tokens"
         )
@@ -627,13 +630,14 @@ def write_viewer(
         ``seconds``.
 
     Raises:
-        `FileNotFoundError`: when `save_path` holds no store.
-        `ValueError`: when a stored array does not match its prompt.json / model_cfg.json.
+        `StoreNotFoundError` (a `FileNotFoundError`): when `save_path` holds no store.
+        `StoreCorruptError` (a `ValueError`): when a stored array does not match its
+            prompt.json / model_cfg.json.
     """
     start = time.perf_counter()
     save = Path(save_path)
     if not (save / "models.jsonl").is_file() and not any(save.glob("*/model_cfg.json")):
-        raise FileNotFoundError(f"{save}: no models.jsonl; is this a lens_cache save_path?")
+        raise StoreNotFoundError(f"{save}: no models.jsonl; is this a lens_cache save_path?")
     data_root = save / DATA_DIR
     jobs, keep = plan_jobs(save, data_root)
     stamps, built, written = run_jobs(save, jobs, log, workers, force)
