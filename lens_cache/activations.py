@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1024,
         help="most MB of cached activations per forward pass; the same again may wait for the "
-        "writers, so peak memory is about the model plus twice this",
+        "writers, so peak memory is about the model plus twice this. A prompt over it alone runs "
+        "one group of layers per pass",
     )
     a(
         "--writers",

@@ -9,7 +9,7 @@ exactly what pads touched: rows and columns >= the prompt's length.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -25,8 +25,10 @@ class Capture:
 
     prompt: dict
     ids: list[int]
-    patterns: dict[str, np.ndarray] = field(default_factory=dict)  # [1, H, T, T]
+    # name -> [1, H, T, T]; for a prompt captured in layer groups, an iterator of (name, array)
+    patterns: dict[str, np.ndarray] = field(default_factory=dict)
     residuals: dict[str, torch.Tensor] = field(default_factory=dict)  # [T, d_model]
+    written: bool = False  # already on disk (captured and written layer group by layer group)
 
     @property
     def nbytes(self) -> int:
@@ -59,6 +61,32 @@ def capture_batch(
         return capture_batch(model, items[:half], settings) + capture_batch(
             model, items[half:], settings
         )
+
+
+def capture_in_layer_groups(
+    model: LensModel, item: tuple[dict, list[int]], settings: ExportSettings, layers_per_pass: int
+) -> Capture:
+    """One prompt too large to cache whole: a forward pass per group of layers, each stopping
+    after its group's last layer, yielding patterns as the store writes them.
+
+    Memory then holds one group's cache and one layer being written, not every layer at once.
+    The patterns come out as a generator that runs the passes: consume it in the thread that
+    owns the model. Residuals (small) fill `capture.residuals` as the groups run.
+    """
+    prompt, ids = item
+    capture = Capture(prompt=prompt, ids=ids)
+    layers = settings.layers
+    groups = [layers[i : i + layers_per_pass] for i in range(0, len(layers), layers_per_pass)]
+
+    def patterns():
+        for group in groups:
+            (part,) = capture_batch(model, [item], replace(settings, layers=group))
+            capture.residuals.update(part.residuals)
+            yield from part.patterns.items()
+            del part  # free this group before the next pass
+
+    capture.patterns = patterns()
+    return capture
 
 
 def _is_oom(e: BaseException) -> bool:

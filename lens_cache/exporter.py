@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lens_cache import distributed, store
 from lens_cache.adapter import HOOK_KINDS, LensModel
 from lens_cache.batcher import plan_batches
-from lens_cache.capture import Capture, capture_batch
+from lens_cache.capture import Capture, capture_batch, capture_in_layer_groups
 from lens_cache.errors import (
     BatchingError,
     LayerSelectionError,
@@ -300,14 +300,32 @@ def _run_batches(model, todo, save_path, settings, plan: _Plan, report: ModelRep
     pool = WriterPool(write, workers=plan.writers, max_bytes=int(plan.max_batch_mb * 2**20))
     try:
         for batch in batches:
-            for capture in capture_batch(model, [todo[i] for i in batch], settings):
-                pool.submit(capture, capture.nbytes)
+            for capture in _captures(model, [todo[i] for i in batch], settings, plan, write):
+                if not capture.written:
+                    pool.submit(capture, capture.nbytes)
                 progress.update(1, len(capture.ids))
                 report.exported += 1
                 report.tokens += len(capture.ids)
     finally:
         pool.close()
     progress.close()
+
+
+def _captures(model, items, settings, plan: _Plan, write):
+    """The batch's captures, or for a single prompt whose cache alone is over the byte cap,
+    one written here layer group by layer group (see `capture_in_layer_groups`)."""
+    cap = int(plan.max_batch_mb * 2**20)
+    n_tokens = len(items[0][1])
+    if len(items) > 1 or "pattern" not in settings.hooks or len(settings.layers) == 1:
+        return capture_batch(model, items, settings)
+    if _cache_bytes(model, settings, n_tokens) <= cap:
+        return capture_batch(model, items, settings)
+    one_layer = replace(settings, layers=settings.layers[:1])
+    per_pass = max(1, cap // _cache_bytes(model, one_layer, n_tokens))
+    capture = capture_in_layer_groups(model, items[0], settings, per_pass)
+    write(capture)  # in this thread, which owns the model: writing runs the forward passes
+    capture.written = True
+    return [capture]
 
 
 def _cache_bytes(model: LensModel, settings, t: int) -> int:

@@ -129,13 +129,18 @@ def write_jsonl(path: Path, records) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray], level: int = 1) -> None:
-    """An `.npz` readable by `np.load`, deflated at `level` (0 = stored), byte-deterministic."""
+def write_npz(path: Path, arrays, level: int = 1) -> None:
+    """An `.npz` readable by `np.load`, deflated at `level` (0 = stored), byte-deterministic.
+
+    `arrays` is a dict or an iterator of `(name, array)`: members are written one at a time,
+    so an iterator that produces them lazily never needs them all in memory.
+    """
+    items = arrays.items() if isinstance(arrays, dict) else arrays
     method = zipfile.ZIP_DEFLATED if level > 0 else zipfile.ZIP_STORED
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
-            for name, array in arrays.items():
+            for name, array in items:
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
                 info.compress_type = method
                 setattr(info, _LEVEL_ATTR, level or None)
@@ -208,7 +213,12 @@ def write_prompt_dir(
     _remove_stale(directory, keep=settings.files())
     if capture.patterns:
         if settings.stacked_heads:
-            stacked = np.stack(list(capture.patterns.values()), axis=1)  # [1, L, H, T, T]
+            arrays = (
+                capture.patterns.values()
+                if isinstance(capture.patterns, dict)
+                else (a for _, a in capture.patterns)
+            )
+            stacked = np.stack(list(arrays), axis=1)  # [1, L, H, T, T]
             write_npy(directory / STACKED_NAME, stacked)
         else:
             write_npz(directory / NPZ_NAME, capture.patterns, settings.compress_level)

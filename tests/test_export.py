@@ -307,3 +307,38 @@ def test_float16_patterns_are_opt_in_and_close(gqa_model, tmp_path):
         for key in exact:
             assert exact[key].dtype == np.float32 and half[key].dtype == np.float16
             np.testing.assert_allclose(half[key], exact[key], atol=2.5e-4, rtol=0)
+
+
+def test_a_prompt_over_the_byte_cap_is_captured_in_layer_groups(gqa_model, tmp_path):
+    """With a cap below one prompt's cache, each pass caches one layer; the files are the same
+    bytes as a whole-prompt capture (layers in order, same deflate)."""
+    seen = []
+    hook_point = gqa_model.model.hook_dict["blocks.0.hook_resid_pre"]
+    handle = hook_point.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    try:
+        export(
+            gqa_model,
+            prompts=MIXED[3:4],
+            save_path=tmp_path / "grouped",
+            quiet=True,
+            max_batch_mb=0.01,
+            hooks=["pattern", "resid_post"],
+            index_html=False,
+        )
+    finally:
+        handle.remove()
+    assert len(seen) == gqa_model.n_layers  # one forward pass per layer
+    export(
+        gqa_model,
+        prompts=MIXED[3:4],
+        save_path=tmp_path / "whole",
+        quiet=True,
+        hooks=["pattern", "resid_post"],
+        index_html=False,
+    )
+    d_grouped, d_whole = (
+        tmp_path / s / gqa_model.name / "prompts" / prompt_hash(MIXED[3])
+        for s in ("grouped", "whole")
+    )
+    for name in ("activations.npz", "residuals.safetensors", "prompt.json"):
+        assert (d_grouped / name).read_bytes() == (d_whole / name).read_bytes()
