@@ -1,27 +1,30 @@
 """lens_cache: export TransformerLens attention patterns and residual streams, browse them
 offline, share them on the Hugging Face Hub."""
 
+import importlib
+
 from lens_cache.errors import LensCacheError
 from lens_cache.exporter import export
-from lens_cache.hub import pull, push_to_hub
 from lens_cache.models import load_model
-from lens_cache.pooled import load_pooled
 from lens_cache.prompts import prompt_hash
-from lens_cache.reader import open_store
-from lens_cache.sources import read_dataset
 
-open = open_store  # noqa: A001 - `lens_cache.open(save_path)` mirrors the builtin on purpose
+# Imported on first use: these modules are also run as `python -m lens_cache.<name>`, which
+# warns when the package has already imported the module it is about to run.
+_LAZY = {
+    "open": ("lens_cache.reader", "open_store"),
+    "open_store": ("lens_cache.reader", "open_store"),
+    "load_pooled": ("lens_cache.pooled", "load_pooled"),
+    "read_dataset": ("lens_cache.sources", "read_dataset"),
+    "push_to_hub": ("lens_cache.hub", "push_to_hub"),
+    "pull": ("lens_cache.hub", "pull"),
+}
 
-__all__ = [
-    "LensCacheError",
-    "export",
-    "pull",
-    "push_to_hub",
-    "load_model",
-    "load_pooled",
-    "open",
-    "open_store",
-    "prompt_hash",
-    "read_dataset",
-]
+__all__ = ["LensCacheError", "export", "load_model", "prompt_hash", *_LAZY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lens_cache' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    return getattr(importlib.import_module(module), attribute)

@@ -26,21 +26,18 @@ from safetensors.torch import load as load_safetensors
 
 from lens_cache import export
 from lens_cache.errors import HubIntegrityError, UnsafeRepoPathError
+from lens_cache.hub_card import prompts_table
 from lens_cache.hub_layout import (
     ModelPlan,
     Selection,
-    ShardReader,
-    ShardWriter,
     check_repo_path,
-    group_prompts,
     is_layout_path,
     make_selection,
     parse_heads,
     parse_size,
-    plan_shards,
     pooled_files_complete,
-    prompts_table,
 )
+from lens_cache.hub_shards import ShardReader, ShardWriter, group_prompts, plan_shards
 from lens_cache.prompts import prompt_hash
 
 HERE = Path(__file__).resolve().parent

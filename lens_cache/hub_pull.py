@@ -1,0 +1,191 @@
+"""Rebuild a local store from a pull's downloaded files: model_cfg.json, prompt directories
+(pattern-lens-compatible npz, residuals, partial heads aside) and pooled datasets."""
+
+from __future__ import annotations
+
+import bisect
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from lens_cache import store
+from lens_cache.adapter import hook_name
+from lens_cache.errors import HubIntegrityError, SettingsMismatchError, UnsafeRepoPathError
+from lens_cache.hub_layout import FORMAT, PARTIAL_HEADS_NAME, PATTERNS, POOLED, ModelPlan
+from lens_cache.hub_shards import ShardReader
+from lens_cache.indexer import MODEL_CFG_NAME
+
+
+class _ShardIndex:
+    """Finds the downloaded shard that holds one prompt's tensor, and reads it."""
+
+    def __init__(self, entries: list[dict], local: dict[str, Path], dtype: str):
+        self.dtype = dtype
+        self.runs: dict[tuple, list[tuple[str, str, str]]] = {}
+        for e in entries:
+            key = (
+                e["model"],
+                e["kind"],
+                int(e["layer"]),
+                e["head"] if e["kind"] == PATTERNS else None,
+            )
+            self.runs.setdefault(key, []).append((e["first"], e["last"], e["path"]))
+        for runs in self.runs.values():
+            runs.sort()
+        self.local = local
+        self.readers: dict[str, ShardReader] = {}
+
+    def get(self, model: str, kind: str, layer: int, head, hash_: str, shape):
+        runs = self.runs.get((model, kind, layer, head), [])
+        i = bisect.bisect_right(runs, (hash_, "\uffff", "")) - 1
+        if i < 0 or not runs[i][0] <= hash_ <= runs[i][1]:
+            raise HubIntegrityError(f"no shard of {model} {kind} layer {layer} holds {hash_}")
+        path = runs[i][2]
+        if path not in self.readers:
+            self.readers[path] = ShardReader(self.local[path], self.dtype, path)
+        return self.readers[path].get(hash_, shape)
+
+
+def _write_model(save_path: Path, plan: ModelPlan, index, dtype: str, hub_info: dict) -> None:
+    """Write one model's model_cfg.json and prompt directories (each prompt.json last)."""
+    layout = _PulledLayout(plan, dtype)
+    mdir = store.model_dir(save_path, plan.name)
+    _claim_pulled_dir(mdir, plan, layout, hub_info)
+    for record in plan.records:
+        directory = store.prompt_dir(save_path, plan.name, record["hash"])
+        _check_inside(save_path, directory)
+        _write_prompt(directory, plan, record, layout, index, hub_info)
+
+
+@dataclass
+class _PulledLayout:
+    """How pulled tensors map onto the store: whole layers into the npz, the rest aside."""
+
+    plan: ModelPlan
+    dtype: str
+
+    def __post_init__(self):
+        pats = self.plan.tensors.get(PATTERNS, {})
+        all_heads = tuple(range(self.plan.n_heads))
+        self.complete = sorted(layer for layer, h in pats.items() if tuple(sorted(h)) == all_heads)
+        self.partial = {layer: h for layer, h in pats.items() if layer not in self.complete}
+        self.resid = {k: sorted(v) for k, v in self.plan.tensors.items() if k != PATTERNS}
+        resid_layers = sorted({x for v in self.resid.values() for x in v})
+        hooks = (["pattern"] if self.complete else []) + list(self.resid)
+        self.settings = store.ExportSettings(
+            hooks=tuple(hooks),
+            layers=tuple(sorted(set(self.complete) | set(resid_layers))),
+            resid_dtype=self.dtype if self.resid else "float32",
+        )
+        self.resid_layers = resid_layers
+
+    def describe(self) -> dict:
+        """The `lens_cache` block of model_cfg.json / prompt.json for what was pulled."""
+        d = {
+            "settings": self.settings.fingerprint(),
+            "hooks": list(self.settings.hooks),
+            # `layers` lists the npz's layers (what readers of activations.npz expect)
+            "layers": self.complete if self.complete else self.resid_layers,
+            "resid_dtype": self.settings.resid_dtype,
+        }
+        if self.complete:
+            d["pattern_layers"] = self.complete
+        if self.resid:
+            d["resid_layers"] = self.resid_layers
+        if self.partial:
+            d["partial_heads"] = {str(k): list(v) for k, v in self.partial.items()}
+        return d
+
+
+def _claim_pulled_dir(mdir: Path, plan: ModelPlan, layout: _PulledLayout, hub_info: dict):
+    cfg_path = mdir / MODEL_CFG_NAME
+    fingerprint = layout.settings.fingerprint()
+    if cfg_path.is_file():
+        old = (store.read_json(cfg_path).get("lens_cache") or {}).get("settings")
+        if old not in (None, fingerprint):
+            raise SettingsMismatchError(
+                f"{mdir} already holds {plan.name} with other settings than this pull "
+                f"({layout.describe()['hooks']}, layers {layout.describe()['layers']}); pull "
+                "into another --save-path or remove that directory"
+            )
+    mdir.mkdir(parents=True, exist_ok=True)
+    cfg = dict(plan.cfg)
+    lc = {**(cfg.get("lens_cache") or {}), **layout.settings.describe(), **layout.describe()}
+    cfg["lens_cache"] = {**lc, "hub": hub_info}
+    cfg["model_name"] = plan.name
+    store.write_json(cfg_path, cfg)
+
+
+def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_info) -> None:
+    t = int(record["n_tokens"])
+
+    def get(kind, layer, head, shape):
+        return index.get(plan.name, kind, layer, head, record["hash"], shape)
+
+    patterns = {}
+    for layer in layout.complete:
+        heads = [get(PATTERNS, layer, h, (t, t)).float().numpy() for h in range(plan.n_heads)]
+        patterns[hook_name("pattern", layer)] = np.stack(heads)[None]
+    residuals = {
+        hook_name(kind, layer): get(kind, layer, None, (t, plan.d_model))
+        for kind, layers in layout.resid.items()
+        for layer in layers
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / store.PROMPT_NAME).unlink(missing_ok=True)  # incomplete until rewritten
+    side = directory / PARTIAL_HEADS_NAME
+    if layout.partial:
+        partial = {
+            f"{hook_name('pattern', layer)}.head_{h}": get(PATTERNS, layer, h, (t, t)).float()
+            for layer, heads in layout.partial.items()
+            for h in heads
+        }
+        store.write_safetensors(side, partial, {"model": plan.name, "format": f"{FORMAT}/1"})
+    else:
+        side.unlink(missing_ok=True)
+    full = {**record, "lens_cache": {**layout.describe(), "model": plan.name, "hub": hub_info}}
+    capture = SimpleNamespace(patterns=patterns, residuals=residuals)
+    store.write_prompt_dir(directory, full, capture, layout.settings, plan.name)
+
+
+def _write_pooled_only_cfg(save_path: Path, plan: ModelPlan, hub_info: dict) -> None:
+    """A model pulled for its pooled datasets alone gets a model_cfg.json (which
+    `load_pooled` reads) and no prompt directory; a model already in the store is left as is.
+
+    The pusher's export settings are left out of it, so a later pull of tensors can claim the
+    directory."""
+    mdir = store.model_dir(save_path, plan.name)
+    _check_inside(save_path, mdir)
+    if (mdir / MODEL_CFG_NAME).is_file():
+        return
+    mdir.mkdir(parents=True, exist_ok=True)
+    cfg = dict(plan.cfg)
+    lc = cfg.get("lens_cache") or {}
+    lc = {k: v for k, v in lc.items() if k in ("source", "processing", "transformer_lens_major")}
+    cfg["lens_cache"] = {**lc, "hooks": [], "layers": [], "hub": hub_info}
+    cfg["model_name"] = plan.name
+    store.write_json(mdir / MODEL_CFG_NAME, cfg)
+
+
+def _write_pooled(save_path: Path, model: str, name: str, files: dict[str, Path]) -> None:
+    """Put a downloaded pooled dataset at `<save>/<model>/pooled/<name>/`, replacing the folder
+    as a whole (never mixing its shards with those of an older one)."""
+    from lens_cache.pooled import _atomic_dir
+
+    target = store.model_dir(save_path, model) / POOLED / name
+    _check_inside(save_path, target)
+
+    def copy(tmp: Path) -> None:
+        for filename, source in sorted(files.items()):
+            shutil.copyfile(source, tmp / filename)
+
+    _atomic_dir(target, copy)
+
+
+def _check_inside(root: Path, path: Path) -> None:
+    """Last line of defence after the name checks: never write outside the save path."""
+    if not Path(path).resolve().is_relative_to(Path(root).resolve()):
+        raise UnsafeRepoPathError(f"{path} is outside {root}; refusing to write it", str(path))

@@ -1,0 +1,323 @@
+"""The files of a push: shards planned from prompt lengths, streamed to disk by `ShardWriter`
+(safetensors headers written here) and read back one tensor at a time by `ShardReader`; built
+from a local store, with pooled files staged as is. See `lens_cache.hub_layout` for the layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lens_cache import store
+from lens_cache.adapter import hook_name
+from lens_cache.errors import HubIntegrityError
+from lens_cache.hub_layout import (
+    DTYPES,
+    FORMAT,
+    FORMAT_VERSION,
+    PATTERNS,
+    POOLED,
+    ModelPlan,
+    pooled_path,
+    split_pooled_name,
+    tensor_path,
+)
+
+_ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+# --- shards ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One safetensors file: one head (or one residual layer) of a run of prompts."""
+
+    model: str
+    kind: str
+    layer: int
+    head: int | None
+    index: int
+    hashes: tuple[str, ...]
+    shapes: tuple[tuple[int, int], ...]
+    dtype: str
+    metadata: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def path(self) -> str:
+        return tensor_path(self.model, self.kind, self.layer, self.head, self.index)
+
+    def header(self) -> bytes:
+        return safetensors_header(
+            list(zip(self.hashes, self.shapes, strict=True)), self.dtype, dict(self.metadata)
+        )
+
+    @property
+    def size(self) -> int:
+        data = sum(math.prod(s) for s in self.shapes) * _ITEMSIZE[self.dtype]
+        return len(self.header()) + data
+
+    def entry(self) -> dict:
+        """The shard's fields in the manifest (path, size and sha256 are added)."""
+        return {
+            "model": self.model,
+            "kind": self.kind,
+            "layer": self.layer,
+            "head": self.head,
+            "first": self.hashes[0],
+            "last": self.hashes[-1],
+            "n": len(self.hashes),
+        }
+
+
+def group_prompts(sizes: list[int], max_bytes: int) -> list[range]:
+    """Cut a sequence into contiguous runs of at most `max_bytes` (a larger item stands alone)."""
+    groups, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > max_bytes:
+            groups.append(range(start, i))
+            start, total = i, 0
+        total += size
+    if sizes:
+        groups.append(range(start, len(sizes)))
+    return groups
+
+
+def plan_shards(plan: ModelPlan, dtype: str, shard_max_bytes: int) -> list[Shard]:
+    """Every shard of one model. Prompts are cut into runs by size alone, so every head and
+    layer of a kind shares the same runs and a rerun plans the same shards."""
+    shards = []
+    lengths = [int(r["n_tokens"]) for r in plan.records]
+    for kind, layers in plan.tensors.items():
+        shapes = [(t, t if kind == PATTERNS else plan.d_model) for t in lengths]
+        sizes = [math.prod(s) * _ITEMSIZE[dtype] for s in shapes]
+        for index, run in enumerate(group_prompts(sizes, shard_max_bytes)):
+            hashes = tuple(plan.records[i]["hash"] for i in run)
+            run_shapes = tuple(shapes[i] for i in run)
+            for layer, heads in layers.items():
+                for head in heads or (None,):
+                    meta = _shard_metadata(plan.name, kind, layer, head, dtype)
+                    shard = Shard(plan.name, kind, layer, head, index, hashes, run_shapes, dtype)
+                    shards.append(dataclasses.replace(shard, metadata=meta))
+    return shards
+
+
+def _shard_metadata(model, kind, layer, head, dtype) -> tuple[tuple[str, str], ...]:
+    meta = {"format": f"{FORMAT}/{FORMAT_VERSION}", "model": model, "kind": kind}
+    meta.update(layer=str(layer), dtype=dtype)
+    if head is not None:
+        meta["head"] = str(head)
+    return tuple(sorted(meta.items()))
+
+
+def safetensors_header(
+    entries: list[tuple[str, tuple[int, ...]]], dtype: str, metadata: dict
+) -> bytes:
+    """The 8-byte length + JSON header of a safetensors file holding `entries` in this order.
+
+    Keys are sorted in the JSON and the header is space-padded to 8 bytes, as
+    `store.write_safetensors` does, so equal content gives equal bytes.
+    """
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for key, shape in entries:
+        n = math.prod(shape) * _ITEMSIZE[dtype]
+        header[key] = {
+            "dtype": _ST_DTYPES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + n],
+        }
+        offset += n
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text
+
+
+def tensor_bytes(array, dtype: str) -> memoryview:
+    """The little-endian bytes of `array` (numpy or torch) cast to `dtype`."""
+    tensor = torch.as_tensor(
+        np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array
+    )
+    tensor = tensor.to(DTYPES[dtype]).contiguous()
+    return memoryview(tensor.view(torch.uint8).numpy()).cast("B")
+
+
+@dataclass
+class BuiltFile:
+    """A file ready to upload: its repo path, where it is on disk, its size and sha256."""
+
+    path: str
+    local: Path
+    size: int
+    sha256: str
+    entry: dict = field(default_factory=dict)  # extra manifest fields (shards)
+
+
+class ShardWriter:
+    """Streams one shard to disk, hashing as it goes; tensors must come in the shard's order."""
+
+    def __init__(self, shard: Shard, local: Path):
+        self.shard, self.local = shard, local
+        self._next = 0
+        self._sha = hashlib.sha256()
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(local, "wb")
+        self._write(shard.header())
+
+    def _write(self, data) -> None:
+        self._file.write(data)
+        self._sha.update(data)
+
+    def add(self, key: str, array) -> None:
+        """Append the tensor for `key`; its shape must be the planned one."""
+        i = self._next
+        if key != self.shard.hashes[i] or tuple(array.shape) != self.shard.shapes[i]:
+            raise HubIntegrityError(
+                f"{self.shard.path}: expected {self.shard.hashes[i]} {self.shard.shapes[i]}, "
+                f"got {key} {tuple(array.shape)}; the store changed while pushing"
+            )
+        self._write(tensor_bytes(array, self.shard.dtype))
+        self._next += 1
+
+    def close(self) -> BuiltFile:
+        self._file.close()
+        if self._next != len(self.shard.hashes):
+            raise HubIntegrityError(f"{self.shard.path}: shard left incomplete")
+        size = self.local.stat().st_size
+        entry = self.shard.entry()
+        return BuiltFile(self.shard.path, self.local, size, self._sha.hexdigest(), entry)
+
+
+class ShardReader:
+    """Reads single tensors of a downloaded shard, checking the header against expectations."""
+
+    def __init__(self, local: Path, dtype: str, where: str):
+        self.local, self.dtype, self.where = Path(local), dtype, where
+        with open(self.local, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= 100 * 2**20:
+                raise HubIntegrityError(f"{where}: not a safetensors file")
+            self.header = json.loads(f.read(n))
+        self.base = 8 + n
+        self.size = self.local.stat().st_size
+
+    def get(self, key: str, shape: tuple[int, int]) -> torch.Tensor:
+        """The tensor stored under `key`; it must have `shape` and the dataset's dtype."""
+        info = self.header.get(key)
+        if not isinstance(info, dict) or info.get("dtype") != _ST_DTYPES[self.dtype]:
+            raise HubIntegrityError(f"{self.where}: no {self.dtype} tensor for prompt {key}")
+        start, end = info.get("data_offsets", (0, -1))
+        expected = math.prod(shape) * _ITEMSIZE[self.dtype]
+        if list(info.get("shape", [])) != list(shape) or end - start != expected or start < 0:
+            raise HubIntegrityError(f"{self.where}: {key} is not {list(shape)} as its prompt says")
+        if self.base + end > self.size:
+            raise HubIntegrityError(f"{self.where}: {key} runs past the end of the file")
+        with open(self.local, "rb") as f:
+            f.seek(self.base + start)
+            raw = bytearray(f.read(expected))
+        return torch.frombuffer(raw, dtype=DTYPES[self.dtype]).reshape(shape)
+
+
+# --- building the files of a push ------------------------------------------------------------
+
+
+class _LocalPrompt:
+    """Reads one stored prompt's patterns (npz or stacked .npy) and residuals."""
+
+    def __init__(self, save_path: Path, plan: ModelPlan, record: dict):
+        self.dir = store.prompt_dir(save_path, plan.name, record["hash"])
+        lc = plan.cfg.get("lens_cache") or {}
+        self.stacked = bool(lc.get("stacked_heads"))
+        self.layers = [int(x) for x in lc.get("layers", [])]
+
+    def pattern(self, layer: int) -> np.ndarray:
+        """`[n_heads, T, T]` float32."""
+        key = hook_name("pattern", layer)
+        try:
+            if self.stacked:
+                stacked = np.load(self.dir / store.STACKED_NAME, mmap_mode="r")
+                return np.asarray(stacked[0, self.layers.index(layer)])
+            with np.load(self.dir / store.NPZ_NAME) as npz:
+                return npz[key][0]
+        except (OSError, KeyError, ValueError) as e:
+            raise HubIntegrityError(f"{self.dir}: cannot read {key} ({e})") from None
+
+    def residual(self, kind: str, layer: int):
+        """`[T, d_model]` in the stored dtype (a torch tensor)."""
+        from safetensors import safe_open
+
+        key = hook_name(kind, layer)
+        try:
+            with safe_open(str(self.dir / store.RESIDUALS_NAME), "pt") as f:
+                return f.get_tensor(key)
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            raise HubIntegrityError(f"{self.dir}: cannot read {key} ({e})") from None
+
+
+def _built(path: str, data: bytes, stage: Path) -> BuiltFile:
+    local = stage / path
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+    return BuiltFile(path, local, len(data), hashlib.sha256(data).hexdigest())
+
+
+def _pooled_sources(save_path: Path, plans: list[ModelPlan]) -> list[tuple[str, Path, dict]]:
+    """`(repo path, local file, manifest fields)` of every pooled file the plans take along."""
+    sources = []
+    for plan in plans:
+        for name in plan.pooled:
+            hook, pool = split_pooled_name(name)
+            entry = {"model": plan.name, "kind": POOLED, "hook": hook, "pool": pool}
+            for f in sorted((Path(save_path) / plan.name / POOLED / name).glob("data-*.parquet")):
+                sources.append((pooled_path(plan.name, name, f.name), f, entry))
+    return sources
+
+
+def _stage_copy(path: str, source: Path, stage: Path, entry: dict) -> BuiltFile:
+    """Copy a store file into the stage, hashing it: the upload (which deletes staged files
+    once they are up) then sends these bytes even if `write_pooled` replaces the original."""
+    local = stage / path
+    local.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    try:
+        with open(source, "rb") as src, open(local, "wb") as dst:
+            for chunk in iter(lambda: src.read(2**20), b""):
+                h.update(chunk)
+                dst.write(chunk)
+    except OSError as e:
+        raise HubIntegrityError(f"{source}: cannot read it ({e}); the store changed?") from None
+    return BuiltFile(path, local, local.stat().st_size, h.hexdigest(), dict(entry))
+
+
+def _shard_groups(shards: list[Shard]) -> list[list[Shard]]:
+    """Shards built together: every head of one (model, layer, run of prompts), so each
+    prompt's layer is read (and decompressed) once, not once per head."""
+    groups: dict[tuple, list[Shard]] = {}
+    for s in shards:
+        groups.setdefault((s.model, s.kind, s.layer, s.index), []).append(s)
+    return list(groups.values())
+
+
+def _build_group(save_path: Path, plan: ModelPlan, group: list[Shard], stage: Path):
+    """Write one group of shards to `stage`; yields a `BuiltFile` per shard."""
+    writers = [ShardWriter(s, stage / s.path) for s in group]
+    first = group[0]
+    records = {r["hash"]: r for r in plan.records}
+    for key in first.hashes:
+        source = _LocalPrompt(save_path, plan, records[key])
+        if first.kind == PATTERNS:
+            layer = source.pattern(first.layer)
+            for w in writers:
+                w.add(key, layer[w.shard.head])
+        else:
+            writers[0].add(key, source.residual(first.kind, first.layer))
+    for w in writers:
+        yield w.close()
