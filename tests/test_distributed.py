@@ -138,3 +138,37 @@ def test_rank_killed_then_rerun_with_another_world_size(gqa_dir, tmp_path, dist_
     fresh = tmp_path / "fresh"
     assert run_cli(_args(gqa_dir, prompts, fresh), dist_env).returncode == 0
     _assert_same_export(save, fresh, gqa_dir.name)
+
+
+def test_two_nodes_with_static_rendezvous_equal_one(gqa_dir, tmp_path, dist_env):
+    """Two torchrun launches, one per "node", meeting on 127.0.0.1 as a 2-node job would."""
+    prompts = _prompts_file(tmp_path)
+    single, nodes = tmp_path / "single", tmp_path / "nodes"
+    assert run_cli(_args(gqa_dir, prompts, single), dist_env).returncode == 0
+    port = _free_port()
+    launches = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node_rank={rank}",
+                "--nproc_per_node=1",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                "-m",
+                "lens_cache.activations",
+                *_args(gqa_dir, prompts, nodes),
+            ],
+            env=dist_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=300) for p in launches]
+    assert [p.returncode for p in launches] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    _assert_same_export(single, nodes, gqa_dir.name)
