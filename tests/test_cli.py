@@ -143,7 +143,7 @@ def _complete_prompts(model_dir):
 
 def test_kill_9_mid_run_then_rerun_completes(gqa_dir, tmp_path, cli_env):
     texts = [
-        f"prompt number {i}: " + "lorem ipsum dolor sit amet " * (1 + i % 9) for i in range(60)
+        f"prompt number {i}: " + "lorem ipsum dolor sit amet " * (1 + i % 9) for i in range(240)
     ]
     prompts = _write_jsonl(tmp_path / "p.jsonl", texts)
     save = tmp_path / "out"

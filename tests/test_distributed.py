@@ -17,6 +17,7 @@ from lens_cache.distributed import Rank, share
 from lens_cache.prompts import prompt_hash
 
 TEXTS = [f"item {i}: " + "the quick brown fox jumps " * (1 + (i * 7) % 11) for i in range(24)]
+MANY = [f"entry {i}: " + "a slow red fox walks " * (1 + (i * 5) % 13) for i in range(240)]
 
 
 def test_share_is_deterministic_balanced_and_complete():
@@ -75,15 +76,15 @@ def _args(gqa_dir, prompts, save):
     ]
 
 
-def _prompts_file(tmp_path):
+def _prompts_file(tmp_path, texts=TEXTS):
     path = tmp_path / "p.jsonl"
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     return path
 
 
-def _assert_same_export(a, b, model):
+def _assert_same_export(a, b, model, texts=TEXTS):
     assert _files(a) == _files(b)
-    for t in TEXTS:
+    for t in texts:
         da, db = (root / model / "prompts" / prompt_hash(t) for root in (a, b))
         with np.load(da / "activations.npz") as za, np.load(db / "activations.npz") as zb:
             assert za.files == zb.files
@@ -115,7 +116,7 @@ def test_two_processes_equal_one(gqa_dir, tmp_path, dist_env):
 
 
 def test_rank_killed_then_rerun_with_another_world_size(gqa_dir, tmp_path, dist_env):
-    prompts = _prompts_file(tmp_path)
+    prompts = _prompts_file(tmp_path, MANY)  # enough work for the kill to land mid-run
     save = tmp_path / "out"
     proc = subprocess.Popen(
         _torchrun(2, _args(gqa_dir, prompts, save), dist_env),
@@ -126,18 +127,22 @@ def test_rank_killed_then_rerun_with_another_world_size(gqa_dir, tmp_path, dist_
     )
     done = save / gqa_dir.name / "prompts"
     deadline = time.monotonic() + 180
+    workers: list[str] = []
+    while len(workers) < 2:  # find the ranks first, so the kill follows the check at once
+        assert proc.poll() is None and time.monotonic() < deadline, "torchrun did not start"
+        found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        workers = found.stdout.split()
     while len(list(done.glob("*/prompt.json"))) < 4:
         assert proc.poll() is None and time.monotonic() < deadline, "run ended before the kill"
-        time.sleep(0.01)
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-    os.kill(int(workers.stdout.split()[-1]), signal.SIGKILL)  # one rank dies
+        time.sleep(0.005)
+    os.kill(int(workers[-1]), signal.SIGKILL)  # one rank dies
     proc.wait(timeout=120)  # torchrun tears the job down
-    assert len(list(done.glob("*/prompt.json"))) < len(TEXTS)
+    assert len(list(done.glob("*/prompt.json"))) < len(MANY), "the kill must land mid-run"
     rerun = run_cli(_args(gqa_dir, prompts, save), dist_env)  # world size 1 finishes it
     assert rerun.returncode == 0, rerun.stderr
     fresh = tmp_path / "fresh"
     assert run_cli(_args(gqa_dir, prompts, fresh), dist_env).returncode == 0
-    _assert_same_export(save, fresh, gqa_dir.name)
+    _assert_same_export(save, fresh, gqa_dir.name, MANY)
 
 
 def test_two_nodes_with_static_rendezvous_equal_one(gqa_dir, tmp_path, dist_env):
