@@ -75,6 +75,19 @@ GITATTRIBUTES = "".join(
 TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 NOT_FOUND = "EntryNotFound"
+# What a client process talking to this server must not inherit: offline switches, a real
+# endpoint or token, our debug flag.
+CLIENT_ENV_DROP = (
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_ENDPOINT",
+    "HF_HUB_ETAG_TIMEOUT",
+    "HF_TOKEN_PATH",
+    "LENS_CACHE_DEBUG",
+)
 
 
 class HubError(Exception):

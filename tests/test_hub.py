@@ -43,7 +43,7 @@ from lens_cache.prompts import prompt_hash
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from hubserver import HubServer  # noqa: E402
+from hubserver import CLIENT_ENV_DROP, HubServer  # noqa: E402
 
 ALICE, BOB = "test-token", "bob-token"
 TOKENS = {ALICE: "alice", BOB: "bob"}
@@ -53,16 +53,6 @@ PROMPTS = [
     {"text": "def add(a, b):\n    return a + b\n", "meta": {"kind": "code", "id": 2}},
     {"text": "one two three one two three one two", "meta": {"kind": "repeat", "id": 3}},
 ]
-DROP_ENV = (
-    "HF_HUB_OFFLINE",
-    "HF_DATASETS_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "HF_ENDPOINT",
-    "HF_TOKEN_PATH",
-    "LENS_CACHE_DEBUG",
-)
 
 
 class FlakyHub(HubServer):
@@ -113,7 +103,7 @@ def run_child(server, work: Path, args=None, code=None, token=ALICE, expect_rc=0
     """Run `python -m lens_cache.hub ARGS`, or `code` after PRELUDE (returns its `out`), in a
     child whose environment points at `server` and whose HF home is empty (no stored token)."""
     work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_DROP}
     env.update(
         HF_ENDPOINT=server.url,
         HF_HUB_DISABLE_XET="1",

@@ -23,21 +23,11 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from hubserver import HubServer  # noqa: E402
+from hubserver import CLIENT_ENV_DROP, HubServer  # noqa: E402
 
 ALICE, BOB = "test-token", "bob-token"
 TOKENS = {ALICE: "alice", BOB: "bob"}
 RESULT_MARK = "@@hubserver-result@@"
-DROP_ENV = (
-    "HF_HUB_OFFLINE",
-    "HF_DATASETS_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "HF_ENDPOINT",
-    "HF_HUB_ETAG_TIMEOUT",
-    "HF_TOKEN_PATH",
-)
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -55,7 +45,7 @@ def client(hub, tmp_path) -> Callable[..., Any]:
     def run(scenario: str, *args: Any, server: HubServer | None = None) -> Any:
         work = tmp_path / f"client{next(runs)}"
         work.mkdir()
-        env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+        env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_DROP}
         env.update(
             HF_ENDPOINT=(server or hub).url,
             HF_HUB_DISABLE_XET="1",
