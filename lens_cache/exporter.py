@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lens_cache import distributed, store
-from lens_cache.adapter import HOOK_KINDS, LensModel
+from lens_cache.adapter import HOOK_KINDS, LensModel, tl_major
 from lens_cache.batcher import plan_batches
 from lens_cache.capture import Capture, capture_batch, capture_in_layer_groups
 from lens_cache.errors import (
@@ -391,15 +391,9 @@ def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool, write:
         "settings": settings.fingerprint(),
         "source": model.source,
         "processing": model.processing or {},
-        "transformer_lens_major": _tl_major(),
+        "transformer_lens_major": tl_major(),
     }
     store.write_json(cfg_path, cfg)
-
-
-def _tl_major() -> int:
-    from lens_cache.adapter import tl_major
-
-    return tl_major()
 
 
 def _settings_text(d: dict) -> str:

@@ -79,7 +79,7 @@ def _resolve(spec: str) -> tuple[str, str, str]:
         if not path.is_file():
             raise ModelLoadError(f"{spec}: no such GGUF file")
         return str(convert_gguf(path)), path.stem, str(path.resolve())
-    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not "org/name"
         raise ModelLoadError(f"{spec}: no such model directory")
     return spec, spec.split("/")[-1], spec
 

@@ -85,6 +85,7 @@ import numpy as np
 
 from lens_cache import metrics as M
 from lens_cache.errors import StoreCorruptError, StoreNotFoundError
+from lens_cache.store import NPZ_NAME, PROMPT_NAME, RESIDUALS_NAME, STACKED_NAME
 
 FORMAT_VERSION = 3
 DATA_DIR = "viewer_data"
@@ -93,8 +94,6 @@ ZLIB_LEVEL = 6
 ASSETS = ("viewer.js", "viewer.css")
 RESID_HOOKS = ("resid_pre", "resid_mid", "resid_post")
 _PATTERN_KEY = "blocks.{}.attn.hook_pattern"
-NPZ_NAME = "activations.npz"
-STACKED_NAME = "activations-blocks.-.attn.hook_pattern.npy"  # [1, L, H, T, T], replaces the npz
 # Headless Chromium on a machine with no network: without the background-networking flags it
 # keeps trying to reach Google's hosts. Used by the browser tests and the benchmark.
 CHROMIUM_FLAGS = (
@@ -246,7 +245,7 @@ def file_sig(path: Path) -> list[int] | None:
 
 
 def source_sig(prompt_dir: Path) -> dict:
-    names = ("prompt.json", NPZ_NAME, STACKED_NAME, "residuals.safetensors")
+    names = (PROMPT_NAME, NPZ_NAME, STACKED_NAME, RESIDUALS_NAME)
     return {name: file_sig(prompt_dir / name) for name in names}
 
 
@@ -409,7 +408,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
         chunk = script_call("chunk", f"{key}/{layer}", layer_chunk(pat))
         written += write_atomic(out / f"L{layer}.js", chunk)
     summary = metric_summary(per_layer, tokens)
-    resid = resid_norms(src / "residuals.safetensors", n_tokens, log)
+    resid = resid_norms(src / RESIDUALS_NAME, n_tokens, log)
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
     written += write_atomic(out / "prompt.js", script_call("prompt", key, payload))
     stamp = {

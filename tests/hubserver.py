@@ -75,19 +75,6 @@ GITATTRIBUTES = "".join(
 TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 NOT_FOUND = "EntryNotFound"
-# What a client process talking to this server must not inherit: offline switches, a real
-# endpoint or token, our debug flag.
-CLIENT_ENV_DROP = (
-    "HF_HUB_OFFLINE",
-    "HF_DATASETS_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "HF_ENDPOINT",
-    "HF_HUB_ETAG_TIMEOUT",
-    "HF_TOKEN_PATH",
-    "LENS_CACHE_DEBUG",
-)
 
 
 class HubError(Exception):
@@ -735,3 +722,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(resp.body)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
+
+
+# What a client process talking to this server must not inherit: offline switches, a real
+# endpoint or token, our debug flag.
+CLIENT_ENV_DROP = (
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_ENDPOINT",
+    "HF_HUB_ETAG_TIMEOUT",
+    "HF_TOKEN_PATH",
+    "LENS_CACHE_DEBUG",
+)
+
+
+def client_env(url: str, work: Path) -> dict[str, str]:
+    """The environment of a client process that talks to the server at `url`, with its Hub and
+    datasets caches under `work` (empty: no stored token). huggingface_hub reads these at
+    import time, which is why clients run in their own processes."""
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_DROP}
+    env.update(
+        HF_ENDPOINT=url,
+        HF_HUB_DISABLE_XET="1",
+        HF_HOME=str(work / "hf_home"),
+        HF_HUB_CACHE=str(work / "hf_cache"),
+        HF_DATASETS_CACHE=str(work / "ds_cache"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+    )
+    return env

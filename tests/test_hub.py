@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from lens_cache.prompts import prompt_hash
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from hubserver import CLIENT_ENV_DROP, HubServer  # noqa: E402
+from hubserver import HubServer, client_env  # noqa: E402
 
 ALICE, BOB = "test-token", "bob-token"
 TOKENS = {ALICE: "alice", BOB: "bob"}
@@ -103,18 +102,8 @@ def run_child(server, work: Path, args=None, code=None, token=ALICE, expect_rc=0
     """Run `python -m lens_cache.hub ARGS`, or `code` after PRELUDE (returns its `out`), in a
     child whose environment points at `server` and whose HF home is empty (no stored token)."""
     work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_DROP}
-    env.update(
-        HF_ENDPOINT=server.url,
-        HF_HUB_DISABLE_XET="1",
-        HF_HOME=str(work / "hf_home"),
-        HF_HUB_CACHE=str(work / "hf_cache"),
-        HF_DATASETS_CACHE=str(work / "ds_cache"),
-        HF_HUB_DISABLE_TELEMETRY="1",
-        HF_HUB_DISABLE_PROGRESS_BARS="1",
-        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
-        PYTHONPATH=str(REPO),
-    )
+    env = client_env(server.url, work)
+    env["PYTHONPATH"] = str(REPO)
     if token:
         env["HF_TOKEN"] = token
     if code is not None:

@@ -23,7 +23,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from hubserver import CLIENT_ENV_DROP, HubServer  # noqa: E402
+from hubserver import HubServer, client_env  # noqa: E402
 
 ALICE, BOB = "test-token", "bob-token"
 TOKENS = {ALICE: "alice", BOB: "bob"}
@@ -45,17 +45,7 @@ def client(hub, tmp_path) -> Callable[..., Any]:
     def run(scenario: str, *args: Any, server: HubServer | None = None) -> Any:
         work = tmp_path / f"client{next(runs)}"
         work.mkdir()
-        env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_DROP}
-        env.update(
-            HF_ENDPOINT=(server or hub).url,
-            HF_HUB_DISABLE_XET="1",
-            HF_HOME=str(work / "hf_home"),
-            HF_HUB_CACHE=str(work / "hf_cache"),
-            HF_DATASETS_CACHE=str(work / "ds_cache"),
-            HF_HUB_DISABLE_TELEMETRY="1",
-            HF_HUB_DISABLE_PROGRESS_BARS="1",
-            HF_DATASETS_DISABLE_PROGRESS_BARS="1",
-        )
+        env = client_env((server or hub).url, work)
         code = (
             f"import sys; sys.path.insert(0, {str(HERE)!r}); "
             "import test_hubserver; test_hubserver._child_main()"
