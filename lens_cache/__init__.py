@@ -15,6 +15,7 @@ _LAZY = {
     "open_store": ("lens_cache.reader", "open_store"),
     "load_pooled": ("lens_cache.pooled", "load_pooled"),
     "read_dataset": ("lens_cache.sources", "read_dataset"),
+    "iter_dataset": ("lens_cache.sources", "iter_dataset"),
     "push_to_hub": ("lens_cache.hub", "push_to_hub"),
     "pull": ("lens_cache.hub", "pull"),
 }

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME_OR_PATH",
         help="read prompts from a dataset instead of -p: a .parquet/.jsonl/.json/.csv/.tsv file, "
-        "a save_to_disk folder, or a Hugging Face dataset name (needs the network)",
+        "a save_to_disk folder, or a Hugging Face dataset name (needs the network); with -n "
+        "and no --shuffle, only the first rows are read (Hub datasets are streamed)",
     )
     a("--split", default="train", help="dataset split (--dataset)")
     a("--text-column", default="text", help="dataset column holding the prompt text")
@@ -229,14 +230,17 @@ def main(argv=None) -> int:
 def _prompt_source(args):
     if not args.dataset:
         return args.prompts
-    from lens_cache.sources import read_dataset
+    from lens_cache.sources import iter_dataset
 
-    return read_dataset(
+    # Taking the first -n rows needs only the start of the dataset: stream it rather than
+    # download it whole. Shuffling needs every row, and a full read is worth caching.
+    return iter_dataset(
         args.dataset,
         split=args.split,
         text_column=args.text_column,
         label_columns=args.label_columns,
         config=args.dataset_config,
+        streaming=args.n_samples is not None and not args.shuffle,
     )
 
 

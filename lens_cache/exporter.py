@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -71,8 +72,9 @@ def export(
     Args:
         models: model specs (see `load_model`) or loaded TransformerLens models; a single one
             may be passed bare.
-        prompts: a `.jsonl` / `.txt` path, `"default"` (the embedded set), or a list of strings
-            or `{"text": ..., "meta": {...}}` dicts.
+        prompts: a `.jsonl` / `.txt` path, `"default"` (the embedded set), or an iterable of
+            strings or `{"text": ..., "meta": {...}}` dicts (such as `iter_dataset(...)`: with
+            `n_samples` and no `shuffle` it is read only as far as needed).
         save_path: the store's root directory.
         hooks: any of `pattern`, `resid_pre`, `resid_mid`, `resid_post`.
         layers: `"all"`, `"first"`, `"middle"`, `"last"`, a list of ints, or a string such as
@@ -194,16 +196,16 @@ def _check_hooks(hooks) -> tuple[str, ...]:
     return hooks
 
 
-def _as_prompts(prompts) -> list[dict]:
+def _as_prompts(prompts) -> Iterator[dict]:
+    """Prompt dicts from a path or an iterable of texts / dicts, lazily (see select_prompts)."""
     if isinstance(prompts, (str, Path)):
-        return read_prompts(prompts)
-    result = []
-    for p in prompts:
+        yield from read_prompts(prompts)
+        return
+    for i, p in enumerate(prompts):
         text, meta = (p, {}) if isinstance(p, str) else (p.get("text"), p.get("meta", {}))
         if not isinstance(text, str) or not text.strip():
-            raise PromptsError(f"prompt {len(result)}: empty or missing text")
-        result.append(make_prompt(text, meta))
-    return result
+            raise PromptsError(f"prompt {i}: empty or missing text")
+        yield make_prompt(text, meta)
 
 
 def resolve_layers(spec, n_layers: int) -> tuple[int, ...]:

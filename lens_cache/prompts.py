@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.resources
+import itertools
 import json
 import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lens_cache.errors import MalformedPromptError, PromptsError, PromptsFileNotFoundError
@@ -74,7 +76,7 @@ def _parse_json_line(line: str, path: Path, lineno: int) -> dict:
 
 
 def select_prompts(
-    prompts: list[dict],
+    prompts: Iterable[dict],
     *,
     min_chars: int | None = None,
     max_chars: int | None = None,
@@ -85,6 +87,9 @@ def select_prompts(
 ) -> list[dict]:
     """Filter, split, deduplicate, shuffle and sample prompts, in that order.
 
+    `prompts` may be any iterable, read lazily: without `shuffle`, reading stops as soon as
+    `n_samples` prompts are selected, so a long (or streamed) source is read only that far.
+
     Args:
         min_chars: drop prompts shorter than this (after splitting).
         max_chars: split longer prompts into consecutive chunks of at most this many characters;
@@ -92,6 +97,9 @@ def select_prompts(
         raw: take every prompt exactly as written: no length filtering and no splitting.
         n_samples: keep at most this many (after shuffling, if asked).
         shuffle: shuffle with a `random.Random(seed)`, so a run is repeatable.
+
+    Returns:
+        The selected prompts; of several with the same text (one directory), the first.
 
     Raises:
         PromptsError: a bad numeric argument, or nothing is left to export.
@@ -103,19 +111,29 @@ def select_prompts(
     ):
         if value is not None and value < 1:
             raise PromptsError(f"{name} must be at least 1, got {value}")
-    if not raw:
-        if max_chars is not None:
-            prompts = [chunk for p in prompts for chunk in _split(p, max_chars)]
-        if min_chars is not None:
-            prompts = [p for p in prompts if len(p["text"]) >= min_chars]
-    prompts = list({p["hash"]: p for p in prompts}.values())  # same text = same directory
+    stream = iter(prompts)
+    if not raw and max_chars is not None:
+        stream = (chunk for p in stream for chunk in _split(p, max_chars))
+    if not raw and min_chars is not None:
+        stream = (p for p in stream if len(p["text"]) >= min_chars)
     if shuffle:
-        random.Random(seed).shuffle(prompts)
-    if n_samples is not None:
-        prompts = prompts[:n_samples]
-    if not prompts:
+        selected = list(_unique(stream))
+        random.Random(seed).shuffle(selected)
+        selected = selected[:n_samples]
+    else:
+        selected = list(itertools.islice(_unique(stream), n_samples))
+    if not selected:
         raise PromptsError("no prompts left to export (check --min-chars / --max-chars / -n)")
-    return prompts
+    return selected
+
+
+def _unique(prompts: Iterator[dict]) -> Iterator[dict]:
+    """Each text once (same text = same directory), first occurrence kept."""
+    seen = set()
+    for p in prompts:
+        if p["hash"] not in seen:
+            seen.add(p["hash"])
+            yield p
 
 
 def _split(prompt: dict, max_chars: int) -> list[dict]:

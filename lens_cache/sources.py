@@ -14,11 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,15 +36,20 @@ from lens_cache.progress import warn
 from lens_cache.prompts import make_prompt
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl", ".ndjson", ".json")
+ROWS_PER_BATCH = 1024  # rows decoded at a time from parquet, arrow and `datasets`
 
 
 @dataclass
 class _Source:
-    """A loaded split: its column names and a way to fetch one column as Python values."""
+    """An opened split: its column names and a way to walk its rows, reading as it goes.
+
+    `rows(columns)` yields one `{column: value}` dict per row with just those columns, so a
+    caller that stops early (say `-n 100` of a large Hub dataset) never reads the rest.
+    """
 
     name: str
     columns: list[str]
-    column: Callable[[str], list]
+    rows: Callable[[list[str]], Iterator[dict]]
 
 
 def read_dataset(
@@ -79,14 +85,50 @@ def read_dataset(
         DatasetsNotInstalledError: the source needs `datasets`, which is not installed.
         DatasetSourceError: the file cannot be read, or a label cannot be stored as JSON.
     """
+    return list(
+        iter_dataset(
+            name_or_path,
+            split=split,
+            text_column=text_column,
+            label_columns=label_columns,
+            config=config,
+        )
+    )
+
+
+def iter_dataset(
+    name_or_path,
+    *,
+    split: str | None = "train",
+    text_column: str = "text",
+    label_columns=(),
+    config: str | None = None,
+    streaming: bool = False,
+) -> Iterator[dict]:
+    """`read_dataset`, one prompt at a time: rows are read only as far as they are consumed.
+
+    Opening the source and checking its columns and split happen in this call, so those errors
+    come before any prompt does. Parquet files, JSON lines and `save_to_disk` folders are read
+    batch by batch; CSV files whole. With `streaming=True`, Hub datasets and folders of data
+    files are streamed (`datasets`' `streaming=True`), so taking the first 100 prompts of a
+    terabyte dataset downloads only the start of its first file; without it they are
+    downloaded whole into the `datasets` cache first, which a resumed run then reuses.
+
+    Example:
+        >>> prompts = iter_dataset("monology/pile-uncopyrighted", streaming=True)
+        >>> lens_cache.export("gpt2", prompts=prompts, n_samples=100)
+
+    In a JSON lines file, columns are those of the first row; a later row without one counts
+    as empty text or a missing (`None`) label.
+    """
     labels = _label_list(label_columns)
-    source = _load(name_or_path, split, config)
+    source = _load(name_or_path, split, config, streaming)
     for column in (text_column, *labels):
         if column not in source.columns:
             raise MissingColumnError(
                 f"{source.name} has no column {column!r}; its columns: {', '.join(source.columns)}"
             )
-    return _to_prompts(source, text_column, labels)
+    return _prompts(source, text_column, labels)
 
 
 def _label_list(label_columns) -> list[str]:
@@ -95,28 +137,28 @@ def _label_list(label_columns) -> list[str]:
     return [c.strip() for c in label_columns if c.strip()]
 
 
-def _to_prompts(source: _Source, text_column: str, labels: list[str]) -> list[dict]:
-    texts = source.column(text_column)
-    values = {c: source.column(c) for c in labels}
-    prompts, skipped = [], 0
-    for row, text in enumerate(texts):
-        if text is None or (isinstance(text, str) and not text.strip()):
-            skipped += 1
-            continue
-        if not isinstance(text, str):
-            raise DatasetSourceError(
-                f"{source.name}: column {text_column!r} holds {type(text).__name__} at row {row}, "
-                "not text; choose the text column with --text-column"
-            )
-        meta = {
-            c: _jsonable(values[c][row], f"{source.name}: column {c!r} row {row}") for c in labels
-        }
-        prompts.append(make_prompt(text, meta))
-    if skipped:
-        warn(f"{source.name}: skipped {skipped} rows with empty {text_column!r}")
-    if not prompts:
+def _prompts(source: _Source, text_column: str, labels: list[str]) -> Iterator[dict]:
+    produced = skipped = 0
+    try:
+        for row_number, row in enumerate(source.rows(list(dict.fromkeys([text_column, *labels])))):
+            text = row.get(text_column)
+            if text is None or (isinstance(text, str) and not text.strip()):
+                skipped += 1
+                continue
+            if not isinstance(text, str):
+                raise DatasetSourceError(
+                    f"{source.name}: column {text_column!r} holds {type(text).__name__} at row "
+                    f"{row_number}, not text; choose the text column with --text-column"
+                )
+            where = f"{source.name} row {row_number}"
+            meta = {c: _jsonable(row.get(c), f"{where} column {c!r}") for c in labels}
+            produced += 1
+            yield make_prompt(text, meta)
+    finally:  # also when the consumer stops early: say what was skipped so far
+        if skipped:
+            warn(f"{source.name}: skipped {skipped} rows with empty {text_column!r}")
+    if not produced:
         raise DatasetSourceError(f"{source.name}: no row has text in column {text_column!r}")
-    return prompts
 
 
 def _jsonable(value, where: str):
@@ -146,15 +188,15 @@ def _jsonable(value, where: str):
 # --- loading ---------------------------------------------------------------------------------
 
 
-def _load(name_or_path, split: str | None, config: str | None) -> _Source:
+def _load(name_or_path, split: str | None, config: str | None, streaming: bool) -> _Source:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return _load_file(path, split)
     if path.is_dir():
-        return _load_folder(path, split)
+        return _load_folder(path, split, streaming)
     if _looks_like_path(str(name_or_path)):
         raise DatasetNotFoundError(f"dataset file or folder not found: {path}")
-    return _load_hub(str(name_or_path), split, config)
+    return _load_with_datasets(str(name_or_path), split, config, streaming)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -167,49 +209,103 @@ def _load_file(path: Path, split: str | None) -> _Source:
     if split not in (None, "train"):
         raise MissingSplitError(f"{path} is a single file, which holds one split: train")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return _table_source(str(path), pq.read_table(path))
-        if suffix in (".csv", ".tsv"):
-            import pyarrow.csv as pcsv
-
-            parse = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
-            return _table_source(str(path), pcsv.read_csv(path, parse_options=parse))
-    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise DatasetSourceError(f"cannot read {path}: {e}") from e
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return _rows_source(str(path), _read_json_rows(path))
+    if suffix == ".parquet":
+        return _parquet_source(path)
+    if suffix in (".csv", ".tsv"):
+        return _csv_source(path, delimiter="\t" if suffix == ".tsv" else ",")
+    if suffix in (".jsonl", ".ndjson"):
+        return _json_lines_source(path)
+    if suffix == ".json":
+        return _json_source(path)
     raise DatasetSourceError(
         f"cannot read {path}: unknown file type {suffix!r}; use {', '.join(TABLE_SUFFIXES)}, "
         "a save_to_disk folder, or a Hub dataset name"
     )
 
 
-def _table_source(name: str, table) -> _Source:
-    return _Source(name, list(table.column_names), lambda c: table.column(c).to_pylist())
+@contextlib.contextmanager
+def _arrow_errors(path: Path):
+    """Turn pyarrow's read errors (ArrowInvalid is a ValueError) into a named one."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        raise DatasetSourceError(f"cannot read {path}: {e}") from e
 
 
-def _rows_source(name: str, rows: list[dict]) -> _Source:
-    columns = list(dict.fromkeys(k for row in rows for k in row))  # union, first-seen order
-    return _Source(name, columns, lambda c: [row.get(c) for row in rows])
+def _parquet_source(path: Path) -> _Source:
+    import pyarrow.parquet as pq
+
+    with _arrow_errors(path):
+        file = pq.ParquetFile(path)
+        columns = list(file.schema_arrow.names)
+
+    def rows(wanted: list[str]) -> Iterator[dict]:
+        with _arrow_errors(path):
+            for batch in file.iter_batches(batch_size=ROWS_PER_BATCH, columns=wanted):
+                yield from batch.to_pylist()
+
+    return _Source(str(path), columns, rows)
 
 
-def _read_json_rows(path: Path) -> list[dict]:
-    """JSON lines, or (for `.json`) one JSON array of objects."""
+def _csv_source(path: Path, delimiter: str) -> _Source:
+    """CSV is read whole: its column types are inferred from every row, not the first block."""
+    import pyarrow.csv as pcsv
+
+    with _arrow_errors(path):
+        table = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
+
+    def rows(wanted: list[str]) -> Iterator[dict]:
+        for batch in table.select(wanted).to_batches(ROWS_PER_BATCH):
+            yield from batch.to_pylist()
+
+    return _Source(str(path), list(table.column_names), rows)
+
+
+def _json_lines_source(path: Path) -> _Source:
+    first = next(_json_lines(path), None)
+    columns = list(first[1]) if first else []
+
+    def rows(wanted: list[str]) -> Iterator[dict]:
+        for _, row in _json_lines(path):
+            yield {c: row.get(c) for c in wanted}
+
+    return _Source(str(path), columns, rows)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    yield lineno, _json_object(line, f"{path}:{lineno}")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetSourceError(f"cannot read {path}: {e}") from e
+
+
+def _json_source(path: Path) -> _Source:
+    """A `.json` file: one array of objects (read whole), or JSON lines under that suffix."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetSourceError(f"cannot read {path}: {e}") from e
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        rows = _parse_json(text, f"{path}")
-    else:
-        lines = enumerate(text.splitlines(), 1)
-        rows = [_parse_json(line, f"{path}:{n}") for n, line in lines if line.strip()]
-    if not all(isinstance(row, dict) for row in rows):
+    if not text.lstrip().startswith("["):
+        return _json_lines_source(path)
+    records = _parse_json(text, str(path))
+    if not all(isinstance(row, dict) for row in records):
         raise DatasetSourceError(f"cannot read {path}: every row must be a JSON object")
-    return rows
+    columns = list(dict.fromkeys(k for row in records for k in row))  # union, first-seen order
+
+    def rows(wanted: list[str]) -> Iterator[dict]:
+        return ({c: row.get(c) for c in wanted} for row in records)
+
+    return _Source(str(path), columns, rows)
+
+
+def _json_object(text: str, where: str) -> dict:
+    value = _parse_json(text, where)
+    if not isinstance(value, dict):
+        raise DatasetSourceError(f"{where}: every row must be a JSON object")
+    return value
 
 
 def _parse_json(text: str, where: str):
@@ -231,26 +327,23 @@ def _datasets():
     return datasets
 
 
-def _load_folder(path: Path, split: str | None) -> _Source:
+def _load_folder(path: Path, split: str | None, streaming: bool) -> _Source:
     datasets = _datasets()
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         try:
-            loaded = datasets.load_from_disk(str(path))
+            loaded = datasets.load_from_disk(str(path))  # memory-mapped: rows read lazily
         except (OSError, ValueError) as e:
             raise DatasetSourceError(f"cannot read the saved dataset {path}: {e}") from e
         return _dataset_source(str(path), _pick_split(loaded, split, str(path)))
-    return _load_with_datasets(str(path), split, None)
+    return _load_with_datasets(str(path), split, None, streaming)
 
 
-def _load_hub(name: str, split: str | None, config: str | None) -> _Source:
-    return _load_with_datasets(name, split, config)
-
-
-def _load_with_datasets(name: str, split: str | None, config: str | None) -> _Source:
+def _load_with_datasets(name: str, split: str | None, config: str | None, streaming: bool):
     """`datasets.load_dataset` on a Hub name or a folder of data files."""
     datasets = _datasets()
     try:
-        loaded = datasets.load_dataset(name, config, split=split)
+        loaded = datasets.load_dataset(name, config, split=split, streaming=streaming)
+        return _dataset_source(name, _pick_split(loaded, split, name))
     except ValueError as e:
         if "split" in str(e).lower():
             raise MissingSplitError(f"{name}: no split {split!r} ({e})") from e
@@ -260,12 +353,11 @@ def _load_with_datasets(name: str, split: str | None, config: str | None) -> _So
             f"{name} is not a local file or folder, and the Hugging Face Hub could not give it "
             f"({type(e).__name__}: {e}); check the name, the network, or HF_HUB_OFFLINE"
         ) from e
-    return _dataset_source(name, _pick_split(loaded, split, name))
 
 
 def _pick_split(loaded, split: str | None, name: str):
-    """A `Dataset` from what `datasets` returned (a `Dataset` or a `DatasetDict`)."""
-    if not hasattr(loaded, "keys"):  # a single Dataset
+    """A `Dataset` / `IterableDataset` from what `datasets` returned (one split or a dict)."""
+    if not hasattr(loaded, "keys"):  # a single split
         own = loaded.split
         if split is not None and own is not None and str(own) != split:
             raise MissingSplitError(f"{name} holds one split, {own}; no split {split!r}")
@@ -281,6 +373,19 @@ def _pick_split(loaded, split: str | None, name: str):
 
 
 def _dataset_source(name: str, dataset) -> _Source:
-    return _Source(
-        name, list(dataset.column_names), lambda c: list(dataset.select_columns([c])[:][c])
-    )
+    """A `datasets.Dataset` or, streamed, an `IterableDataset`. A stream may not know its
+    columns until it has read a row, so then the first row names them."""
+    columns = dataset.column_names
+    if columns is None:
+        first = next(iter(dataset), None)
+        columns = list(first) if first else []
+
+    def rows(wanted: list[str]) -> Iterator[dict]:
+        if isinstance(dataset, _datasets().IterableDataset):
+            yield from ({c: row.get(c) for c in wanted} for row in dataset)
+            return
+        for batch in dataset.select_columns(wanted).iter(batch_size=ROWS_PER_BATCH):
+            n_rows = len(batch[wanted[0]])
+            yield from ({c: batch[c][i] for c in wanted} for i in range(n_rows))
+
+    return _Source(name, list(columns), rows)

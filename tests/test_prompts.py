@@ -87,7 +87,24 @@ def test_shuffle_is_seeded_and_n_samples_cuts():
     assert len(a) == 5
 
 
-def test_duplicates_collapse_and_nothing_left_is_an_error():
-    assert len(select_prompts(_prompts("same", "same", "other"))) == 2
+def test_duplicates_collapse_to_the_first_and_nothing_left_is_an_error():
+    first, again, other = _prompts("same", "same", "other")
+    first["meta"], again["meta"] = {"n": 1}, {"n": 2}
+    assert select_prompts([first, again, other]) == [first, other]
     with pytest.raises(PromptsError, match="no prompts left"):
         select_prompts(_prompts("ab"), min_chars=10)
+
+
+def test_without_shuffle_the_source_is_read_only_as_far_as_needed():
+    read = []
+
+    def source():
+        for i in range(1000):
+            read.append(i)
+            yield from _prompts(f"prompt {i // 2}")  # each text twice: duplicates are skipped
+
+    chosen = select_prompts(source(), n_samples=3, max_chars=100, min_chars=2)
+    assert [p["text"] for p in chosen] == ["prompt 0", "prompt 1", "prompt 2"]
+    assert len(read) == 5  # the sixth row, a duplicate of the third prompt, is never asked for
+    assert len(select_prompts(source(), n_samples=3, shuffle=True)) == 3
+    assert len(read) == 5 + 1000

@@ -2,11 +2,15 @@
 
 import datetime
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO, run_cli
+from hubserver import HubServer, client_env
 
 from lens_cache import export
 from lens_cache.prompts import make_prompt, prompt_hash
@@ -15,6 +19,7 @@ from lens_cache.sources import (
     DatasetSourceError,
     MissingColumnError,
     MissingSplitError,
+    iter_dataset,
     read_dataset,
 )
 
@@ -141,3 +146,69 @@ def test_empty_texts_are_skipped_with_a_warning(tmp_path, capsys):
     pq.write_table(pa.table({"text": [1, 2]}), numbers)
     with pytest.raises(DatasetSourceError, match="holds int at row 0, not text"):
         read_dataset(numbers)
+
+
+def test_iter_dataset_checks_at_once_and_reads_only_what_is_taken(tmp_path, gqa_model):
+    path = tmp_path / "rows.jsonl"
+    rows = "".join(json.dumps(r) + "\n" for r in ROWS)
+    path.write_text(rows + "{broken line\n")
+    with pytest.raises(MissingColumnError, match="no column 'stars'"):
+        iter_dataset(path, label_columns=["stars"])  # before any row is asked for
+    with pytest.raises(DatasetSourceError, match=r"rows.jsonl:4: not valid JSON"):
+        read_dataset(path)
+    # Taking two prompts never reaches line 4, so the broken line does not matter.
+    save = tmp_path / "store"
+    export(gqa_model, prompts=iter_dataset(path), n_samples=2, save_path=save, quiet=True)
+    stored = {p.name for p in (save / gqa_model.name / "prompts").iterdir()}
+    assert stored == {prompt_hash(r["text"]) for r in ROWS[:2]}
+
+
+SHARD_ROWS = 40
+
+
+def _upload_two_shards(hub, tmp_path) -> dict:
+    """`alice/reviews` on the test Hub: a train split in two parquet files, uploaded by the real
+    huggingface_hub client. Returns the client environment."""
+    data = tmp_path / "upload" / "data"
+    data.mkdir(parents=True)
+    for shard in range(2):
+        texts = [f"review {shard * SHARD_ROWS + i}: the plot was fine" for i in range(SHARD_ROWS)]
+        table = pa.table({"text": texts, "label": [i % 2 for i in range(SHARD_ROWS)]})
+        pq.write_table(table, data / f"train-{shard:05d}-of-00002.parquet")
+    env = client_env(hub.url, tmp_path / "client")
+    env.update(HF_TOKEN="alice-token", PYTHONPATH=str(REPO))
+    upload = (
+        "from huggingface_hub import HfApi\n"
+        "api = HfApi()\n"
+        "api.create_repo('alice/reviews', repo_type='dataset')\n"
+        f"api.upload_folder(folder_path={str(data.parent)!r}, repo_id='alice/reviews', "
+        "repo_type='dataset')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", upload], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+def test_a_hub_dataset_is_streamed_when_only_its_first_rows_are_needed(gqa_dir, tmp_path):
+    with HubServer(tokens={"alice-token": "alice"}).start() as hub:
+        env = _upload_two_shards(hub, tmp_path)
+
+        def export_from_hub(*extra) -> tuple[set[str], set[str]]:
+            """Run the CLI on the Hub dataset; the prompts stored, and the shards it fetched."""
+            save = tmp_path / f"store{len(hub.log)}"
+            hub.log.clear()
+            args = ["-m", str(gqa_dir), "--dataset", "alice/reviews", "-s", str(save)]
+            result = run_cli([*args, "-n", "3", "--label-columns", "label", "-q", *extra], env)
+            assert result.returncode == 0, result.stderr
+            stored = {p.name for p in (save / gqa_dir.name / "prompts").iterdir()}
+            gets = {e.path.rsplit("/", 1)[1] for e in hub.log if e.method == "GET"}
+            return stored, {g for g in gets if g.endswith(".parquet")}
+
+        stored, fetched = export_from_hub()
+        first_three = [f"review {i}: the plot was fine" for i in range(3)]
+        assert stored == {prompt_hash(t) for t in first_three}
+        assert fetched == {"train-00000-of-00002.parquet"}  # the second file is never read
+        # --shuffle draws from every row, so the whole split is downloaded.
+        stored, fetched = export_from_hub("--shuffle")
+        assert len(stored) == 3
+        assert fetched == {"train-00000-of-00002.parquet", "train-00001-of-00002.parquet"}
