@@ -5,11 +5,13 @@ Variants, all on the same model, prompts and machine, in one run:
              length-sorted prompts, `run_with_cache` with every hook cached (and the logits),
              trim, then `np.savez_compressed` per prompt inside the loop, one thread.
   forward    our batches through the model caching the pattern hooks, nothing saved: the bound.
+  forward_copy  the same plus the device-to-host copy of every cached pattern: the bound on a
+             GPU (run by default only when the device is not the CPU, where it is `forward`).
   default    `lens_cache.export` with its defaults (deflate-1 npz, 2 writer threads).
   fastest    `lens_cache.export` storing float16 patterns (opt-in, lossy: error <= 2.4e-4).
 Each variant runs in a fresh subprocess so that its peak RSS is its own; the wall time excludes
-imports and model loading (the same for all). Patterns only (`--hooks pattern`), so every
-variant writes the same arrays.
+imports and model loading (the same for all). Patterns only (`--hooks pattern`), and the
+table's `max diff` column checks that each variant stored the reference's patterns.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("reference", "forward", "default", "fastest")
+VARIANTS = ("reference", "forward", "forward_copy", "default", "fastest")
+CPU_VARIANTS = ("reference", "forward", "default", "fastest")
 MODELS = ("gpt2-small-shape", "smollm2-135m")
 SHARED_PROMPTS = Path("shared") / "prompts" / "pile_100.jsonl"
 
@@ -41,14 +44,15 @@ def default_prompts() -> str:
 # --- the child: one variant --------------------------------------------------------------------
 
 
-def bench_model(name: str):
+def bench_model(name: str, device: str):
     """The model to time: the default SmolLM2, or GPT-2-small-shaped random weights (12 layers,
-    12 heads, d_model 768) with SmolLM2's tokenizer, built once in the cache."""
+    12 heads, d_model 768) with SmolLM2's tokenizer, built once in the cache; or any model
+    spec `load_model` takes."""
     from lens_cache.models import load_model
 
     if name != "gpt2-small-shape":
-        return load_model(name, device="cpu")
-    return load_model(str(bench_model_dir(name)), device="cpu")
+        return load_model(name, device=device)
+    return load_model(str(bench_model_dir(name)), device=device)
 
 
 def bench_model_dir(name: str) -> Path:
@@ -88,8 +92,8 @@ def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size
     )
     if variant == "reference":
         reference_export(model, prompts, save, batch_size)
-    elif variant == "forward":
-        forward_only(model, prompts, batch_size)
+    elif variant in ("forward", "forward_copy"):
+        forward_only(model, prompts, batch_size, copy=variant == "forward_copy")
     elif variant == "default":
         export(model, prompts, **common)
     elif variant == "fastest":
@@ -129,21 +133,33 @@ def reference_export(model, prompts: list[dict], save: Path, batch_size: int) ->
             )
 
 
-def forward_only(model, prompts: list[dict], batch_size: int) -> None:
-    """The same batches lens_cache runs, caching the pattern hooks, saving nothing."""
+def forward_only(model, prompts: list[dict], batch_size: int, copy: bool) -> None:
+    """The same batches lens_cache runs, caching the pattern hooks, saving nothing; with
+    `copy`, also the device-to-host copy lens_cache makes of them."""
     from lens_cache.batcher import plan_batches
-    from lens_cache.capture import right_pad
+    from lens_cache.capture import right_pad, to_host
 
     ids = [model.tokenize(p["text"]) for p in prompts]
     names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.n_layers)]
     for batch in plan_batches([len(x) for x in ids], batch_size=batch_size):
-        model.run(right_pad(model, [ids[i] for i in batch]), names, model.n_layers - 1)
+        cache = model.run(right_pad(model, [ids[i] for i in batch]), names, model.n_layers - 1)
+        if copy:
+            to_host(cache)
+    _wait_for_device(model.device)
+
+
+def _wait_for_device(device) -> None:
+    """CUDA runs kernels asynchronously: stop the clock only when they are done."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def child(args) -> None:
     from lens_cache.prompts import read_prompts, select_prompts
 
-    model = bench_model(args.model)
+    model = bench_model(args.model, args.device)
     prompts = select_prompts(read_prompts(args.prompts), max_chars=args.max_chars, n_samples=args.n)
     n_tokens = sum(len(model.tokenize(p["text"])) for p in prompts)
     save = Path(args.save)
@@ -156,6 +172,7 @@ def child(args) -> None:
             {
                 "variant": args.child,
                 "model": args.model,
+                "device": str(model.device),
                 "wall_s": wall,
                 "prompts": len(prompts),
                 "tokens": n_tokens,
@@ -172,64 +189,90 @@ def child(args) -> None:
 def run_all(args) -> list[dict]:
     rows = []
     for model in args.models:
-        for variant in args.variants:
-            with tempfile.TemporaryDirectory(prefix="lens-bench-") as save:
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "lens_cache.bench",
-                    "--child",
-                    variant,
-                    "--model",
-                    model,
-                    "--prompts",
-                    args.prompts,
-                    "-n",
-                    str(args.n),
-                    "--save",
-                    save,
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--max-chars",
-                    str(args.max_chars),
-                ]
+        with tempfile.TemporaryDirectory(prefix="lens-bench-") as tmp:
+            saves = {variant: Path(tmp) / variant for variant in args.variants}
+            for variant, save in saves.items():
                 print(f"... {model} / {variant}", file=sys.stderr, flush=True)
-                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if out.returncode != 0:
-                    sys.stderr.write(out.stderr)
-                    raise SystemExit(f"bench variant {variant} on {model} failed")
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                rows.append(run_child(args, model, variant, save))
+            if "reference" in saves:
+                for row in rows[-len(saves) :]:
+                    if row["variant"] in STORING:
+                        row["max_diff"] = max_diff(saves["reference"], saves[row["variant"]])
     return add_ratios(rows)
 
 
+STORING = ("reference", "default", "fastest")  # the variants that write patterns
+
+
+def run_child(args, model: str, variant: str, save: Path) -> dict:
+    cmd = [sys.executable, "-m", "lens_cache.bench", "--child", variant, "--model", model]
+    cmd += ["--prompts", args.prompts, "-n", str(args.n), "--save", str(save)]
+    cmd += ["--batch-size", str(args.batch_size), "--max-chars", str(args.max_chars)]
+    cmd += ["--device", args.device]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        raise SystemExit(f"bench variant {variant} on {model} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def max_diff(reference: Path, other: Path) -> float:
+    """The largest |difference| between the patterns two variants stored, over every prompt;
+    fails when they did not store the same prompts, hooks and shapes."""
+    import numpy as np
+
+    def files(root: Path) -> list[Path]:
+        return sorted(p.relative_to(root) for p in root.rglob("activations.npz"))
+
+    if files(reference) != files(other) or not files(reference):
+        raise SystemExit(f"bench: {other.name} did not store the prompts the reference did")
+    worst = 0.0
+    for relative in files(reference):
+        with np.load(reference / relative) as a, np.load(other / relative) as b:
+            if sorted(a.files) != sorted(b.files):
+                raise SystemExit(f"bench: {other.name} stored other hooks than the reference")
+            for key in a.files:
+                x, y = a[key].astype(np.float32), b[key].astype(np.float32)
+                if x.shape != y.shape:
+                    raise SystemExit(f"bench: {other.name} {relative} {key}: shape {y.shape}")
+                worst = max(worst, float(np.abs(x - y).max()))
+    return worst
+
+
 def add_ratios(rows: list[dict]) -> list[dict]:
+    """Ratios to the reference and to the bound: forward plus copy where it ran (on a GPU),
+    else forward alone."""
     by = {(r["model"], r["variant"]): r for r in rows}
     for r in rows:
-        ref, fwd = by.get((r["model"], "reference")), by.get((r["model"], "forward"))
+        ref = by.get((r["model"], "reference"))
+        bound = by.get((r["model"], "forward_copy")) or by.get((r["model"], "forward"))
         r["speedup_vs_reference"] = ref["wall_s"] / r["wall_s"] if ref else None
-        r["x_forward"] = r["wall_s"] / fwd["wall_s"] if fwd else None
+        r["x_bound"] = r["wall_s"] / bound["wall_s"] if bound else None
+        r["bound"] = bound["variant"] if bound else None
         r["rss_vs_reference"] = r["peak_rss_mb"] / ref["peak_rss_mb"] if ref else None
     return rows
 
 
 def table(rows: list[dict]) -> str:
     head = (
-        f"{'model':<18}{'variant':<11}{'wall s':>8}{'prompts/s':>10}{'tokens/s':>9}"
-        f"{'RSS MB':>8}{'MB/prompt':>10}{'vs ref':>8}{'x fwd':>7}{'RSS/ref':>8}"
+        f"{'model':<18}{'variant':<13}{'wall s':>8}{'prompts/s':>10}{'tokens/s':>9}"
+        f"{'RSS MB':>8}{'MB/prompt':>10}{'vs ref':>8}{'x bound':>8}{'RSS/ref':>8}{'max diff':>10}"
     )
     lines = [head, "-" * len(head)]
+
+    def cell(value, width: int, spec: str) -> str:
+        return (format(value, spec) if value is not None else "-").rjust(width)
+
     for r in rows:
-
-        def fmt(v, spec):
-            return format(v, spec) if v is not None else "-"
-
         lines.append(
-            f"{r['model']:<18}{r['variant']:<11}{r['wall_s']:>8.1f}"
+            f"{Path(r['model']).name:<18}{r['variant']:<13}{r['wall_s']:>8.1f}"
             f"{r['prompts'] / r['wall_s']:>10.2f}{r['tokens'] / r['wall_s']:>9.0f}"
             f"{r['peak_rss_mb']:>8.0f}{r['bytes_per_prompt'] / 2**20:>10.2f}"
-            f"{fmt(r['speedup_vs_reference'], '>7.2f')}x{fmt(r['x_forward'], '>6.2f')}x"
-            f"{fmt(r['rss_vs_reference'], '>8.2f')}"
+            f"{cell(r['speedup_vs_reference'], 7, '.2f')}x{cell(r['x_bound'], 7, '.2f')}x"
+            f"{cell(r['rss_vs_reference'], 8, '.2f')}{cell(r.get('max_diff'), 10, '.1e')}"
         )
+    bound = {r["bound"] for r in rows if r["bound"]}
+    lines.append(f"x bound: wall time over {' / '.join(sorted(bound)) or 'forward'}'s")
     return "\n".join(lines)
 
 
@@ -245,6 +288,7 @@ def scaling(args, model: str) -> list[dict]:
         path.write_text("".join(json.dumps({"text": p["text"]}) + "\n" for p in prompts))
         spec = model if model != "gpt2-small-shape" else str(bench_model_dir(model))
         base = ["-m", spec, "-p", str(path), "--hooks", "pattern", "-q", "--no-index-html", "-r"]
+        base += ["--device", "cpu"]  # the CPU figure; one GPU cannot host two ranks
         runs = {
             "1 process": [sys.executable, "-m", "lens_cache.activations"],
             "2 processes": [
@@ -362,8 +406,13 @@ def page_timing(index: Path, fragment: str = "") -> dict:
     return result
 
 
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+def machine(device: str) -> str:
+    where = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    if device.startswith("cuda"):
+        import torch
+
+        where += f", {torch.cuda.get_device_name(torch.device(device))}"
+    return where
 
 
 def main(argv=None) -> int:
@@ -373,7 +422,13 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--models", nargs="+", default=list(MODELS))
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        help="default: all, less forward_copy on the CPU (where it equals forward)",
+    )
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--prompts", default=default_prompts())
     p.add_argument("-n", type=int, default=40, help="prompts per run")
     p.add_argument("--max-chars", type=int, default=1200, help="split longer prompts")
@@ -395,23 +450,35 @@ def main(argv=None) -> int:
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--save", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.child:
         child(args)
         return 0
+    if args.variants is None:
+        args.variants = list(CPU_VARIANTS if args.device == "cpu" else VARIANTS)
     rows = run_all(args)
-    print(f"machine: {machine()}; prompts: {args.prompts} (n={args.n}, max {args.max_chars} chars)")
+    print(
+        f"machine: {machine(args.device)}, device {args.device}; prompts: {args.prompts} "
+        f"(n={args.n}, max {args.max_chars} chars)"
+    )
     print(table(rows))
     scale = scaling(args, args.models[0]) if args.scaling else []
     for r in scale:
         extra = f"  ({r['speedup']:.2f}x)" if "speedup" in r else ""
-        print(f"{r['model']:<18}{r['variant']:<13}{r['wall_s']:>8.1f} s end to end{extra}")
+        name = Path(r["model"]).name
+        print(f"{name:<18}{r['variant']:<13}{r['wall_s']:>8.1f} s end to end{extra}")
     viewer = viewer_timing() if args.viewer else {}
     if viewer:
         shown = [f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in viewer.items()]
         print("viewer, synthetic store: " + ", ".join(shown))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = {"machine": machine(), "rows": rows, "scaling": scale, "viewer": viewer}
+    results = {"machine": machine(args.device), "device": args.device, "rows": rows}
+    results["scaling"] = scale
+    results["viewer"] = viewer
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0

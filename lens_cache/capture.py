@@ -117,7 +117,7 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
     tokens = right_pad(model, [ids for _, ids in items])
     cache = model.run(tokens, names, last_layer=max(settings.layers))
     _check_shapes(model, cache, tokens.shape)
-    host = _to_host(cache)
+    host = to_host(cache)
     captures = []
     for row, (prompt, ids) in enumerate(items):
         n = len(ids)
@@ -135,7 +135,7 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
     return captures
 
 
-def _to_host(cache: dict) -> dict:
+def to_host(cache: dict) -> dict:
     """One device-to-host copy per hook, into pinned memory, all issued before one wait."""
     if all(value.device.type == "cpu" for value in cache.values()):
         return cache

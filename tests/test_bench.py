@@ -1,0 +1,56 @@
+"""`make bench` itself: every variant runs on a tiny model, and the check that the variants
+stored the same patterns catches a difference."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from lens_cache.bench import VARIANTS, max_diff
+
+TEXTS = [
+    "The cat sat on the mat.",
+    "def f(x): return x + 1",
+    "One, two, three, four, five.",
+    "A B C D A B C D A B",
+    "Paris is the capital of France.",
+]
+
+
+def test_every_variant_runs_and_stores_the_reference_patterns(gpt2_dir, tmp_path, cli_env):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    out = tmp_path / "results.json"
+    args = ["--models", str(gpt2_dir), "--prompts", str(prompts), "-n", "4", "--batch-size", "2"]
+    args += ["--device", "cpu", "--no-scaling", "--no-viewer", "--out", str(out), "--variants"]
+    result = run_cli([*args, *VARIANTS], cli_env, module="lens_cache.bench")
+    assert result.returncode == 0, result.stderr
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == set(VARIANTS)
+    assert {r["prompts"] for r in rows.values()} == {4}
+    assert rows["reference"]["max_diff"] == 0
+    assert rows["default"]["max_diff"] < 1e-5  # the same float32 patterns, batched the same
+    assert 0 < rows["fastest"]["max_diff"] < 1e-3  # float16 rounding, and no more
+    assert rows["fastest"]["bytes_per_prompt"] < rows["default"]["bytes_per_prompt"]
+    assert all(r["wall_s"] > 0 and r["x_bound"] > 0 for r in rows.values())
+    assert {r["bound"] for r in rows.values()} == {"forward_copy"}
+    assert "max diff" in result.stdout and "x bound: wall time over forward_copy's" in result.stdout
+
+
+def _store(root, value: float, hashes=("a", "b")):
+    for h in hashes:
+        d = root / "m" / "prompts" / h
+        d.mkdir(parents=True)
+        np.savez(
+            d / "activations.npz", **{"blocks.0.attn.hook_pattern": np.full((1, 2, 3, 3), value)}
+        )
+    return root
+
+
+def test_max_diff_sees_a_difference_and_a_missing_prompt(tmp_path):
+    reference = _store(tmp_path / "ref", 0.5)
+    assert max_diff(reference, _store(tmp_path / "same", 0.5)) == 0
+    assert max_diff(reference, _store(tmp_path / "off", 0.25)) == pytest.approx(0.25)
+    with pytest.raises(SystemExit, match="did not store the prompts the reference did"):
+        max_diff(reference, _store(tmp_path / "fewer", 0.5, hashes=("a",)))
