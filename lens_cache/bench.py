@@ -186,8 +186,9 @@ def child(args) -> None:
 # --- the parent: run every variant, print one table ----------------------------------------------
 
 
-def run_all(args) -> list[dict]:
-    rows = []
+def run_all(args) -> tuple[list[dict], list[dict]]:
+    """The variants' rows, and the storage choices measured on the first model's patterns."""
+    rows, storage = [], []
     for model in args.models:
         with tempfile.TemporaryDirectory(prefix="lens-bench-") as tmp:
             saves = {variant: Path(tmp) / variant for variant in args.variants}
@@ -198,7 +199,10 @@ def run_all(args) -> list[dict]:
                 for row in rows[-len(saves) :]:
                     if row["variant"] in STORING:
                         row["max_diff"] = max_diff(saves["reference"], saves[row["variant"]])
-    return add_ratios(rows)
+            if args.storage and "default" in saves and not storage:
+                print(f"... {model} / storage choices", file=sys.stderr, flush=True)
+                storage.extend(storage_choices(saves["default"], Path(tmp) / "formats", model))
+    return add_ratios(rows), storage
 
 
 STORING = ("reference", "default", "fastest")  # the variants that write patterns
@@ -237,6 +241,71 @@ def max_diff(reference: Path, other: Path) -> float:
                     raise SystemExit(f"bench: {other.name} {relative} {key}: shape {y.shape}")
                 worst = max(worst, float(np.abs(x - y).max()))
     return worst
+
+
+def storage_choices(save: Path, scratch: Path, model: str) -> list[dict]:
+    """Write the patterns the default variant stored in each candidate format, on one thread
+    (the time a writer thread spends per prompt), and report seconds and bytes. The formats
+    are the exporter's options and the compact layouts they were chosen over."""
+    import numpy as np
+
+    from lens_cache.store import write_npz
+
+    stored = []
+    for path in sorted(save.rglob("activations.npz")):
+        with np.load(path) as npz:
+            stored.append({k: npz[k] for k in npz.files})
+    raw = sum(a.nbytes for arrays in stored for a in arrays.values())
+
+    def lower_triangle(arrays: dict, dtype) -> dict:
+        """A causal pattern's row t has t + 1 values that can be non-zero: keep only those."""
+        packed = {}
+        for name, a in arrays.items():
+            rows, cols = np.tril_indices(a.shape[-1])
+            packed[name] = a[0][:, rows, cols].astype(dtype)
+        return packed
+
+    def as_f16(arrays: dict) -> dict:
+        return {k: v.astype(np.float16) for k, v in arrays.items()}
+
+    formats = {
+        "npz deflate-1 (default)": lambda a, p: write_npz(p, a, level=1),
+        "npz stored (--compress-level 0)": lambda a, p: write_npz(p, a, level=0),
+        "npz float16 (--pattern-dtype)": lambda a, p: write_npz(p, as_f16(a), level=1),
+        "npz zlib-6 (np.savez_compressed)": lambda a, p: np.savez_compressed(p, **a),
+        "lower triangle, deflate-1": lambda a, p: write_npz(p, lower_triangle(a, np.float32)),
+        "lower triangle f16, deflate-1": lambda a, p: write_npz(p, lower_triangle(a, np.float16)),
+    }
+    rows = []
+    for label, write in formats.items():
+        folder = scratch / str(len(rows))
+        folder.mkdir(parents=True)
+        start = time.perf_counter()
+        for i, arrays in enumerate(stored):
+            write(arrays, folder / f"{i}.npz")
+        seconds = time.perf_counter() - start
+        written = sum(f.stat().st_size for f in folder.iterdir())
+        rows.append(
+            {
+                "model": model,
+                "format": label,
+                "seconds": seconds,
+                "raw_mb_per_s": raw / 2**20 / seconds,
+                "bytes_vs_raw": written / raw,
+            }
+        )
+    return rows
+
+
+def storage_table(rows: list[dict]) -> str:
+    head = f"{'storage (one writer thread)':<34}{'s':>7}{'raw MB/s':>10}{'size/raw':>10}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['format']:<34}{r['seconds']:>7.1f}{r['raw_mb_per_s']:>10.0f}"
+            f"{r['bytes_vs_raw']:>10.3f}"
+        )
+    return "\n".join(lines)
 
 
 def add_ratios(rows: list[dict]) -> list[dict]:
@@ -446,6 +515,12 @@ def main(argv=None) -> int:
         action="store_false",
         help="skip timing the viewer on a synthetic 1,000-prompt store",
     )
+    p.add_argument(
+        "--no-storage",
+        dest="storage",
+        action="store_false",
+        help="skip timing the storage formats on the first model's patterns",
+    )
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--save", help=argparse.SUPPRESS)
@@ -459,12 +534,14 @@ def main(argv=None) -> int:
         return 0
     if args.variants is None:
         args.variants = list(CPU_VARIANTS if args.device == "cpu" else VARIANTS)
-    rows = run_all(args)
+    rows, storage = run_all(args)
     print(
         f"machine: {machine(args.device)}, device {args.device}; prompts: {args.prompts} "
         f"(n={args.n}, max {args.max_chars} chars)"
     )
     print(table(rows))
+    if storage:
+        print(storage_table(storage))
     scale = scaling(args, args.models[0]) if args.scaling else []
     for r in scale:
         extra = f"  ({r['speedup']:.2f}x)" if "speedup" in r else ""
@@ -477,7 +554,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(args.device), "device": args.device, "rows": rows}
-    results["scaling"] = scale
+    results.update(scaling=scale, storage=storage)
     results["viewer"] = viewer
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")

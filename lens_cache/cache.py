@@ -37,10 +37,13 @@ from lens_cache.indexer import MODEL_CFG_NAME, write_indexes
 from lens_cache.progress import log, warn
 from lens_cache.reader import RESID_KINDS, open_store
 from lens_cache.store import NPZ_NAME, PROMPT_NAME, RESIDUALS_NAME, STACKED_NAME, read_json
+from lens_cache.viewer import APP_DIR as VIEWER_APP_DIR
+from lens_cache.viewer import DATA_DIR as VIEWER_DATA_DIR
+from lens_cache.viewer import OLD_ASSETS as OLD_VIEWER_ASSETS
 
 KINDS = ("patterns", "residuals", "pooled", "viewer", "other")
 STORE_ROW = "(store)"  # files that belong to no one model: indexes, the viewer
-VIEWER_FILES = ("index.html", "viewer.js", "viewer.css", "viewer_data")
+VIEWER_FILES = ("index.html", VIEWER_APP_DIR, *OLD_VIEWER_ASSETS, VIEWER_DATA_DIR)
 GB = 10**9
 
 

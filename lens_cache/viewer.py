@@ -9,7 +9,8 @@ Files written
 ::
 
     <save>/index.html                    the page (a jinja2 template; holds no data)
-    <save>/viewer.js, <save>/viewer.css  the viewer itself, copied from lens_cache.web
+    <save>/viewer/core.js, ..., viewer.css   the viewer itself (SCRIPTS, in load order, and
+                                          viewer.css), copied from lens_cache.web
     <save>/viewer_data/lens_index.js     LENS.index({...}): models, prompts, metrics
     <save>/viewer_data/<model>/<hash>/prompt.js   LENS.prompt(key, {...}): tokens,
                                           thumbnails, per-head metrics, residual norms
@@ -91,7 +92,20 @@ FORMAT_VERSION = 3
 DATA_DIR = "viewer_data"
 THUMB_SIZE = 48
 ZLIB_LEVEL = 6
-ASSETS = ("viewer.js", "viewer.css")
+# The viewer's classic scripts (not ES modules: those do not load from file:// in Chromium), in
+# the order index.html loads them: core.js first, router.js (which boots the page) last.
+SCRIPTS = (
+    "core.js",
+    "head_canvas.js",
+    "views_home.js",
+    "views_prompt.js",
+    "views_head.js",
+    "views_metrics.js",
+    "router.js",
+)
+ASSETS = (*SCRIPTS, "viewer.css")
+APP_DIR = "viewer"  # the ASSETS' folder in a store, so its root holds only index.html of them
+OLD_ASSETS = ("viewer.js", "viewer.css")  # where earlier versions wrote the viewer; removed
 RESID_HOOKS = ("resid_pre", "resid_mid", "resid_post")
 _PATTERN_KEY = "blocks.{}.attn.hook_pattern"
 # Headless Chromium on a machine with no network: without the background-networking flags it
@@ -116,7 +130,7 @@ def print_to_stderr(message: str) -> None:
 
 
 def assets_dir():
-    """The folder holding ``index.html.j2``, ``viewer.js`` and ``viewer.css``.
+    """The folder holding ``index.html.j2`` and the :data:`ASSETS` (scripts and ``viewer.css``).
 
     Installed, that is the package data ``lens_cache.web``; in a source checkout before the
     package is installed it is the repository's ``web/`` folder beside ``lens_cache/``.
@@ -125,7 +139,7 @@ def assets_dir():
         from importlib.resources import files
 
         folder = files("lens_cache.web")
-        if folder.joinpath("viewer.js").is_file():
+        if all(folder.joinpath(name).is_file() for name in ("index.html.j2", *ASSETS)):
             return folder
     except (ModuleNotFoundError, TypeError):
         pass
@@ -563,7 +577,11 @@ def render_page(assets) -> bytes:
     source = assets.joinpath("index.html.j2").read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(source).render(
-        data_dir=DATA_DIR, index_script=f"{DATA_DIR}/lens_index.js", format=FORMAT_VERSION
+        data_dir=DATA_DIR,
+        stylesheet=f"{APP_DIR}/viewer.css",
+        scripts=[f"{APP_DIR}/{name}" for name in SCRIPTS],
+        index_script=f"{DATA_DIR}/lens_index.js",
+        format=FORMAT_VERSION,
     )
     return html.encode()
 
@@ -571,8 +589,11 @@ def render_page(assets) -> bytes:
 def write_page(save: Path) -> int:
     assets = assets_dir()
     written = write_if_changed(save / "index.html", render_page(assets))
+    (save / APP_DIR).mkdir(exist_ok=True)
     for name in ASSETS:
-        written += write_if_changed(save / name, assets.joinpath(name).read_bytes())
+        written += write_if_changed(save / APP_DIR / name, assets.joinpath(name).read_bytes())
+    for name in OLD_ASSETS:
+        (save / name).unlink(missing_ok=True)
     return written
 
 
@@ -663,7 +684,8 @@ def write_viewer(
         "pruned": pruned,
         "bytes_written": written,
         "viewer_bytes": dir_bytes(data_root, "*")
-        + sum((save / n).stat().st_size for n in ("index.html", *ASSETS)),
+        + dir_bytes(save / APP_DIR, "*")
+        + (save / "index.html").stat().st_size,
         "npz_bytes": dir_bytes(save, NPZ_NAME) + dir_bytes(save, STACKED_NAME),
         "seconds": round(time.perf_counter() - start, 3),
     }

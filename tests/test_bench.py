@@ -36,6 +36,9 @@ def test_every_variant_runs_and_stores_the_reference_patterns(gpt2_dir, tmp_path
     assert all(r["wall_s"] > 0 and r["x_bound"] > 0 for r in rows.values())
     assert {r["bound"] for r in rows.values()} == {"forward_copy"}
     assert "max diff" in result.stdout and "x bound: wall time over forward_copy's" in result.stdout
+    storage = {r["format"]: r for r in json.loads(out.read_text())["storage"]}
+    assert len(storage) == 6 and all(r["seconds"] > 0 for r in storage.values())
+    assert storage["npz stored (--compress-level 0)"]["bytes_vs_raw"] >= 1  # headers, no deflate
 
 
 def _store(root, value: float, hashes=("a", "b")):

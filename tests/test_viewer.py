@@ -18,7 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lens_cache.viewer import CHROMIUM_FLAGS, DATA_DIR, model_slug, write_viewer
+from lens_cache.viewer import (
+    APP_DIR,
+    ASSETS,
+    CHROMIUM_FLAGS,
+    DATA_DIR,
+    OLD_ASSETS,
+    SCRIPTS,
+    assets_dir,
+    model_slug,
+    write_viewer,
+)
 from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, write_store
 
 SMALL, GRID = "toy-3x2", "toy-12x12"
@@ -64,8 +74,9 @@ def npz_layer(save: Path, model: str, h: str, layer: int) -> np.ndarray:
 def test_report_and_files(store):
     save, report = store["save_path"], store["report"]
     assert report["models"] == 2 and report["prompts"] == 10 and report["built"] == 10
-    for name in ("index.html", "viewer.js", "viewer.css", f"{DATA_DIR}/lens_index.js"):
+    for name in ("index.html", *(f"{APP_DIR}/{a}" for a in ASSETS), f"{DATA_DIR}/lens_index.js"):
         assert (save / name).is_file(), name
+    assert not any((save / name).exists() for name in OLD_ASSETS)
     assert report["bytes_written"] == report["viewer_bytes"]
     assert 0 < report["viewer_bytes"] < report["npz_bytes"]
     assert not list(save.rglob("*.tmp")), "a temporary file was left behind"
@@ -109,7 +120,9 @@ def test_data_scripts_escape_markup_and_keep_text(store):
 def test_index_html_holds_no_data(store):
     html = (store["save_path"] / "index.html").read_text()
     assert "onerror" not in html and "lighthouse" not in html
-    assert '<script src="viewer.js"></script>' in html
+    scripts = re.findall(r'<script src="([^"]*)"></script>', html)
+    # in dependency order, the index last
+    assert scripts == [*(f"{APP_DIR}/{s}" for s in SCRIPTS), f"{DATA_DIR}/lens_index.js"]
     assert "Content-Security-Policy" in html and "http" not in html.replace("http-equiv", "")
 
 
@@ -138,6 +151,21 @@ def test_model_average_ranks_planted_induction_head_first(store):
         layer, head = np.unravel_index(np.nanargmax(avg), avg.shape)
         assert (layer, head) == store["induction_heads"][model["name"]]
         assert "induction" in model["labels"][layer][head]
+
+
+def test_every_web_script_is_shipped_and_loaded():
+    """A script added to web/ must be in SCRIPTS, or the page would never load it."""
+    web = assets_dir()
+    assert sorted(p.name for p in web.iterdir() if p.name.endswith(".js")) == sorted(SCRIPTS)
+    assert SCRIPTS[0] == "core.js" and SCRIPTS[-1] == "router.js"
+
+
+def test_old_single_file_viewer_is_removed(tmp_path):
+    info = write_store(tmp_path, models=[SMALL_MODEL])
+    for name in OLD_ASSETS:
+        (info["save_path"] / name).write_text("/* the viewer before it was split */\n")
+    write_viewer(info["save_path"], log=quiet)
+    assert not any((info["save_path"] / name).exists() for name in OLD_ASSETS)
 
 
 def test_incremental_skips_rebuilds_and_prunes(tmp_path):
@@ -243,7 +271,7 @@ def test_serve_binds_localhost_and_serves_the_page(store):
         host, port = server.server_address[:2]
         assert host == "127.0.0.1"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as r:
-            assert b"viewer.js" in r.read()
+            assert f'<script src="{APP_DIR}/router.js">'.encode() in r.read()
     finally:
         server.shutdown()
         server.server_close()
