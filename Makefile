@@ -27,11 +27,14 @@ $(VENV_TL3)/.installed: pyproject.toml
 	$(call make_venv,$(VENV_TL3),$(TL3))
 	touch $@
 
-# Debian's Chromium for the viewer's browser tests (Playwright drives it; no browser download).
+# Debian's Chromium and Firefox ESR for the viewer's browser tests (Playwright drives Chromium,
+# marionette-driver Firefox; no browser download). apt runs only for what is missing.
 browser:
-	@command -v chromium >/dev/null || { \
+	@missing=; command -v chromium >/dev/null || missing="chromium"; \
+	command -v firefox-esr >/dev/null || missing="$$missing firefox-esr"; \
+	[ -z "$$missing" ] || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; }
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/python -m lens_cache.activations -s $(DEMO_DIR)
