@@ -155,6 +155,15 @@ def tiny_model(request):
     return request.getfixturevalue(f"{request.param}_model")
 
 
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    """Where browser tests save screenshots: $LENS_CACHE_ARTIFACTS, else a temporary folder."""
+    folder = os.environ.get("LENS_CACHE_ARTIFACTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture
 def cli_env(tmp_path) -> dict:
     """Environment for CLI subprocesses: offline, converted models cached under tmp."""

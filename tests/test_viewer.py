@@ -298,14 +298,6 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    folder = os.environ.get("LENS_CACHE_ARTIFACTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 class Page:
     """A page on the store's index.html that records errors, requests and dialogs."""
 

@@ -85,14 +85,6 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    folder = os.environ.get("LENS_CACHE_ARTIFACTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
 def firefox(tmp_path_factory):
     exe = shutil.which("firefox-esr") or shutil.which("firefox")
     if exe is None:
