@@ -389,15 +389,21 @@ def test_hash_navigation_reaches_head_and_hover_matches_npz(page, store):
     save, h = store["save_path"], store["hashes"]["repeat-01"]
     wait_head(page, SMALL, h, 0, 1)
     assert "L0 H1" in page.page.locator("#crumbs").text_content()
-    pat = npz_layer(save, SMALL, h, 0)[1]
-    tokens = json.loads((save / SMALL / "prompts" / h / "prompt.json").read_text())["tokens"]
+    check_hover(lambda i, j: hover_cell(page, i, j), save, SMALL, h, layer=0, head=1)
+    page.shot("head")
+
+
+def check_hover(hover, save, model: str, h: str, layer: int, head: int) -> None:
+    """`hover(i, j)` (the tooltip's text over cell i, j) shows the stored value within float16
+    precision and both tokens, and a cell above the diagonal shows as masked."""
+    pat = npz_layer(save, model, h, layer)[head]
+    tokens = json.loads((save / model / "prompts" / h / "prompt.json").read_text())["tokens"]
     for i, j in [(0, 0), (7, 3), (24, 12), (24, 24), (13, 12)]:
-        text = hover_cell(page, i, j)
+        text = hover(i, j)
         assert abs(tip_value(text) - pat[i, j]) <= 1e-3, (i, j, text)
         assert f"query {i}: {json.dumps(tokens[i])}" in text
         assert f"key   {j}: {json.dumps(tokens[j])}" in text
-    assert "masked" in hover_cell(page, 3, 9)
-    page.shot("head")
+    assert "masked" in hover(3, 9)
 
 
 @pytest.mark.browser

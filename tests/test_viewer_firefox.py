@@ -29,7 +29,7 @@ import pytest
 
 from lens_cache.viewer import write_viewer
 from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, write_store
-from tests.test_viewer import SMALL, npz_layer, quiet, tip_value
+from tests.test_viewer import SMALL, check_hover, quiet
 
 try:
     from marionette_driver import Wait
@@ -196,13 +196,7 @@ def test_hash_navigation_reaches_head_and_hover_matches_npz(ff, store, artifacts
     open_view(ff, store, f"#/head/{SMALL}/{h}/0/1")  # the same page: only the hash changes
     wait(ff, "document.querySelector('.pane[data-draw-ms]')")
     assert "L0 H1" in js(ff, "document.getElementById('crumbs').textContent")
-    pat = npz_layer(save, SMALL, h, 0)[1]
-    tokens = json.loads((save / SMALL / "prompts" / h / "prompt.json").read_text())["tokens"]
-    for i, j in [(0, 0), (7, 3), (24, 12), (24, 24), (13, 12)]:
-        text = hover_cell(ff, i, j)
-        assert abs(tip_value(text) - pat[i, j]) <= 1e-3, (i, j, text)
-        assert f"key   {j}: {json.dumps(tokens[j])}" in text
-    assert "masked" in hover_cell(ff, 3, 9)
+    check_hover(lambda i, j: hover_cell(ff, i, j), save, SMALL, h, layer=0, head=1)
     shot(ff, artifacts, "head")
 
 
