@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -111,9 +113,14 @@ def _boot_tl3(path_or_name: str, *, device: str, dtype: torch.dtype):
     from transformer_lens import loading_from_pretrained as loading
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg = loading.get_pretrained_model_config(
-        path_or_name, fold_ln=True, device=device, dtype=dtype
-    )
+    with tempfile.TemporaryDirectory(prefix="lens_cache_tl3_") as scratch:
+        cfg = loading.get_pretrained_model_config(
+            _config_for_tl3(Path(path_or_name), Path(scratch)),
+            fold_ln=True,
+            device=device,
+            dtype=dtype,
+        )
+    cfg.model_name, cfg.tokenizer_name = Path(path_or_name).name, path_or_name  # not the copy's
     hf_model = AutoModelForCausalLM.from_pretrained(path_or_name, dtype=dtype)
     state = loading.get_pretrained_state_dict(path_or_name, cfg, hf_model, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path_or_name)
@@ -121,6 +128,23 @@ def _boot_tl3(path_or_name: str, *, device: str, dtype: torch.dtype):
     flags = {k: v for k, v in TL3_PROCESSING.items() if k != "fold_ln"}
     model.load_and_process_state_dict(state, fold_ln=True, **flags)
     return model.to(device, print_details=False)
+
+
+def _config_for_tl3(model_dir: Path, scratch: Path) -> str:
+    """A folder holding just the model's config.json, for 3.x's config converter.
+
+    That converter reads a local model's config by its path and stumbles twice: it takes any
+    path containing "llama" for a Llama, and it reads GPT-2's `n_ctx`, which transformers 5
+    no longer writes. A copy in a neutral folder, with `n_ctx` restored from `n_positions`,
+    avoids both; the weights still come from `model_dir`.
+    """
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") == "gpt2" and "n_positions" in config:
+        config.setdefault("n_ctx", config["n_positions"])
+    folder = scratch / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return str(folder)
 
 
 def smollm2_dir() -> Path:

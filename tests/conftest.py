@@ -113,35 +113,9 @@ def boot(path: Path):
     return load_model(str(path), device="cpu")
 
 
-def _gpt2_tl3(tokenizer_dir: Path):
-    # TransformerLens 3 cannot convert a local GPT-2 directory under transformers 5 (its
-    # converter reads the removed GPT2Config.n_ctx), so build the same shape natively.
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformers import AutoTokenizer
-
-    torch.manual_seed(1)
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=64,
-        n_ctx=N_CTX,
-        d_head=16,
-        n_heads=4,
-        d_vocab=512,
-        act_fn="gelu_new",
-        normalization_type="LN",
-        model_name="tiny-causal",
-        seed=1,
-    )
-    return HookedTransformer(cfg, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir))
-
-
 @pytest.fixture(scope="session")
-def gpt2_model(gpt2_dir, tokenizer_dir):
-    from lens_cache.models import load_model
-
-    if TL_MAJOR >= 4:
-        return boot(gpt2_dir)
-    return load_model(_gpt2_tl3(tokenizer_dir))
+def gpt2_model(gpt2_dir):
+    return boot(gpt2_dir)
 
 
 @pytest.fixture(scope="session")

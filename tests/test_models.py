@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TL_MAJOR
 
-from lens_cache import export, load_model
+from lens_cache import export, load_model, prompt_hash
 from lens_cache.errors import ModelLoadError, UnsupportedModelError
 
 
@@ -78,3 +78,27 @@ def test_gguf_file_converts_once_and_matches_the_default(tmp_path, monkeypatch):
     a = model.run(ids, ["blocks.3.attn.hook_pattern"], 3)["blocks.3.attn.hook_pattern"]
     b = default.run(ids, ["blocks.3.attn.hook_pattern"], 3)["blocks.3.attn.hook_pattern"]
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_local_gpt2_directory_loads_under_either_major(gpt2_dir, tmp_path):
+    """Exported patterns of a local GPT-2 directory equal Hugging Face's eager attention, also
+    under TransformerLens 3.x, whose converter needs the `n_ctx` transformers 5 no longer saves
+    and takes any path containing "llama" for a Llama."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    odd = tmp_path / "llama-experiments" / "tiny-gpt2"
+    shutil.copytree(gpt2_dir, odd)
+    model = load_model(str(odd), device="cpu")
+    assert model.name == "tiny-gpt2" and (model.n_layers, model.n_heads) == (2, 4)
+    text = "The cat sat on the mat. The cat sat on the"
+    export(model, [text], save_path=tmp_path / "store", hooks=["pattern"], quiet=True)
+    hf = AutoModelForCausalLM.from_pretrained(gpt2_dir, attn_implementation="eager").eval()
+    with torch.inference_mode():
+        attentions = hf(torch.tensor([model.tokenize(text)]), output_attentions=True).attentions
+    npz = tmp_path / "store" / "tiny-gpt2" / "prompts" / prompt_hash(text) / "activations.npz"
+    with np.load(npz) as stored:
+        for layer in range(2):
+            ours = stored[f"blocks.{layer}.attn.hook_pattern"]
+            np.testing.assert_allclose(ours, attentions[layer].numpy(), atol=1e-5, rtol=0)
