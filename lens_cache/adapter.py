@@ -92,6 +92,11 @@ class LensModel:
         return next(self.model.parameters()).device
 
     @property
+    def dtype_name(self) -> str:
+        """The dtype the model computes in, e.g. `float32`."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    @property
     def pad_id(self) -> int:
         # Any id works: right padding sits after every real token, and causal attention never
         # looks ahead, so pad values never reach a kept position. Never find pads by id.

@@ -128,6 +128,7 @@ def export(
                 resid_dtype=resid_dtype,
                 pattern_dtype=pattern_dtype,
                 stacked_heads=stacked_heads,
+                model_dtype=model.dtype_name,  # of the model as loaded, or as the caller passed it
                 compress_level=compress_level,
             )
             reports.append(_export_model(model, prompt_list, save_path, settings, plan, rank))
@@ -355,6 +356,7 @@ def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:
             "hooks": list(settings.hooks),
             "resid_dtype": settings.resid_dtype,
             "pattern_dtype": settings.pattern_dtype,
+            "model_dtype": settings.model_dtype,
         },
     }
 
@@ -399,9 +401,11 @@ def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool, write:
 
 
 def _settings_text(d: dict) -> str:
-    return f"hooks={','.join(d.get('hooks', []))} layers={_ranges(d.get('layers', []))} " + (
-        f"resid_dtype={d.get('resid_dtype')} stacked_heads={d.get('stacked_heads')}"
-    )
+    """What a fingerprint stands for, as `key=value` words (a missing dtype is float32)."""
+    d = {"pattern_dtype": "float32", "model_dtype": "float32", **d}
+    shown = [f"hooks={','.join(d.get('hooks', []))}", f"layers={_ranges(d.get('layers', []))}"]
+    keys = ("resid_dtype", "pattern_dtype", "model_dtype", "stacked_heads")
+    return " ".join(shown + [f"{k}={d.get(k)}" for k in keys])
 
 
 def _ranges(layers: list[int]) -> str:

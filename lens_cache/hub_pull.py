@@ -79,6 +79,7 @@ class _PulledLayout:
             hooks=tuple(hooks),
             layers=tuple(sorted(set(self.complete) | set(resid_layers))),
             resid_dtype=self.dtype if self.resid else "float32",
+            model_dtype=(self.plan.cfg.get("lens_cache") or {}).get("model_dtype", "float32"),
         )
         self.resid_layers = resid_layers
 

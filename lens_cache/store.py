@@ -54,6 +54,7 @@ class ExportSettings:
     resid_dtype: str = "float32"
     pattern_dtype: str = "float32"  # float16 halves the bytes; lossy (abs error <= 2.4e-4)
     stacked_heads: bool = False
+    model_dtype: str = "float32"  # what the model computed in: float16/bfloat16 move patterns
     compress_level: int = 1  # how, not what: left out of the fingerprint
 
     def __post_init__(self):
@@ -74,6 +75,8 @@ class ExportSettings:
     def describe(self) -> dict:
         d = asdict(self)
         d.pop("compress_level")
+        if d["model_dtype"] == "float32":  # stores from before the field keep their fingerprint
+            d.pop("model_dtype")
         d.update(hooks=list(self.hooks), layers=list(self.layers), format=FORMAT_VERSION)
         return d
 

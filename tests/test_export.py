@@ -10,6 +10,7 @@ from safetensors import safe_open
 from lens_cache import export
 from lens_cache.errors import LayerSelectionError, SettingsMismatchError
 from lens_cache.prompts import prompt_hash
+from lens_cache.store import ExportSettings
 from lens_cache.viewer import APP_DIR, ASSETS
 
 MIXED = [
@@ -168,6 +169,24 @@ def test_changed_settings_are_detected_not_mixed(gqa_model, tmp_path):
     stored = sorted(p.name for p in (tmp_path / gqa_model.name / "prompts").iterdir())
     assert stored == sorted(prompt_hash(t) for t in MIXED[2:4])  # old-settings prompts gone
     assert list(_load_npz(tmp_path, gqa_model.name, MIXED[2])) == ["blocks.1.attn.hook_pattern"]
+
+
+def test_model_dtype_is_part_of_the_settings(gqa_dir, gqa_model, tmp_path):
+    """Patterns computed in bfloat16 are not float32 patterns: a store of one is not resumed
+    with the other, and the store says which it holds."""
+    export(gqa_model, prompts=MIXED[:2], save_path=tmp_path, hooks=["pattern"], quiet=True)
+    exact = _load_npz(tmp_path, gqa_model.name, MIXED[0])["blocks.1.attn.hook_pattern"]
+    half = {"hooks": ["pattern"], "model_dtype": "bfloat16", "quiet": True}
+    mismatch = "model_dtype=float32 .*; this run asks .*model_dtype=bfloat16"
+    with pytest.raises(SettingsMismatchError, match=mismatch):
+        export(str(gqa_dir), prompts=MIXED[:2], save_path=tmp_path, **half)
+    export(str(gqa_dir), prompts=MIXED[:2], save_path=tmp_path, force=True, **half)
+    rounded = _load_npz(tmp_path, gqa_model.name, MIXED[0])["blocks.1.attn.hook_pattern"]
+    assert rounded.dtype == np.float32 and 0 < np.abs(rounded - exact).max() < 0.05
+    cfg = json.loads((tmp_path / gqa_model.name / "model_cfg.json").read_text())
+    assert cfg["lens_cache"]["model_dtype"] == "bfloat16"
+    # float32 stores keep the fingerprint they had before the field existed
+    assert "model_dtype" not in ExportSettings().describe()
 
 
 def test_stacked_heads_hold_the_same_patterns(gpt2_model, tmp_path):
