@@ -39,6 +39,10 @@ class ModelLoadError(LensCacheError, ValueError):
     """The model cannot be found or loaded."""
 
 
+class ModelNameError(LensCacheError, ValueError):
+    """A model's name cannot be a folder of the store (it is empty, a path, or reserved)."""
+
+
 class UnsupportedModelError(LensCacheError, ValueError):
     """The model cannot be exported correctly (e.g. bidirectional attention)."""
 

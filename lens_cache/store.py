@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - isal is a dependency, but the fallback
     _isal_zlib = None
 
 from lens_cache.adapter import HOOK_KINDS, hook_name
-from lens_cache.errors import SavePathError
+from lens_cache.errors import ModelNameError, SavePathError
 
 FORMAT_VERSION = 1
 NPZ_NAME = "activations.npz"
@@ -94,7 +94,20 @@ class ExportSettings:
         return names
 
 
+# What a store's root holds beside its model folders (the indexes, and the viewer's page, code
+# and data: lens_cache.viewer names the last three), so no model may take these names.
+ROOT_ENTRIES = frozenset({"models.jsonl", "index.html", "viewer", "viewer_data"})
+
+
 def model_dir(save_path: Path, model_name: str) -> Path:
+    """`<save>/<model>`. Raises `ModelNameError` for a name that is not a plain folder name or
+    is one of the store's own `ROOT_ENTRIES`."""
+    if model_name in ROOT_ENTRIES or model_name in ("", ".", "..") or "/" in model_name:
+        raise ModelNameError(
+            f"a model cannot be stored under the name {model_name!r}: the store's root keeps "
+            f"{', '.join(sorted(ROOT_ENTRIES))} for itself, and a name must be one folder name; "
+            "rename the model's directory"
+        )
     return Path(save_path) / model_name
 
 

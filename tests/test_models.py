@@ -1,6 +1,7 @@
 """Model loading: local directories, GGUF files, refusals."""
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,6 @@ def test_local_gpt2_directory_loads_under_either_major(gpt2_dir, tmp_path):
     """Exported patterns of a local GPT-2 directory equal Hugging Face's eager attention, also
     under TransformerLens 3.x, whose converter needs the `n_ctx` transformers 5 no longer saves
     and takes any path containing "llama" for a Llama."""
-    import shutil
-
     from transformers import AutoModelForCausalLM
 
     odd = tmp_path / "llama-experiments" / "tiny-gpt2"
@@ -102,3 +101,16 @@ def test_local_gpt2_directory_loads_under_either_major(gpt2_dir, tmp_path):
         for layer in range(2):
             ours = stored[f"blocks.{layer}.attn.hook_pattern"]
             np.testing.assert_allclose(ours, attentions[layer].numpy(), atol=1e-5, rtol=0)
+
+
+def test_a_model_may_not_take_a_name_the_store_root_uses(gqa_dir, tmp_path):
+    from lens_cache.errors import ModelNameError
+    from lens_cache.store import ROOT_ENTRIES
+    from lens_cache.viewer import APP_DIR, DATA_DIR
+
+    assert {"models.jsonl", "index.html", APP_DIR, DATA_DIR} == ROOT_ENTRIES
+    clash = tmp_path / "models" / APP_DIR
+    shutil.copytree(gqa_dir, clash)
+    with pytest.raises(ModelNameError, match="cannot be stored under the name 'viewer'"):
+        export(str(clash), ["some text"], save_path=tmp_path / "store", quiet=True)
+    assert not (tmp_path / "store" / APP_DIR).exists()
