@@ -94,9 +94,10 @@ class ExportSettings:
         return names
 
 
-# What a store's root holds beside its model folders (the indexes, and the viewer's page, code
-# and data: lens_cache.viewer names the last three), so no model may take these names.
-ROOT_ENTRIES = frozenset({"models.jsonl", "index.html", "viewer", "viewer_data"})
+# What a store's root holds beside its model folders: the models index, and the viewer's page,
+# code and data (lens_cache.viewer writes those three). No model may take these names.
+VIEWER_APP_DIR, VIEWER_DATA_DIR = "viewer", "viewer_data"
+ROOT_ENTRIES = frozenset({"models.jsonl", "index.html", VIEWER_APP_DIR, VIEWER_DATA_DIR})
 
 
 def model_dir(save_path: Path, model_name: str) -> Path:

@@ -86,10 +86,17 @@ import numpy as np
 
 from lens_cache import metrics as M
 from lens_cache.errors import StoreCorruptError, StoreNotFoundError
-from lens_cache.store import NPZ_NAME, PROMPT_NAME, RESIDUALS_NAME, STACKED_NAME
+from lens_cache.store import (
+    NPZ_NAME,
+    PROMPT_NAME,
+    RESIDUALS_NAME,
+    STACKED_NAME,
+    VIEWER_APP_DIR,
+    VIEWER_DATA_DIR,
+)
 
 FORMAT_VERSION = 3
-DATA_DIR = "viewer_data"
+DATA_DIR = VIEWER_DATA_DIR
 THUMB_SIZE = 48
 ZLIB_LEVEL = 6
 # The viewer's classic scripts (not ES modules: those do not load from file:// in Chromium), in
@@ -104,7 +111,7 @@ SCRIPTS = (
     "router.js",
 )
 ASSETS = (*SCRIPTS, "viewer.css")
-APP_DIR = "viewer"  # the ASSETS' folder in a store, so its root holds only index.html of them
+APP_DIR = VIEWER_APP_DIR  # the ASSETS' folder, so a store's root holds only index.html of them
 OLD_ASSETS = ("viewer.js", "viewer.css")  # where earlier versions wrote the viewer; removed
 RESID_HOOKS = ("resid_pre", "resid_mid", "resid_post")
 _PATTERN_KEY = "blocks.{}.attn.hook_pattern"
