@@ -19,11 +19,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from lens_cache.adapter import tl_major  # noqa: E402
+from tests.helpers import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PROMPTS = REPO / "data" / "prompts.jsonl"
-TL_MAJOR = tl_major()
 N_CTX = 512
 
 

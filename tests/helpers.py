@@ -8,7 +8,10 @@ from typing import NoReturn
 
 import pytest
 
+from lens_cache.adapter import tl_major
+
 REPO = Path(__file__).resolve().parents[1]
+TL_MAJOR = tl_major()
 REQUIRE_BROWSERS = "LENS_CACHE_REQUIRE_BROWSERS"
 
 

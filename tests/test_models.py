@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TL_MAJOR
 
 from lens_cache import export, load_model, prompt_hash
 from lens_cache.errors import ModelLoadError, UnsupportedModelError
 from lens_cache.models import convert_gguf
+from tests.helpers import TL_MAJOR
 
 
 def _bidirectional_model(tokenizer_dir, tmp_path):
