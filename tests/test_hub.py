@@ -137,14 +137,28 @@ def hub():
         yield server
 
 
-def _head(hub: HubServer, repo: str) -> dict:
-    """`{path: entry}` at the head of main."""
+def _head(hub: HubServer, repo: str, branch: str = "main") -> dict:
+    """`{path: entry}` at the head of `branch`."""
     r = hub.repos[f"dataset:{repo}"]
-    return r["commits"][r["branches"]["main"]]["files"]
+    return r["commits"][r["branches"][branch]]["files"]
 
 
-def _blob(hub: HubServer, repo: str, path: str) -> bytes:
-    return hub.blobs.get(_head(hub, repo)[path]["sha256"])
+def _blob(hub: HubServer, repo: str, path: str, branch: str = "main") -> bytes:
+    return hub.blobs.get(_head(hub, repo, branch)[path]["sha256"])
+
+
+def _table_hashes(hub: HubServer, repo: str, branch: str = "main") -> list[str]:
+    """The prompt hashes of the pushed prompts table, read with pyarrow."""
+    import pyarrow.parquet as pq
+
+    table = _blob(hub, repo, "data/prompts-00000-of-00001.parquet", branch)
+    return pq.read_table(io.BytesIO(table)).column("hash").to_pylist()
+
+
+def _shard_keys(hub: HubServer, repo: str, branch: str = "main") -> dict[str, list[str]]:
+    """`{shard path: the prompt hashes it holds}` at the head of `branch`."""
+    shards = [p for p in _head(hub, repo, branch) if p.startswith("tensors/")]
+    return {p: sorted(load_safetensors(_blob(hub, repo, p, branch))) for p in shards}
 
 
 def _commit_chain(hub: HubServer, repo: str) -> list[dict]:
@@ -413,6 +427,93 @@ def test_pooled_datasets_round_trip(hub, store, pushed, tmp_path):
     assert name == "HubSelectionError" and "python -m lens_cache.pooled -s " in message
     assert "dataset:alice/nopool" not in hub.repos  # refused before any request
     assert out["absent_pull"][0] == "HubSelectionError"
+
+
+def test_search_and_meta_push_exactly_the_prompts_they_select(hub, store, tmp_path):
+    s = str(store["path"])
+    out = run_child(
+        hub,
+        tmp_path,
+        code=f"""
+        out = {{"search": cli("push", "--repo", "alice/search", "-s", {s!r}, "--search", "cat"),
+                "meta": cli("push", "--repo", "alice/meta", "-s", {s!r}, "--meta", "kind=code")}}
+        """,
+    )
+    for repo, wanted in (
+        ("search", lambda p: "cat" in p["text"]),
+        ("meta", lambda p: p["meta"]["kind"] == "code"),
+    ):
+        assert out[repo]["rc"] == 0, out[repo]["err"]
+        selected = sorted(prompt_hash(p["text"]) for p in PROMPTS if wanted(p))
+        assert len(selected) == 1 and _table_hashes(hub, f"alice/{repo}") == selected
+        shards = _shard_keys(hub, f"alice/{repo}")
+        assert len(shards) == 12 and all(keys == selected for keys in shards.values())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_push_and_pull_in_a_smaller_dtype(hub, store, tmp_path, dtype):
+    """The shards hold the store's tensors rounded to `dtype`; the pull brings back exactly
+    those values: patterns widened to float32 npz, residuals in `dtype`."""
+    repo, m = f"alice/{dtype}", store["model"]
+    args = ["--repo", repo, "--kinds", "patterns", "resid_post"]
+    out = run_child(
+        hub,
+        tmp_path,
+        code=f"""
+        out = {{"push": cli("push", "-s", {str(store["path"])!r}, "--dtype", {dtype!r}, *{args!r}),
+                "pull": cli("pull", "-s", "pulled", *{args!r})}}
+        """,
+    )
+    assert out["push"]["rc"] == 0 and out["pull"]["rc"] == 0, out
+    wanted = getattr(torch, dtype)
+    shard = load_safetensors(
+        _blob(hub, repo, f"tensors/{m}/patterns/layer_02/head_01-00000.safetensors")
+    )
+    for h in store["hashes"]:
+        src = store["path"] / m / "prompts" / h
+        pattern = torch.from_numpy(_pattern(store, h, 2, 1))
+        assert shard[h].dtype == wanted and torch.equal(shard[h], pattern.to(wanted))
+        pulled = _npz(tmp_path / "pulled" / m / "prompts" / h / "activations.npz")
+        expected = _npz(src / "activations.npz")
+        for key, value in expected.items():
+            rounded = torch.from_numpy(value).to(wanted).float().numpy()
+            assert pulled[key].dtype == np.float32 and np.array_equal(pulled[key], rounded), key
+        resid = _safetensors(tmp_path / "pulled" / m / "prompts" / h / "residuals.safetensors")
+        for key, value in _safetensors(src / "residuals.safetensors").items():
+            assert resid[key].dtype == wanted and torch.equal(resid[key], value.to(wanted)), key
+
+
+def test_push_to_a_revision_and_pull_it(hub, store, tmp_path):
+    """A push to a branch leaves main as it was; a pull of the branch gets the branch's
+    selection, a pull without --revision gets main's."""
+    s, m = str(store["path"]), store["model"]
+    out = run_child(
+        hub,
+        tmp_path,
+        code=f"""
+        out = {{"main": cli("push", "--repo", "alice/rev", "-s", {s!r})}}
+        out["dev"] = cli("push", "--repo", "alice/rev", "-s", {s!r}, "--revision", "dev",
+                         "--meta", "kind=repeat", "--layers", "2")
+        out["pull_dev"] = cli("pull", "--repo", "alice/rev", "--revision", "dev", "-s", "dev")
+        out["pull_main"] = cli("pull", "--repo", "alice/rev", "-s", "main")
+        """,
+    )
+    for step in ("main", "dev", "pull_dev", "pull_main"):
+        assert out[step]["rc"] == 0, out[step]["err"]
+    repeat = [prompt_hash(p["text"]) for p in PROMPTS if p["meta"]["kind"] == "repeat"]
+    assert _table_hashes(hub, "alice/rev", "dev") == repeat
+    dev_shards = _shard_keys(hub, "alice/rev", "dev")
+    assert {p.split("/")[3] for p in dev_shards} == {"layer_02"}
+    assert all(keys == repeat for keys in dev_shards.values())
+    assert _table_hashes(hub, "alice/rev") == store["hashes"]  # main untouched
+    assert len(_shard_keys(hub, "alice/rev")) == 12
+
+    dev = tmp_path / "dev" / m / "prompts"
+    assert [p.name for p in dev.iterdir()] == repeat
+    assert list(_npz(dev / repeat[0] / "activations.npz")) == ["blocks.2.attn.hook_pattern"]
+    main = tmp_path / "main" / m / "prompts"
+    assert sorted(p.name for p in main.iterdir()) == store["hashes"]
+    assert len(_npz(main / repeat[0] / "activations.npz")) == 3
 
 
 # --- resume ----------------------------------------------------------------------------------
