@@ -27,6 +27,12 @@ $(VENV_TL3)/.installed: pyproject.toml
 	$(call make_venv,$(VENV_TL3),$(TL3))
 	touch $@
 
+# pattern-lens 0.6.0's writer (tests/test_pattern_lens.py, TransformerLens 3.x only) imports
+# these too; it is installed --no-deps above.
+$(VENV_TL3)/.pattern-lens-deps: $(VENV_TL3)/.installed
+	$(VENV_TL3)/bin/python -m pip install -q matplotlib pillow
+	touch $@
+
 # Debian's Chromium and Firefox ESR for the viewer's browser tests (Playwright drives Chromium,
 # marionette-driver Firefox; no browser download). apt runs only for what is missing.
 browser:
@@ -46,7 +52,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed browser
 	LENS_CACHE_REQUIRE_BROWSERS=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-test-tl3: $(VENV_TL3)/.installed browser
+test-tl3: $(VENV_TL3)/.installed $(VENV_TL3)/.pattern-lens-deps browser
 	LENS_CACHE_REQUIRE_BROWSERS=1 $(VENV_TL3)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Side-by-side timings (reference algorithm, forward-only bound, lens_cache); writes bench/results.json.

@@ -135,14 +135,20 @@ def test_golden_layout(gqa_model, tmp_path):
 
 
 def test_pattern_lens_reads_our_output(gpt2_model, tmp_path):
+    """pattern-lens's own loader gets, for every layer, the patterns TransformerLens computes
+    for the prompt alone."""
     from pattern_lens.load_activations import load_activations
 
-    export(gpt2_model, prompts=MIXED[:3], save_path=tmp_path, quiet=True)
+    export(gpt2_model, prompts=MIXED[:3], save_path=tmp_path, batch_size=3, quiet=True)
     for text in MIXED[:3]:
         path, cache = load_activations(gpt2_model.name, {"text": text}, tmp_path, "numpy")
-        n = len(gpt2_model.tokenize(text))
         assert path.name == "activations.npz"
-        assert cache["blocks.1.attn.hook_pattern"].shape == (1, gpt2_model.n_heads, n, n)
+        with torch.inference_mode():
+            _, live = gpt2_model.model.run_with_cache(gpt2_model.model.to_tokens(text))
+        names = [f"blocks.{i}.attn.hook_pattern" for i in range(gpt2_model.n_layers)]
+        assert sorted(cache) == names
+        for key in names:
+            np.testing.assert_allclose(cache[key], live[key].numpy(), atol=1e-5, rtol=0)
 
 
 def test_resume_skips_force_recomputes(gqa_model, tmp_path):
