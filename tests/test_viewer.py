@@ -30,7 +30,7 @@ from lens_cache.viewer import (
     write_viewer,
 )
 from tests.helpers import missing_browser, shown_value, small_cells
-from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, write_store
+from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, ModelSpec, write_store
 
 SMALL, GRID = "toy-3x2", "toy-12x12"
 
@@ -558,3 +558,51 @@ def test_compare_and_residual_views(page, store):
     page.open(f"#/resid/{GRID}/{store['hashes']['long-01']}")
     page.page.wait_for_selector(".resid-wrap canvas")
     page.shot("resid")
+
+
+DEEP = ModelSpec("deep-60x1", 60, 1, 8, induction_head=(1, 0), resid_dtype=None)
+
+
+@pytest.fixture(scope="module")
+def deep_store(tmp_path_factory):
+    """Six short prompts of a 60-layer model: 366 data scripts, far more than the page keeps
+    decoded. Short prompts have no thumbnails, so a prompt's grid loads every layer."""
+    info = write_store(tmp_path_factory.mktemp("deep"), models=[DEEP], n_prompts=6, special=False)
+    write_viewer(info["save_path"], log=quiet)
+    info["order"] = sorted(info["hashes"].values())
+    return info
+
+
+@pytest.mark.browser
+def test_data_scripts_load_when_shown_and_a_bounded_number_stay_decoded(
+    browser, deep_store, artifacts
+):
+    pg = Page(browser, deep_store, artifacts)
+    first, *others = deep_store["order"]
+
+    def loaded(name: str, h: str = first) -> int:
+        return sum(u.endswith(f"/{model_slug(DEEP.name)}/{h}/{name}") for u in pg.requests)
+
+    try:
+        wait_head(pg, DEEP.name, first, 0, 0)
+        data = [u.split(f"/{DATA_DIR}/")[1] for u in pg.requests if f"/{DATA_DIR}/" in u]
+        here = f"{model_slug(DEEP.name)}/{first}"
+        assert sorted(data) == sorted([f"{here}/L0.js", f"{here}/prompt.js", "lens_index.js"])
+        wait_head(pg, DEEP.name, first, 1, 0)
+        wait_head(pg, DEEP.name, first, 0, 0)  # shown again: still decoded, not loaded again
+        assert (loaded("L0.js"), loaded("L1.js"), loaded("prompt.js")) == (1, 1, 1)
+        for h in others:  # every layer of five more prompts: 305 more scripts decoded
+            pg.open(f"#/prompt/{DEEP.name}/{h}")
+            pg.page.wait_for_function("() => document.querySelectorAll('canvas.thumb').length")
+            for _ in range(600):
+                if sum(loaded(f"L{i}.js", h) for i in range(60)) == 60:
+                    break
+                pg.page.wait_for_timeout(50)
+            assert all(loaded(f"L{i}.js", h) == 1 for i in range(60)), h
+        wait_head(pg, DEEP.name, others[-1], 59, 0)  # recent: kept
+        assert loaded("L59.js", others[-1]) == 1
+        wait_head(pg, DEEP.name, first, 0, 0)  # long ago: dropped, so loaded again
+        assert (loaded("L0.js"), loaded("prompt.js")) == (2, 2)
+        pg.check_clean()
+    finally:
+        pg.page.close()
