@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,6 +136,25 @@ def artifacts(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, driven by Playwright (no browser download)."""
+    from lens_cache.viewer import CHROMIUM_FLAGS
+    from tests.browser import missing_browser
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        missing_browser("chromium not found on PATH", "apt-get install chromium")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing_browser("playwright is not installed", "pip install -e '.[test]'")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=list(CHROMIUM_FLAGS))
+        yield b
+        b.close()
+
+
 @pytest.fixture
 def cli_env(tmp_path) -> dict:
     """Environment for CLI subprocesses: offline, converted models cached under tmp."""
@@ -143,16 +162,3 @@ def cli_env(tmp_path) -> dict:
     env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), LENS_CACHE_DIR=str(tmp_path / "store"))
     env.pop("LENS_CACHE_DEBUG", None)
     return env
-
-
-def run_cli(args: list[str], env: dict, module: str = "lens_cache.activations", **kw):
-    import subprocess
-
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kw,
-    )

@@ -1,70 +1,128 @@
-"""Helpers the test modules share (fixtures live in conftest.py)."""
+"""Helpers the test modules share; fixtures live in conftest.py. Test modules import these as
+`from tests.helpers import ...`, never from one another.
+
+The readers here use numpy, safetensors and json directly, never lens_cache's own reader, so
+what they return is an outside view of the files.
+"""
 
 from __future__ import annotations
 
-import os
+import json
+import subprocess
+import sys
+from importlib.metadata import version
 from pathlib import Path
-from typing import NoReturn
-
-import pytest
-
-from lens_cache.adapter import tl_major
 
 REPO = Path(__file__).resolve().parents[1]
-TL_MAJOR = tl_major()
-REQUIRE_BROWSERS = "LENS_CACHE_REQUIRE_BROWSERS"
+# The installed TransformerLens major, read without importing torch (child processes of the Hub
+# tests import this module too).
+TL_MAJOR = int(version("transformer_lens").split(".")[0])
 
 
-def browsers_required() -> bool:
-    """`make test` (and so CI) sets LENS_CACHE_REQUIRE_BROWSERS=1: there every browser test must
-    run. A bare `pytest` on a machine without the browsers skips them instead."""
-    return os.environ.get(REQUIRE_BROWSERS, "") not in ("", "0") or bool(os.environ.get("CI"))
+# --- reading the store's files -----------------------------------------------------------------
 
 
-def missing_browser(why: str, install: str) -> NoReturn:
-    """Skip a browser test whose browser or driver is missing, or fail it where browsers are
-    required, so a CI run can never pass with its browser tests skipped."""
-    if browsers_required():
-        pytest.fail(f"{why}, and {REQUIRE_BROWSERS}=1 requires the browser tests ({install})")
-    pytest.skip(f"{why}; `make test` installs it ({install})")
-
-
-# --- what the viewer shows ---------------------------------------------------------------------
-
-
-def js_to_precision(x: float, digits: int = 6) -> str:
-    """JavaScript's `Number(x).toPrecision(digits)`: the nearest `digits`-digit decimal (ties
-    away from zero), in fixed notation unless the exponent is below -6 or at least `digits`."""
-    from decimal import ROUND_HALF_UP, Decimal
-
-    d = abs(Decimal(x))  # the exact binary value
-    e = d.adjusted()
-    mantissa = d.scaleb(-e).quantize(Decimal(1).scaleb(1 - digits), rounding=ROUND_HALF_UP)
-    if mantissa >= 10:
-        mantissa, e = mantissa.scaleb(-1).quantize(Decimal(1).scaleb(1 - digits)), e + 1
-    sign, ds = "-" if x < 0 else "", str(mantissa).replace(".", "")
-    if e < -6 or e >= digits:
-        return f"{sign}{ds[0]}.{ds[1:]}e{'+' if e >= 0 else '-'}{abs(e)}"
-    if e < 0:
-        return f"{sign}0.{'0' * (-e - 1)}{ds}"
-    return sign + ds[: e + 1] + (f".{ds[e + 1 :]}" if e + 1 < digits else "")
-
-
-def shown_value(stored: float) -> str:
-    """The tooltip's value line for a stored pattern value: the viewer holds it as float16 and
-    prints six significant digits (web/core.js `fmtValue`)."""
+def read_npz(path: Path) -> dict:
+    """Every member of an npz, as numpy arrays."""
     import numpy as np
 
-    half = float(np.float16(stored))
-    return "value 0" if half == 0 else f"value {js_to_precision(half)}"
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
-def small_cells(pattern, limit: int, n: int = 3) -> list[tuple[int, int]]:
-    """`n` cells (query i, key j < i) of the lower triangle within the first `limit` rows with the
-    smallest non-zero values: where a value read from a colour or rounded too coarsely shows."""
+def npz_layer(save: Path, model: str, h: str, layer: int):
+    """One layer's patterns `[n_heads, T, T]` of prompt `h`, from its npz."""
+    path = Path(save) / model / "prompts" / h / "activations.npz"
+    return read_npz(path)[f"blocks.{layer}.attn.hook_pattern"][0]
+
+
+def read_safetensors(path: Path) -> dict:
+    """Every tensor of a safetensors file, as torch tensors in their stored dtype (bfloat16 too,
+    which numpy lacks)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def prompt_dir(save: Path, model: str, text: str) -> Path:
+    """`<save>/<model>/prompts/<hash>` of a prompt's text."""
+    from lens_cache.prompts import prompt_hash
+
+    return Path(save) / model / "prompts" / prompt_hash(text)
+
+
+def quiet(_msg: str) -> None:
+    """A `log` that says nothing."""
+
+
+# --- a store as pattern-lens 0.6 writes it, made by hand (test_pattern_lens.py: the real one) ---
+
+
+def _causal_patterns(rng, heads: int, t: int):
     import numpy as np
 
-    rows, cols = np.tril_indices(min(limit, pattern.shape[0]), k=-1)
-    values = pattern[rows, cols]
-    order = [k for k in np.argsort(values, kind="stable") if values[k] > 0][:n]
-    return [(int(rows[k]), int(cols[k])) for k in order]
+    scores = np.tril(rng.random((1, heads, t, t), dtype=np.float32)) + 1e-3
+    scores = np.tril(scores)
+    return (scores / scores.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def write_pattern_lens_store(tmp_path: Path):
+    """What pattern-lens 0.6 writes: model_cfg.json, prompt.json with top-level metadata and
+    tokens without BOS (n_tokens = T - 1), np.savez_compressed patterns [1, H, T, T], and for
+    `--stacked-heads` one [1, L, H, T, T] .npy; no residuals, no prompts.jsonl."""
+    import numpy as np
+
+    from lens_cache.prompts import prompt_hash
+
+    rng = np.random.default_rng(0)
+    model, n_layers, n_heads = "pl-model", 2, 3
+    (tmp_path / model).mkdir()
+    cfg = {"model_name": model, "n_layers": n_layers, "n_heads": n_heads, "d_model": 8}
+    (tmp_path / model / "model_cfg.json").write_text(json.dumps(cfg))
+    written = {}
+    for i, text in enumerate(["hello there world", "a b c d e", "stacked one"]):
+        tokens = text.split()  # tokenizer.tokenize(text): no BOS
+        t = len(tokens) + 1  # the patterns include the BOS
+        record = {"text": text, "source_fname": "data.jsonl", "hash": prompt_hash(text)}
+        record.update(n_tokens=len(tokens), tokens=tokens)
+        d = tmp_path / model / "prompts" / record["hash"]
+        d.mkdir(parents=True)
+        (d / "prompt.json").write_text(json.dumps(record))
+        layers = [_causal_patterns(rng, n_heads, t) for _ in range(n_layers)]
+        if i < 2:
+            np.savez_compressed(
+                d / "activations.npz",
+                **{f"blocks.{j}.attn.hook_pattern": a for j, a in enumerate(layers)},
+            )
+        else:
+            np.save(d / "activations-blocks.-.attn.hook_pattern.npy", np.stack(layers, axis=1))
+        written[text] = (record, np.concatenate(layers))
+    return tmp_path, model, written
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def run_cli(args: list[str], env: dict, module: str = "lens_cache.activations", **kw):
+    """`python -m module ARGS` in a child process; its CompletedProcess (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )

@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 from lens_cache.bench import VARIANTS, max_diff, reference_export
+from tests.helpers import run_cli
 
 TEXTS = [
     "The cat sat on the mat.",

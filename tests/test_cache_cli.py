@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from test_reader import write_pattern_lens_store
 
 from lens_cache import cache, cli, export
 from lens_cache.pooled import write_pooled
 from lens_cache.prompts import prompt_hash
+from tests.helpers import run_cli, write_pattern_lens_store
 
 TEXTS = ["First prompt here.", "Second prompt, a bit longer than the first.", "Third."]
 

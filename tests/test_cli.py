@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
 
 from lens_cache.prompts import prompt_hash
+from tests.helpers import REPO, run_cli
 
 
 def _write_jsonl(path, texts):

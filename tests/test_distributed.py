@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
 from safetensors.numpy import load_file
 
 from lens_cache.distributed import Rank, share
 from lens_cache.prompts import prompt_hash
+from tests.helpers import REPO, run_cli
 
 TEXTS = [f"item {i}: " + "the quick brown fox jumps " * (1 + (i * 7) % 11) for i in range(24)]
 MANY = [f"entry {i}: " + "a slow red fox walks " * (1 + (i * 5) % 13) for i in range(240)]

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from lens_cache import export
 from lens_cache.errors import LayerSelectionError, SettingsMismatchError
 from lens_cache.prompts import prompt_hash
 from lens_cache.store import ExportSettings
 from lens_cache.viewer import APP_DIR, ASSETS
+from tests.helpers import prompt_dir, read_jsonl, read_npz, read_safetensors, safetensors_metadata
 
 MIXED = [
     "Hi",
@@ -23,15 +23,12 @@ MIXED = [
 
 
 def _load_npz(store, model, text):
-    path = store / model / "prompts" / prompt_hash(text) / "activations.npz"
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return read_npz(prompt_dir(store, model, text) / "activations.npz")
 
 
 def _load_resid(store, model, text):
-    path = store / model / "prompts" / prompt_hash(text) / "residuals.safetensors"
-    with safe_open(str(path), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    path = prompt_dir(store, model, text) / "residuals.safetensors"
+    return read_safetensors(path), safetensors_metadata(path)
 
 
 def test_batched_equals_single_prompt(tiny_model, tmp_path):
@@ -106,12 +103,11 @@ def test_golden_layout(gqa_model, tmp_path):
             expected.append(f"{name}/prompts/{h}/{f}")
     assert files == sorted(expected)
 
-    models = [json.loads(line) for line in (tmp_path / "models.jsonl").read_text().splitlines()]
+    models = read_jsonl(tmp_path / "models.jsonl")
     assert [m["model_name"] for m in models] == [name]
     assert models[0]["n_layers"] == 3 and models[0]["n_heads"] == 4
     assert models[0]["lens_cache"]["layers"] == [0, 2]
-    lines = (tmp_path / name / "prompts.jsonl").read_text().splitlines()
-    assert [json.loads(line)["hash"] for line in lines] == hashes  # sorted by hash
+    assert [r["hash"] for r in read_jsonl(tmp_path / name / "prompts.jsonl")] == hashes  # sorted
 
     record = json.loads(
         (tmp_path / name / "prompts" / prompt_hash(texts[0]) / "prompt.json").read_text()

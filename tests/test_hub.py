@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load as load_safetensors
 
 from lens_cache import export
@@ -38,11 +37,8 @@ from lens_cache.hub_layout import (
 )
 from lens_cache.hub_shards import ShardReader, ShardWriter, group_prompts, plan_shards
 from lens_cache.prompts import prompt_hash
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-from hubserver import HubServer, client_env  # noqa: E402
+from tests.helpers import REPO, read_jsonl, read_npz, read_safetensors
+from tests.hubserver import HubServer, client_env
 
 ALICE, BOB = "test-token", "bob-token"
 TOKENS = {ALICE: "alice", BOB: "bob"}
@@ -175,18 +171,8 @@ def _added(parent: dict, commit: dict) -> set[str]:
     return {p for p, e in commit["files"].items() if parent["files"].get(p) != e}
 
 
-def _npz(path: Path) -> dict:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _safetensors(path: Path) -> dict:
-    with safe_open(str(path), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
-
-
 def _pattern(store: dict, hash_: str, layer: int, head: int) -> np.ndarray:
-    npz = _npz(store["path"] / store["model"] / "prompts" / hash_ / "activations.npz")
+    npz = read_npz(store["path"] / store["model"] / "prompts" / hash_ / "activations.npz")
     return npz[f"blocks.{layer}.attn.hook_pattern"][0, head]
 
 
@@ -271,11 +257,11 @@ def test_pull_round_trip_is_bit_exact(store, used):
     m = store["model"]
     for h in store["hashes"]:
         src, dst = store["path"] / m / "prompts" / h, out / m / "prompts" / h
-        a, b = _npz(src / "activations.npz"), _npz(dst / "activations.npz")
+        a, b = read_npz(src / "activations.npz"), read_npz(dst / "activations.npz")
         assert a.keys() == b.keys()
         assert all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
-        ra = _safetensors(src / "residuals.safetensors")
-        rb = _safetensors(dst / "residuals.safetensors")
+        ra = read_safetensors(src / "residuals.safetensors")
+        rb = read_safetensors(dst / "residuals.safetensors")
         assert ra.keys() == rb.keys()
         assert all(ra[k].dtype == rb[k].dtype and torch.equal(ra[k], rb[k]) for k in ra)
         pa, pb = (json.loads((d / "prompt.json").read_text()) for d in (src, dst))
@@ -283,7 +269,7 @@ def test_pull_round_trip_is_bit_exact(store, used):
             assert pa[key] == pb[key]
         assert pb["lens_cache"]["settings"] == pa["lens_cache"]["settings"]  # same settings
     assert (out / "index.html").is_file() and (out / m / "prompts.jsonl").is_file()
-    models = [json.loads(x) for x in (out / "models.jsonl").read_text().splitlines()]
+    models = read_jsonl(out / "models.jsonl")
     assert [x["model_name"] for x in models] == [m]
     assert models[0]["lens_cache"]["source"].startswith("local:")  # no local path published
 
@@ -309,7 +295,7 @@ def test_pull_downloads_only_the_selection(store, used):
     prompts = used["work"] / "sub" / m / "prompts"
     assert [p.name for p in prompts.iterdir()] == [h]
     assert sorted(p.name for p in (prompts / h).iterdir()) == ["activations.npz", "prompt.json"]
-    assert list(_npz(prompts / h / "activations.npz")) == ["blocks.0.attn.hook_pattern"]
+    assert list(read_npz(prompts / h / "activations.npz")) == ["blocks.0.attn.hook_pattern"]
 
 
 def test_load_dataset_reads_the_prompts_config(store, used):
@@ -365,7 +351,7 @@ def test_selection_pushes_only_selected_heads_and_prompts(hub, store, tmp_path):
     for key in two:
         d = dest / "prompts" / key
         assert sorted(p.name for p in d.iterdir()) == ["partial_heads.safetensors", "prompt.json"]
-        side = _safetensors(d / "partial_heads.safetensors")
+        side = read_safetensors(d / "partial_heads.safetensors")
         for h in (0, 2):
             got = side[f"blocks.1.attn.hook_pattern.head_{h}"].numpy()
             assert np.array_equal(got, _pattern(store, key, 1, h))
@@ -473,13 +459,13 @@ def test_push_and_pull_in_a_smaller_dtype(hub, store, tmp_path, dtype):
         src = store["path"] / m / "prompts" / h
         pattern = torch.from_numpy(_pattern(store, h, 2, 1))
         assert shard[h].dtype == wanted and torch.equal(shard[h], pattern.to(wanted))
-        pulled = _npz(tmp_path / "pulled" / m / "prompts" / h / "activations.npz")
-        expected = _npz(src / "activations.npz")
+        pulled = read_npz(tmp_path / "pulled" / m / "prompts" / h / "activations.npz")
+        expected = read_npz(src / "activations.npz")
         for key, value in expected.items():
             rounded = torch.from_numpy(value).to(wanted).float().numpy()
             assert pulled[key].dtype == np.float32 and np.array_equal(pulled[key], rounded), key
-        resid = _safetensors(tmp_path / "pulled" / m / "prompts" / h / "residuals.safetensors")
-        for key, value in _safetensors(src / "residuals.safetensors").items():
+        resid = read_safetensors(tmp_path / "pulled" / m / "prompts" / h / "residuals.safetensors")
+        for key, value in read_safetensors(src / "residuals.safetensors").items():
             assert resid[key].dtype == wanted and torch.equal(resid[key], value.to(wanted)), key
 
 
@@ -510,10 +496,10 @@ def test_push_to_a_revision_and_pull_it(hub, store, tmp_path):
 
     dev = tmp_path / "dev" / m / "prompts"
     assert [p.name for p in dev.iterdir()] == repeat
-    assert list(_npz(dev / repeat[0] / "activations.npz")) == ["blocks.2.attn.hook_pattern"]
+    assert list(read_npz(dev / repeat[0] / "activations.npz")) == ["blocks.2.attn.hook_pattern"]
     main = tmp_path / "main" / m / "prompts"
     assert sorted(p.name for p in main.iterdir()) == store["hashes"]
-    assert len(_npz(main / repeat[0] / "activations.npz")) == 3
+    assert len(read_npz(main / repeat[0] / "activations.npz")) == 3
 
 
 # --- resume ----------------------------------------------------------------------------------
@@ -798,7 +784,7 @@ def test_streamed_shards_are_standard_safetensors_and_deterministic(dtype, tmp_p
             w.add(key, arrays[key].numpy())
         built.append(w.close())
     assert built[0].sha256 == built[1].sha256 and built[0].size == shard.size
-    loaded = _safetensors(built[0].local)
+    loaded = read_safetensors(built[0].local)
     reader = ShardReader(built[0].local, dtype, shard.path)
     for key, value in arrays.items():
         expected = value.to(getattr(torch, dtype))
@@ -823,6 +809,7 @@ def test_prompts_table_holds_each_record_once_sorted_by_model_then_hash():
     assert [(r["model"], r["hash"]) for r in table] == [
         (m, r["hash"]) for m in ("m1", "m2") for r in records
     ]
-    assert table[0]["text"] == "x" and table[0]["tokens"] == ["<s>", "x"]
-    assert json.loads(table[0]["meta"]) == {"k": 1} and table[0]["token_ids"] == []
+    row = next(r for r in table if r["hash"] == prompt_hash("x"))
+    assert row["text"] == "x" and row["tokens"] == ["<s>", "x"] and row["n_tokens"] == 2
+    assert json.loads(row["meta"]) == {"k": 1} and row["token_ids"] == []
     assert prompts_table(plans[::-1]) == prompts_table(plans)  # bytes independent of order

@@ -21,9 +21,8 @@ from typing import Any, Callable
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from hubserver import HubServer, client_env  # noqa: E402
+from tests.helpers import REPO
+from tests.hubserver import HubServer, client_env
 
 ALICE, BOB = "test-token", "bob-token"
 TOKENS = {ALICE: "alice", BOB: "bob"}
@@ -47,8 +46,8 @@ def client(hub, tmp_path) -> Callable[..., Any]:
         work.mkdir()
         env = client_env((server or hub).url, work)
         code = (
-            f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-            "import test_hubserver; test_hubserver._child_main()"
+            f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+            "from tests import test_hubserver; test_hubserver._child_main()"
         )
         proc = subprocess.run(
             [sys.executable, "-c", code, scenario, json.dumps([str(work), *args])],

@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from lens_cache import export
 from lens_cache.errors import LensCacheError
@@ -19,6 +18,7 @@ from lens_cache.reader import (
     UnknownHookError,
     open_store,
 )
+from tests.helpers import prompt_dir, read_npz, read_safetensors, write_pattern_lens_store
 
 TEXTS = [
     "The cat sat on the mat.",
@@ -46,13 +46,8 @@ def store_path(gqa_model, gpt2_model, tmp_path_factory):
     return path
 
 
-def _dir(path, model, text):
-    return path / model / "prompts" / prompt_hash(text)
-
-
 def _npz(path, model, text):
-    with np.load(_dir(path, model, text) / "activations.npz") as z:
-        return {k: z[k] for k in z.files}
+    return read_npz(prompt_dir(path, model, text) / "activations.npz")
 
 
 def test_models_cfg_and_prompts_are_what_was_written(store_path, gqa_model, gpt2_model):
@@ -119,7 +114,7 @@ def test_only_requested_npz_members_are_read(store_path, gqa_model, monkeypatch)
 
 def test_stacked_patterns_are_memory_mapped(store_path, gpt2_model, monkeypatch):
     name = gpt2_model.name
-    npy = _dir(store_path, name, TEXTS[2]) / "activations-blocks.-.attn.hook_pattern.npy"
+    npy = prompt_dir(store_path, name, TEXTS[2]) / "activations-blocks.-.attn.hook_pattern.npy"
     stacked = np.load(npy)
     modes = []
     original = np.load
@@ -138,8 +133,7 @@ def test_stacked_patterns_are_memory_mapped(store_path, gpt2_model, monkeypatch)
 def test_residuals_equal_safetensors_in_the_stored_dtype(store_path, gqa_model):
     store, name = open_store(store_path), gqa_model.name
     for text in TEXTS:
-        with safe_open(str(_dir(store_path, name, text) / "residuals.safetensors"), "pt") as f:
-            stored = {k: f.get_tensor(k) for k in f.keys()}
+        stored = read_safetensors(prompt_dir(store_path, name, text) / "residuals.safetensors")
         post = store.residuals(name, text)
         assert post.dtype == torch.bfloat16 and post.shape[0] == 2
         assert torch.equal(post[0], stored["blocks.0.hook_resid_post"])
@@ -186,42 +180,6 @@ def test_exists_is_file_checks_only(store_path, gqa_model, monkeypatch):
 
 
 # --- a directory written by pattern-lens -----------------------------------------------------
-
-
-def _causal(rng, heads: int, t: int) -> np.ndarray:
-    scores = np.tril(rng.random((1, heads, t, t), dtype=np.float32)) + 1e-3
-    scores = np.tril(scores)
-    return (scores / scores.sum(-1, keepdims=True)).astype(np.float32)
-
-
-def write_pattern_lens_store(tmp_path):
-    """What pattern-lens 0.6 writes: model_cfg.json, prompt.json with top-level metadata and
-    tokens without BOS (n_tokens = T - 1), np.savez_compressed patterns [1, H, T, T], and for
-    `--stacked-heads` one [1, L, H, T, T] .npy; no residuals, no prompts.jsonl."""
-    rng = np.random.default_rng(0)
-    model, n_layers, n_heads = "pl-model", 2, 3
-    (tmp_path / model).mkdir()
-    cfg = {"model_name": model, "n_layers": n_layers, "n_heads": n_heads, "d_model": 8}
-    (tmp_path / model / "model_cfg.json").write_text(json.dumps(cfg))
-    written = {}
-    for i, text in enumerate(["hello there world", "a b c d e", "stacked one"]):
-        tokens = text.split()  # tokenizer.tokenize(text): no BOS
-        t = len(tokens) + 1  # the patterns include the BOS
-        record = {"text": text, "source_fname": "data.jsonl", "hash": prompt_hash(text)}
-        record.update(n_tokens=len(tokens), tokens=tokens)
-        d = tmp_path / model / "prompts" / record["hash"]
-        d.mkdir(parents=True)
-        (d / "prompt.json").write_text(json.dumps(record))
-        layers = [_causal(rng, n_heads, t) for _ in range(n_layers)]
-        if i < 2:
-            np.savez_compressed(
-                d / "activations.npz",
-                **{f"blocks.{j}.attn.hook_pattern": a for j, a in enumerate(layers)},
-            )
-        else:
-            np.save(d / "activations-blocks.-.attn.hook_pattern.npy", np.stack(layers, axis=1))
-        written[text] = (record, np.concatenate(layers))
-    return tmp_path, model, written
 
 
 @pytest.fixture

@@ -12,11 +12,9 @@ import json
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from lens_cache import export
-from lens_cache.prompts import prompt_hash
-from tests.helpers import TL_MAJOR
+from tests.helpers import TL_MAJOR, prompt_dir, read_safetensors
 
 HOOKS = ("resid_pre", "resid_mid", "resid_post")
 TEXTS = [  # different lengths in one batch: padding is in play
@@ -41,9 +39,8 @@ def exported(request, tmp_path_factory) -> dict:
 
 
 def stored(exported: dict, text: str) -> dict[str, torch.Tensor]:
-    path = exported["save"] / exported["model"].name / "prompts" / prompt_hash(text)
-    with safe_open(str(path / "residuals.safetensors"), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+    path = prompt_dir(exported["save"], exported["model"].name, text)
+    return read_safetensors(path / "residuals.safetensors")
 
 
 def names(n_layers: int) -> list[str]:

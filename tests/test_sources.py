@@ -9,8 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, run_cli
-from hubserver import HubServer, client_env
 
 from lens_cache import export
 from lens_cache.prompts import make_prompt, prompt_hash
@@ -22,6 +20,8 @@ from lens_cache.sources import (
     iter_dataset,
     read_dataset,
 )
+from tests.helpers import REPO, run_cli
+from tests.hubserver import HubServer, client_env
 
 ROWS = [
     {"text": "The film was wonderful.", "label": 1, "source": "imdb"},

@@ -4,7 +4,8 @@ import subprocess
 
 import pytest
 
-from tests.helpers import REPO, REQUIRE_BROWSERS, missing_browser
+from tests.browser import REQUIRE_BROWSERS, missing_browser
+from tests.helpers import REPO
 
 
 def test_a_missing_browser_skips_only_where_browsers_are_not_required(monkeypatch):

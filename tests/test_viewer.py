@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import threading
 import urllib.request
 import zlib
@@ -21,7 +20,6 @@ import pytest
 from lens_cache.viewer import (
     APP_DIR,
     ASSETS,
-    CHROMIUM_FLAGS,
     DATA_DIR,
     OLD_ASSETS,
     SCRIPTS,
@@ -29,14 +27,11 @@ from lens_cache.viewer import (
     model_slug,
     write_viewer,
 )
-from tests.helpers import missing_browser, shown_value, small_cells
+from tests.browser import Page, check_hover, hover_cell, shown_value, value_line, wait_head
+from tests.helpers import npz_layer, quiet, read_jsonl, read_safetensors
 from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, ModelSpec, write_store
 
 SMALL, GRID = "toy-3x2", "toy-12x12"
-
-
-def quiet(_msg: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +56,6 @@ def decode(desc: dict) -> np.ndarray:
 
 def prompt_dir(save: Path, model: str, h: str) -> Path:
     return save / DATA_DIR / model_slug(model) / h
-
-
-def npz_layer(save: Path, model: str, h: str, layer: int) -> np.ndarray:
-    path = save / model / "prompts" / h / "activations.npz"
-    with np.load(path) as z:
-        return z[f"blocks.{layer}.attn.hook_pattern"][0]
 
 
 # ---------------------------------------------------------------- files
@@ -131,14 +120,12 @@ def test_index_html_holds_no_data(store):
 def test_residual_norms_match_safetensors(store, model):
     """Against safetensors' own reader (torch has bfloat16, numpy has not), not ours."""
     import torch
-    from safetensors import safe_open
 
     save, h = store["save_path"], store["hashes"]["repeat-01"]
     _, (_, payload) = read_call(prompt_dir(save, model, h) / "prompt.js")
     norms = decode(payload["resid"]["norms"]["resid_post"])
     path = save / model / "prompts" / h / "residuals.safetensors"
-    with safe_open(str(path), framework="pt") as f:
-        resid = f.get_tensor("blocks.1.hook_resid_post")
+    resid = read_safetensors(path)["blocks.1.hook_resid_post"]
     assert resid.dtype == (torch.bfloat16 if model == GRID else torch.float32)
     expected = torch.linalg.vector_norm(resid.double(), dim=-1).numpy()
     np.testing.assert_allclose(norms[1], expected, rtol=1e-5)
@@ -210,7 +197,7 @@ def rewrite_record(save: Path, model: str, record: dict) -> None:
     """Replace one prompt's record in prompt.json and prompts.jsonl, as an export would."""
     (save / model / "prompts" / record["hash"] / "prompt.json").write_text(json.dumps(record))
     jsonl = save / model / "prompts.jsonl"
-    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    rows = read_jsonl(jsonl)
     rows = [record if r["hash"] == record["hash"] else r for r in rows]
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -279,54 +266,6 @@ def test_serve_binds_localhost_and_serves_the_page(store):
 
 # ---------------------------------------------------------------- in a browser
 
-CHROMIUM_ARGS = list(CHROMIUM_FLAGS)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        missing_browser("chromium not found on PATH", "apt-get install chromium")
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing_browser("playwright is not installed", "pip install -e '.[test]'")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-class Page:
-    """A page on the store's index.html that records errors, requests and dialogs."""
-
-    def __init__(self, browser, store, artifacts):
-        self.page = browser.new_page(viewport={"width": 1280, "height": 800})
-        self.url = Path(store["save_path"], "index.html").as_uri()
-        self.artifacts = artifacts
-        self.errors, self.requests, self.dialogs = [], [], []
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("dialog", self.on_dialog)
-
-    def on_dialog(self, dialog):
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def open(self, fragment: str = ""):
-        self.page.goto(self.url + fragment)
-        self.page.wait_for_selector("#app > :not(#boot-note)")
-
-    def shot(self, name: str):
-        self.page.screenshot(path=str(self.artifacts / f"{name}.png"))
-
-    def check_clean(self):
-        assert self.errors == [], f"console errors: {self.errors}"
-        outside = [u for u in self.requests if not u.startswith("file://")]
-        assert outside == [], f"requests outside file://: {outside}"
-        assert self.dialogs == [], f"a dialog fired: {self.dialogs}"
-
 
 @pytest.fixture
 def page(browser, store, artifacts):
@@ -334,23 +273,6 @@ def page(browser, store, artifacts):
     yield p
     p.page.close()
     p.check_clean()
-
-
-def wait_head(pg, model, h, layer, head):
-    """Open a head and wait until its canvas has been drawn."""
-    pg.open(f"#/head/{model}/{h}/{layer}/{head}")
-    pg.page.wait_for_selector(".pane[data-draw-ms]")
-
-
-def hover_cell(pg, i: int, j: int, scroller: str = ".scroller") -> str:
-    """Move the mouse onto cell (query i, key j) from the canvas geometry; return the tooltip."""
-    s = pg.page.locator(scroller).first
-    cs = float(s.get_attribute("data-cell"))
-    box = s.bounding_box()
-    left, top = s.evaluate("e => [e.scrollLeft, e.scrollTop]")
-    pg.page.mouse.move(box["x"] + (j + 0.5) * cs - left, box["y"] + (i + 0.5) * cs - top)
-    pg.page.wait_for_selector("#tip:not([hidden])")
-    return pg.page.locator("#tip").text_content()
 
 
 @pytest.mark.browser
@@ -384,27 +306,6 @@ def test_hash_navigation_reaches_head_and_hover_matches_npz(page, store):
     assert "L0 H1" in page.page.locator("#crumbs").text_content()
     check_hover(lambda i, j: hover_cell(page, i, j), save, SMALL, h, layer=0, head=1)
     page.shot("head")
-
-
-def value_line(text: str) -> str:
-    (line,) = [ln for ln in text.splitlines() if ln.startswith("value ")]
-    return line
-
-
-def check_hover(hover, save, model: str, h: str, layer: int, head: int) -> None:
-    """`hover(i, j)` (the tooltip's text over cell i, j) shows the stored value exactly as the
-    viewer prints its float16, at the cells with the smallest values and on the diagonal, and
-    both tokens; a cell above the diagonal shows as masked."""
-    pat = npz_layer(save, model, h, layer)[head]
-    tokens = json.loads((save / model / "prompts" / h / "prompt.json").read_text())["tokens"]
-    cells = small_cells(pat, limit=25)
-    assert len(cells) == 3 and all(pat[i, j] < 0.05 for i, j in cells)
-    for i, j in [*cells, (24, 24)]:
-        text = hover(i, j)
-        assert value_line(text) == shown_value(pat[i, j]), (i, j, text)
-        assert f"query {i}: {json.dumps(tokens[i])}" in text
-        assert f"key   {j}: {json.dumps(tokens[j])}" in text
-    assert "masked" in hover(3, 9)
 
 
 @pytest.mark.browser

@@ -1,12 +1,11 @@
 """The viewer on a real export: what the exporter wrote is what the page shows."""
 
-import numpy as np
 import pytest
 
 from lens_cache import export
 from lens_cache.prompts import prompt_hash
-from tests.helpers import shown_value, small_cells
-from tests.test_viewer import Page, browser, hover_cell, value_line, wait_head  # noqa: F401
+from tests.browser import Page, hover_cell, shown_value, small_cells, value_line, wait_head
+from tests.helpers import npz_layer
 
 XSS = "<img src=x onerror=alert(1)> </script> \"quoted\" & 'single'"
 TEXTS = [
@@ -24,7 +23,7 @@ def exported(gqa_model, tmp_path_factory):
 
 
 @pytest.fixture
-def page(browser, exported, tmp_path):  # noqa: F811
+def page(browser, exported, tmp_path):
     p = Page(browser, exported, tmp_path)
     yield p
     p.page.close()
@@ -47,8 +46,7 @@ def test_hover_equals_the_stored_npz(page, exported):
     model, save = exported["model"], exported["save_path"]
     h = prompt_hash(TEXTS[0])
     wait_head(page, model.name, h, 2, 1)
-    with np.load(save / model.name / "prompts" / h / "activations.npz") as z:
-        pattern = z["blocks.2.attn.hook_pattern"][0, 1]
+    pattern = npz_layer(save, model.name, h, 2)[1]
     n = pattern.shape[0]
     for i, j in [*small_cells(pattern, limit=n), (n - 1, n - 1)]:
         assert value_line(hover_cell(page, i, j)) == shown_value(pattern[i, j]), (i, j)

@@ -28,9 +28,11 @@ from pathlib import Path
 import pytest
 
 from lens_cache.viewer import write_viewer
-from tests.helpers import missing_browser
+from tests.browser import check_hover, missing_browser
+from tests.helpers import quiet
 from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, write_store
-from tests.test_viewer import SMALL, check_hover, quiet
+
+SMALL = SMALL_MODEL.name
 
 try:
     from marionette_driver import Wait

@@ -1,0 +1,143 @@
+"""What the browser tests share: the guard that fails them where browsers are required, a
+Chromium page that records errors and requests, hovering a head's cell, and what its tooltip
+must say."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tests.helpers import npz_layer
+
+REQUIRE_BROWSERS = "LENS_CACHE_REQUIRE_BROWSERS"
+
+
+def browsers_required() -> bool:
+    """`make test` (and so CI) sets LENS_CACHE_REQUIRE_BROWSERS=1: there every browser test must
+    run. A bare `pytest` on a machine without the browsers skips them instead."""
+    return os.environ.get(REQUIRE_BROWSERS, "") not in ("", "0") or bool(os.environ.get("CI"))
+
+
+def missing_browser(why: str, install: str) -> NoReturn:
+    """Skip a browser test whose browser or driver is missing, or fail it where browsers are
+    required, so a CI run can never pass with its browser tests skipped."""
+    if browsers_required():
+        pytest.fail(f"{why}, and {REQUIRE_BROWSERS}=1 requires the browser tests ({install})")
+    pytest.skip(f"{why}; `make test` installs it ({install})")
+
+
+# --- what the viewer shows ---------------------------------------------------------------------
+
+
+def js_to_precision(x: float, digits: int = 6) -> str:
+    """JavaScript's `Number(x).toPrecision(digits)`: the nearest `digits`-digit decimal (ties
+    away from zero), in fixed notation unless the exponent is below -6 or at least `digits`."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    d = abs(Decimal(x))  # the exact binary value
+    e = d.adjusted()
+    mantissa = d.scaleb(-e).quantize(Decimal(1).scaleb(1 - digits), rounding=ROUND_HALF_UP)
+    if mantissa >= 10:
+        mantissa, e = mantissa.scaleb(-1).quantize(Decimal(1).scaleb(1 - digits)), e + 1
+    sign, ds = "-" if x < 0 else "", str(mantissa).replace(".", "")
+    if e < -6 or e >= digits:
+        return f"{sign}{ds[0]}.{ds[1:]}e{'+' if e >= 0 else '-'}{abs(e)}"
+    if e < 0:
+        return f"{sign}0.{'0' * (-e - 1)}{ds}"
+    return sign + ds[: e + 1] + (f".{ds[e + 1 :]}" if e + 1 < digits else "")
+
+
+def shown_value(stored: float) -> str:
+    """The tooltip's value line for a stored pattern value: the viewer holds it as float16 and
+    prints six significant digits (web/core.js `fmtValue`)."""
+    import numpy as np
+
+    half = float(np.float16(stored))
+    return "value 0" if half == 0 else f"value {js_to_precision(half)}"
+
+
+def small_cells(pattern, limit: int, n: int = 3) -> list[tuple[int, int]]:
+    """`n` cells (query i, key j < i) of the lower triangle within the first `limit` rows with the
+    smallest non-zero values: where a value read from a colour or rounded too coarsely shows."""
+    import numpy as np
+
+    rows, cols = np.tril_indices(min(limit, pattern.shape[0]), k=-1)
+    values = pattern[rows, cols]
+    order = [k for k in np.argsort(values, kind="stable") if values[k] > 0][:n]
+    return [(int(rows[k]), int(cols[k])) for k in order]
+
+
+# --- a Chromium page ---------------------------------------------------------------------------
+
+
+class Page:
+    """A page on the store's index.html that records errors, requests and dialogs."""
+
+    def __init__(self, browser, store, artifacts):
+        self.page = browser.new_page(viewport={"width": 1280, "height": 800})
+        self.url = Path(store["save_path"], "index.html").as_uri()
+        self.artifacts = artifacts
+        self.errors, self.requests, self.dialogs = [], [], []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("dialog", self.on_dialog)
+
+    def on_dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def open(self, fragment: str = ""):
+        self.page.goto(self.url + fragment)
+        self.page.wait_for_selector("#app > :not(#boot-note)")
+
+    def shot(self, name: str):
+        self.page.screenshot(path=str(self.artifacts / f"{name}.png"))
+
+    def check_clean(self):
+        assert self.errors == [], f"console errors: {self.errors}"
+        outside = [u for u in self.requests if not u.startswith("file://")]
+        assert outside == [], f"requests outside file://: {outside}"
+        assert self.dialogs == [], f"a dialog fired: {self.dialogs}"
+
+
+def wait_head(pg, model, h, layer, head):
+    """Open a head and wait until its canvas has been drawn."""
+    pg.open(f"#/head/{model}/{h}/{layer}/{head}")
+    pg.page.wait_for_selector(".pane[data-draw-ms]")
+
+
+def hover_cell(pg, i: int, j: int, scroller: str = ".scroller") -> str:
+    """Move the mouse onto cell (query i, key j) from the canvas geometry; return the tooltip."""
+    s = pg.page.locator(scroller).first
+    cs = float(s.get_attribute("data-cell"))
+    box = s.bounding_box()
+    left, top = s.evaluate("e => [e.scrollLeft, e.scrollTop]")
+    pg.page.mouse.move(box["x"] + (j + 0.5) * cs - left, box["y"] + (i + 0.5) * cs - top)
+    pg.page.wait_for_selector("#tip:not([hidden])")
+    return pg.page.locator("#tip").text_content()
+
+
+def value_line(text: str) -> str:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("value ")]
+    return line
+
+
+def check_hover(hover, save, model: str, h: str, layer: int, head: int) -> None:
+    """`hover(i, j)` (the tooltip's text over cell i, j) shows the stored value exactly as the
+    viewer prints its float16, at the cells with the smallest values and on the diagonal, and
+    both tokens; a cell above the diagonal shows as masked."""
+    pat = npz_layer(save, model, h, layer)[head]
+    tokens = json.loads((save / model / "prompts" / h / "prompt.json").read_text())["tokens"]
+    cells = small_cells(pat, limit=25)
+    assert len(cells) == 3 and all(pat[i, j] < 0.05 for i, j in cells)
+    for i, j in [*cells, (24, 24)]:
+        text = hover(i, j)
+        assert value_line(text) == shown_value(pat[i, j]), (i, j, text)
+        assert f"query {i}: {json.dumps(tokens[i])}" in text
+        assert f"key   {j}: {json.dumps(tokens[j])}" in text
+    assert "masked" in hover(3, 9)
