@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float
 
 from lens_cache.errors import HookNotFiredError, UnsupportedModelError
 
@@ -133,6 +134,52 @@ class LensModel:
                 return self.run(tokens, names, last_layer)
         return {name: _fired(cache, name) for name in names}
 
+    # --- the final norm and the unembedding (logit lens, predictions, logit attribution) -------
+    # Both majors expose them as modules `ln_final` and `unembed`. Apply those modules rather
+    # than raw weights: 3.x folds the norm's weight (and bias) into W_U under fold_ln, leaving
+    # `ln_final` a bare normalisation (LayerNormPre / RMSNormPre), so only the pair of modules
+    # together is the model's own readout on either major.
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.cfg.d_vocab)
+
+    def check_unembedding(self) -> None:
+        """Raise `UnsupportedModelError` unless the final norm and unembedding can be found."""
+        missing = [n for n in ("ln_final", "unembed") if _submodule(self.model, n) is None]
+        if missing:
+            raise UnsupportedModelError(
+                f"{self.name}: no {' or '.join(missing)} module found, so its final norm and "
+                "unembedding cannot be applied; export without logits / logit_lens"
+            )
+
+    def final_norm(
+        self,
+        resid: Float[torch.Tensor, "batch pos d_model"],  # noqa: F722 (a jaxtyping shape)
+    ) -> Float[torch.Tensor, "batch pos d_model"]:  # noqa: F722 (a jaxtyping shape)
+        """The model's final norm applied afresh to a residual stream (e.g. any layer's
+        `resid_post`); on 3.x with fold_ln its weight lives in `W_U` (see `unembed`)."""
+        self.check_unembedding()
+        return self.model.ln_final(resid)
+
+    def unembed(
+        self,
+        x: Float[torch.Tensor, "batch pos d_model"],  # noqa: F722 (a jaxtyping shape)
+    ) -> Float[torch.Tensor, "batch pos d_vocab"]:  # noqa: F722 (a jaxtyping shape)
+        """The unembedding and its bias applied to the output of `final_norm`."""
+        self.check_unembedding()
+        return self.model.unembed(x)
+
+    @property
+    def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:  # noqa: F722 (a jaxtyping shape)
+        """The unembedding matrix as the model holds it (on 3.x with fold_ln, times the final
+        norm's weight and centred by center_unembed; see `processing`)."""
+        return self.model.W_U
+
+    @property
+    def b_U(self) -> Float[torch.Tensor, " d_vocab"]:  # noqa: F722 (a jaxtyping shape)
+        return self.model.b_U
+
     def config_dict(self) -> dict:
         """The model's config as JSON-ready data, for `model_cfg.json`."""
         from muutils.json_serialize import json_serialize
@@ -148,6 +195,11 @@ class LensModel:
             n_ctx=self.n_ctx,
         )
         return cfg
+
+
+def _submodule(model, name: str):
+    module = getattr(model, name, None)
+    return module if isinstance(module, torch.nn.Module) else None
 
 
 def _fired(cache, name: str) -> torch.Tensor:
