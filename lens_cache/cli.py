@@ -5,23 +5,33 @@ from __future__ import annotations
 import os
 import sys
 
-from lens_cache.errors import LensCacheError
+from lens_cache.errors import EXIT_BAD_INPUT, WRITE_ERRNOS, LensCacheError, StoreWriteError
 
-EXIT_USAGE = 2
+EXIT_USAGE = EXIT_BAD_INPUT
 
 
 def run_cli(main, argv=None) -> int:
-    """Run `main(argv)`; a `LensCacheError` becomes one line on stderr and exit code 2.
+    """Run `main(argv)`; a `LensCacheError` becomes one line on stderr and its exit code
+    (2 bad input, 3 environment: see `lens_cache.errors`).
 
     `LENS_CACHE_DEBUG=1` re-raises instead, to show the traceback.
     """
+    debug = bool(os.environ.get("LENS_CACHE_DEBUG"))
     try:
         return main(argv) or 0
     except LensCacheError as e:
-        if os.environ.get("LENS_CACHE_DEBUG"):
+        if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _report(e)
+    except OSError as e:
+        if debug or e.errno not in WRITE_ERRNOS:
+            raise
+        return _report(StoreWriteError.from_oserror(e.filename or "a file", e))
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _report(error: LensCacheError) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return error.exit_code

@@ -1,14 +1,59 @@
 """Named errors. Each subclasses a builtin so callers can catch either.
 
-The CLI turns any `LensCacheError` into one line on stderr and exit code 2
+The CLI turns any `LensCacheError` into one line on stderr and its `exit_code`: 2 for bad
+input (the default), 3 for the environment (a full disk, a read-only or vanished folder)
 (`LENS_CACHE_DEBUG=1` shows the traceback instead).
 """
 
 from __future__ import annotations
 
+import errno
+
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+
 
 class LensCacheError(Exception):
     """Base class of every error lens_cache raises on purpose."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class StoreWriteError(LensCacheError, OSError):
+    """A file of the store could not be written (no space left, read-only, permission denied).
+
+    Carries the file as `path`; finished prompts are kept and its temp file is removed, so
+    rerunning the same command after freeing space resumes.
+    """
+
+    exit_code = EXIT_ENVIRONMENT
+
+    def __init__(self, message: str, path=None, errno_: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.errno = errno_
+
+    @classmethod
+    def from_oserror(cls, path, error: OSError) -> StoreWriteError:
+        """The one-line message for `error` met while writing `path`: what, why, what to do."""
+        cause = error.strerror or str(error)
+        advice = _WRITE_ADVICE.get(error.errno, "check the disk")
+        message = (
+            f"cannot write {path}: {cause}; {advice}, then rerun the same command "
+            "(finished prompts are kept)"
+        )
+        return cls(message, path, error.errno)
+
+
+# An OSError with one of these is the machine's state (disk, permissions), not a bug.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+_WRITE_ADVICE = {
+    errno.ENOSPC: "free space on that disk or choose another --save-path",
+    errno.EDQUOT: "free space within your disk quota or choose another --save-path",
+    errno.EROFS: "the filesystem is read-only: remount it or choose another --save-path",
+    errno.EACCES: "make the folder writable or choose another --save-path",
+    errno.EPERM: "make the folder writable or choose another --save-path",
+}
 
 
 class PromptsError(LensCacheError, ValueError):
@@ -73,6 +118,15 @@ class StoreNotFoundError(LensCacheError, FileNotFoundError):
 
 class StoreCorruptError(LensCacheError, ValueError):
     """A stored file does not match what prompt.json or model_cfg.json say about it."""
+
+
+class DamagedFileError(StoreCorruptError):
+    """A stored file cannot be read (truncated, garbled): the message names it and the cure
+    (`cache verify`, then the export with `--force`). Carries the file as `path`."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = path
 
 
 class ServeError(LensCacheError, OSError):

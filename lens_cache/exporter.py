@@ -19,7 +19,9 @@ from lens_cache.errors import (
     PromptTooLongError,
     SettingsMismatchError,
 )
+from lens_cache.faults import fault_point
 from lens_cache.indexer import MODEL_CFG_NAME, write_indexes
+from lens_cache.locking import store_lock
 from lens_cache.models import DEFAULT_MODEL, load_model
 from lens_cache.progress import Progress, log, warn
 from lens_cache.prompts import DEFAULT_PROMPTS, make_prompt, read_prompts, select_prompts
@@ -133,10 +135,13 @@ def export(
             )
             reports.append(_export_model(model, prompt_list, save_path, settings, plan, rank))
         rank.barrier()  # every rank's prompts are on disk before the indexes are rebuilt
-        if rank.is_main:
-            write_indexes(save_path, html=index_html, quiet=quiet)
-            for report in reports:
-                report.pooled = _pool(save_path, report.model, hooks, pools, shard_max_bytes, quiet)
+        if rank.is_main:  # under the lock: another export into this store may finish now too
+            with store_lock(save_path, "writing the indexes and the viewer"):
+                write_indexes(save_path, html=index_html, quiet=quiet)
+                for report in reports:
+                    report.pooled = _pool(
+                        save_path, report.model, hooks, pools, shard_max_bytes, quiet
+                    )
     finally:
         rank.close()
     return reports
@@ -274,7 +279,8 @@ def _export_model(model: LensModel, prompts, save_path: Path, settings, plan: _P
             report.cached += 1
         else:
             todo.append((prompt, ids))
-    _claim_model_dir(mdir, model, settings, plan.force, write=rank.is_main)
+    with store_lock(save_path, f"claiming {model.name}'s folder"):
+        _claim_model_dir(mdir, model, settings, plan.force, write=rank.is_main)
     rank.barrier()  # model_cfg.json (and any --force clean-up) before any prompt is written
     label = model.name if rank.world == 1 else f"{model.name} rank {rank.rank}/{rank.world}"
     log(f"[{label}] {len(todo)} to export, {report.cached} already in the store", quiet=plan.quiet)
@@ -296,6 +302,8 @@ def _run_batches(model, todo, save_path, settings, plan: _Plan, report: ModelRep
 
     def write(capture: Capture) -> None:
         directory = store.prompt_dir(save_path, model.name, capture.prompt["hash"])
+        if not plan.force and store.prompt_is_complete(directory, settings):
+            return  # another export into this store finished it meanwhile: the same bytes
         record = _prompt_record(model, capture, settings)
         store.write_prompt_dir(directory, record, capture, settings, model.name)
 
@@ -317,6 +325,7 @@ def _run_batches(model, todo, save_path, settings, plan: _Plan, report: ModelRep
 def _captures(model, items, settings, plan: _Plan, write):
     """The batch's captures, or for a single prompt whose cache alone is over the byte cap,
     one written here layer group by layer group (see `capture_in_layer_groups`)."""
+    fault_point("forward")
     cap = int(plan.max_batch_mb * 2**20)
     n_tokens = len(items[0][1])
     if len(items) > 1 or "pattern" not in settings.hooks or len(settings.layers) == 1:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lens_cache.faults import fault_point
+from lens_cache.locking import store_lock
 from lens_cache.progress import log
-from lens_cache.store import PROMPT_NAME, read_json, write_jsonl
+from lens_cache.store import PROMPT_NAME, read_json, remove_orphaned_tmps, write_jsonl
 
 MODEL_CFG_NAME = "model_cfg.json"
 
@@ -43,15 +45,20 @@ def write_indexes(save_path: Path, *, html: bool = True, quiet: bool = False) ->
         `{"models": n_models, "prompts": n_prompts, "viewer": write_viewer's report or None}`.
     """
     save_path = Path(save_path)
-    names = model_names(save_path)
-    cfgs = [read_json(save_path / n / MODEL_CFG_NAME) for n in names]
-    write_jsonl(save_path / "models.jsonl", cfgs)
-    n_prompts = 0
-    for name in names:
-        records = prompt_records(save_path / name)
-        write_jsonl(save_path / name / "prompts.jsonl", records)
-        n_prompts += len(records)
-    viewer = write_viewer_quietly(save_path, quiet) if html and names else None
+    with store_lock(save_path, "writing the indexes"):  # see lens_cache.locking
+        names = model_names(save_path)
+        for folder in [save_path, *(save_path / n for n in names)]:
+            remove_orphaned_tmps(folder)
+        cfgs = [read_json(save_path / n / MODEL_CFG_NAME) for n in names]
+        fault_point("index")
+        write_jsonl(save_path / "models.jsonl", cfgs)
+        n_prompts = 0
+        for name in names:
+            records = prompt_records(save_path / name)
+            fault_point("index")
+            write_jsonl(save_path / name / "prompts.jsonl", records)
+            n_prompts += len(records)
+        viewer = write_viewer_quietly(save_path, quiet) if html and names else None
     return {"models": len(names), "prompts": n_prompts, "viewer": viewer}
 
 

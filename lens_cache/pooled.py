@@ -37,9 +37,18 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_cache.errors import MissingLabelError, PooledMissingError, PromptsError
+from lens_cache.errors import (
+    WRITE_ERRNOS,
+    MissingLabelError,
+    PooledMissingError,
+    PromptsError,
+    StoreWriteError,
+)
+from lens_cache.faults import fault_point
+from lens_cache.locking import store_lock
 from lens_cache.progress import log
 from lens_cache.reader import open_store, resid_kind, select_layers
+from lens_cache.store import is_orphaned_tmp, tmp_name
 
 POOLS = ("last_token", "first_token", "first_real", "mean", "mean_real")
 DEFAULT_SHARD_MAX_BYTES = 500 * 10**6  # what `datasets` uses for Hub uploads
@@ -131,7 +140,8 @@ def write_pooled(
             yield record, pool_residuals(resid.float().numpy(), pool, bos)
 
     info = {"model": model, "hook": kind, "pool": pool, "layers": layers, "bos": bos}
-    _atomic_dir(out, lambda tmp: _write_shards(tmp, rows(), meta, info, shard_max_bytes))
+    with store_lock(save_path, f"writing {out.name} of {model}"):  # see lens_cache.locking
+        _atomic_dir(out, lambda tmp: _write_shards(tmp, rows(), meta, info, shard_max_bytes))
     log(f"[{model}] pooled {len(records)} prompts ({kind}, {pool}) -> {out}", quiet=quiet)
     return out
 
@@ -221,16 +231,20 @@ def _write_shard(directory: Path, index: int, batch, meta: dict, start: int, inf
     table = pa.table(columns)
     table = table.replace_schema_metadata({"lens_cache": json.dumps({**info, "d_model": d_model})})
     path = directory / f"shard-{index:05d}.parquet"
+    fault_point("pooled", path)
     pq.write_table(table, path)
     return path
 
 
 def _atomic_dir(out: Path, write) -> None:
-    """Call `write(tmp_dir)`, then put `tmp_dir` where `out` was, replacing it."""
+    """Call `write(tmp_dir)`, then put `tmp_dir` where `out` was, replacing it.
+
+    Raises:
+        StoreWriteError: a full disk or a read-only folder; `out` is as it was, no temp left.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_orphans(out.parent)
+    tmp, old = tmp_name(out), tmp_name(out.with_name(f"{out.name}.old"))
     tmp.mkdir()
     try:
         write(tmp)
@@ -242,9 +256,20 @@ def _atomic_dir(out: Path, write) -> None:
             if old.exists():
                 os.replace(old, out)
             raise
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:  # a read error is the reader's to name
+            raise
+        raise StoreWriteError.from_oserror(out, e) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Temp folders of an interrupted run (their writer is dead: see `store.tmp_name`)."""
+    for path in folder.iterdir():
+        if is_orphaned_tmp(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from lens_cache.adapter import HOOK_KINDS, hook_name
+from lens_cache.damage import reading
 from lens_cache.errors import (
     ActivationsMissingError,
     HeadSelectionError,
@@ -96,7 +97,8 @@ class Store:
             ActivationsMissingError: the model is not in the store.
         """
         path = self._model_dir(model) / MODEL_CFG_NAME
-        return read_json(path) if path.is_file() else {}
+        with reading(path, self.path):
+            return read_json(path) if path.is_file() else {}
 
     def prompts(self, model: str) -> list[dict]:
         """Every prompt record of a model: `text`, `hash`, `meta`, `n_tokens`, `tokens` (plus
@@ -110,7 +112,8 @@ class Store:
         """
         mdir = self._model_dir(model)
         index = mdir / "prompts.jsonl"
-        records = _read_jsonl(index) if index.is_file() else prompt_records(mdir)
+        with reading(index, self.path):
+            records = _read_jsonl(index) if index.is_file() else prompt_records(mdir)
         return [normalize_record(r) for r in records]
 
     def prompt(self, model: str, prompt) -> dict:
@@ -119,7 +122,9 @@ class Store:
         Raises:
             ActivationsMissingError: the model or the prompt is not in the store.
         """
-        return normalize_record(read_json(self._prompt_dir(model, prompt) / PROMPT_NAME))
+        path = self._prompt_dir(model, prompt) / PROMPT_NAME
+        with reading(path, self.path):
+            return normalize_record(read_json(path))
 
     def exists(self, model: str, prompt, hook: str | None = None) -> bool:
         """Whether a prompt is stored, by file checks only (nothing is opened).
@@ -177,7 +182,8 @@ class Store:
         source = self._pattern_source(model, directory)
         where = f"prompt {directory.name} of model {model} (patterns)"
         chosen = select_layers(layers, source.layers, self._n_layers(model, source.layers), where)
-        return source.read(chosen, heads)
+        with reading(source.path, self.path):
+            return source.read(chosen, heads)
 
     def residuals(self, model: str, prompt, hook: str = "resid_post", layers=None):
         """Residual stream of one prompt at one hook, reading only the requested layers.
@@ -204,7 +210,7 @@ class Store:
         kind = resid_kind(hook)
         directory = self._prompt_dir(model, prompt)
         path = self._resid_path(model, directory, kind)
-        with safe_open(str(path), "pt") as f:
+        with reading(path, self.path), safe_open(str(path), "pt") as f:
             stored = _resid_layers(f.keys(), kind)
             if not stored:
                 raise self._missing(model, directory, kind, f"no {kind} residuals")
@@ -277,11 +283,13 @@ class Store:
 
     def _pattern_source(self, model: str, directory: Path) -> _PatternSource:
         if (directory / NPZ_NAME).is_file():
-            return _NpzPatterns(directory / NPZ_NAME)
+            with reading(directory / NPZ_NAME, self.path):
+                return _NpzPatterns(directory / NPZ_NAME)
         if (directory / STACKED_NAME).is_file():
-            record = read_json(directory / PROMPT_NAME)
+            record = self.prompt(model, directory.name)
             layers = (record.get("lens_cache") or {}).get("layers")
-            return _StackedPatterns(directory / STACKED_NAME, layers)
+            with reading(directory / STACKED_NAME, self.path):
+                return _StackedPatterns(directory / STACKED_NAME, layers)
         raise self._missing(model, directory, "pattern", "no attention patterns")
 
     def _n_layers(self, model: str, stored: list[int]) -> int:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import threading
 import zipfile
 from dataclasses import asdict, dataclass
@@ -31,7 +32,8 @@ except ImportError:  # pragma: no cover - isal is a dependency, but the fallback
     _isal_zlib = None
 
 from lens_cache.adapter import HOOK_KINDS, hook_name
-from lens_cache.errors import ModelNameError, SavePathError
+from lens_cache.errors import LensCacheError, ModelNameError, SavePathError, StoreWriteError
+from lens_cache.faults import fault_point
 
 FORMAT_VERSION = 1
 NPZ_NAME = "activations.npz"
@@ -119,18 +121,58 @@ def prompt_dir(save_path: Path, model_name: str, hash_: str) -> Path:
 # --- atomic writes ---------------------------------------------------------------------------
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+# Temp files carry their writer's host and pid: a process removes only those whose writer is
+# gone (an interrupted run on this host), never another live process's, which it is about to
+# rename (two exports into one store at once) or one written from another host (NFS).
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_")
+
+
+def tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}-{threading.get_ident()}")
+
+
+def is_orphaned_tmp(path: Path) -> bool:
+    """A temp file of ours whose writer on this host has died (so nobody will rename it)."""
+    stem, sep, tag = path.name.rpartition(".tmp-")
+    parts = tag.split("-")
+    if not (path.name.startswith(".") and sep and len(parts) == 3 and parts[1].isdigit()):
+        return False
+    return parts[0] == _HOST and not _process_alive(int(parts[1]))
+
+
+def remove_orphaned_tmps(folder: Path) -> None:
+    """Remove the orphaned temp files (see `is_orphaned_tmp`) directly inside `folder`."""
+    for path in folder.iterdir() if folder.is_dir() else ():
+        if path.is_file() and is_orphaned_tmp(path):
+            path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename over `path`; a crash never leaves `path` half-written."""
-    tmp = _tmp_name(path)
+    """Call `write(tmp_path)`, then rename over `path`; a crash never leaves `path` half-written.
+
+    Raises:
+        StoreWriteError: the write or the rename failed (a full disk, a read-only folder); the
+            temp file is gone and `path` is as it was.
+    """
+    tmp = tmp_name(path)
     try:
         write(tmp)
+        fault_point("write", tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, LensCacheError):
+            raise StoreWriteError.from_oserror(path, e) from e
         raise
 
 
@@ -161,6 +203,7 @@ def write_npz(path: Path, arrays, level: int = 1) -> None:
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
                 info.compress_type = method
                 setattr(info, _LEVEL_ATTR, level or None)
+                fault_point("npz", tmp)
                 with zf.open(info, "w", force_zip64=True) as f:
                     _use_fast_deflate(f, level)
                     np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
@@ -247,16 +290,17 @@ def write_prompt_dir(
             "format": f"lens_cache/{FORMAT_VERSION}",
         }
         write_safetensors(directory / RESIDUALS_NAME, capture.residuals, metadata)
+    fault_point("renamed", directory)
     write_json(directory / PROMPT_NAME, record)
 
 
 def _remove_stale(directory: Path, keep: list[str]) -> None:
-    """Drop temp files of an interrupted run and data files other settings left behind."""
-    for path in directory.iterdir():
-        stale_tmp = path.name.startswith(".") and ".tmp-" in path.name
-        other_data = path.name in (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME) and path.name not in keep
-        if stale_tmp or other_data:
-            path.unlink(missing_ok=True)
+    """Drop temp files of an interrupted run (never a live process's) and data files that
+    other settings left behind."""
+    remove_orphaned_tmps(directory)
+    for name in (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME):
+        if name not in keep:
+            (directory / name).unlink(missing_ok=True)
 
 
 def remove_prompt_dir(directory: Path) -> None:

@@ -74,7 +74,6 @@ import re
 import shutil
 import struct
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -85,7 +84,10 @@ from pathlib import Path
 import numpy as np
 
 from lens_cache import metrics as M
-from lens_cache.errors import StoreCorruptError, StoreNotFoundError
+from lens_cache.damage import reading
+from lens_cache.errors import StoreCorruptError, StoreNotFoundError, StoreWriteError
+from lens_cache.faults import fault_point
+from lens_cache.progress import warn
 from lens_cache.store import (
     NPZ_NAME,
     PROMPT_NAME,
@@ -93,6 +95,8 @@ from lens_cache.store import (
     STACKED_NAME,
     VIEWER_APP_DIR,
     VIEWER_DATA_DIR,
+    remove_orphaned_tmps,
+    tmp_name,
 )
 
 FORMAT_VERSION = 3
@@ -158,16 +162,19 @@ def write_atomic(path: Path, data: bytes) -> int:
 
     A reader (the browser, or a second write_viewer) never sees a half-written file.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    # os.open with 0o666 honours the umask (mkstemp would leave the page unreadable, 0600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    fault_point("viewer", path)
+    tmp = tmp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # os.open with 0o666 honours the umask (mkstemp would leave the page unreadable, 0600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise StoreWriteError.from_oserror(path, e) from e
         raise
     return len(data)
 
@@ -421,15 +428,18 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
     n_tokens = int(prompt.get("n_tokens") or len(prompt.get("tokens") or []))
     tokens = prompt_tokens(prompt, n_tokens)
     layers, per_layer, thumbs, written = [], [], [], 0
-    for layer, pat in iter_patterns(src, prompt, n_heads, n_tokens):
-        layers.append(layer)
-        per_layer.append(M.head_metrics(pat, tokens))
-        if n_tokens > THUMB_SIZE:  # shorter prompts: the page draws from the chunks
-            thumbs.append(thumbnail(pat))
-        chunk = script_call("chunk", f"{key}/{layer}", layer_chunk(pat))
-        written += write_atomic(out / f"L{layer}.js", chunk)
+    pattern_file = src / (NPZ_NAME if (src / NPZ_NAME).is_file() else STACKED_NAME)
+    with reading(pattern_file, save):
+        for layer, pat in iter_patterns(src, prompt, n_heads, n_tokens):
+            layers.append(layer)
+            per_layer.append(M.head_metrics(pat, tokens))
+            if n_tokens > THUMB_SIZE:  # shorter prompts: the page draws from the chunks
+                thumbs.append(thumbnail(pat))
+            chunk = script_call("chunk", f"{key}/{layer}", layer_chunk(pat))
+            written += write_atomic(out / f"L{layer}.js", chunk)
     summary = metric_summary(per_layer, tokens)
-    resid = resid_norms(src / RESIDUALS_NAME, n_tokens, log)
+    with reading(src / RESIDUALS_NAME, save):
+        resid = resid_norms(src / RESIDUALS_NAME, n_tokens, log)
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
     written += write_atomic(out / "prompt.js", script_call("prompt", key, payload))
     stamp = {
@@ -622,6 +632,13 @@ def prune(data_root: Path, keep: set[Path]) -> int:
     return removed
 
 
+def remove_build_orphans(*roots: Path) -> None:
+    """Temp files an interrupted build left (their writer is dead; see `store.tmp_name`)."""
+    for root in roots:
+        for folder in [root, *(p.parent for p in root.rglob(".*.tmp-*"))]:
+            remove_orphaned_tmps(folder)
+
+
 def dir_bytes(root: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in root.rglob(pattern) if p.is_file())
 
@@ -666,10 +683,11 @@ def write_viewer(
     if not (save / "models.jsonl").is_file() and not any(save.glob("*/model_cfg.json")):
         raise StoreNotFoundError(f"{save}: no models.jsonl; is this a lens_cache save_path?")
     data_root = save / DATA_DIR
+    remove_build_orphans(save / APP_DIR, data_root)
     jobs, keep = plan_jobs(save, data_root)
     stamps, built, written = run_jobs(save, jobs, log, workers, force)
     models, entries, texts = [], [], {}
-    for m_index, (cfg, prompts) in enumerate(jobs_by_model(jobs)):
+    for m_index, (cfg, prompts) in enumerate(jobs_by_model(jobs, stamps)):
         model_stamps = [stamps[(cfg["model_name"], p["hash"])] for p in prompts]
         models.append(model_entry(cfg, prompts, model_stamps))
         for prompt, stamp in zip(prompts, model_stamps, strict=True):
@@ -713,9 +731,12 @@ def plan_jobs(save: Path, data_root: Path):
     return jobs, {out for _, _, out in jobs}
 
 
-def jobs_by_model(jobs):
+def jobs_by_model(jobs, stamps: dict):
+    """`[(cfg, prompts)]` per model, of the prompts that were built (those with a stamp)."""
     grouped: dict[str, tuple[dict, list[dict]]] = {}
     for cfg, prompt, _ in jobs:
+        if (cfg["model_name"], prompt["hash"]) not in stamps:
+            continue
         grouped.setdefault(cfg["model_name"], (cfg, []))[1].append(prompt)
     return list(grouped.values())
 
@@ -734,12 +755,27 @@ def run_jobs(save: Path, jobs, log, workers: int | None, force: bool):
     with ThreadPoolExecutor(max_workers=max(1, n_workers)) as pool:
         futures = [pool.submit(build_prompt, save, cfg, p, out, log) for cfg, p, out in todo]
         for k, ((cfg, prompt, _), fut) in enumerate(zip(todo, futures, strict=True)):
-            stamp = fut.result()
+            stamp = _built_or_skipped(fut, save)
+            if stamp is None:
+                continue
             written += stamp.pop("bytes_written")
             stamps[(cfg["model_name"], prompt["hash"])] = stamp
             if (k + 1) % 100 == 0:
                 log(f"viewer: built {k + 1}/{len(todo)} prompts")
     return stamps, len(todo), written
+
+
+def _built_or_skipped(future, save: Path) -> dict | None:
+    """A prompt's stamp, or None (with a warning) where a damaged file kept it from being built:
+    one bad prompt does not stop the viewer of all the others."""
+    try:
+        return future.result()
+    except StoreCorruptError as e:
+        cure = (
+            "" if "cache verify" in str(e) else f"; run python -m lens_cache.cache verify -s {save}"
+        )
+        warn(f"viewer: skipped a prompt: {e}{cure}")
+        return None
 
 
 def model_entry(cfg: dict, prompts: list[dict], stamps: list[dict]) -> dict:

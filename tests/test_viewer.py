@@ -69,7 +69,7 @@ def test_report_and_files(store):
     assert not any((save / name).exists() for name in OLD_ASSETS)
     assert report["bytes_written"] == report["viewer_bytes"]
     assert 0 < report["viewer_bytes"] < report["npz_bytes"]
-    assert not list(save.rglob("*.tmp")), "a temporary file was left behind"
+    assert not list(save.rglob("*.tmp*")), "a temporary file was left behind"
 
 
 def test_layer_chunk_round_trips_within_float16(store):
