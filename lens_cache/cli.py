@@ -28,10 +28,17 @@ def run_cli(main, argv=None) -> int:
             raise
         return _report(StoreWriteError.from_oserror(e.filename or "a file", e))
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"{_rank_prefix()}interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
 
 def _report(error: LensCacheError) -> int:
-    print(f"error: {error}", file=sys.stderr)
+    print(f"{_rank_prefix()}error: {error}", file=sys.stderr)
     return error.exit_code
+
+
+def _rank_prefix() -> str:
+    """`rank N: ` under torchrun with several processes (their lines interleave), else ''."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"rank {os.environ.get('RANK', '?')}: "
+    return ""

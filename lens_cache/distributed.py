@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import heapq
 import os
+import time
 from dataclasses import dataclass
+
+from lens_cache.errors import RankFailedError
+
+_FAILED_KEY = "lens_cache/failed"  # in torchrun's store: "<rank>: <one-line reason>"
+_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,35 @@ class Rank:
         return self.rank == 0
 
     def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
+        """Wait for every rank, through torchrun's key-value store rather than a collective:
+        a rank that failed leaves its reason there (`report_failure`), and the others stop at
+        once naming it, instead of waiting on a peer that is gone (a gloo or nccl traceback)."""
+        if self.world <= 1:
+            return
+        store = _store()
+        key = f"lens_cache/barrier/{_next_barrier()}"
+        store.add(key, 1)
+        while int(store.add(key, 0)) < self.world:
+            self._raise_if_peer_failed(store)
+            time.sleep(_POLL_SECONDS)
 
-            dist.barrier()
+    def report_failure(self, error: BaseException) -> None:
+        """Leave this rank's one-line reason for the others (see `barrier`)."""
+        if self.world <= 1 or isinstance(error, RankFailedError):
+            return
+        try:
+            _store().set(_FAILED_KEY, f"{self.rank}: {type(error).__name__}: {error}")
+        except Exception:  # the store itself is gone: torchrun is tearing the job down anyway
+            pass
+
+    def _raise_if_peer_failed(self, store) -> None:
+        if store.check([_FAILED_KEY]):
+            rank, _, reason = store.get(_FAILED_KEY).decode().partition(": ")
+            raise RankFailedError(
+                f"rank {rank} failed ({reason}); rank {self.rank} stops too. Fix that and "
+                "rerun the same command: finished prompts are kept",
+                rank=int(rank),
+            )
 
     def close(self) -> None:
         if self.initialized_here:
@@ -54,7 +85,42 @@ def join(device: str | None) -> Rank:
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     if cuda:
         torch.cuda.set_device(local_rank)
-    return Rank(dist.get_rank(), dist.get_world_size(), local_rank, created)
+    rank = Rank(dist.get_rank(), dist.get_world_size(), local_rank, created)
+    _stop_on_sigterm(rank)
+    return rank
+
+
+def _stop_on_sigterm(rank: Rank) -> None:
+    """torchrun stops the other ranks with SIGTERM when one fails: say which one, in one line,
+    rather than dying silently (the reason is in the store, left there by `report_failure`)."""
+    import signal
+
+    def stop(signum, frame):
+        try:
+            rank._raise_if_peer_failed(_store())
+        except RankFailedError:
+            raise
+        except Exception:  # no store to ask: still one line
+            pass
+        raise RankFailedError(f"rank {rank.rank} stopped by torchrun (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+_barriers = 0
+
+
+def _next_barrier() -> int:
+    """Barriers are numbered in the order every rank meets them (the same on each rank)."""
+    global _barriers
+    _barriers += 1
+    return _barriers
+
+
+def _store():
+    import torch.distributed as dist
+
+    return dist.distributed_c10d._get_default_store()
 
 
 def device_for(rank: Rank, device: str | None) -> str | None:

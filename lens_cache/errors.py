@@ -231,5 +231,15 @@ class HubTransferError(LensCacheError, ConnectionError):
     """The network or the Hub failed mid-transfer; rerunning the same command resumes."""
 
 
+class RankFailedError(LensCacheError, RuntimeError):
+    """Under torchrun, another rank failed: this one stops and names it (`rank`)."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+    def __init__(self, message: str, rank: int = -1):
+        super().__init__(message)
+        self.rank = rank
+
+
 class HubRepoIdError(LensCacheError, ValueError):
     """`--repo` is not of the form ORG/NAME."""

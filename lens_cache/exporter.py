@@ -142,6 +142,9 @@ def export(
                     report.pooled = _pool(
                         save_path, report.model, hooks, pools, shard_max_bytes, quiet
                     )
+    except BaseException as e:
+        rank.report_failure(e)  # the other ranks stop naming this one (see Rank.barrier)
+        raise
     finally:
         rank.close()
     return reports

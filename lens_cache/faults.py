@@ -11,6 +11,7 @@ Stages: `forward` (before a forward pass), `npz` (before each member of an npz i
 `write` (a store file written to its temp name, not yet renamed), `renamed` (a prompt's data
 files in place, its prompt.json not yet written), `index` (an index file about to be written),
 `viewer` (a viewer file about to be written), `pooled` (a pooled shard about to be written).
+Under torchrun, `LENS_CACHE_FAULT_RANK=<r>` limits the fault to rank r.
 Unset, a fault point costs one lookup in `os.environ`.
 """
 
@@ -28,7 +29,8 @@ _lock = threading.Lock()
 def fault_point(stage: str, path=None) -> None:
     """Count a call of `stage`; act if `LENS_CACHE_FAULT_AT` names this call."""
     spec = os.environ.get("LENS_CACHE_FAULT_AT")
-    if not spec:
+    only_rank = os.environ.get("LENS_CACHE_FAULT_RANK")
+    if not spec or (only_rank is not None and only_rank != os.environ.get("RANK", "0")):
         return
     target, _, rest = spec.partition(":")
     if target != stage:

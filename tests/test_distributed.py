@@ -41,8 +41,10 @@ def _torchrun(nproc: int, args: list[str], env: dict) -> list[str]:
         "-m",
         "torch.distributed.run",
         f"--nproc_per_node={nproc}",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
+        # port 0: torchrun binds a free port itself (a port picked here could be taken by the
+        # time it binds: the race this replaced)
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=127.0.0.1:0",
         "-m",
         "lens_cache.activations",
         *args,
@@ -177,3 +179,35 @@ def test_two_nodes_with_static_rendezvous_equal_one(gqa_dir, tmp_path, dist_env)
     outputs = [p.communicate(timeout=300) for p in launches]
     assert [p.returncode for p in launches] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     _assert_same_export(single, nodes, gqa_dir.name)
+
+
+def test_a_failing_rank_is_named_by_the_others_then_rerun_finishes(gqa_dir, tmp_path, dist_env):
+    """Rank 1 meets a full disk at its third file: it says so in one line prefixed with its
+    rank; rank 0 stops naming rank 1 (no gloo traceback); a plain rerun finishes the job."""
+    prompts = _prompts_file(tmp_path)
+    save = tmp_path / "out"
+    env = dict(dist_env, LENS_CACHE_FAULT_AT="write:3:enospc", LENS_CACHE_FAULT_RANK="1")
+    failed = subprocess.run(
+        _torchrun(2, _args(gqa_dir, prompts, save), env),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert failed.returncode != 0
+    lines = failed.stderr.splitlines()
+    assert any(line.startswith("rank 1: error: cannot write ") for line in lines), lines[-30:]
+    assert any(line.startswith("rank 0: error: rank 1 failed (") for line in lines), lines[-30:]
+    assert "gloo" not in failed.stderr and "Connection closed" not in failed.stderr
+    rerun = subprocess.run(
+        _torchrun(2, _args(gqa_dir, prompts, save), dist_env),
+        env=dist_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    listed = [json.loads(line)["hash"] for line in (save / gqa_dir.name / "prompts.jsonl").open()]
+    assert listed == sorted(prompt_hash(t) for t in TEXTS)

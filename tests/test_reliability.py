@@ -33,15 +33,14 @@ def _export_args(model_dir, prompts, save, *more):
     return ["-m", str(model_dir), "-p", str(prompts), "-s", str(save), "-q", *more]
 
 
-def _tree(save: Path, skip=("index.html",)) -> dict[str, bytes]:
-    """Every file of a store but the lock and the viewer (rebuilt from the rest), by bytes."""
+def _tree(save: Path) -> dict[str, bytes]:
+    """Every file of a store by its bytes, but the lock and the viewer's stamps (which record
+    source mtimes)."""
+    files = (p for p in sorted(save.rglob("*")) if p.is_file())
     return {
         str(p.relative_to(save)): p.read_bytes()
-        for p in sorted(save.rglob("*"))
-        if p.is_file()
-        and p.name != ".lens_cache.lock"
-        and "viewer" not in p.parts[0]
-        and p.name not in skip
+        for p in files
+        if p.name not in (".lens_cache.lock", "stamp.json")
     }
 
 
