@@ -141,6 +141,12 @@ def test_too_long_prompt_is_skipped_with_a_warning_by_default(gqa_dir, tmp_path,
     assert stored == [prompt_hash("short one")]
 
 
+def _stats(model_dir, hashes):
+    """(inode, mtime_ns) of every file of these prompt folders: a rewrite changes both."""
+    files = [p for h in hashes for p in (model_dir / "prompts" / h).iterdir()]
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+
+
 def _complete_prompts(model_dir):
     return sorted(p.parent.name for p in (model_dir / "prompts").glob("*/prompt.json"))
 
@@ -170,9 +176,11 @@ def test_kill_9_mid_run_then_rerun_completes(gqa_dir, tmp_path, cli_env):
     for h in done_before:  # whatever claims to be complete, is
         with np.load(model_dir / "prompts" / h / "activations.npz") as z:
             assert len(z.files) == 3 and all(z[k].ndim == 4 for k in z.files)
+    finished = _stats(model_dir, done_before)
 
     result = run_cli(args, cli_env)
     assert result.returncode == 0, result.stderr
+    assert _stats(model_dir, done_before) == finished  # finished prompts were not rewritten
     assert _complete_prompts(model_dir) == sorted(prompt_hash(t) for t in texts)
     leftovers = [p for p in model_dir.rglob("*") if ".tmp-" in p.name]
     assert leftovers == []

@@ -94,12 +94,15 @@ def cached(repo):
 '''
 
 
-def run_child(server, work: Path, args=None, code=None, token=ALICE, expect_rc=0):
+def run_child(server, work: Path, args=None, code=None, token=ALICE, expect_rc=0, fault=None):
     """Run `python -m lens_cache.hub ARGS`, or `code` after PRELUDE (returns its `out`), in a
-    child whose environment points at `server` and whose HF home is empty (no stored token)."""
+    child whose environment points at `server` and whose HF home is empty (no stored token);
+    `fault` sets LENS_CACHE_FAULT_AT (see lens_cache.faults)."""
     work.mkdir(parents=True, exist_ok=True)
     env = client_env(server.url, work)
     env["PYTHONPATH"] = str(REPO)
+    if fault:
+        env["LENS_CACHE_FAULT_AT"] = fault
     if token:
         env["HF_TOKEN"] = token
     if code is not None:
@@ -277,6 +280,27 @@ def test_pull_round_trip_is_bit_exact(store, used):
 
     _, cache = load_activations(m, {"text": PROMPTS[0]["text"]}, out, "numpy")
     assert cache["blocks.2.attn.hook_pattern"].shape[:2] == (1, 4)
+
+
+def test_pull_interrupted_by_kills_and_a_full_disk_then_rerun(hub, store, pushed, used):
+    """`hub pull` killed at three of its file writes, and out of space at one: each rerun
+    resumes; the last gives the same files, bit for bit, as the uninterrupted pull."""
+    work = used["work"]
+    args = ["pull", "--repo", pushed, "-s", "again", "-q"]
+    full = run_child(hub, work, args, fault="write:3:enospc", expect_rc=3)
+    assert full.stderr.startswith("error: cannot write ") and full.stderr.count("\n") == 1
+    assert "No space left on device" in full.stderr, full.stderr
+    for fault in ("write:2", "write:5", "viewer:3"):
+        assert run_child(hub, work, args, fault=fault, expect_rc=None).returncode == -9, fault
+    run_child(hub, work, args)
+    again, reference = work / "again", work / "full"
+
+    def tree(root):
+        files = (p for p in sorted(root.rglob("*")) if p.is_file())
+        skip = (".lens_cache.lock", "stamp.json")
+        return {str(p.relative_to(root)): p.read_bytes() for p in files if p.name not in skip}
+
+    assert tree(again) == tree(reference)
 
 
 def test_rerun_push_sends_nothing(used):
