@@ -51,6 +51,12 @@ def _torchrun(nproc: int, args: list[str], env: dict) -> list[str]:
     ]
 
 
+def _run_torchrun(nproc: int, args: list[str], env: dict):
+    return subprocess.run(
+        _torchrun(nproc, args, env), env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+
+
 @pytest.fixture
 def dist_env(cli_env):
     cli_env.update(GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")  # loopback only
@@ -104,14 +110,7 @@ def test_two_processes_equal_one(gqa_dir, tmp_path, dist_env):
     prompts = _prompts_file(tmp_path)
     single, double = tmp_path / "single", tmp_path / "double"
     assert run_cli(_args(gqa_dir, prompts, single), dist_env).returncode == 0
-    result = subprocess.run(
-        _torchrun(2, _args(gqa_dir, prompts, double), dist_env),
-        env=dist_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
+    result = _run_torchrun(2, _args(gqa_dir, prompts, double), dist_env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines() == [str(double / gqa_dir.name), str(double / "index.html")]
     _assert_same_export(single, double, gqa_dir.name)
@@ -187,27 +186,13 @@ def test_a_failing_rank_is_named_by_the_others_then_rerun_finishes(gqa_dir, tmp_
     prompts = _prompts_file(tmp_path)
     save = tmp_path / "out"
     env = dict(dist_env, LENS_CACHE_FAULT_AT="write:3:enospc", LENS_CACHE_FAULT_RANK="1")
-    failed = subprocess.run(
-        _torchrun(2, _args(gqa_dir, prompts, save), env),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
+    failed = _run_torchrun(2, _args(gqa_dir, prompts, save), env)
     assert failed.returncode != 0
     lines = failed.stderr.splitlines()
     assert any(line.startswith("rank 1: error: cannot write ") for line in lines), lines[-30:]
     assert any(line.startswith("rank 0: error: rank 1 failed (") for line in lines), lines[-30:]
     assert "gloo" not in failed.stderr and "Connection closed" not in failed.stderr
-    rerun = subprocess.run(
-        _torchrun(2, _args(gqa_dir, prompts, save), dist_env),
-        env=dist_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
+    rerun = _run_torchrun(2, _args(gqa_dir, prompts, save), dist_env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     listed = [json.loads(line)["hash"] for line in (save / gqa_dir.name / "prompts.jsonl").open()]
     assert listed == sorted(prompt_hash(t) for t in TEXTS)
