@@ -1,6 +1,7 @@
 """The on-disk store, pattern-lens compatible. Every write is atomic (temp file + os.replace).
 
     <save>/models.jsonl
+    <save>/.lens_cache.lock                              advisory lock (see lens_cache.locking)
     <save>/<model>/model_cfg.json
     <save>/<model>/prompts.jsonl
     <save>/<model>/prompts/<hash>/prompt.json            written last: means complete

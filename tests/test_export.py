@@ -8,6 +8,7 @@ import torch
 
 from lens_cache import export
 from lens_cache.errors import LayerSelectionError, SettingsMismatchError
+from lens_cache.locking import LOCK_NAME
 from lens_cache.prompts import prompt_hash
 from lens_cache.store import ExportSettings
 from lens_cache.viewer import APP_DIR, ASSETS
@@ -96,7 +97,7 @@ def test_golden_layout(gqa_model, tmp_path):
         if p.is_file() and "viewer_data" not in p.parts  # the viewer's own files: test_viewer
     )
     hashes = sorted(prompt_hash(t) for t in texts)
-    expected = ["index.html", *(f"{APP_DIR}/{a}" for a in ASSETS), "models.jsonl"]
+    expected = ["index.html", *(f"{APP_DIR}/{a}" for a in ASSETS), "models.jsonl", LOCK_NAME]
     expected += [f"{name}/model_cfg.json", f"{name}/prompts.jsonl"]
     for h in hashes:
         for f in ("activations.npz", "prompt.json", "residuals.safetensors"):
