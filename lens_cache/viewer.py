@@ -162,7 +162,6 @@ def write_atomic(path: Path, data: bytes) -> int:
 
     A reader (the browser, or a second write_viewer) never sees a half-written file.
     """
-    fault_point("viewer", path)
     tmp = tmp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +169,7 @@ def write_atomic(path: Path, data: bytes) -> int:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        fault_point("viewer", tmp)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)

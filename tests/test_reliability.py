@@ -145,9 +145,11 @@ def test_a_waiting_process_names_who_holds_the_store_lock(gqa_dir, tmp_path, cli
 FAULTS = [
     "forward:1", "npz:2", "write:2", "renamed:1",  # 8 left
     "forward:2", "npz:5", "write:5", "renamed:2", "write:7",  # 3 left
-    "forward:2:int", "renamed:1:int", "write:3:enospc", "npz:1",  # 2 left
+    "forward:2:int", "renamed:1:int", "write:3:enospc", "npz:1", "write:3",  # 2 left
     "forward:2", "renamed:1", "write:4", "write:5",  # the last prompt done, then models.jsonl
-    "index:1", "index:2", "viewer:2:enospc", "viewer:1", "viewer:4", "viewer:9", "viewer:2",
+    # The viewer builds prompts in threads, in no fixed order; but until a build ends, its
+    # page (index.html and 8 scripts) is still to be written, so each of these lands.
+    "index:1", "index:2", "viewer:2:enospc", "viewer:1", "viewer:4", "viewer:9",
     "pooled:1:enospc", "pooled:1", "pooled:1",
     None,
 ]  # fmt: skip
