@@ -15,11 +15,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
 
 from lens_cache.cache import verify_store
 from lens_cache.locking import store_lock
 from lens_cache.prompts import prompt_hash
+from tests.helpers import REPO, run_cli
 
 TEXTS = [f"prompt {i}: " + "lorem ipsum dolor " * (1 + i % 4) for i in range(8)]
 
