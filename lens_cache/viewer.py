@@ -85,7 +85,12 @@ import numpy as np
 
 from lens_cache import metrics as M
 from lens_cache.damage import reading
-from lens_cache.errors import StoreCorruptError, StoreNotFoundError, StoreWriteError
+from lens_cache.errors import (
+    DamagedFileError,
+    StoreCorruptError,
+    StoreNotFoundError,
+    StoreWriteError,
+)
 from lens_cache.faults import fault_point
 from lens_cache.progress import warn
 from lens_cache.store import (
@@ -766,15 +771,14 @@ def run_jobs(save: Path, jobs, log, workers: int | None, force: bool):
 
 
 def _built_or_skipped(future, save: Path) -> dict | None:
-    """A prompt's stamp, or None (with a warning) where a damaged file kept it from being built:
-    one bad prompt does not stop the viewer of all the others."""
+    """A prompt's stamp, or None (with a warning) where a damaged file (one that cannot be
+    decoded) kept it from being built: one bad file does not stop the viewer of all the others.
+    A file that decodes but disagrees with prompt.json still stops the build (StoreCorruptError).
+    """
     try:
         return future.result()
-    except StoreCorruptError as e:
-        cure = (
-            "" if "cache verify" in str(e) else f"; run python -m lens_cache.cache verify -s {save}"
-        )
-        warn(f"viewer: skipped a prompt: {e}{cure}")
+    except DamagedFileError as e:
+        warn(f"viewer: skipped a prompt: {e}")
         return None
 
 
