@@ -1,6 +1,8 @@
 """What the model predicts: the final norm and unembedding, per-token loss, top-k and the logit
 lens, each checked against a plain transformers forward of the same weights and ids."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from conftest import run_cli
 import lens_cache
 from lens_cache.errors import ActivationsMissingError, SettingsMismatchError, UnsupportedModelError
 from lens_cache.predictions import FIELDS
+from lens_cache.prompts import prompt_hash
 
 TEXT = "The cat sat on the mat because the mat was warm."
 
@@ -167,3 +170,40 @@ def test_logit_lens_without_a_final_norm_is_a_named_error(gpt2_dir, tmp_path):
     with pytest.raises(UnsupportedModelError, match="no ln_final module"):
         export(model, prompts=MIXED, save_path=tmp_path, hooks=["logit_lens"], quiet=True)
     assert not any(tmp_path.iterdir())
+
+
+def test_cache_info_and_verify_know_the_prediction_files(gpt2_model, tmp_path, capsys):
+    from lens_cache import cache, cli
+
+    _export(gpt2_model, tmp_path, hooks=["logits", "logit_lens"], prompts=MIXED[:2])
+    folder = tmp_path / gpt2_model.name / "prompts" / prompt_hash(MIXED[1])
+    args = ["-s", str(tmp_path)]
+    assert cli.run_cli(cache.main, ["info", "--json", *args]) == 0
+    row = json.loads(capsys.readouterr().out)["models"][gpt2_model.name]
+    files = [*tmp_path.rglob("predictions.safetensors"), *tmp_path.rglob("logit_lens.safetensors")]
+    assert len(files) == 4 and row["predictions"] == sum(p.stat().st_size for p in files)
+    assert cli.run_cli(cache.main, ["verify", *args]) == 0
+    capsys.readouterr()
+    (folder / "logit_lens.safetensors").unlink()
+    blob = (folder / "predictions.safetensors").read_bytes()
+    (folder / "predictions.safetensors").write_bytes(blob[: len(blob) // 2])
+    assert cli.run_cli(cache.main, ["verify", *args]) == 1
+    found = sorted(line.split("\t")[:2] for line in capsys.readouterr().out.splitlines())
+    assert found == [
+        ["corrupt", str(folder / "predictions.safetensors")],
+        ["missing", str(folder / "logit_lens.safetensors")],
+    ]
+
+
+def test_pooled_dataset_has_a_mean_loss_column(gpt2_model, tmp_path):
+    import pyarrow.parquet as pq
+
+    store = _export(gpt2_model, tmp_path, hooks=["resid_post", "logits"], pool="last_token")
+    (folder,) = (tmp_path / gpt2_model.name / "pooled").iterdir()
+    table = pq.read_table(folder)
+    hashes, means = table.column("hash").to_pylist(), table.column("mean_loss").to_pylist()
+    losses = dict(zip(hashes, means, strict=True))
+    assert len(losses) == len(MIXED)
+    for text in MIXED:
+        loss = store.predictions(gpt2_model.name, text)["loss"]
+        assert losses[prompt_hash(text)] == pytest.approx(float(np.nanmean(loss)), abs=1e-6)
