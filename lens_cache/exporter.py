@@ -431,6 +431,8 @@ def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool, write:
         "transformer_lens_major": tl_major(),
     }
     store.write_json(cfg_path, cfg)
+    if settings.predictions:  # top-k ids are only readable with the model's token strings
+        store.write_json(mdir / store.VOCAB_NAME, model.str_tokens(list(range(model.d_vocab))))
 
 
 def _settings_text(d: dict) -> str:

@@ -51,6 +51,7 @@ from lens_cache.store import (
     PROMPT_NAME,
     RESIDUALS_NAME,
     STACKED_NAME,
+    VOCAB_NAME,
     read_json,
 )
 
@@ -223,6 +224,21 @@ class Store:
             where = f"prompt {directory.name} of model {model} ({kind})"
             chosen = select_layers(layers, stored, self._n_layers(model, stored), where)
             return torch.stack([f.get_tensor(hook_name(kind, i)) for i in chosen])
+
+    def vocab(self, model: str) -> list[str]:
+        """The model's token strings by id (stored when predictions were exported), to read
+        `top_ids`: `store.vocab(model)[i]`.
+
+        Raises:
+            ActivationsMissingError: the store has no vocabulary for this model.
+        """
+        path = self._model_dir(model) / VOCAB_NAME
+        if not path.is_file():
+            raise ActivationsMissingError(
+                f"no {VOCAB_NAME} for model {model} in {self.path}; run: "
+                f"{self._command(model, ['logits'])}"
+            )
+        return read_json(path)
 
     def predictions(self, model: str, prompt) -> dict[str, np.ndarray]:
         """What the model predicted at each position of one prompt (export kind `logits`).

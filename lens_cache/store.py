@@ -2,6 +2,7 @@
 
     <save>/models.jsonl
     <save>/<model>/model_cfg.json
+    <save>/<model>/vocab.json                  token strings by id (written with predictions)
     <save>/<model>/prompts.jsonl
     <save>/<model>/prompts/<hash>/prompt.json            written last: means complete
     <save>/<model>/prompts/<hash>/activations.npz        blocks.{i}.attn.hook_pattern [1, H, T, T]
@@ -43,6 +44,7 @@ RESIDUALS_NAME = "residuals.safetensors"
 PROMPT_NAME = "prompt.json"
 PREDICTIONS_NAME = "predictions.safetensors"  # kind `logits`
 LOGIT_LENS_NAME = "logit_lens.safetensors"  # kind `logit_lens`
+VOCAB_NAME = "vocab.json"  # <model>/vocab.json: each token id's string, beside model_cfg.json
 DATA_NAMES = (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME, PREDICTIONS_NAME, LOGIT_LENS_NAME)
 PATTERN_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 RESID_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, clear, entryFor, entryOf, fill, fmt,
+  const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, clear, entryFor, entryOf, fill, fillTokens, fmt,
     fmtValue, go, h, hashFor, headHash, layerData, link, modelOf, nearestLayer, neighbour, option,
     promptCrumbs, promptData, promptHash, promptName, promptToolbar, scaleLegend, select, setCrumbs,
     showError, state } = LENS_UI;
@@ -56,7 +56,8 @@
       ]));
       this.info = h("div", { class: "side" });
       this.panes = h("div", { class: "panes" });
-      root.append(this.info, this.panes);
+      this.tokens = h("div", { class: "tokens", hidden: true }); // with predictions only
+      root.append(this.tokens, this.info, this.panes);
       this.pane = new HeadPane(this.panes, { onSelect: () => this.showSelection() });
       this.aside = h("aside", { class: "sel-panel" });
       this.panes.append(this.aside);
@@ -108,6 +109,7 @@
         const chunk = await layerData(model, entry.h, layer);
         if (this.layer !== layer || this.head !== head) return; // a newer request won
         this.p = p;
+        if (p.pred && this.tokens.hidden) { this.tokens.hidden = false; fillTokens(this.tokens, p); }
         this.pane.set(chunk, head, p.tokens);
         this.pane.el.dataset.shown = layer + "/" + head; // what is drawn now (tests, benchmarks)
         this.showSelection();
