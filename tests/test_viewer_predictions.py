@@ -18,11 +18,11 @@ TEXT = "The cat sat on the mat. The cat sat on the mat again, and then it slept.
 
 
 @pytest.fixture(scope="module")
-def lens_store(gpt2_model, tmp_path_factory):
+def lens_store(gpt2_model, gqa_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("pred-store")
     hooks = ["pattern", "logits", "logit_lens"]
     export(
-        gpt2_model,
+        [gpt2_model, gqa_model],
         prompts=[TEXT, "Short one."],
         save_path=path,
         hooks=hooks,
@@ -40,6 +40,8 @@ def lens_store(gpt2_model, tmp_path_factory):
         "pred": store.predictions(name, TEXT),
         "lens": store.logit_lens(name, TEXT),
         "vocab": store.vocab(name),
+        "other": gqa_model.name,
+        "other_loss": store.predictions(gqa_model.name, TEXT)["loss"],
     }
 
 
@@ -112,6 +114,16 @@ def test_token_and_lens_hover_in_chromium(browser, lens_store, artifacts):  # no
         )
         check_lens_tip(pg.locator("#tip").text_content(), s, li, i)
     page.shot("logit-lens")
+    a, b = s["model"], s["other"]
+    page.open(f"#/compare/{a}/{s['hash']}/0/0/{b}/{s['hash']}/0/0")
+    pg.wait_for_selector(".loss-diff .tok")
+    i = 4
+    pg.locator(".loss-diff .tok").nth(i).hover()
+    pg.wait_for_function(f"document.getElementById('tip').textContent.startsWith('position {i}:')")
+    text = pg.locator("#tip").text_content()
+    la, lb = float(s["pred"]["loss"][i - 1]), float(s["other_loss"][i - 1])
+    assert f"loss {a}: {la:.4f}" in text and f"loss {b}: {lb:.4f}" in text, text
+    assert f"difference: {lb - la:.4f}" in text, text
     page.page.close()
     page.check_clean()
 

@@ -70,5 +70,43 @@
     box.onmouseleave = pred ? hideTip : null;
   }
 
-  Object.assign(LENS_UI, { lossColor, fmtProb, predictionLines, tokenLines, fillTokens });
+  /** Background of a loss difference (nats): blue where the second model does better (lower
+   * loss), red where it does worse, saturating at 4 nats. */
+  function diffColor(d) {
+    if (!Number.isFinite(d)) return null;
+    const a = (0.06 + 0.74 * clamp(Math.abs(d) / 4, 0, 1)).toFixed(3);
+    return d < 0 ? `rgba(38, 110, 220, ${a})` : `rgba(220, 50, 47, ${a})`;
+  }
+
+  /** Two models' per-token loss on one prompt and their difference (second minus first), as a
+   * token strip; null unless both stored predictions. Tokens must match to be compared. */
+  function lossComparison(pa, pb, names) {
+    if (!pa.pred || !pb.pred) return null;
+    const same = pa.tokens.length === pb.tokens.length && pa.tokens.every((t, i) => t === pb.tokens[i]);
+    const mean = (p) => (p.pred.mean_loss == null ? "–" : p.pred.mean_loss.toFixed(4));
+    const title = h("div", { class: "note", text: `per-token loss, ${names[1]} minus ${names[0]} ` +
+      `(blue: ${names[1]} lower); mean loss ${names[0]} ${mean(pa)}, ${names[1]} ${mean(pb)}` });
+    if (!same) return h("div", null, title, h("p", { class: "note", text: "the two models tokenize this prompt differently: their per-token losses do not line up" }));
+    const box = h("div", { class: "tokens loss-diff" });
+    pa.tokens.slice(0, 2048).forEach((t, i) => {
+      const span = h("span", { class: "tok", dataset: { pos: i }, text: t });
+      const bg = i > 0 ? diffColor(pb.pred.loss.data[i - 1] - pa.pred.loss.data[i - 1]) : null;
+      if (bg) span.style.background = bg;
+      box.append(span);
+    });
+    box.onmousemove = (e) => {
+      const span = e.target.closest(".tok");
+      if (!span) { hideTip(); return; }
+      const i = Number(span.dataset.pos);
+      if (i === 0) { showTip(e.clientX, e.clientY, [`position 0: ${JSON.stringify(pa.tokens[0])}`, "the first token: not predicted"]); return; }
+      const la = pa.pred.loss.data[i - 1], lb = pb.pred.loss.data[i - 1];
+      showTip(e.clientX, e.clientY, [`position ${i}: ${JSON.stringify(pa.tokens[i])}`,
+        `loss ${names[0]}: ${la.toFixed(4)}`, `loss ${names[1]}: ${lb.toFixed(4)}`,
+        `difference: ${(lb - la).toFixed(4)}`]);
+    };
+    box.onmouseleave = hideTip;
+    return h("div", null, title, box);
+  }
+
+  Object.assign(LENS_UI, { lossColor, fmtProb, predictionLines, tokenLines, fillTokens, lossComparison });
 })();

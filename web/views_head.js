@@ -5,6 +5,7 @@
   "use strict";
 
   const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, clear, entryFor, entryOf, fill, fillTokens, fmt,
+    lossComparison,
     fmtValue, go, h, hashFor, headHash, layerData, link, modelOf, nearestLayer, neighbour, option,
     promptCrumbs, promptData, promptHash, promptName, promptToolbar, scaleLegend, select, setCrumbs,
     showError, state } = LENS_UI;
@@ -183,8 +184,13 @@
       root.append(h("div", { class: "toolbar" }, h("span", { class: "title", text: "compare" }),
         h("label", null, this.sync, "sync scroll and zoom"), scaleLegend()));
       const panes = h("div", { class: "panes" });
-      root.append(panes);
+      const losses = h("div", { class: "loss-compare" });
+      root.append(losses, panes);
       this.panes = this.sides.map((side, k) => this.column(panes, side, k));
+      Promise.all(this.sides.map((s) => promptData(s.model, s.hash))).then(([pa, pb]) => {
+        const strip = lossComparison(pa, pb, this.sides.map((s) => s.model.name));
+        if (strip) losses.append(strip);
+      }).catch((err) => showError(losses, err));
     }
 
     column(parent, side, k) {
