@@ -207,3 +207,18 @@ def test_pooled_dataset_has_a_mean_loss_column(gpt2_model, tmp_path):
     for text in MIXED:
         loss = store.predictions(gpt2_model.name, text)["loss"]
         assert losses[prompt_hash(text)] == pytest.approx(float(np.nanmean(loss)), abs=1e-6)
+
+
+def test_a_prompt_run_in_layer_groups_reads_the_same(gpt2_model, tmp_path):
+    """A prompt over --max-batch-mb runs one layer group per pass: its lens is gathered over
+    the groups and its prediction read in the last one, as in one pass."""
+    hooks = ["pattern", "logits", "logit_lens"]
+    whole = _export(gpt2_model, tmp_path / "whole", hooks=hooks, prompts=MIXED[3:])
+    grouped = _export(
+        gpt2_model, tmp_path / "grouped", hooks=hooks, prompts=MIXED[3:], max_batch_mb=0.1
+    )
+    name, text = gpt2_model.name, MIXED[3]
+    for read in (lambda s: s.predictions(name, text), lambda s: s.logit_lens(name, text)):
+        a, b = read(whole), read(grouped)
+        for field in FIELDS:
+            np.testing.assert_allclose(a[field], b[field], atol=1e-5, rtol=0)
