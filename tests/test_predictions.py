@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 
 import lens_cache
 from lens_cache.errors import ActivationsMissingError, SettingsMismatchError, UnsupportedModelError
 from lens_cache.predictions import FIELDS
 from lens_cache.prompts import prompt_hash
+from tests.helpers import run_cli
 
 TEXT = "The cat sat on the mat because the mat was warm."
 
@@ -161,11 +161,10 @@ def test_bad_top_k_is_one_line_and_writes_nothing(gpt2_dir, cli_env, tmp_path, t
 
 
 def test_logit_lens_without_a_final_norm_is_a_named_error(gpt2_dir, tmp_path):
-    from conftest import boot
-
     from lens_cache import export
+    from lens_cache.models import load_model
 
-    model = boot(gpt2_dir)
+    model = load_model(str(gpt2_dir), device="cpu")
     del model.model.ln_final  # an architecture whose final norm the adapter cannot find
     with pytest.raises(UnsupportedModelError, match="no ln_final module"):
         export(model, prompts=MIXED, save_path=tmp_path, hooks=["logit_lens"], quiet=True)
