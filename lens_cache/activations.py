@@ -15,6 +15,7 @@ from lens_cache.adapter import HOOK_KINDS
 from lens_cache.cli import run_cli
 from lens_cache.models import DEFAULT_MODEL, DTYPES
 from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, POOLS
+from lens_cache.predictions import KINDS as PREDICTION_KINDS
 from lens_cache.prompts import DEFAULT_PROMPTS
 
 
@@ -98,9 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--hooks",
         nargs="+",
-        choices=HOOK_KINDS,
+        choices=HOOK_KINDS + PREDICTION_KINDS,
         default=["pattern", "resid_post"],
-        help="what to store: attention patterns and/or residual stream hooks",
+        help="what to store: attention patterns, residual stream hooks, and what the model "
+        "predicts: logits (per-token loss, entropy, top-k, rank of the actual token) and "
+        "logit_lens (the same read out of each selected layer's resid_post)",
+    )
+    a(
+        "--top-k",
+        type=int,
+        default=10,
+        help="most likely next tokens stored per position by logits and logit_lens",
     )
     a(
         "--layers",
@@ -196,6 +205,7 @@ def main(argv=None) -> int:
             resid_dtype=args.resid_dtype,
             pattern_dtype=args.pattern_dtype,
             stacked_heads=args.stacked_heads,
+            top_k=args.top_k,
             batch_size=args.batch_size,
             token_budget=args.token_budget,
             max_batch_mb=args.max_batch_mb,

@@ -9,9 +9,14 @@ Variants, all on the same model, prompts and machine, in one run:
              GPU (run by default only when the device is not the CPU, where it is `forward`).
   default    `lens_cache.export` with its defaults (deflate-1 npz, 2 writer threads).
   fastest    `lens_cache.export` storing float16 patterns (opt-in, lossy: error <= 2.4e-4).
+  logits     `lens_cache.export --hooks logits`: per-token loss, entropy, top-k and rank read
+             out of the model's own prediction; its `x bound` is its cost over the forward
+             pass that skips the unembedding (target: 1.25x).
+  logit_lens `--hooks logit_lens` on every layer: the same read out of each layer's resid_post.
 Each variant runs in a fresh subprocess so that its peak RSS is its own; the wall time excludes
-imports and model loading (the same for all). Patterns only (`--hooks pattern`), and the
-table's `max diff` column checks that each variant stored the reference's patterns.
+imports and model loading (the same for all). Patterns only (`--hooks pattern`) but for the two
+prediction variants, and the table's `max diff` column checks that each variant stored the
+reference's patterns.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("reference", "forward", "forward_copy", "default", "fastest")
-CPU_VARIANTS = ("reference", "forward", "default", "fastest")
+PREDICTING = ("logits", "logit_lens")  # the variants that store predictions, not patterns
+VARIANTS = ("reference", "forward", "forward_copy", "default", "fastest", *PREDICTING)
+CPU_VARIANTS = ("reference", "forward", "default", "fastest", *PREDICTING)
 MODELS = ("gpt2-small-shape", "smollm2-135m")
 SHARED_PROMPTS = Path("shared") / "prompts" / "pile_100.jsonl"
 
@@ -98,6 +104,8 @@ def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size
         export(model, prompts, **common)
     elif variant == "fastest":
         export(model, prompts, pattern_dtype="float16", **common)
+    elif variant in PREDICTING:
+        export(model, prompts, **{**common, "hooks": [variant]})
     else:
         raise ValueError(f"unknown variant {variant}")
 
@@ -166,7 +174,9 @@ def child(args) -> None:
     start = time.perf_counter()
     run_variant(args.child, model, prompts, save, args.batch_size)
     wall = time.perf_counter() - start
-    written = sum(f.stat().st_size for f in save.rglob("*.npz"))
+    written = sum(
+        f.stat().st_size for ext in ("npz", "safetensors") for f in save.rglob(f"*.{ext}")
+    )
     print(
         json.dumps(
             {

@@ -1,6 +1,7 @@
 """`python -m lens_cache.cache`: look after a store.
 
-    info    sizes by model and kind: patterns (npz / stacked npy), residuals, pooled, viewer, other
+    info    sizes by model and kind: patterns (npz / stacked npy), residuals, predictions (logits
+            and logit lens), pooled, viewer, other
     list    the prompts of each model
     verify  re-read every file; list missing and corrupt ones; exit 1 if there are any
     prune   remove the least recently used prompt folders until the store fits in --max-gb
@@ -34,14 +35,24 @@ from lens_cache.activations import default_save_path
 from lens_cache.cli import run_cli
 from lens_cache.errors import ModelNotInStoreError
 from lens_cache.indexer import MODEL_CFG_NAME, write_indexes
+from lens_cache.predictions import FIELDS as PREDICTION_FIELDS
+from lens_cache.predictions import lens_member
 from lens_cache.progress import log, warn
 from lens_cache.reader import RESID_KINDS, open_store
-from lens_cache.store import NPZ_NAME, PROMPT_NAME, RESIDUALS_NAME, STACKED_NAME, read_json
+from lens_cache.store import (
+    LOGIT_LENS_NAME,
+    NPZ_NAME,
+    PREDICTIONS_NAME,
+    PROMPT_NAME,
+    RESIDUALS_NAME,
+    STACKED_NAME,
+    read_json,
+)
 from lens_cache.viewer import APP_DIR as VIEWER_APP_DIR
 from lens_cache.viewer import DATA_DIR as VIEWER_DATA_DIR
 from lens_cache.viewer import OLD_ASSETS as OLD_VIEWER_ASSETS
 
-KINDS = ("patterns", "residuals", "pooled", "viewer", "other")
+KINDS = ("patterns", "residuals", "predictions", "pooled", "viewer", "other")
 STORE_ROW = "(store)"  # files that belong to no one model: indexes, the viewer
 VIEWER_FILES = ("index.html", VIEWER_APP_DIR, *OLD_VIEWER_ASSETS, VIEWER_DATA_DIR)
 GB = 10**9
@@ -68,6 +79,8 @@ def _kind(rel: Path, models: set[str]) -> tuple[str, str]:
             return top, "pooled"
         if rel.name in (NPZ_NAME, STACKED_NAME):
             return top, "patterns"
+        if rel.name in (PREDICTIONS_NAME, LOGIT_LENS_NAME):
+            return top, "predictions"
         return top, "residuals" if rel.name == RESIDUALS_NAME else "other"
     return STORE_ROW, "viewer" if top in VIEWER_FILES else "other"
 
@@ -193,9 +206,9 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
     if not isinstance(record, dict) or record.get("hash") != folder.name:
         return [Problem("corrupt", folder / PROMPT_NAME, "its hash is not the folder's name")]
     settings = record.get("lens_cache") or {}
-    hooks = settings.get("hooks") or ["pattern"]  # pattern-lens stores patterns only
+    hooks = settings["hooks"] if "hooks" in settings else ["pattern"]  # pattern-lens: patterns
     layers = settings.get("layers")
-    problems = _promised(folder, hooks)
+    problems = _promised(folder, hooks + settings.get("predictions", []))
     n = record.get("n_tokens") if settings else None  # pattern-lens counts tokens without BOS
     if (folder / NPZ_NAME).is_file():
         keys = [f"blocks.{i}.attn.hook_pattern" for i in layers or []]
@@ -206,6 +219,11 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
         kinds = [k for k in hooks if k in RESID_KINDS]
         keys = [f"blocks.{i}.hook_{k}" for k in kinds for i in layers or []]
         problems += _check_safetensors(folder / RESIDUALS_NAME, keys, n)
+    if (folder / PREDICTIONS_NAME).is_file():
+        problems += _check_safetensors(folder / PREDICTIONS_NAME, list(PREDICTION_FIELDS), n)
+    if (folder / LOGIT_LENS_NAME).is_file():
+        keys = [lens_member(i, f) for i in layers or [] for f in PREDICTION_FIELDS]
+        problems += _check_safetensors(folder / LOGIT_LENS_NAME, keys, n)
     return problems
 
 
@@ -215,6 +233,9 @@ def _promised(folder: Path, hooks: list[str]) -> list[Problem]:
         problems.append(Problem("missing", folder / NPZ_NAME, "prompt.json promises patterns"))
     if any(k in RESID_KINDS for k in hooks) and not (folder / RESIDUALS_NAME).is_file():
         problems.append(Problem("missing", folder / RESIDUALS_NAME, "prompt.json promises them"))
+    for kind, name in (("logits", PREDICTIONS_NAME), ("logit_lens", LOGIT_LENS_NAME)):
+        if kind in hooks and not (folder / name).is_file():
+            problems.append(Problem("missing", folder / name, "prompt.json promises it"))
     return problems
 
 

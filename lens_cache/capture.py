@@ -16,6 +16,7 @@ import torch
 
 from lens_cache.adapter import LensModel, hook_name
 from lens_cache.errors import HookNotFiredError, OutOfMemoryError
+from lens_cache.predictions import lens_member, next_tokens, readout, readout_layers
 from lens_cache.store import ExportSettings
 
 
@@ -28,13 +29,15 @@ class Capture:
     # name -> [1, H, T, T]; for a prompt captured in layer groups, an iterator of (name, array)
     patterns: dict[str, np.ndarray] = field(default_factory=dict)
     residuals: dict[str, torch.Tensor] = field(default_factory=dict)  # [T, d_model]
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # field -> [T] or [T, k]
+    logit_lens: dict[str, torch.Tensor] = field(default_factory=dict)  # member -> [T] or [T, k]
     written: bool = False  # already on disk (captured and written layer group by layer group)
 
     @property
     def nbytes(self) -> int:
         pattern_bytes = sum(a.nbytes for a in self.patterns.values())
-        resid_bytes = sum(t.numel() * t.element_size() for t in self.residuals.values())
-        return pattern_bytes + resid_bytes
+        tensors = [*self.residuals.values(), *self.predictions.values(), *self.logit_lens.values()]
+        return pattern_bytes + sum(t.numel() * t.element_size() for t in tensors)
 
 
 def capture_batch(
@@ -71,7 +74,8 @@ def capture_in_layer_groups(
 
     Memory then holds one group's cache and one layer being written, not every layer at once.
     The patterns come out as a generator that runs the passes: consume it in the thread that
-    owns the model. Residuals (small) fill `capture.residuals` as the groups run.
+    owns the model. Residuals and predictions (small) fill the capture as the groups run;
+    the model's own prediction is read in the last group, which runs to the last layer.
     """
     prompt, ids = item
     capture = Capture(prompt=prompt, ids=ids)
@@ -79,9 +83,15 @@ def capture_in_layer_groups(
     groups = [layers[i : i + layers_per_pass] for i in range(0, len(layers), layers_per_pass)]
 
     def patterns():
-        for group in groups:
-            (part,) = capture_batch(model, [item], replace(settings, layers=group))
+        for i, group in enumerate(groups):
+            last = i == len(groups) - 1
+            kinds = tuple(k for k in settings.predictions if k == "logit_lens" or last)
+            (part,) = capture_batch(
+                model, [item], replace(settings, layers=group, predictions=kinds)
+            )
             capture.residuals.update(part.residuals)
+            capture.predictions.update(part.predictions)
+            capture.logit_lens.update(part.logit_lens)
             yield from part.patterns.items()
             del part  # free this group before the next pass
 
@@ -114,14 +124,17 @@ def right_pad(model: LensModel, id_lists: list[list[int]]) -> torch.Tensor:
 
 def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
     names = settings.hook_names()
+    read_layers = readout_layers(settings.predictions, settings.layers, model.n_layers)
+    read_names = [hook_name("resid_post", layer) for layer in read_layers]
     tokens = right_pad(model, [ids for _, ids in items])
-    cache = model.run(tokens, names, last_layer=max(settings.layers))
+    last_layer = max([*settings.layers, *read_layers])
+    cache = model.run(tokens, list(dict.fromkeys(names + read_names)), last_layer=last_layer)
     _check_shapes(model, cache, tokens.shape)
-    host = to_host(cache)
-    captures = []
-    for row, (prompt, ids) in enumerate(items):
-        n = len(ids)
-        capture = Capture(prompt=prompt, ids=ids)
+    captures = [Capture(prompt=prompt, ids=ids) for prompt, ids in items]
+    _read_predictions(model, cache, captures, settings, read_layers)
+    host = to_host({name: cache[name] for name in names})
+    for row, capture in enumerate(captures):
+        n = len(capture.ids)
         for kind in settings.hooks:
             for layer in settings.layers:
                 name = hook_name(kind, layer)
@@ -131,8 +144,25 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
                 else:
                     value = host[name][row, :n].to(settings.torch_resid_dtype)
                     capture.residuals[name] = value.clone()
-        captures.append(capture)
     return captures
+
+
+def _read_predictions(model: LensModel, cache: dict, captures, settings, layers) -> None:
+    """Fill each capture's predictions and logit lens, reading out every prompt's real
+    positions together (pads never enter) one layer at a time, on the model's device."""
+    lengths = [len(c.ids) for c in captures]
+    targets = torch.cat([next_tokens(c.ids, model.device) for c in captures])
+    chunk_bytes = int(settings.chunk_mb * 2**20)
+    for layer in layers:
+        value = cache[hook_name("resid_post", layer)]
+        resid = torch.cat([value[row, :n] for row, n in enumerate(lengths)])
+        fields = readout(model, resid, targets, settings.top_k, chunk_bytes)
+        for name, tensor in fields.items():
+            for capture, part in zip(captures, tensor.cpu().split(lengths), strict=True):
+                if "logit_lens" in settings.predictions and layer in settings.layers:
+                    capture.logit_lens[lens_member(layer, name)] = part.clone()
+                if "logits" in settings.predictions and layer == model.n_layers - 1:
+                    capture.predictions[name] = part.clone()
 
 
 def to_host(cache: dict) -> dict:

@@ -96,6 +96,10 @@ class LayerSelectionError(LensCacheError, ValueError):
     """`--layers` names a layer the model does not have, or cannot be parsed."""
 
 
+class TopKError(LensCacheError, ValueError):
+    """`--top-k` is not between 1 and the model's vocabulary size."""
+
+
 class BatchingError(LensCacheError, ValueError):
     """A batch limit (`--batch-size`, `--token-budget`, ...) is not a positive number."""
 

@@ -18,11 +18,14 @@ from lens_cache.errors import (
     PromptsError,
     PromptTooLongError,
     SettingsMismatchError,
+    TopKError,
 )
 from lens_cache.faults import fault_point
 from lens_cache.indexer import MODEL_CFG_NAME, write_indexes
 from lens_cache.locking import store_lock
 from lens_cache.models import DEFAULT_MODEL, load_model
+from lens_cache.predictions import KINDS as PREDICTION_KINDS
+from lens_cache.predictions import mean_loss, readout_layers
 from lens_cache.progress import Progress, log, warn
 from lens_cache.prompts import DEFAULT_PROMPTS, make_prompt, read_prompts, select_prompts
 from lens_cache.writer import WriterPool
@@ -54,6 +57,7 @@ def export(
     resid_dtype: str = "float32",
     pattern_dtype: str = "float32",
     stacked_heads: bool = False,
+    top_k: int = 10,
     batch_size: int = 8,
     token_budget: int | None = None,
     max_batch_mb: float = 1024,
@@ -78,13 +82,16 @@ def export(
             strings or `{"text": ..., "meta": {...}}` dicts (such as `iter_dataset(...)`: with
             `n_samples` and no `shuffle` it is read only as far as needed).
         save_path: the store's root directory.
-        hooks: any of `pattern`, `resid_pre`, `resid_mid`, `resid_post`.
+        hooks: any of `pattern`, `resid_pre`, `resid_mid`, `resid_post`, and the predictions
+            `logits` (the model's next-token prediction) and `logit_lens` (the same read out of
+            each selected layer's `resid_post`); see `lens_cache.predictions`.
         layers: `"all"`, `"first"`, `"middle"`, `"last"`, a list of ints, or a string such as
             `"0,3,5"` or `"2-5"`.
         resid_dtype: dtype of stored residuals (`float32`, `float16`, `bfloat16`).
         pattern_dtype: dtype of stored patterns: `float32` (default, exact) or `float16`
             (half the bytes, absolute error up to 2.4e-4: lossy, opt-in).
         stacked_heads: store patterns as one `[1, L, H, T, T]` `.npy` instead of the npz.
+        top_k: most likely tokens stored per position by `logits` and `logit_lens`.
         batch_size: most prompts per forward pass.
         token_budget: most padded tokens (`n_prompts * longest`) per forward pass.
         max_batch_mb: most megabytes of cached activations per forward pass.
@@ -110,8 +117,10 @@ def export(
         raise BatchingError(
             f"writers must be >= 0 and compress-level 0-9, got {writers} and {compress_level}"
         )
-    hooks = _check_hooks(hooks)
+    hooks, predictions = _check_hooks(hooks)
     pools = _check_pools(pool, hooks)
+    if predictions and top_k < 1:
+        raise TopKError(f"--top-k must be at least 1, got {top_k}")
     _check_choice("resid_dtype", resid_dtype, store.RESID_DTYPES)
     _check_choice("pattern_dtype", pattern_dtype, store.PATTERN_DTYPES)
     prompt_list = select_prompts(_as_prompts(prompts), **prompt_options)
@@ -124,6 +133,8 @@ def export(
         reports = []
         for spec in models:
             model = load_model(spec, device=distributed.device_for(rank, device), dtype=model_dtype)
+            if predictions:
+                _check_readout(model, top_k)
             settings = store.ExportSettings(
                 hooks=hooks,
                 layers=resolve_layers(layers, model.n_layers),
@@ -131,7 +142,10 @@ def export(
                 pattern_dtype=pattern_dtype,
                 stacked_heads=stacked_heads,
                 model_dtype=model.dtype_name,  # of the model as loaded, or as the caller passed it
+                predictions=predictions,
+                top_k=top_k,
                 compress_level=compress_level,
+                chunk_mb=max_batch_mb,
             )
             reports.append(_export_model(model, prompt_list, save_path, settings, plan, rank))
         rank.barrier()  # every rank's prompts are on disk before the indexes are rebuilt
@@ -174,7 +188,7 @@ def _check_pools(pool, hooks) -> tuple[str, ...]:
     unknown = [p for p in pools if p not in POOLS]
     if unknown:
         raise PromptsError(f"unknown pool {unknown}; choose from {', '.join(POOLS)}")
-    if pools and hooks == ("pattern",):
+    if pools and not any(h != "pattern" for h in hooks):
         raise PromptsError("--pool needs a residual hook in --hooks (e.g. resid_post)")
     return pools
 
@@ -197,12 +211,25 @@ def _check_choice(name: str, value, choices) -> None:
         raise BatchingError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def _check_hooks(hooks) -> tuple[str, ...]:
+def _check_hooks(hooks) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The stored hook kinds and the prediction kinds asked for."""
     hooks = (hooks,) if isinstance(hooks, str) else tuple(hooks)
-    unknown = [h for h in hooks if h not in HOOK_KINDS]
+    choices = HOOK_KINDS + PREDICTION_KINDS
+    unknown = [h for h in hooks if h not in choices]
     if unknown or not hooks:
-        raise PromptsError(f"unknown hooks {unknown}; choose from {', '.join(HOOK_KINDS)}")
-    return hooks
+        raise PromptsError(f"unknown hooks {unknown}; choose from {', '.join(choices)}")
+    return (
+        tuple(h for h in hooks if h in HOOK_KINDS),
+        tuple(h for h in hooks if h in PREDICTION_KINDS),
+    )
+
+
+def _check_readout(model: LensModel, top_k: int) -> None:
+    """Before anything is written: the model has a final norm and unembedding, and `top_k`
+    fits its vocabulary."""
+    model.check_unembedding()
+    if top_k > model.d_vocab:
+        raise TopKError(f"--top-k {top_k} is more than {model.name}'s {model.d_vocab} tokens")
 
 
 def _as_prompts(prompts) -> Iterator[dict]:
@@ -349,12 +376,13 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
     per_layer = 0
     for kind in settings.hooks:
         per_layer += model.n_heads * t * t if kind == "pattern" else t * model.d_model
-    return 4 * n_layers * per_layer
+    read = readout_layers(settings.predictions, settings.layers, model.n_layers)
+    return 4 * (n_layers * per_layer + len(read) * t * model.d_model)
 
 
 def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:
     prompt = capture.prompt
-    return {
+    record = {
         "text": prompt["text"],
         "hash": prompt["hash"],
         "n_tokens": len(capture.ids),
@@ -371,6 +399,11 @@ def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:
             "model_dtype": settings.model_dtype,
         },
     }
+    if settings.predictions:
+        record["lens_cache"].update(predictions=list(settings.predictions), top_k=settings.top_k)
+    if capture.predictions:
+        record["mean_loss"] = mean_loss(capture.predictions["loss"])
+    return record
 
 
 def _too_long(prompt: dict, n: int, model: LensModel, on_long: str) -> None:
@@ -410,12 +443,17 @@ def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool, write:
         "transformer_lens_major": tl_major(),
     }
     store.write_json(cfg_path, cfg)
+    if settings.predictions:  # top-k ids are only readable with the model's token strings
+        store.write_json(mdir / store.VOCAB_NAME, model.str_tokens(list(range(model.d_vocab))))
 
 
 def _settings_text(d: dict) -> str:
     """What a fingerprint stands for, as `key=value` words (a missing dtype is float32)."""
     d = {"pattern_dtype": "float32", "model_dtype": "float32", **d}
-    shown = [f"hooks={','.join(d.get('hooks', []))}", f"layers={_ranges(d.get('layers', []))}"]
+    hooks = [*d.get("hooks", []), *d.get("predictions", [])]
+    shown = [f"hooks={','.join(hooks)}", f"layers={_ranges(d.get('layers', []))}"]
+    if d.get("predictions"):
+        shown.append(f"top_k={d.get('top_k')}")
     keys = ("resid_dtype", "pattern_dtype", "model_dtype", "stacked_heads")
     return " ".join(shown + [f"{k}={d.get(k)}" for k in keys])
 

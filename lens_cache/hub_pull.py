@@ -148,7 +148,8 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
     else:
         side.unlink(missing_ok=True)
     full = {**record, "lens_cache": {**layout.describe(), "model": plan.name, "hub": hub_info}}
-    capture = SimpleNamespace(patterns=patterns, residuals=residuals)
+    # a pull carries no predictions (the Hub layout has none yet)
+    capture = SimpleNamespace(patterns=patterns, residuals=residuals, predictions={}, logit_lens={})
     store.write_prompt_dir(directory, full, capture, layout.settings, plan.name)
 
 

@@ -4,7 +4,8 @@
     <save>/<model>/pooled/<hook>-<pool>/data-00001-of-00002.parquet
 
 One row per prompt (in the order of the model's prompts.jsonl, i.e. by hash): `hash`, `text`,
-`n_tokens`, one column per `meta` key (lists and objects JSON-encoded; a key that clashes with
+`n_tokens`, `mean_loss` (when the model's logits were exported: the prompt's mean next-token
+loss), one column per `meta` key (lists and objects JSON-encoded; a key that clashes with
 these names gets a `meta_` prefix), and `layer_{i}`, a fixed-size list of `d_model` float32,
 for every stored layer. The parquet schema's metadata (`lens_cache` key) records the model,
 hook, pool and layers. `datasets.load_dataset("parquet", data_dir=...)`, pyarrow and pandas
@@ -52,7 +53,7 @@ from lens_cache.store import is_orphaned_tmp, tmp_name
 
 POOLS = ("last_token", "first_token", "first_real", "mean", "mean_real")
 DEFAULT_SHARD_MAX_BYTES = 500 * 10**6  # what `datasets` uses for Hub uploads
-FIXED_COLUMNS = ("hash", "text", "n_tokens")
+FIXED_COLUMNS = ("hash", "text", "n_tokens", "mean_loss")
 LAYER_PREFIX = "layer_"
 
 
@@ -132,7 +133,7 @@ def write_pooled(
     out = Path(out_dir) if out_dir is not None else pooled_dir(save_path, model, kind, pool)
     layers = store.stored_layers(model, records[0], kind)
     bos = bool(store.model_cfg(model).get("default_prepend_bos", True))
-    meta = _meta_columns(records)
+    meta = {**_loss_column(records), **_meta_columns(records)}
 
     def rows():
         for record in records:
@@ -156,6 +157,15 @@ def _no_prompts(store, model: str) -> Exception:
 
 
 # --- columns and shards ----------------------------------------------------------------------
+
+
+def _loss_column(records: list[dict]) -> dict:
+    """`{"mean_loss": float64 array}` when logits were exported (None where a prompt has none)."""
+    import pyarrow as pa
+
+    if not any("mean_loss" in r for r in records):
+        return {}
+    return {"mean_loss": pa.array([r.get("mean_loss") for r in records], pa.float64())}
 
 
 def _meta_columns(records: list[dict]) -> dict:

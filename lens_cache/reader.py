@@ -41,13 +41,26 @@ from lens_cache.errors import (
     UnknownHookError,
 )
 from lens_cache.indexer import MODEL_CFG_NAME, prompt_records
+from lens_cache.predictions import FIELDS as PREDICTION_FIELDS
+from lens_cache.predictions import KINDS as PREDICTION_KINDS
+from lens_cache.predictions import lens_member
 from lens_cache.prompts import prompt_hash
-from lens_cache.store import NPZ_NAME, PROMPT_NAME, RESIDUALS_NAME, STACKED_NAME, read_json
+from lens_cache.store import (
+    LOGIT_LENS_NAME,
+    NPZ_NAME,
+    PREDICTIONS_NAME,
+    PROMPT_NAME,
+    RESIDUALS_NAME,
+    STACKED_NAME,
+    VOCAB_NAME,
+    read_json,
+)
 
 RESID_KINDS = tuple(k for k in HOOK_KINDS if k != "pattern")
 # prompt.json keys that are not metadata; pattern-lens keeps metadata beside them.
-RECORD_KEYS = ("text", "hash", "n_tokens", "tokens", "token_ids", "meta", "lens_cache")
+RECORD_KEYS = ("text", "hash", "n_tokens", "tokens", "token_ids", "meta", "lens_cache", "mean_loss")
 _PATTERN_KEY = re.compile(r"^blocks\.(\d+)\.attn\.hook_pattern$")
+_LENS_KEY = re.compile(r"^blocks\.(\d+)\.logit_lens\.loss$")
 _HASH = re.compile(r"^[A-Za-z0-9_-]+$")  # url-safe base64: never a path such as ".."
 
 
@@ -218,7 +231,74 @@ class Store:
             chosen = select_layers(layers, stored, self._n_layers(model, stored), where)
             return torch.stack([f.get_tensor(hook_name(kind, i)) for i in chosen])
 
+    def vocab(self, model: str) -> list[str]:
+        """The model's token strings by id (stored when predictions were exported), to read
+        `top_ids`: `store.vocab(model)[i]`.
+
+        Raises:
+            ActivationsMissingError: the store has no vocabulary for this model.
+        """
+        path = self._model_dir(model) / VOCAB_NAME
+        if not path.is_file():
+            raise ActivationsMissingError(
+                f"no {VOCAB_NAME} for model {model} in {self.path}; run: "
+                f"{self._command(model, ['logits'])}"
+            )
+        return read_json(path)
+
+    def predictions(self, model: str, prompt) -> dict[str, np.ndarray]:
+        """What the model predicted at each position of one prompt (export kind `logits`).
+
+        Returns:
+            `loss` `Float[np.ndarray, " pos"]` (`-log p` of the actual next token; NaN at the
+            last position), `entropy` `[pos]`, `top_ids` `Int[np.ndarray, "pos k"]` (int32),
+            `top_logprobs` `[pos, k]`, `target_rank` `[pos]` (int32; 0 when the actual token
+            was the top prediction, -1 at the last position).
+
+        Raises:
+            ActivationsMissingError: the prompt was stored without `logits`.
+        """
+        directory = self._prompt_dir(model, prompt)
+        path = self._kind_path(model, directory, "logits", PREDICTIONS_NAME)
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+
+    def logit_lens(self, model: str, prompt, layers=None) -> dict[str, np.ndarray]:
+        """The logit lens of one prompt: the fields of `predictions` read out of each stored
+        layer's `resid_post` (the final norm applied afresh, then the unembedding).
+
+        Args:
+            layers (`int` or list of `int`, *optional*, defaults to every stored layer).
+
+        Returns:
+            The fields of `predictions` with a leading layer axis: `loss` `[layers, pos]`,
+            `top_ids` `[layers, pos, k]`, ...
+
+        Raises:
+            ActivationsMissingError: the prompt was stored without `logit_lens`.
+            LayerNotStoredError: a requested layer is not stored.
+        """
+        from safetensors import safe_open
+
+        directory = self._prompt_dir(model, prompt)
+        path = self._kind_path(model, directory, "logit_lens", LOGIT_LENS_NAME)
+        with safe_open(str(path), "np") as f:
+            stored = sorted(int(m.group(1)) for k in f.keys() if (m := _LENS_KEY.match(k)))
+            where = f"prompt {directory.name} of model {model} (logit_lens)"
+            chosen = select_layers(layers, stored, self._n_layers(model, stored), where)
+            return {
+                name: np.stack([f.get_tensor(lens_member(i, name)) for i in chosen])
+                for name in PREDICTION_FIELDS
+            }
+
     # --- helpers -----------------------------------------------------------------------------
+
+    def _kind_path(self, model: str, directory: Path, kind: str, name: str) -> Path:
+        path = directory / name
+        if not path.is_file():
+            raise self._missing(model, directory, kind, f"no {kind}")
+        return path
 
     def _model_dir(self, model: str) -> Path:
         mdir = self.path / model
@@ -267,9 +347,9 @@ class Store:
 
     def _missing(self, model: str, directory: Path, kind: str, what: str):
         """An `ActivationsMissingError` for a kind of activation this prompt was stored without."""
-        record = read_json(directory / PROMPT_NAME)
-        have = (record.get("lens_cache") or {}).get("hooks") or ["pattern"]
-        hooks = [k for k in HOOK_KINDS if k in have or k == kind]
+        settings = read_json(directory / PROMPT_NAME).get("lens_cache") or {}
+        have = settings.get("hooks", ["pattern"]) + settings.get("predictions", [])
+        hooks = [k for k in HOOK_KINDS + PREDICTION_KINDS if k in have or k == kind]
         return ActivationsMissingError(
             f"{what} for prompt {directory.name} of model {model} in {self.path} (stored: "
             f"{', '.join(have)}); run: {self._command(model, hooks)}"
@@ -368,9 +448,11 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _data_files(hook: str | None) -> tuple[str, ...]:
     if hook is None:
-        return (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME)
+        return (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME, PREDICTIONS_NAME, LOGIT_LENS_NAME)
     if hook == "pattern":
         return (NPZ_NAME, STACKED_NAME)
+    if hook in PREDICTION_KINDS:
+        return (PREDICTIONS_NAME if hook == "logits" else LOGIT_LENS_NAME,)
     resid_kind(hook)
     return (RESIDUALS_NAME,)
 

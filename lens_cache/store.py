@@ -3,10 +3,13 @@
     <save>/models.jsonl
     <save>/.lens_cache.lock                              advisory lock (see lens_cache.locking)
     <save>/<model>/model_cfg.json
+    <save>/<model>/vocab.json                  token strings by id (written with predictions)
     <save>/<model>/prompts.jsonl
     <save>/<model>/prompts/<hash>/prompt.json            written last: means complete
     <save>/<model>/prompts/<hash>/activations.npz        blocks.{i}.attn.hook_pattern [1, H, T, T]
     <save>/<model>/prompts/<hash>/residuals.safetensors  blocks.{i}.hook_resid_* [T, d_model]
+    <save>/<model>/prompts/<hash>/predictions.safetensors  loss, entropy [T], top_* [T, k], ...
+    <save>/<model>/prompts/<hash>/logit_lens.safetensors   blocks.{i}.logit_lens.<field>
 
 With stacked heads, `activations-blocks.-.attn.hook_pattern.npy` (float32 [1, L, H, T, T], the
 name pattern-lens uses) replaces the npz.
@@ -35,12 +38,17 @@ except ImportError:  # pragma: no cover - isal is a dependency, but the fallback
 from lens_cache.adapter import HOOK_KINDS, hook_name
 from lens_cache.errors import LensCacheError, ModelNameError, SavePathError, StoreWriteError
 from lens_cache.faults import fault_point
+from lens_cache.predictions import KINDS as PREDICTION_KINDS
 
 FORMAT_VERSION = 1
 NPZ_NAME = "activations.npz"
 STACKED_NAME = "activations-blocks.-.attn.hook_pattern.npy"
 RESIDUALS_NAME = "residuals.safetensors"
 PROMPT_NAME = "prompt.json"
+PREDICTIONS_NAME = "predictions.safetensors"  # kind `logits`
+LOGIT_LENS_NAME = "logit_lens.safetensors"  # kind `logit_lens`
+VOCAB_NAME = "vocab.json"  # <model>/vocab.json: each token id's string, beside model_cfg.json
+DATA_NAMES = (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME, PREDICTIONS_NAME, LOGIT_LENS_NAME)
 PATTERN_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 RESID_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # ZipInfo's per-entry compression level: public from Python 3.13, private before.
@@ -58,10 +66,15 @@ class ExportSettings:
     pattern_dtype: str = "float32"  # float16 halves the bytes; lossy (abs error <= 2.4e-4)
     stacked_heads: bool = False
     model_dtype: str = "float32"  # what the model computed in: float16/bfloat16 move patterns
+    predictions: tuple[str, ...] = ()  # `logits`, `logit_lens` (lens_cache.predictions)
+    top_k: int = 10  # top tokens stored per position by the prediction kinds
     compress_level: int = 1  # how, not what: left out of the fingerprint
+    chunk_mb: float = 1024  # how: most MB of vocabulary rows read out at once; not fingerprinted
 
     def __post_init__(self):
         object.__setattr__(self, "hooks", tuple(k for k in HOOK_KINDS if k in self.hooks))
+        kinds = tuple(k for k in PREDICTION_KINDS if k in self.predictions)
+        object.__setattr__(self, "predictions", kinds)
         object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
 
     @property
@@ -78,9 +91,15 @@ class ExportSettings:
     def describe(self) -> dict:
         d = asdict(self)
         d.pop("compress_level")
+        d.pop("chunk_mb")
+        if not self.predictions:  # stores without predictions keep their fingerprint
+            d.pop("predictions")
+            d.pop("top_k")
         if d["model_dtype"] == "float32":  # stores from before the field keep their fingerprint
             d.pop("model_dtype")
         d.update(hooks=list(self.hooks), layers=list(self.layers), format=FORMAT_VERSION)
+        if self.predictions:
+            d["predictions"] = list(self.predictions)
         return d
 
     def fingerprint(self) -> str:
@@ -94,6 +113,10 @@ class ExportSettings:
             names.append(STACKED_NAME if self.stacked_heads else NPZ_NAME)
         if any(kind != "pattern" for kind in self.hooks):
             names.append(RESIDUALS_NAME)
+        if "logits" in self.predictions:
+            names.append(PREDICTIONS_NAME)
+        if "logit_lens" in self.predictions:
+            names.append(LOGIT_LENS_NAME)
         return names
 
 
@@ -291,6 +314,17 @@ def write_prompt_dir(
             "format": f"lens_cache/{FORMAT_VERSION}",
         }
         write_safetensors(directory / RESIDUALS_NAME, capture.residuals, metadata)
+    for name, tensors in (
+        (PREDICTIONS_NAME, capture.predictions),
+        (LOGIT_LENS_NAME, capture.logit_lens),
+    ):
+        if tensors:
+            metadata = {
+                "model": model_name,
+                "top_k": str(settings.top_k),
+                "format": f"lens_cache/{FORMAT_VERSION}",
+            }
+            write_safetensors(directory / name, tensors, metadata)
     fault_point("renamed", directory)
     write_json(directory / PROMPT_NAME, record)
 
@@ -299,7 +333,7 @@ def _remove_stale(directory: Path, keep: list[str]) -> None:
     """Drop temp files of an interrupted run (never a live process's) and data files that
     other settings left behind."""
     remove_orphaned_tmps(directory)
-    for name in (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME):
+    for name in DATA_NAMES:
         if name not in keep:
             (directory / name).unlink(missing_ok=True)
 

@@ -46,7 +46,9 @@ never from a colour. ``prompt.js`` holds:
   ``T <= THUMB_SIZE``, where the page draws thumbnails from the (then as small) chunks;
   ``thumb_size`` is ``min(T, THUMB_SIZE)``;
 - ``resid``: ``{"layers": [...], "norms": {hook: f4 [layers, T]}}`` (L2 norm of each token's
-  residual, hook one of ``resid_pre``, ``resid_mid``, ``resid_post``) or ``null``.
+  residual, hook one of ``resid_pre``, ``resid_mid``, ``resid_post``) or ``null``;
+- ``pred``: what the model predicted at each position (``null`` without the ``logits`` kind;
+  format in ``lens_cache.viewer_predictions``).
 
 URL hash format
 ---------------
@@ -60,6 +62,8 @@ Every view has an address; back and forward work. Model names are URI-encoded.
   over the model's prompts (or for one prompt)
 - ``#/compare/<model>/<hash>/<layer>/<head>/<model2>/<hash2>/<layer2>/<head2>``: side by side
 - ``#/resid/<model>/<hash>?hook=resid_post``: residual-stream norms per layer and token
+- ``#/lens/<model>/<hash>[?colour=top]``: the logit lens, layers x positions (with the
+  ``logit_lens`` kind; data in ``lens.js``, see ``lens_cache.viewer_predictions``)
 
 Keys: arrows move layer/head, ``j``/``k`` or ``n``/``p`` next/previous prompt, Enter opens,
 Escape goes up, ``+``/``-``/``0`` zoom, ``l`` log scale, ``t`` theme, ``?`` help.
@@ -94,7 +98,9 @@ from lens_cache.errors import (
 from lens_cache.faults import fault_point
 from lens_cache.progress import warn
 from lens_cache.store import (
+    LOGIT_LENS_NAME,
     NPZ_NAME,
+    PREDICTIONS_NAME,
     PROMPT_NAME,
     RESIDUALS_NAME,
     STACKED_NAME,
@@ -103,8 +109,9 @@ from lens_cache.store import (
     remove_orphaned_tmps,
     tmp_name,
 )
+from lens_cache.viewer_predictions import prediction_data
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 DATA_DIR = VIEWER_DATA_DIR
 THUMB_SIZE = 48
 ZLIB_LEVEL = 6
@@ -112,11 +119,13 @@ ZLIB_LEVEL = 6
 # the order index.html loads them: core.js first, router.js (which boots the page) last.
 SCRIPTS = (
     "core.js",
+    "tokens.js",
     "head_canvas.js",
     "views_home.js",
     "views_prompt.js",
     "views_head.js",
     "views_metrics.js",
+    "views_lens.js",
     "router.js",
 )
 ASSETS = (*SCRIPTS, "viewer.css")
@@ -217,7 +226,8 @@ def script_call(func: str, *args) -> bytes:
 
 def encode_array(arr: np.ndarray, dtype: str) -> dict:
     """``{"dtype", "shape", "b64"}``: little-endian values of `dtype`, deflated, base64."""
-    values = np.ascontiguousarray(arr, dtype={"f2": "<f2", "f4": "<f4", "u1": "u1"}[dtype])
+    dtypes = {"f2": "<f2", "f4": "<f4", "u1": "u1", "i4": "<i4"}
+    values = np.ascontiguousarray(arr, dtype=dtypes[dtype])
     packed = zlib.compress(values.tobytes(), ZLIB_LEVEL)
     return {"dtype": dtype, "shape": list(values.shape), "b64": base64.b64encode(packed).decode()}
 
@@ -278,7 +288,7 @@ def file_sig(path: Path) -> list[int] | None:
 
 
 def source_sig(prompt_dir: Path) -> dict:
-    names = (PROMPT_NAME, NPZ_NAME, STACKED_NAME, RESIDUALS_NAME)
+    names = (PROMPT_NAME, NPZ_NAME, STACKED_NAME, RESIDUALS_NAME, PREDICTIONS_NAME, LOGIT_LENS_NAME)
     return {name: file_sig(prompt_dir / name) for name in names}
 
 
@@ -446,15 +456,21 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
     with reading(src / RESIDUALS_NAME, save):
         resid = resid_norms(src / RESIDUALS_NAME, n_tokens, log)
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
+    payload["pred"], lens = prediction_data(src, encode_array)
+    if lens is not None:
+        written += write_atomic(out / "lens.js", script_call("lens", key, lens))
     written += write_atomic(out / "prompt.js", script_call("prompt", key, payload))
     stamp = {
         "format": FORMAT_VERSION,
         "thumb_size": THUMB_SIZE,
         "source": sig,
-        "files": [*(f"L{layer}.js" for layer in layers), "prompt.js"],
+        "files": [*(f"L{layer}.js" for layer in layers), "prompt.js"]
+        + (["lens.js"] if lens is not None else []),
         "layers": layers,
         "n_tokens": n_tokens,
         "resid": resid is not None,
+        "lens": lens is not None,
+        "mean_loss": payload["pred"]["mean_loss"] if payload["pred"] else None,
     }
     written += write_atomic(out / "stamp.json", json.dumps(stamp).encode())
     return {
@@ -806,5 +822,7 @@ def entry_of(m_index: int, prompt: dict, stamp: dict) -> dict:
         "n": stamp["n_tokens"],
         "nl": len(stamp["layers"]),
         "r": int(stamp["resid"]),
+        "ml": stamp.get("mean_loss"),
+        "lens": int(stamp.get("lens", False)),
         "s": prompt_summary(stamp),
     }

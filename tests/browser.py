@@ -5,7 +5,9 @@ must say."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import NoReturn
 
@@ -141,3 +143,53 @@ def check_hover(hover, save, model: str, h: str, layer: int, head: int) -> None:
         assert f"query {i}: {json.dumps(tokens[i])}" in text
         assert f"key   {j}: {json.dumps(tokens[j])}" in text
     assert "masked" in hover(3, 9)
+
+
+# --- predictions: the token strip and the logit lens ------------------------------------------
+
+
+def tok_label(t: str, limit: int = 24) -> str:
+    """The viewer's tokLabel: whitespace made visible, long tokens shortened."""
+    s = t.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣")
+    return s[: limit - 1] + "…" if len(s) > limit else s
+
+
+def check_prediction(text: str, fields: dict, at: int, vocab: list[str], rank: bool) -> None:
+    """The tooltip's loss, rank and top-k (tokens and probabilities) are the stored ones."""
+    loss = float(re.search(r"loss (\S+)", text).group(1))
+    assert loss == pytest.approx(float(fields["loss"][at]), abs=1e-4)
+    if rank:
+        shown = int(re.search(r"^rank (\d+)", text, re.M).group(1))
+        assert shown == int(fields["target_rank"][at]) + 1
+    rows = re.findall(r"^ *(\d+)\. (.*?) +(\S+)$", text, re.M)
+    k = fields["top_ids"].shape[-1]
+    assert [int(r[0]) for r in rows] == list(range(1, k + 1)), text
+    for (_, token, prob), i, lp in zip(
+        rows, fields["top_ids"][at], fields["top_logprobs"][at], strict=True
+    ):
+        assert token.strip() == tok_label(vocab[int(i)]).strip()
+        assert float(prob) == pytest.approx(math.exp(float(lp)), rel=2e-3, abs=2e-6)
+
+
+def check_token_tip(text: str, s: dict, i: int) -> None:
+    assert text.startswith(f"position {i}:"), text
+    check_prediction(text, s["pred"], i - 1, s["vocab"], rank=True)
+
+
+def check_lens_tip(text: str, s: dict, li: int, i: int) -> None:
+    assert text.startswith(f"layer {li}, position {i}:"), text
+    layer = {name: value[li] for name, value in s["lens"].items()}
+    check_prediction(text, layer, i, s["vocab"], rank=False)
+
+
+LENS_POINT = """(s => { const r = s.getBoundingClientRect(), d = s.dataset;
+  return [r.left + (+d.labelW) + (arguments[1] + 0.5) * (+d.cellW) - s.scrollLeft,
+          r.top + (+d.headH) + (arguments[0] + 0.5) * (+d.cellH) - s.scrollTop]; })
+  (document.querySelector('.lens-scroller'))"""
+TOKEN_POINT = """(r => [r.left + r.width / 2, r.top + r.height / 2])
+  (document.querySelectorAll('.tokens .tok')[arguments[0]].getBoundingClientRect())"""
+
+
+def chromium_point(pg, expr: str, *args) -> list[float]:
+    """Evaluate a Marionette-style expression (reading `arguments`) in Playwright."""
+    return pg.evaluate(f"(args) => (function () {{ return {expr}; }})(...args)", list(args))

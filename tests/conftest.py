@@ -162,3 +162,42 @@ def cli_env(tmp_path) -> dict:
     env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), LENS_CACHE_DIR=str(tmp_path / "store"))
     env.pop("LENS_CACHE_DEBUG", None)
     return env
+
+
+PREDICTION_TEXT = "The cat sat on the mat. The cat sat on the mat again, and then it slept."
+
+
+@pytest.fixture(scope="session")
+def prediction_store(gpt2_model, gqa_model, tmp_path_factory) -> dict:
+    """A real export of both tiny models with logits and the logit lens, its viewer built, and
+    the stored values the browser tests compare the tooltips with."""
+    import lens_cache
+    from lens_cache import export
+    from lens_cache.prompts import prompt_hash
+    from lens_cache.viewer import write_viewer
+    from tests.helpers import quiet
+
+    path = tmp_path_factory.mktemp("pred-store")
+    hooks = ["pattern", "logits", "logit_lens"]
+    export(
+        [gpt2_model, gqa_model],
+        prompts=[PREDICTION_TEXT, "Short one."],
+        save_path=path,
+        hooks=hooks,
+        quiet=True,
+        index_html=False,
+    )
+    write_viewer(path, log=quiet)
+    store = lens_cache.open(path)
+    name = gpt2_model.name
+    return {
+        "save_path": path,
+        "model": name,
+        "hash": prompt_hash(PREDICTION_TEXT),
+        "tokens": store.prompt(name, PREDICTION_TEXT)["tokens"],
+        "pred": store.predictions(name, PREDICTION_TEXT),
+        "lens": store.logit_lens(name, PREDICTION_TEXT),
+        "vocab": store.vocab(name),
+        "other": gqa_model.name,
+        "other_loss": store.predictions(gqa_model.name, PREDICTION_TEXT)["loss"],
+    }

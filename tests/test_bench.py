@@ -32,6 +32,7 @@ def test_every_variant_runs_and_stores_the_reference_patterns(gpt2_dir, tmp_path
     assert rows["default"]["max_diff"] < 1e-5  # the same float32 patterns, batched the same
     assert 0 < rows["fastest"]["max_diff"] < 1e-3  # float16 rounding, and no more
     assert rows["fastest"]["bytes_per_prompt"] < rows["default"]["bytes_per_prompt"]
+    assert 0 < rows["logits"]["bytes_per_prompt"] < rows["logit_lens"]["bytes_per_prompt"]
     bound, ref = rows["forward_copy"], rows["reference"]
     for r in rows.values():  # the ratio columns are the ratios of the measured columns
         assert r["bound"] == "forward_copy"

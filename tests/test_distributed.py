@@ -81,6 +81,7 @@ def _args(gqa_dir, prompts, save):
         "--hooks",
         "pattern",
         "resid_post",
+        "logits",
     ]
 
 
@@ -102,6 +103,12 @@ def _assert_same_export(a, b, model, texts=TEXTS):
         assert ra.keys() == rb.keys()
         for k in ra:
             np.testing.assert_array_equal(ra[k], rb[k])
+        pa, pb = (load_file(d / "predictions.safetensors") for d in (da, db))
+        assert pa.keys() == pb.keys() and "mean_loss" in json.loads(
+            (da / "prompt.json").read_text()
+        )
+        for k in pa:
+            np.testing.assert_array_equal(pa[k], pb[k])
     for name in ("models.jsonl", f"{model}/prompts.jsonl"):
         assert (a / name).read_text() == (b / name).read_text()
 

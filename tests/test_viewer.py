@@ -27,7 +27,19 @@ from lens_cache.viewer import (
     model_slug,
     write_viewer,
 )
-from tests.browser import Page, check_hover, hover_cell, shown_value, value_line, wait_head
+from tests.browser import (
+    LENS_POINT,
+    TOKEN_POINT,
+    Page,
+    check_hover,
+    check_lens_tip,
+    check_token_tip,
+    chromium_point,
+    hover_cell,
+    shown_value,
+    value_line,
+    wait_head,
+)
 from tests.helpers import npz_layer, quiet, read_jsonl, read_safetensors
 from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, ModelSpec, write_store
 
@@ -507,3 +519,39 @@ def test_data_scripts_load_when_shown_and_a_bounded_number_stay_decoded(
         pg.check_clean()
     finally:
         pg.page.close()
+
+
+@pytest.mark.browser
+def test_token_and_lens_hover_in_chromium(browser, prediction_store, artifacts):
+    page = Page(browser, prediction_store, artifacts)
+    pg, s = page.page, prediction_store
+    page.open(f"#/prompt/{s['model']}/{s['hash']}")
+    pg.wait_for_selector(".tokens.scored .tok")
+    for i in (1, 5):
+        pg.mouse.move(*chromium_point(pg, TOKEN_POINT, i))
+        pg.wait_for_function(
+            f"document.getElementById('tip').textContent.startsWith('position {i}:')"
+        )
+        check_token_tip(pg.locator("#tip").text_content(), s, i)
+    page.shot("prediction-tokens")
+    page.open(f"#/lens/{s['model']}/{s['hash']}")
+    pg.wait_for_selector(".lens-scroller[data-drawn]")
+    for li, i in ((0, 2), (1, 7)):
+        pg.mouse.move(*chromium_point(pg, LENS_POINT, li, i))
+        pg.wait_for_function(
+            f"document.getElementById('tip').textContent.startsWith('layer {li}, position {i}:')"
+        )
+        check_lens_tip(pg.locator("#tip").text_content(), s, li, i)
+    page.shot("logit-lens")
+    a, b = s["model"], s["other"]
+    page.open(f"#/compare/{a}/{s['hash']}/0/0/{b}/{s['hash']}/0/0")
+    pg.wait_for_selector(".loss-diff .tok")
+    i = 4
+    pg.locator(".loss-diff .tok").nth(i).hover()
+    pg.wait_for_function(f"document.getElementById('tip').textContent.startsWith('position {i}:')")
+    text = pg.locator("#tip").text_content()
+    la, lb = float(s["pred"]["loss"][i - 1]), float(s["other_loss"][i - 1])
+    assert f"loss {a}: {la:.4f}" in text and f"loss {b}: {lb:.4f}" in text, text
+    assert f"difference: {lb - la:.4f}" in text, text
+    page.page.close()
+    page.check_clean()

@@ -28,7 +28,14 @@ from pathlib import Path
 import pytest
 
 from lens_cache.viewer import write_viewer
-from tests.browser import check_hover, missing_browser
+from tests.browser import (
+    LENS_POINT,
+    TOKEN_POINT,
+    check_hover,
+    check_lens_tip,
+    check_token_tip,
+    missing_browser,
+)
 from tests.helpers import quiet
 from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, write_store
 
@@ -222,3 +229,27 @@ def test_error_collector_sees_errors(firefox, tmp_path):
         Wait(firefox, timeout=30).until(lambda _: all(w in found() for w in wanted))
     finally:
         print(found())
+
+
+@pytest.mark.browser
+def test_token_and_lens_hover_in_firefox(ff, prediction_store):
+    s = prediction_store
+    open_view(ff, s, f"#/prompt/{s['model']}/{s['hash']}")
+    wait(ff, "document.querySelector('.tokens.scored .tok')")
+    tip = "document.getElementById('tip').textContent"
+    for i in (1, 5):
+        x, y = js(ff, TOKEN_POINT, i)
+        ff.actions.sequence("pointer", "mouse", {"pointerType": "mouse"}).pointer_move(
+            round(x), round(y)
+        ).perform()
+        wait(ff, f"{tip}.startsWith('position {i}:')")
+        check_token_tip(js(ff, tip), s, i)
+    open_view(ff, s, f"#/lens/{s['model']}/{s['hash']}")
+    wait(ff, "document.querySelector('.lens-scroller[data-drawn]')")
+    for li, i in ((0, 2), (1, 7)):
+        x, y = js(ff, LENS_POINT, li, i)
+        ff.actions.sequence("pointer", "mouse", {"pointerType": "mouse"}).pointer_move(
+            round(x), round(y)
+        ).perform()
+        wait(ff, f"{tip}.startsWith('layer {li}, position {i}:')")
+        check_lens_tip(js(ff, tip), s, li, i)

@@ -8,15 +8,17 @@
  * which index.html loads in this order (lens_cache.viewer.SCRIPTS):
  *   core.js           constants, DOM helpers, tooltip, decoding, the data-script loader and
  *                     its cache, colours, settings, index and navigation helpers
+ *   tokens.js         the token strip coloured by loss, with each token's top-k on hover
  *   head_canvas.js    HeadPane: one head's pattern on a canvas
  *   views_home.js     the prompt list
  *   views_prompt.js   one prompt's layer x head grid; the toolbar of every per-prompt view
  *   views_head.js     one head; two heads side by side (compare)
  *   views_metrics.js  per-head metrics; residual-stream norms
+ *   views_lens.js     the logit lens: layers x positions, each cell a layer's top-1 token
  *   router.js         router, keys, help, theme and scale toggles, LENS.index, boot
  *
  * Shared scope: every file is one IIFE, so the page gets two globals only. window.LENS is the
- * public contract the data scripts call (LENS.index / LENS.prompt / LENS.chunk).
+ * public contract the data scripts call (LENS.index / LENS.prompt / LENS.chunk / LENS.lens).
  * window.LENS_UI is internal: a file takes what it uses from it in one destructuring line at
  * its top and adds what it defines at its bottom, so each file states its dependencies.
  * Those imports are read once, at load time: shared state is therefore only mutated, never
@@ -151,7 +153,7 @@
     return new Response(stream).arrayBuffer();
   }
 
-  const DTYPES = { f2: Uint16Array, f4: Float32Array, u1: Uint8Array };
+  const DTYPES = { f2: Uint16Array, f4: Float32Array, u1: Uint8Array, i4: Int32Array };
   async function decodeArray(desc) {
     const buf = await inflate(b64bytes(desc.b64));
     return { shape: desc.shape, data: new DTYPES[desc.dtype](buf) };
@@ -217,6 +219,20 @@
   }
   LENS.chunk = (key, obj) => deliver("chunk:" + key, obj);
   LENS.prompt = (key, obj) => deliver("prompt:" + key, obj);
+  LENS.lens = (key, obj) => deliver("lens:" + key, obj);
+
+  const PRED_ARRAYS = ["loss", "entropy", "rank", "top_ids", "top_lp"];
+  /** A predictions object (see lens_cache/viewer_predictions.py) with its arrays decoded. */
+  async function decodePred(obj) {
+    const out = Object.assign({}, obj);
+    let bytes = 0;
+    for (const name of PRED_ARRAYS) {
+      if (!obj[name]) continue;
+      out[name] = await decodeArray(obj[name]);
+      bytes += out[name].data.byteLength;
+    }
+    return [out, bytes];
+  }
 
   async function decodeChunk(obj) {
     const arr = await decodeArray(obj.data);
@@ -237,12 +253,21 @@
       }
       p.resid = { layers: obj.resid.layers, norms };
     }
+    if (obj.pred) {
+      const [pred, predBytes] = await decodePred(obj.pred);
+      p.pred = pred;
+      bytes += predBytes;
+    }
     return [p, bytes + 64 * obj.tokens.length];
   }
 
   function promptData(model, hash) {
     const rel = model.slug + "/" + hash;
     return loadScript("prompt:" + rel, DATA_DIR + "/" + rel + "/prompt.js", decodePrompt);
+  }
+  function lensData(model, hash) {
+    const rel = model.slug + "/" + hash;
+    return loadScript("lens:" + rel, DATA_DIR + "/" + rel + "/lens.js", decodePred);
   }
   function layerData(model, hash, layer) {
     const rel = model.slug + "/" + hash;
@@ -351,7 +376,7 @@
     LENS, DATA_DIR, ROW_H, METRIC_TITLES, METRIC_SHORT,
     h, clear, fill, fmt, fmtValue, tokLabel, cssVar, clamp, option, select, link, showError,
     showTip, hideTip,
-    F16, promptData, layerData,
+    F16, promptData, layerData, lensData,
     packed, colorIndex, f16Colors, rgb, legend, scaleLegend,
     settings, stored, store,
     INDEX, byName, entryOf, entriesOf, state,

@@ -3,7 +3,7 @@
 (function () {
   "use strict";
 
-  const { CompareView, DATA_DIR, HeadView, HomeView, INDEX, LENS, MetricsView, PromptView,
+  const { CompareView, DATA_DIR, HeadView, HomeView, INDEX, LENS, LensView, MetricsView, PromptView,
     ResidView, byName, clear, entriesOf, entryOf, go, h, hideTip, link, setCrumbs, settings,
     showError, state, store, stored } = LENS_UI;
 
@@ -37,7 +37,7 @@
   // ------------------------------------------------------------------ router
 
   const VIEWS = { home: HomeView, prompt: PromptView, head: HeadView, metrics: MetricsView,
-    compare: CompareView, resid: ResidView };
+    compare: CompareView, resid: ResidView, lens: LensView };
   let current = null;
 
   function parseHash() {
@@ -89,7 +89,7 @@
     ["← →", "previous / next head"], ["↑ ↓", "previous / next layer (rows on the home page)"],
     ["j k  n p", "next / previous prompt"], ["Enter", "open"], ["Esc", "up one level"],
     ["+ − 0", "zoom in / out / fit"], ["click", "highlight a token's row and column"],
-    ["c", "compare"], ["l", "linear / log colour"], ["t", "light / dark theme"], ["/", "search"], ["h", "home"],
+    ["c", "compare"], ["l", "linear / log colour"], ["s", "logit lens: colour by p(actual) / p(top-1)"], ["t", "light / dark theme"], ["/", "search"], ["h", "home"],
   ];
   function toggleHelp() {
     const box = document.getElementById("help");

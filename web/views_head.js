@@ -4,7 +4,8 @@
 (function () {
   "use strict";
 
-  const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, clear, entryFor, entryOf, fill, fmt,
+  const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, clear, entryFor, entryOf, fill, fillTokens, fmt,
+    lossComparison,
     fmtValue, go, h, hashFor, headHash, layerData, link, modelOf, nearestLayer, neighbour, option,
     promptCrumbs, promptData, promptHash, promptName, promptToolbar, scaleLegend, select, setCrumbs,
     showError, state } = LENS_UI;
@@ -56,7 +57,8 @@
       ]));
       this.info = h("div", { class: "side" });
       this.panes = h("div", { class: "panes" });
-      root.append(this.info, this.panes);
+      this.tokens = h("div", { class: "tokens", hidden: true }); // with predictions only
+      root.append(this.tokens, this.info, this.panes);
       this.pane = new HeadPane(this.panes, { onSelect: () => this.showSelection() });
       this.aside = h("aside", { class: "sel-panel" });
       this.panes.append(this.aside);
@@ -108,6 +110,7 @@
         const chunk = await layerData(model, entry.h, layer);
         if (this.layer !== layer || this.head !== head) return; // a newer request won
         this.p = p;
+        if (p.pred && this.tokens.hidden) { this.tokens.hidden = false; fillTokens(this.tokens, p); }
         this.pane.set(chunk, head, p.tokens);
         this.pane.el.dataset.shown = layer + "/" + head; // what is drawn now (tests, benchmarks)
         this.showSelection();
@@ -181,8 +184,13 @@
       root.append(h("div", { class: "toolbar" }, h("span", { class: "title", text: "compare" }),
         h("label", null, this.sync, "sync scroll and zoom"), scaleLegend()));
       const panes = h("div", { class: "panes" });
-      root.append(panes);
+      const losses = h("div", { class: "loss-compare" });
+      root.append(losses, panes);
       this.panes = this.sides.map((side, k) => this.column(panes, side, k));
+      Promise.all(this.sides.map((s) => promptData(s.model, s.hash))).then(([pa, pb]) => {
+        const strip = lossComparison(pa, pb, this.sides.map((s) => s.model.name));
+        if (strip) losses.append(strip);
+      }).catch((err) => showError(losses, err));
     }
 
     column(parent, side, k) {

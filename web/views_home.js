@@ -13,6 +13,8 @@
     { key: "id", label: "id", w: "minmax(70px, 1fr)" },
     { key: "kind", label: "kind", w: "minmax(60px, 0.7fr)" },
     { key: "n", label: "tokens", w: "64px", num: true },
+    { key: "loss", label: "loss", w: "64px", num: true, metric: true,
+      title: "sort by mean next-token loss (nats; with logits exported)" },
     { key: "text", label: "prompt", w: "minmax(160px, 5fr)" },
   ];
 
@@ -25,7 +27,9 @@
       this.sort = q.get("sort") || "";
       this.dir = q.get("dir") || "asc";
       this.sel = 0;
-      this.cols = HOME_COLS.concat(INDEX.metrics.map((m) => ({
+      this.minLoss = q.get("minloss") || "";
+      this.hasLoss = INDEX.entries.some((e) => e.ml != null);
+      this.cols = HOME_COLS.filter((c) => c.key !== "loss" || this.hasLoss).concat(INDEX.metrics.map((m) => ({
         key: m, label: METRIC_SHORT[m], w: "88px", num: true, metric: true,
         title: (INDEX.scores.includes(m) ? "max over heads of: " : "mean over heads of: ") + METRIC_TITLES[m],
       })));
@@ -45,10 +49,15 @@
       const metaOpts = [option("", "any metadata")].concat(
         metaChoices().map((kv) => option(kv, kv, kv === this.meta)));
       this.count = h("span", { class: "note" });
+      const minLoss = this.hasLoss ? h("input", {
+        type: "number", step: "0.1", min: "0", placeholder: "min loss", value: this.minLoss,
+        class: "min-loss", title: "only prompts whose mean loss is at least this (nats)",
+        oninput: (e) => { this.minLoss = e.target.value; this.apply(); },
+      }) : null;
       return h("div", { class: "toolbar" }, this.search,
         select(models, (v) => { this.model = v; this.apply(); }, "model"),
         select(metaOpts, (v) => { this.meta = v; this.apply(); }, "filter by metadata"),
-        this.count);
+        minLoss, this.count);
     }
 
     modelCards() {
@@ -90,6 +99,7 @@
     value(e, key) {
       if (key === "model") return INDEX.models[e.m].name;
       if (key === "n") return e.n;
+      if (key === "loss") return e.ml == null ? null : e.ml;
       if (key === "text") return INDEX.texts[e.h].text;
       if (key === "id") return promptName(e);
       if (key === "kind") { const k = (INDEX.texts[e.h].meta || {}).kind; return k == null ? "" : String(k); }
@@ -100,8 +110,10 @@
       const needle = this.q.trim().toLowerCase();
       const [mk, ...mv] = this.meta ? this.meta.split("=") : [];
       const metaVal = mv.join("=");
+      const minLoss = this.minLoss === "" ? null : Number(this.minLoss);
       let rows = INDEX.entries.filter((e) => {
         if (this.model && INDEX.models[e.m].name !== this.model) return false;
+        if (minLoss != null && !(e.ml >= minLoss)) return false;
         const t = INDEX.texts[e.h];
         if (mk && String((t.meta || {})[mk]) !== metaVal) return false;
         return !needle || t.lower.includes(needle) || promptName(e).toLowerCase().includes(needle);
@@ -125,6 +137,7 @@
       this.renderRows();
       const params = new URLSearchParams();
       for (const k of ["q", "model", "meta", "sort"]) if (this[k]) params.set(k, this[k]);
+      if (this.minLoss) params.set("minloss", this.minLoss);
       if (this.sort) params.set("dir", this.dir);
       history.replaceState(null, "", hashFor("", [], params));
     }

@@ -4,8 +4,8 @@
 (function () {
   "use strict";
 
-  const { INDEX, METRIC_SHORT, clamp, clear, colorIndex, entryFor, entryOf, f16Colors, fill, fmt,
-    go, h, hashFor, headHash, hideTip, layerData, link, modelOf, neighbour, option, packed,
+  const { INDEX, METRIC_SHORT, clamp, clear, colorIndex, entryFor, entryOf, f16Colors, fill,
+    fillTokens, fmt, go, h, hashFor, headHash, hideTip, layerData, link, modelOf, neighbour, option, packed,
     promptData, promptHash, promptName, scaleLegend, select, setCrumbs, settings, showError,
     showTip, state } = LENS_UI;
 
@@ -59,6 +59,7 @@
       root.append(promptToolbar(this, m, this.entry, [
         link("metrics", hashFor("metrics", [m.name], new URLSearchParams({ prompt: hash, sort: "induction", dir: "desc" }))),
         this.entry.r ? link("residual norms", hashFor("resid", [m.name, hash])) : null,
+        this.entry.lens ? link("logit lens", hashFor("lens", [m.name, hash])) : null,
         scaleLegend()]), this.textBox, this.tokens, this.gridWrap);
       promptData(m, hash).then((p) => this.show(p), (err) => showError(this.gridWrap, err));
     }
@@ -68,10 +69,7 @@
 
     show(p) {
       this.p = p;
-      clear(this.tokens);
-      const shown = p.tokens.slice(0, 2048);
-      shown.forEach((t, i) => this.tokens.append(h("span", { class: "tok", title: "position " + i, text: t })));
-      if (p.tokens.length > shown.length) this.tokens.append(h("span", { class: "note", text: "…" }));
+      fillTokens(this.tokens, p);
       if (p.thumb) { this.buildGrid(); return; }
       // short prompts carry no thumbnails: their layer chunks are as small, so draw from those
       const m = this.model, hash = this.entry.h;
