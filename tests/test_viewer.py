@@ -555,3 +555,15 @@ def test_token_and_lens_hover_in_chromium(browser, prediction_store, artifacts):
     assert f"difference: {lb - la:.4f}" in text, text
     page.page.close()
     page.check_clean()
+
+
+@pytest.mark.browser
+def test_lens_view_of_a_prompt_without_the_lens_says_how_to_add_it(page, store):
+    # Reached by address (or prev/next); nothing was exported, so no data script may be asked for.
+    page.open(f"#/lens/{GRID}/{store['hashes']['repeat-01']}")
+    note = page.page.locator(".lens-wrap .note")
+    note.wait_for()
+    page.page.wait_for_function(
+        "document.querySelector('.lens-wrap .note').textContent.includes('not exported')"
+    )
+    assert "logit_lens among --hooks" in note.text_content()

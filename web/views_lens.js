@@ -27,6 +27,13 @@
         this.colourSel, legend(["0", "1"]), h("a", { href: promptHash(this.model, hash), text: "grid", title: "all heads (Esc)" })]));
       this.wrap = h("div", { class: "lens-wrap" }, h("p", { class: "note", text: "loading…" }));
       root.append(this.wrap);
+      // Reached by address or by prev/next from a prompt that has it: say what is missing and
+      // how to get it, rather than failing to load a data file that was never written.
+      if (!this.entry.lens) {
+        this.wrap.replaceChildren(h("p", { class: "note", text: "The logit lens was not exported for this prompt. "
+          + "Export again with logit_lens among --hooks (and the same other kinds) and --force to add it." }));
+        return;
+      }
       Promise.all([promptData(this.model, hash), lensData(this.model, hash)])
         .then(([p, lens]) => this.show(p, lens), (err) => showError(this.wrap, err));
     }
