@@ -68,7 +68,7 @@ def _read_chunk(model: LensModel, resid, targets, top_k: int) -> dict[str, torch
         safe = targets.clamp(min=0)[:, None]
         target_logprob = logprobs.gather(-1, safe)[:, 0]
         # rank = how many tokens the model preferred to the actual one (ties do not count)
-        rank = (logprobs > logprobs.gather(-1, safe)).sum(-1)
+        rank = (logprobs > target_logprob[:, None]).sum(-1)
     nan = torch.full_like(target_logprob, float("nan"))
     return {
         "loss": torch.where(has_target, -target_logprob, nan),
