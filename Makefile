@@ -59,9 +59,11 @@ test-tl3: $(VENV_TL3)/.installed $(VENV_TL3)/.pattern-lens-deps browser
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m lens_cache.bench $(BENCH_ARGS)
 
+# ruff, then the import contracts in pyproject.toml ([tool.importlinter]): layers, no cycles.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check lens_cache
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) $(VENV_TL3) $(DEMO_DIR) *.egg-info

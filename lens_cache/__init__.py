@@ -1,31 +1,64 @@
 """lens_cache: export TransformerLens attention patterns and residual streams, browse them
-offline, share them on the Hugging Face Hub."""
+offline, share them on the Hugging Face Hub.
+
+The whole public API is here, imported on first use (so `import lens_cache` stays light, and
+`python -m lens_cache.<module>` never finds its module imported before it runs):
+
+- export: `export`, `ModelReport`, `load_model`, `prompt_hash`, `read_dataset`, `iter_dataset`
+- read: `open` (`open_store`), `Store`
+- pooled residuals: `write_pooled`, `load_pooled`, `pool_residuals`, `POOLS`
+- viewer: `write_viewer`, `refresh_store`, `make_server`
+- Hub: `push_to_hub`, `pull`, `Selection`, `PushReport`, `PullReport`
+- errors: `LensCacheError` and every named error of `lens_cache.errors`
+"""
 
 import importlib
 
-from lens_cache.errors import LensCacheError
-from lens_cache.exporter import export
-from lens_cache.models import load_model
-from lens_cache.prompts import prompt_hash
+from lens_cache import errors as _errors
 
-# Imported on first use: these modules are also run as `python -m lens_cache.<name>`, which
-# warns when the package has already imported the module it is about to run.
 _LAZY = {
+    "export": "lens_cache.exporter",
+    "ModelReport": "lens_cache.exporter",
+    "load_model": "lens_cache.models",
+    "prompt_hash": "lens_cache.prompts",
+    "read_dataset": "lens_cache.sources",
+    "iter_dataset": "lens_cache.sources",
     "open": ("lens_cache.reader", "open_store"),
-    "open_store": ("lens_cache.reader", "open_store"),
-    "load_pooled": ("lens_cache.pooled", "load_pooled"),
-    "read_dataset": ("lens_cache.sources", "read_dataset"),
-    "iter_dataset": ("lens_cache.sources", "iter_dataset"),
-    "push_to_hub": ("lens_cache.hub", "push_to_hub"),
-    "pull": ("lens_cache.hub", "pull"),
+    "open_store": "lens_cache.reader",
+    "Store": "lens_cache.reader",
+    "write_pooled": "lens_cache.pooled",
+    "load_pooled": "lens_cache.pooled",
+    "pool_residuals": "lens_cache.pooled",
+    "POOLS": "lens_cache.layout",
+    "write_viewer": "lens_cache.viewer",
+    "refresh_store": "lens_cache.viewer",
+    "make_server": "lens_cache.viewer.serve",
+    "push_to_hub": "lens_cache.hub",
+    "pull": "lens_cache.hub",
+    "Selection": "lens_cache.hub",
+    "PushReport": "lens_cache.hub",
+    "PullReport": "lens_cache.hub",
 }
+_ERRORS = [
+    name
+    for name, value in vars(_errors).items()
+    if isinstance(value, type) and issubclass(value, _errors.LensCacheError)
+]
 
-__all__ = ["LensCacheError", "export", "load_model", "prompt_hash", *_LAZY]
+__all__ = [*_LAZY, *_ERRORS]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    if name in _ERRORS:
+        return getattr(_errors, name)
     if name not in _LAZY:
         raise AttributeError(f"module 'lens_cache' has no attribute {name!r}")
-    module, attribute = _LAZY[name]
-    return getattr(importlib.import_module(module), attribute)
+    module, attribute = _LAZY[name] if isinstance(_LAZY[name], tuple) else (_LAZY[name], name)
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -16,15 +16,6 @@ from jaxtyping import Float
 
 from lens_cache.errors import HookNotFiredError, UnsupportedModelError
 
-HOOK_KINDS = ("pattern", "resid_pre", "resid_mid", "resid_post")
-
-
-def hook_name(kind: str, layer: int) -> str:
-    """The stored (3.x) hook name of one hook kind at one layer."""
-    if kind == "pattern":
-        return f"blocks.{layer}.attn.hook_pattern"
-    return f"blocks.{layer}.hook_{kind}"
-
 
 def tl_major() -> int:
     """The installed TransformerLens major version."""

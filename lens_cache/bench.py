@@ -32,11 +32,30 @@ import tempfile
 import time
 from pathlib import Path
 
+from lens_cache.layout import (
+    NPZ_NAME,
+    PATTERN,
+    PROMPT_NAME,
+    PROMPTS_DIR,
+    hook_name,
+    parse_hook_name,
+)
+
 PREDICTING = ("logits", "logit_lens")  # the variants that store predictions, not patterns
 VARIANTS = ("reference", "forward", "forward_copy", "default", "fastest", *PREDICTING)
 CPU_VARIANTS = ("reference", "forward", "default", "fastest", *PREDICTING)
 MODELS = ("gpt2-small-shape", "smollm2-135m")
 SHARED_PROMPTS = Path("shared") / "prompts" / "pile_100.jsonl"
+# Headless Chromium on a machine with no network: without the background-networking flags it
+# keeps trying to reach Google's hosts. Used here and by the browser tests.
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 
 
 def default_prompts() -> str:
@@ -121,10 +140,10 @@ def reference_export(model, prompts: list[dict], save: Path, batch_size: int) ->
     for start in range(0, len(order), batch_size):
         batch = [prompts[i] for i in order[start : start + batch_size]]
         for p in batch:
-            d = save / model.name / "prompts" / p["hash"]
+            d = save / model.name / PROMPTS_DIR / p["hash"]
             d.mkdir(parents=True, exist_ok=True)
             tokens = tl.tokenizer.tokenize(p["text"])
-            (d / "prompt.json").write_text(
+            (d / PROMPT_NAME).write_text(
                 json.dumps({**p, "n_tokens": len(tokens), "tokens": tokens})
             )
         with torch.no_grad():
@@ -134,11 +153,9 @@ def reference_export(model, prompts: list[dict], save: Path, batch_size: int) ->
             arrays = {
                 k: v[row : row + 1, :, :n, :n].cpu().numpy()
                 for k, v in cache.items()
-                if k.endswith("attn.hook_pattern")
+                if parse_hook_name(k) and parse_hook_name(k)[0] == PATTERN
             }
-            np.savez_compressed(
-                save / model.name / "prompts" / p["hash"] / "activations.npz", **arrays
-            )
+            np.savez_compressed(save / model.name / PROMPTS_DIR / p["hash"] / NPZ_NAME, **arrays)
 
 
 def forward_only(model, prompts: list[dict], batch_size: int, copy: bool) -> None:
@@ -148,7 +165,7 @@ def forward_only(model, prompts: list[dict], batch_size: int, copy: bool) -> Non
     from lens_cache.capture import right_pad, to_host
 
     ids = [model.tokenize(p["text"]) for p in prompts]
-    names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.n_layers)]
+    names = [hook_name(PATTERN, i) for i in range(model.n_layers)]
     for batch in plan_batches([len(x) for x in ids], batch_size=batch_size):
         cache = model.run(right_pad(model, [ids[i] for i in batch]), names, model.n_layers - 1)
         if copy:
@@ -236,7 +253,7 @@ def max_diff(reference: Path, other: Path) -> float:
     import numpy as np
 
     def files(root: Path) -> list[Path]:
-        return sorted(p.relative_to(root) for p in root.rglob("activations.npz"))
+        return sorted(p.relative_to(root) for p in root.rglob(NPZ_NAME))
 
     if files(reference) != files(other) or not files(reference):
         raise SystemExit(f"bench: {other.name} did not store the prompts the reference did")
@@ -262,7 +279,7 @@ def storage_choices(save: Path, scratch: Path, model: str) -> list[dict]:
     from lens_cache.store import write_npz
 
     stored = []
-    for path in sorted(save.rglob("activations.npz")):
+    for path in sorted(save.rglob(NPZ_NAME)):
         with np.load(path) as npz:
             stored.append({k: npz[k] for k in npz.files})
     raw = sum(a.nbytes for arrays in stored for a in arrays.values())
@@ -405,17 +422,13 @@ def scaling(args, model: str) -> list[dict]:
 
 def viewer_timing(n_prompts: int = 1000) -> dict:
     """Build the viewer of a synthetic store (1,000 prompts x 30 layers x 9 heads, written by
-    tests/synthetic_store.py), rebuild it with nothing changed, and time the page's first
+    lens_cache.synthetic), rebuild it with nothing changed, and time the page's first
     paint and its home table in Chromium when it is installed."""
-    script = Path("tests") / "synthetic_store.py"
-    if not script.is_file():
-        return {}
+    from lens_cache.synthetic import BENCH_MODEL, write_store
     from lens_cache.viewer import write_viewer
 
     with tempfile.TemporaryDirectory(prefix="lens-viewer-") as tmp:
-        subprocess.run(
-            [sys.executable, str(script), tmp, str(n_prompts)], check=True, capture_output=True
-        )
+        write_store(tmp, models=[BENCH_MODEL], n_prompts=n_prompts, special=False, compress=False)
         first = write_viewer(tmp, log=lambda _: None)
         again = write_viewer(tmp, log=lambda _: None)
         result = {
@@ -433,21 +446,14 @@ def viewer_timing(n_prompts: int = 1000) -> dict:
 def head_timing(n_tokens: int = 1024) -> dict:
     """Open one head of a synthetic 1,024-token prompt (30 x 9 heads) and read how long the
     page took to decode and draw it (its `data-draw-ms`), and the whole navigation."""
-    code = (
-        "import sys; from tests.synthetic_store import BENCH_MODEL, write_store; "
-        "info = write_store(sys.argv[1], models=[BENCH_MODEL], n_prompts=1, special=False, "
-        f"lengths=({n_tokens}, {n_tokens + 1})); print(next(iter(info['hashes'].values())))"
-    )
-    if not Path("tests/synthetic_store.py").is_file():
-        return {}
+    from lens_cache.synthetic import BENCH_MODEL, write_store
     from lens_cache.viewer import write_viewer
 
     with tempfile.TemporaryDirectory(prefix="lens-head-") as tmp:
-        out = subprocess.run(
-            [sys.executable, "-c", code, tmp], check=True, text=True, capture_output=True
-        )
+        lengths = (n_tokens, n_tokens + 1)
+        info = write_store(tmp, models=[BENCH_MODEL], n_prompts=1, special=False, lengths=lengths)
         write_viewer(tmp, log=lambda _: None)
-        fragment = f"#/head/bench-30x9/{out.stdout.strip()}/12/4"
+        fragment = f"#/head/{BENCH_MODEL.name}/{next(iter(info['hashes'].values()))}/12/4"
         return page_timing(Path(tmp) / "index.html", fragment)
 
 
@@ -459,8 +465,6 @@ def page_timing(index: Path, fragment: str = "") -> dict:
     if chromium is None:
         return {}
     from playwright.sync_api import sync_playwright
-
-    from lens_cache.viewer import CHROMIUM_FLAGS
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=list(CHROMIUM_FLAGS))

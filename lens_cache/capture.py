@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from lens_cache.adapter import LensModel, hook_name
+from lens_cache.adapter import LensModel
 from lens_cache.errors import HookNotFiredError, OutOfMemoryError
-from lens_cache.predictions import lens_member, next_tokens, readout, readout_layers
+from lens_cache.layout import PATTERN, hook_name, lens_member, parse_hook_name
+from lens_cache.predictions import next_tokens, readout, readout_layers
 from lens_cache.store import ExportSettings
 
 
@@ -138,7 +139,7 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
         for kind in settings.hooks:
             for layer in settings.layers:
                 name = hook_name(kind, layer)
-                if kind == "pattern":
+                if kind == PATTERN:
                     value = host[name][row : row + 1, :, :n, :n]
                     capture.patterns[name] = value.to(settings.torch_pattern_dtype).numpy().copy()
                 else:
@@ -182,7 +183,7 @@ def to_host(cache: dict) -> dict:
 def _check_shapes(model: LensModel, cache: dict, shape) -> None:
     batch, pos = shape
     for name, value in cache.items():
-        if name.endswith("hook_pattern"):
+        if parse_hook_name(name)[0] == PATTERN:
             expected = (batch, model.n_heads, pos, pos)
         else:
             expected = (batch, pos, model.d_model)

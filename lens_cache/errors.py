@@ -1,8 +1,12 @@
-"""Named errors. Each subclasses a builtin so callers can catch either.
+"""Named errors, grouped by the stage that raises them. Each subclasses a builtin, so callers
+can catch either, and carries the exit code the command line ends with (`run_cli`):
 
-The CLI turns any `LensCacheError` into one line on stderr and its `exit_code`: 2 for bad
-input (the default), 3 for the environment (a full disk, a read-only or vanished folder)
-(`LENS_CACHE_DEBUG=1` shows the traceback instead).
+- 2 (`EXIT_BAD_INPUT`): the command or its input is wrong; fix it and rerun.
+- 3 (`EXIT_ENVIRONMENT`): the machine is in the way: a full or read-only disk, memory, a port,
+  a package, damaged files.
+- 4 (`EXIT_NETWORK`): the network or the Hub failed; rerunning the same command resumes.
+
+`LENS_CACHE_DEBUG=1` shows the traceback instead of the one-line message.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import errno
 
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
+EXIT_NETWORK = 4
 
 
 class LensCacheError(Exception):
@@ -19,14 +24,27 @@ class LensCacheError(Exception):
     exit_code = EXIT_BAD_INPUT
 
 
-class StoreWriteError(LensCacheError, OSError):
+class EnvironmentFailure(LensCacheError):
+    """Mixin of the errors that come from the machine rather than from the input."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class NetworkFailure(LensCacheError):
+    """Mixin of the errors that come from the network or a remote service."""
+
+    exit_code = EXIT_NETWORK
+
+
+# --- writing (every stage that writes) ------------------------------------------------------
+
+
+class StoreWriteError(EnvironmentFailure, OSError):
     """A file of the store could not be written (no space left, read-only, permission denied).
 
     Carries the file as `path`; finished prompts are kept and its temp file is removed, so
     rerunning the same command after freeing space resumes.
     """
-
-    exit_code = EXIT_ENVIRONMENT
 
     def __init__(self, message: str, path=None, errno_: int | None = None):
         super().__init__(message)
@@ -56,6 +74,33 @@ _WRITE_ADVICE = {
 }
 
 
+# --- options (every stage) -------------------------------------------------------------------
+
+
+class InvalidOptionError(LensCacheError, ValueError):
+    """An option (flag or keyword argument) has a value it cannot take: an unknown hook kind,
+    pool, dtype or `--on-long` choice, a number out of range."""
+
+
+class BatchingError(InvalidOptionError):
+    """A batch limit (`--batch-size`, `--token-budget`, ...) is not a positive number."""
+
+
+class LayerSelectionError(InvalidOptionError):
+    """`--layers` names a layer the model does not have, or cannot be parsed."""
+
+
+class UnknownHookError(InvalidOptionError):
+    """A hook name that is not one lens_cache stores."""
+
+
+class TopKError(InvalidOptionError):
+    """`--top-k` is not between 1 and the model's vocabulary size."""
+
+
+# --- prompts and datasets --------------------------------------------------------------------
+
+
 class PromptsError(LensCacheError, ValueError):
     """The prompt source cannot be read or holds an invalid prompt."""
 
@@ -80,6 +125,29 @@ class PromptTooLongError(PromptsError):
     """A prompt has more tokens than the model's context (with `--on-long fail`)."""
 
 
+class DatasetSourceError(PromptsError):
+    """A dataset cannot be read: unknown file type, unreadable file, unsupported values."""
+
+
+class DatasetNotFoundError(DatasetSourceError, FileNotFoundError):
+    """Neither a local file or folder nor a dataset the Hub could give."""
+
+
+class MissingColumnError(DatasetSourceError, LookupError):
+    """The text column or a label column is not in the dataset; the message lists those that are."""
+
+
+class MissingSplitError(DatasetSourceError, LookupError):
+    """The split is not in the dataset; the message lists those that are."""
+
+
+class DatasetsNotInstalledError(EnvironmentFailure, DatasetSourceError, ImportError):
+    """Reading this source needs the `datasets` package, which is not installed."""
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
 class ModelLoadError(LensCacheError, ValueError):
     """The model cannot be found or loaded."""
 
@@ -92,16 +160,19 @@ class UnsupportedModelError(LensCacheError, ValueError):
     """The model cannot be exported correctly (e.g. bidirectional attention)."""
 
 
-class LayerSelectionError(LensCacheError, ValueError):
-    """`--layers` names a layer the model does not have, or cannot be parsed."""
+class HookNotFiredError(LensCacheError, RuntimeError):
+    """A hook we export did not fire, or fired with an unexpected shape."""
 
 
-class TopKError(LensCacheError, ValueError):
-    """`--top-k` is not between 1 and the model's vocabulary size."""
+class RankFailedError(EnvironmentFailure, RuntimeError):
+    """Under torchrun, another rank failed: this one stops and names it (`rank`)."""
+
+    def __init__(self, message: str, rank: int = -1):
+        super().__init__(message)
+        self.rank = rank
 
 
-class BatchingError(LensCacheError, ValueError):
-    """A batch limit (`--batch-size`, `--token-budget`, ...) is not a positive number."""
+# --- exporting -------------------------------------------------------------------------------
 
 
 class SavePathError(LensCacheError, OSError):
@@ -112,15 +183,18 @@ class SettingsMismatchError(LensCacheError, ValueError):
     """The store already holds this model exported with other settings."""
 
 
-class HookNotFiredError(LensCacheError, RuntimeError):
-    """A hook we export did not fire, or fired with an unexpected shape."""
+class OutOfMemoryError(EnvironmentFailure, MemoryError):
+    """A single prompt does not fit in memory even as a batch of one."""
+
+
+# --- reading and looking after a store -------------------------------------------------------
 
 
 class StoreNotFoundError(LensCacheError, FileNotFoundError):
     """The save path holds no lens_cache store, or a file the store lists is missing."""
 
 
-class StoreCorruptError(LensCacheError, ValueError):
+class StoreCorruptError(EnvironmentFailure, ValueError):
     """A stored file does not match what prompt.json or model_cfg.json say about it."""
 
 
@@ -131,14 +205,6 @@ class DamagedFileError(StoreCorruptError):
     def __init__(self, message: str, path=None):
         super().__init__(message)
         self.path = path
-
-
-class ServeError(LensCacheError, OSError):
-    """`python -m lens_cache.serve` cannot bind its address (port taken, not an address here)."""
-
-
-class OutOfMemoryError(LensCacheError, MemoryError):
-    """A single prompt does not fit in memory even as a batch of one."""
 
 
 class ActivationsMissingError(LensCacheError, FileNotFoundError):
@@ -156,28 +222,11 @@ class HeadSelectionError(LensCacheError, IndexError):
     """A requested head is out of range for the stored patterns."""
 
 
-class UnknownHookError(LensCacheError, ValueError):
-    """A hook name that is not one lens_cache stores."""
+class ModelNotInStoreError(LensCacheError, FileNotFoundError):
+    """`clear --model` names a model the store does not hold."""
 
 
-class DatasetSourceError(PromptsError):
-    """A dataset cannot be read: unknown file type, unreadable file, unsupported values."""
-
-
-class DatasetNotFoundError(DatasetSourceError, FileNotFoundError):
-    """Neither a local file or folder nor a dataset the Hub could give."""
-
-
-class MissingColumnError(DatasetSourceError, LookupError):
-    """The text column or a label column is not in the dataset; the message lists those that are."""
-
-
-class MissingSplitError(DatasetSourceError, LookupError):
-    """The split is not in the dataset; the message lists those that are."""
-
-
-class DatasetsNotInstalledError(DatasetSourceError, ImportError):
-    """Reading this source needs the `datasets` package, which is not installed."""
+# --- pooled residuals ------------------------------------------------------------------------
 
 
 class PooledMissingError(LensCacheError, FileNotFoundError):
@@ -188,8 +237,18 @@ class MissingLabelError(LensCacheError, LookupError):
     """The label column asked for is not in the pooled dataset; the message lists those that are."""
 
 
-class ModelNotInStoreError(LensCacheError, FileNotFoundError):
-    """`clear --model` names a model the store does not hold."""
+# --- viewer ----------------------------------------------------------------------------------
+
+
+class ServeError(EnvironmentFailure, OSError):
+    """`python -m lens_cache.serve` cannot bind its address (port taken, not an address here)."""
+
+
+# --- Hub -------------------------------------------------------------------------------------
+
+
+class HubRepoIdError(LensCacheError, ValueError):
+    """`--repo` is not of the form ORG/NAME."""
 
 
 class HubSelectionError(LensCacheError, ValueError):
@@ -215,10 +274,6 @@ class UnsafeRepoPathError(LensCacheError, ValueError):
         self.name = name
 
 
-class HubIntegrityError(LensCacheError, ValueError):
-    """A downloaded file does not match the size, sha256 or shapes the manifest promises."""
-
-
 class HubTokenError(LensCacheError, PermissionError):
     """No Hugging Face token, or the Hub rejected it (401)."""
 
@@ -231,19 +286,10 @@ class HubRepoNotFoundError(LensCacheError, FileNotFoundError):
     """The repo or revision does not exist, or is private and the token cannot see it."""
 
 
-class HubTransferError(LensCacheError, ConnectionError):
+class HubIntegrityError(LensCacheError, ValueError):
+    """A downloaded file does not match the size, sha256 or shapes the manifest promises (the
+    repo's data is bad: rerunning does not help)."""
+
+
+class HubTransferError(NetworkFailure, ConnectionError):
     """The network or the Hub failed mid-transfer; rerunning the same command resumes."""
-
-
-class RankFailedError(LensCacheError, RuntimeError):
-    """Under torchrun, another rank failed: this one stops and names it (`rank`)."""
-
-    exit_code = EXIT_ENVIRONMENT
-
-    def __init__(self, message: str, rank: int = -1):
-        super().__init__(message)
-        self.rank = rank
-
-
-class HubRepoIdError(LensCacheError, ValueError):
-    """`--repo` is not of the form ORG/NAME."""

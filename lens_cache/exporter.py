@@ -2,35 +2,47 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lens_cache import distributed, store
-from lens_cache.adapter import HOOK_KINDS, LensModel, tl_major
+from lens_cache.adapter import LensModel, tl_major
 from lens_cache.batcher import plan_batches
 from lens_cache.capture import Capture, capture_batch, capture_in_layer_groups
 from lens_cache.errors import (
     BatchingError,
-    LayerSelectionError,
+    InvalidOptionError,
     PromptsError,
     PromptTooLongError,
     SettingsMismatchError,
     TopKError,
 )
 from lens_cache.faults import fault_point
-from lens_cache.indexer import MODEL_CFG_NAME, write_indexes
+from lens_cache.layout import (
+    DTYPES,
+    HOOK_KINDS,
+    MODEL_CFG_NAME,
+    PATTERN,
+    PATTERN_DTYPES,
+    POOLS,
+    PREDICTION_KINDS,
+    PROMPTS_DIR,
+    VOCAB_NAME,
+    default_save_path,
+    resolve_layers,
+)
 from lens_cache.locking import store_lock
 from lens_cache.models import DEFAULT_MODEL, load_model
-from lens_cache.predictions import KINDS as PREDICTION_KINDS
+from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, write_pooled
 from lens_cache.predictions import mean_loss, readout_layers
 from lens_cache.progress import Progress, log, warn
 from lens_cache.prompts import DEFAULT_PROMPTS, make_prompt, read_prompts, select_prompts
+from lens_cache.viewer import refresh_store
 from lens_cache.writer import WriterPool
 
-DEFAULT_HOOKS = ("pattern", "resid_post")
+DEFAULT_HOOKS = (PATTERN, "resid_post")
 
 
 @dataclass
@@ -50,7 +62,7 @@ class ModelReport:
 def export(
     models=(DEFAULT_MODEL,),
     prompts=DEFAULT_PROMPTS,
-    save_path="lens_cache_data",
+    save_path=None,
     *,
     hooks=DEFAULT_HOOKS,
     layers="all",
@@ -81,7 +93,8 @@ def export(
         prompts: a `.jsonl` / `.txt` path, `"default"` (the embedded set), or an iterable of
             strings or `{"text": ..., "meta": {...}}` dicts (such as `iter_dataset(...)`: with
             `n_samples` and no `shuffle` it is read only as far as needed).
-        save_path: the store's root directory.
+        save_path: the store's root directory; defaults to `$LENS_CACHE_DIR`, else
+            `lens_cache_data`.
         hooks: any of `pattern`, `resid_pre`, `resid_mid`, `resid_post`, and the predictions
             `logits` (the model's next-token prediction) and `logit_lens` (the same read out of
             each selected layer's `resid_post`); see `lens_cache.predictions`.
@@ -111,20 +124,20 @@ def export(
         LensCacheError: a subclass naming what is wrong with the input.
     """
     if on_long not in ("skip", "fail"):
-        raise PromptsError(f"on_long must be 'skip' or 'fail', got {on_long!r}")
+        raise InvalidOptionError(f"on_long must be 'skip' or 'fail', got {on_long!r}")
     _check_limits(batch_size=batch_size, token_budget=token_budget, max_batch_mb=max_batch_mb)
     if writers < 0 or not 0 <= compress_level <= 9:
-        raise BatchingError(
+        raise InvalidOptionError(
             f"writers must be >= 0 and compress-level 0-9, got {writers} and {compress_level}"
         )
     hooks, predictions = _check_hooks(hooks)
     pools = _check_pools(pool, hooks)
     if predictions and top_k < 1:
         raise TopKError(f"--top-k must be at least 1, got {top_k}")
-    _check_choice("resid_dtype", resid_dtype, store.RESID_DTYPES)
-    _check_choice("pattern_dtype", pattern_dtype, store.PATTERN_DTYPES)
+    _check_choice("resid_dtype", resid_dtype, DTYPES)
+    _check_choice("pattern_dtype", pattern_dtype, PATTERN_DTYPES)
     prompt_list = select_prompts(_as_prompts(prompts), **prompt_options)
-    save_path = store.ensure_writable(Path(save_path))
+    save_path = store.ensure_writable(Path(save_path or default_save_path()))
     if isinstance(models, (str, Path)) or not isinstance(models, (list, tuple)):
         models = [models]
     plan = _Plan(batch_size, token_budget, max_batch_mb, writers, on_long, force, quiet)
@@ -149,9 +162,9 @@ def export(
             )
             reports.append(_export_model(model, prompt_list, save_path, settings, plan, rank))
         rank.barrier()  # every rank's prompts are on disk before the indexes are rebuilt
-        if rank.is_main:  # under the lock: another export into this store may finish now too
+        if rank.is_main:  # refresh_store holds the lock: another export may finish now too
             with store_lock(save_path, "writing the indexes and the viewer"):
-                write_indexes(save_path, html=index_html, quiet=quiet)
+                refresh_store(save_path, html=index_html, quiet=quiet)
                 for report in reports:
                     report.pooled = _pool(
                         save_path, report.model, hooks, pools, shard_max_bytes, quiet
@@ -182,33 +195,29 @@ def _check_limits(**values) -> None:
 
 
 def _check_pools(pool, hooks) -> tuple[str, ...]:
-    from lens_cache.pooled import POOLS
-
     pools = () if pool is None else (pool,) if isinstance(pool, str) else tuple(pool)
     unknown = [p for p in pools if p not in POOLS]
     if unknown:
-        raise PromptsError(f"unknown pool {unknown}; choose from {', '.join(POOLS)}")
-    if pools and not any(h != "pattern" for h in hooks):
-        raise PromptsError("--pool needs a residual hook in --hooks (e.g. resid_post)")
+        raise InvalidOptionError(f"unknown pool {unknown}; choose from {', '.join(POOLS)}")
+    if pools and not any(h != PATTERN for h in hooks):
+        raise InvalidOptionError("--pool needs a residual hook in --hooks (e.g. resid_post)")
     return pools
 
 
 def _pool(save_path, model_name, hooks, pools, shard_max_bytes, quiet) -> list[Path]:
     """Pooled parquet datasets over every prompt stored for the model, not only this run's."""
-    from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, write_pooled
-
     limit = shard_max_bytes or DEFAULT_SHARD_MAX_BYTES
     return [
         write_pooled(save_path, model_name, hook, pool, shard_max_bytes=limit, quiet=quiet)
         for hook in hooks
-        if hook != "pattern"
+        if hook != PATTERN
         for pool in pools
     ]
 
 
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise BatchingError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise InvalidOptionError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _check_hooks(hooks) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -217,7 +226,7 @@ def _check_hooks(hooks) -> tuple[tuple[str, ...], tuple[str, ...]]:
     choices = HOOK_KINDS + PREDICTION_KINDS
     unknown = [h for h in hooks if h not in choices]
     if unknown or not hooks:
-        raise PromptsError(f"unknown hooks {unknown}; choose from {', '.join(choices)}")
+        raise InvalidOptionError(f"unknown hooks {unknown}; choose from {', '.join(choices)}")
     return (
         tuple(h for h in hooks if h in HOOK_KINDS),
         tuple(h for h in hooks if h in PREDICTION_KINDS),
@@ -242,50 +251,6 @@ def _as_prompts(prompts) -> Iterator[dict]:
         if not isinstance(text, str) or not text.strip():
             raise PromptsError(f"prompt {i}: empty or missing text")
         yield make_prompt(text, meta)
-
-
-def resolve_layers(spec, n_layers: int) -> tuple[int, ...]:
-    """Turn a layer selection into sorted layer indices.
-
-    Accepts `all`, `first`, `middle`, `last`, ints (negative counts from the end), inclusive
-    ranges `a-b`, comma-separated mixtures of those, or a list.
-
-    Raises:
-        LayerSelectionError: a layer the model does not have, or an unreadable item.
-    """
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    layers: set[int] = set()
-    for item in items:
-        layers.update(_layer_item(str(item).strip(), n_layers))
-    if not layers:
-        raise LayerSelectionError(f"--layers {spec!r} selects no layer")
-    return tuple(sorted(layers))
-
-
-def _layer_item(item: str, n_layers: int) -> range | list[int]:
-    named = {
-        "all": range(n_layers),
-        "first": [0],
-        "middle": [n_layers // 2],
-        "last": [n_layers - 1],
-    }
-    if item in named:
-        return named[item]
-    if re.fullmatch(r"\d+-\d+", item):
-        lo, hi = map(int, item.split("-"))
-        chosen = list(range(lo, hi + 1))
-    elif re.fullmatch(r"-?\d+", item):
-        chosen = [int(item)]
-    else:
-        raise LayerSelectionError(
-            f"--layers: cannot read {item!r}; use all, first, middle, last, 3, -1, 0,2,4 or 2-5"
-        )
-    bad = [i for i in chosen if not -n_layers <= i < n_layers]
-    if bad or not chosen:
-        raise LayerSelectionError(
-            f"--layers {item}: the model has layers 0-{n_layers - 1} ({n_layers} layers)"
-        )
-    return [i % n_layers for i in chosen]
 
 
 def _export_model(model: LensModel, prompts, save_path: Path, settings, plan: _Plan, rank):
@@ -358,7 +323,7 @@ def _captures(model, items, settings, plan: _Plan, write):
     fault_point("forward")
     cap = int(plan.max_batch_mb * 2**20)
     n_tokens = len(items[0][1])
-    if len(items) > 1 or "pattern" not in settings.hooks or len(settings.layers) == 1:
+    if len(items) > 1 or PATTERN not in settings.hooks or len(settings.layers) == 1:
         return capture_batch(model, items, settings)
     if _cache_bytes(model, settings, n_tokens) <= cap:
         return capture_batch(model, items, settings)
@@ -375,7 +340,7 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
     n_layers = len(settings.layers)
     per_layer = 0
     for kind in settings.hooks:
-        per_layer += model.n_heads * t * t if kind == "pattern" else t * model.d_model
+        per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
     read = readout_layers(settings.predictions, settings.layers, model.n_layers)
     return 4 * (n_layers * per_layer + len(read) * t * model.d_model)
 
@@ -444,7 +409,7 @@ def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool, write:
     }
     store.write_json(cfg_path, cfg)
     if settings.predictions:  # top-k ids are only readable with the model's token strings
-        store.write_json(mdir / store.VOCAB_NAME, model.str_tokens(list(range(model.d_vocab))))
+        store.write_json(mdir / VOCAB_NAME, model.str_tokens(list(range(model.d_vocab))))
 
 
 def _settings_text(d: dict) -> str:
@@ -465,7 +430,7 @@ def _ranges(layers: list[int]) -> str:
 
 
 def _drop_other_settings(mdir: Path, settings) -> None:
-    prompts_path = mdir / "prompts"
+    prompts_path = mdir / PROMPTS_DIR
     if not prompts_path.is_dir():
         return
     removed = 0

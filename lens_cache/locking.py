@@ -26,9 +26,9 @@ import threading
 import time
 from pathlib import Path
 
+from lens_cache.layout import LOCK_NAME
 from lens_cache.progress import warn
 
-LOCK_NAME = ".lens_cache.lock"
 _UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 _held: dict[Path, int] = {}  # lock path -> depth: a process re-entering its own lock
 _guard = threading.Lock()

@@ -28,30 +28,20 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shlex
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from lens_cache.errors import (
-    WRITE_ERRNOS,
-    MissingLabelError,
-    PooledMissingError,
-    PromptsError,
-    StoreWriteError,
-)
+from lens_cache.errors import InvalidOptionError, MissingLabelError, PooledMissingError
 from lens_cache.faults import fault_point
+from lens_cache.layout import POOLED_DIR, POOLS, pooled_name, resid_kind
 from lens_cache.locking import store_lock
 from lens_cache.progress import log
-from lens_cache.reader import open_store, resid_kind, select_layers
-from lens_cache.store import is_orphaned_tmp, tmp_name
+from lens_cache.reader import open_store, select_layers
+from lens_cache.store import atomic_dir
 
-POOLS = ("last_token", "first_token", "first_real", "mean", "mean_real")
 DEFAULT_SHARD_MAX_BYTES = 500 * 10**6  # what `datasets` uses for Hub uploads
 FIXED_COLUMNS = ("hash", "text", "n_tokens", "mean_loss")
 LAYER_PREFIX = "layer_"
@@ -59,7 +49,7 @@ LAYER_PREFIX = "layer_"
 
 def pooled_dir(save_path, model: str, hook: str = "resid_post", pool: str = "last_token") -> Path:
     """Where `write_pooled` puts one model's pooled dataset for one hook and pool."""
-    return Path(save_path) / model / "pooled" / f"{resid_kind(hook)}-{pool}"
+    return Path(save_path) / model / POOLED_DIR / pooled_name(hook, pool)
 
 
 def pool_residuals(resid: np.ndarray, pool: str, bos: bool) -> np.ndarray:
@@ -84,7 +74,7 @@ def pool_residuals(resid: np.ndarray, pool: str, bos: bool) -> np.ndarray:
         return resid.mean(axis=1, dtype=np.float32)
     if pool == "mean_real":
         return resid[:, start:].mean(axis=1, dtype=np.float32)
-    raise PromptsError(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}")
+    raise InvalidOptionError(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}")
 
 
 def write_pooled(
@@ -119,12 +109,12 @@ def write_pooled(
 
     Raises:
         ActivationsMissingError: the model, its prompts, or their residuals are not stored.
-        PromptsError: an unknown pool or a bad `shard_max_bytes`.
+        InvalidOptionError: an unknown pool or a bad `shard_max_bytes`.
     """
     if pool not in POOLS:
-        raise PromptsError(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}")
+        raise InvalidOptionError(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}")
     if shard_max_bytes < 1:
-        raise PromptsError(f"shard_max_bytes must be at least 1, got {shard_max_bytes}")
+        raise InvalidOptionError(f"shard_max_bytes must be at least 1, got {shard_max_bytes}")
     store = open_store(save_path)
     kind = resid_kind(hook)
     records = store.prompts(model)
@@ -142,7 +132,7 @@ def write_pooled(
 
     info = {"model": model, "hook": kind, "pool": pool, "layers": layers, "bos": bos}
     with store_lock(save_path, f"writing {out.name} of {model}"):  # see lens_cache.locking
-        _atomic_dir(out, lambda tmp: _write_shards(tmp, rows(), meta, info, shard_max_bytes))
+        atomic_dir(out, lambda tmp: _write_shards(tmp, rows(), meta, info, shard_max_bytes))
     log(f"[{model}] pooled {len(records)} prompts ({kind}, {pool}) -> {out}", quiet=quiet)
     return out
 
@@ -246,42 +236,6 @@ def _write_shard(directory: Path, index: int, batch, meta: dict, start: int, inf
     return path
 
 
-def _atomic_dir(out: Path, write) -> None:
-    """Call `write(tmp_dir)`, then put `tmp_dir` where `out` was, replacing it.
-
-    Raises:
-        StoreWriteError: a full disk or a read-only folder; `out` is as it was, no temp left.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(out.parent)
-    tmp, old = tmp_name(out), tmp_name(out.with_name(f"{out.name}.old"))
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if out.exists():
-            os.replace(out, old)  # a folder cannot be renamed over a non-empty one
-        try:
-            os.replace(tmp, out)
-        except BaseException:
-            if old.exists():
-                os.replace(old, out)
-            raise
-    except OSError as e:
-        if e.errno not in WRITE_ERRNOS:  # a read error is the reader's to name
-            raise
-        raise StoreWriteError.from_oserror(out, e) from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_orphans(folder: Path) -> None:
-    """Temp folders of an interrupted run (their writer is dead: see `store.tmp_name`)."""
-    for path in folder.iterdir():
-        if is_orphaned_tmp(path):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 # --- reading ---------------------------------------------------------------------------------
 
 
@@ -359,46 +313,8 @@ def _matrix(column) -> np.ndarray:
     return flat.reshape(len(array), array.type.list_size).astype(np.float32, copy=False)
 
 
-# --- CLI -------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from lens_cache.activations import default_save_path
-
-    p = argparse.ArgumentParser(
-        prog="python -m lens_cache.pooled",
-        description="Pool stored residuals to one vector per prompt and layer, written as a "
-        "sharded parquet dataset under <save>/<model>/pooled/<hook>-<pool>/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("-s", "--save-path", default=default_save_path(), help="the store")
-    p.add_argument(
-        "-m", "--model", action="append", dest="models", help="model to pool (default: all)"
-    )
-    p.add_argument("--hook", default="resid_post", choices=["resid_pre", "resid_mid", "resid_post"])
-    p.add_argument("--pool", default="last_token", choices=POOLS)
-    p.add_argument("--shard-max-bytes", type=int, default=DEFAULT_SHARD_MAX_BYTES)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    store = open_store(args.save_path)
-    for model in args.models or store.models():
-        path = write_pooled(
-            args.save_path,
-            model,
-            args.hook,
-            args.pool,
-            shard_max_bytes=args.shard_max_bytes,
-            quiet=args.quiet,
-        )
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m lens_cache.pooled`: the same as `lens-cache pool`
     from lens_cache.cli import run_cli
+    from lens_cache.cli.pool import main
 
-    sys.exit(run_cli(main))
+    raise SystemExit(run_cli(main))

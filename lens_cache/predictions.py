@@ -21,9 +21,8 @@ import torch
 from jaxtyping import Float, Int
 
 from lens_cache.adapter import LensModel
+from lens_cache.layout import PREDICTION_FIELDS as FIELDS
 
-KINDS = ("logits", "logit_lens")
-FIELDS = ("loss", "entropy", "top_ids", "top_logprobs", "target_rank")
 # Copies of a `rows x vocab` float32 block alive at once while a chunk is read out (logits,
 # log-probs, probabilities, a comparison mask): the chunk is sized for this many.
 _ROW_COPIES = 4
@@ -93,11 +92,6 @@ def next_tokens(ids: list[int], device) -> Int[torch.Tensor, " pos"]:
     targets = torch.full((len(ids),), -1, dtype=torch.long)
     targets[:-1] = torch.tensor(ids[1:], dtype=torch.long)
     return targets.to(device)
-
-
-def lens_member(layer: int, field: str) -> str:
-    """The member name of one field of one layer in `logit_lens.safetensors`."""
-    return f"blocks.{layer}.logit_lens.{field}"
 
 
 def mean_loss(loss: Float[torch.Tensor, " pos"]) -> float | None:

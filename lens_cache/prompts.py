@@ -14,7 +14,12 @@ import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lens_cache.errors import MalformedPromptError, PromptsError, PromptsFileNotFoundError
+from lens_cache.errors import (
+    InvalidOptionError,
+    MalformedPromptError,
+    PromptsError,
+    PromptsFileNotFoundError,
+)
 
 DEFAULT_PROMPTS = "default"
 
@@ -102,7 +107,8 @@ def select_prompts(
         The selected prompts; of several with the same text (one directory), the first.
 
     Raises:
-        PromptsError: a bad numeric argument, or nothing is left to export.
+        InvalidOptionError: a bad numeric argument.
+        PromptsError: nothing is left to export.
     """
     for name, value in (
         ("min_chars", min_chars),
@@ -110,7 +116,7 @@ def select_prompts(
         ("n_samples", n_samples),
     ):
         if value is not None and value < 1:
-            raise PromptsError(f"{name} must be at least 1, got {value}")
+            raise InvalidOptionError(f"{name} must be at least 1, got {value}")
     stream = iter(prompts)
     if not raw and max_chars is not None:
         stream = (chunk for p in stream for chunk in _split(p, max_chars))

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lens_cache.adapter import HOOK_KINDS, hook_name
 from lens_cache.damage import reading
 from lens_cache.errors import (
     ActivationsMissingError,
@@ -38,30 +37,68 @@ from lens_cache.errors import (
     LayerNotStoredError,
     LayerSelectionError,
     PromptsError,
-    UnknownHookError,
 )
-from lens_cache.indexer import MODEL_CFG_NAME, prompt_records
-from lens_cache.predictions import FIELDS as PREDICTION_FIELDS
-from lens_cache.predictions import KINDS as PREDICTION_KINDS
-from lens_cache.predictions import lens_member
-from lens_cache.prompts import prompt_hash
-from lens_cache.store import (
+from lens_cache.layout import (
+    DATA_NAMES,
+    HOOK_KINDS,
     LOGIT_LENS_NAME,
+    MODEL_CFG_NAME,
     NPZ_NAME,
+    PATTERN,
+    PREDICTION_FIELDS,
+    PREDICTION_FILES,
+    PREDICTION_KINDS,
     PREDICTIONS_NAME,
     PROMPT_NAME,
+    PROMPTS_DIR,
+    PROMPTS_INDEX,
     RESIDUALS_NAME,
     STACKED_NAME,
     VOCAB_NAME,
-    read_json,
+    hook_layers,
+    hook_name,
+    lens_member,
+    resid_kind,
 )
+from lens_cache.prompts import prompt_hash
+from lens_cache.store import read_json
 
-RESID_KINDS = tuple(k for k in HOOK_KINDS if k != "pattern")
 # prompt.json keys that are not metadata; pattern-lens keeps metadata beside them.
 RECORD_KEYS = ("text", "hash", "n_tokens", "tokens", "token_ids", "meta", "lens_cache", "mean_loss")
-_PATTERN_KEY = re.compile(r"^blocks\.(\d+)\.attn\.hook_pattern$")
 _LENS_KEY = re.compile(r"^blocks\.(\d+)\.logit_lens\.loss$")
 _HASH = re.compile(r"^[A-Za-z0-9_-]+$")  # url-safe base64: never a path such as ".."
+
+
+def model_names(save_path) -> list[str]:
+    """The models in a store: its folders holding a `model_cfg.json`, sorted by name.
+
+    The one answer to "which models are here" (the exporter writes `model_cfg.json` before any
+    prompt; a pull writes it for every model it brings).
+    """
+    save_path = Path(save_path)
+    if not save_path.is_dir():
+        return []
+    return sorted(p.name for p in save_path.iterdir() if is_model_dir(p))
+
+
+def is_model_dir(path: Path) -> bool:
+    """Whether a folder is a model of its store: it holds a `model_cfg.json`."""
+    return (Path(path) / MODEL_CFG_NAME).is_file()
+
+
+def prompt_records(model_path: Path) -> list[dict]:
+    """Every complete prompt (one with a readable `prompt.json`) of one model, sorted by hash,
+    as stored (see `normalize_record` for the reader's form)."""
+    prompts_path = Path(model_path) / PROMPTS_DIR
+    if not prompts_path.is_dir():
+        return []
+    records = []
+    for directory in sorted(prompts_path.iterdir(), key=lambda p: p.name):
+        try:
+            records.append(read_json(directory / PROMPT_NAME))
+        except (OSError, ValueError):
+            continue  # incomplete (interrupted) prompt: not listed until a rerun finishes it
+    return records
 
 
 def open_store(save_path) -> Store:
@@ -96,12 +133,8 @@ class Store:
     # --- models and prompts ------------------------------------------------------------------
 
     def models(self) -> list[str]:
-        """Names of the models in the store (directories with a `model_cfg.json` or prompts)."""
-        return sorted(
-            p.name
-            for p in self.path.iterdir()
-            if (p / MODEL_CFG_NAME).is_file() or (p / "prompts").is_dir()
-        )
+        """Names of the models in the store (see `model_names`)."""
+        return model_names(self.path)
 
     def model_cfg(self, model: str) -> dict:
         """The model's `model_cfg.json` (`{}` when the directory has none).
@@ -123,11 +156,24 @@ class Store:
         Raises:
             ActivationsMissingError: the model is not in the store.
         """
+        return [normalize_record(r) for r in self.raw_prompts(model)]
+
+    def raw_prompts(self, model: str) -> list[dict]:
+        """Every prompt record of a model exactly as stored, from `prompts.jsonl` when present,
+        else from each complete prompt directory (sorted by hash).
+
+        Raises:
+            ActivationsMissingError: the model is not in the store.
+        """
         mdir = self._model_dir(model)
-        index = mdir / "prompts.jsonl"
+        index = mdir / PROMPTS_INDEX
         with reading(index, self.path):
             records = _read_jsonl(index) if index.is_file() else prompt_records(mdir)
         return [normalize_record(r) for r in records]
+
+    def prompt_dir(self, model: str, hash_: str) -> Path:
+        """The folder of one prompt, by hash (whether or not it is complete)."""
+        return self.path / model / PROMPTS_DIR / hash_
 
     def prompt(self, model: str, prompt) -> dict:
         """One prompt's record, read from its `prompt.json` (see `prompts`).
@@ -149,7 +195,7 @@ class Store:
                 ask whether that file is there; by default any data file will do. Whether a
                 residual file holds that particular hook is not checked (it needs a read).
         """
-        directory = self.path / model / "prompts" / self._hash(self.path / model, prompt)
+        directory = self.prompt_dir(model, self._hash(self.path / model, prompt))
         if not (directory / PROMPT_NAME).is_file():
             return False
         names = _data_files(hook)
@@ -164,13 +210,13 @@ class Store:
             ActivationsMissingError: the prompt or that kind of activation is not stored.
         """
         directory = self._prompt_dir(model, prompt)
-        if hook == "pattern":
+        if hook == PATTERN:
             return self._pattern_source(model, directory).layers
         kind = resid_kind(hook)
         from safetensors import safe_open
 
         with safe_open(str(self._resid_path(model, directory, kind)), "pt") as f:
-            return _resid_layers(f.keys(), kind)
+            return hook_layers(f.keys(), kind)
 
     def patterns(self, model: str, prompt, layers=None, heads=None) -> np.ndarray:
         """Attention patterns of one prompt, reading only the requested layers.
@@ -224,7 +270,7 @@ class Store:
         directory = self._prompt_dir(model, prompt)
         path = self._resid_path(model, directory, kind)
         with reading(path, self.path), safe_open(str(path), "pt") as f:
-            stored = _resid_layers(f.keys(), kind)
+            stored = hook_layers(f.keys(), kind)
             if not stored:
                 raise self._missing(model, directory, kind, f"no {kind} residuals")
             where = f"prompt {directory.name} of model {model} ({kind})"
@@ -302,7 +348,7 @@ class Store:
 
     def _model_dir(self, model: str) -> Path:
         mdir = self.path / model
-        if not ((mdir / MODEL_CFG_NAME).is_file() or (mdir / "prompts").is_dir()):
+        if not is_model_dir(mdir):
             there = ", ".join(self.models()) or "none"
             raise ActivationsMissingError(
                 f"model {model} is not in {self.path} (models there: {there}); run: "
@@ -318,14 +364,14 @@ class Store:
             prompt = prompt.get("hash") or prompt["text"]
         if not isinstance(prompt, str):
             raise PromptsError(f"a prompt is its text or hash (a str), not {type(prompt).__name__}")
-        if _HASH.match(prompt) and (mdir / "prompts" / prompt).is_dir():
+        if _HASH.match(prompt) and (mdir / PROMPTS_DIR / prompt).is_dir():
             return prompt
         return prompt_hash(prompt)
 
     def _prompt_dir(self, model: str, prompt) -> Path:
         mdir = self._model_dir(model)
         hash_ = self._hash(mdir, prompt)
-        directory = mdir / "prompts" / hash_
+        directory = mdir / PROMPTS_DIR / hash_
         if not (directory / PROMPT_NAME).is_file():
             raise ActivationsMissingError(
                 f"no activations for prompt {_label(prompt, hash_)} of model {model} in "
@@ -348,7 +394,7 @@ class Store:
     def _missing(self, model: str, directory: Path, kind: str, what: str):
         """An `ActivationsMissingError` for a kind of activation this prompt was stored without."""
         settings = read_json(directory / PROMPT_NAME).get("lens_cache") or {}
-        have = settings.get("hooks", ["pattern"]) + settings.get("predictions", [])
+        have = settings.get("hooks", [PATTERN]) + settings.get("predictions", [])
         hooks = [k for k in HOOK_KINDS + PREDICTION_KINDS if k in have or k == kind]
         return ActivationsMissingError(
             f"{what} for prompt {directory.name} of model {model} in {self.path} (stored: "
@@ -370,7 +416,7 @@ class Store:
             layers = (record.get("lens_cache") or {}).get("layers")
             with reading(directory / STACKED_NAME, self.path):
                 return _StackedPatterns(directory / STACKED_NAME, layers)
-        raise self._missing(model, directory, "pattern", "no attention patterns")
+        raise self._missing(model, directory, PATTERN, "no attention patterns")
 
     def _n_layers(self, model: str, stored: list[int]) -> int:
         n = self.model_cfg(model).get("n_layers")
@@ -393,14 +439,13 @@ class _NpzPatterns(_PatternSource):
     def __init__(self, path: Path):
         self.path = path
         with np.load(path) as z:  # reads the zip's directory, not the arrays
-            found = (_PATTERN_KEY.match(k) for k in z.files)
-            self.layers = sorted(int(m.group(1)) for m in found if m)
+            self.layers = hook_layers(z.files, PATTERN)
 
     def read(self, layers: list[int], heads) -> np.ndarray:
         out = None
         with np.load(self.path) as z:
             for i, layer in enumerate(layers):
-                arr = z[hook_name("pattern", layer)][0]
+                arr = z[hook_name(PATTERN, layer)][0]
                 if out is None:
                     idx = _pick_heads(heads, arr.shape[0])
                     out = np.empty((len(layers), len(idx), *arr.shape[1:]), np.float32)
@@ -448,29 +493,13 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _data_files(hook: str | None) -> tuple[str, ...]:
     if hook is None:
-        return (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME, PREDICTIONS_NAME, LOGIT_LENS_NAME)
-    if hook == "pattern":
+        return DATA_NAMES
+    if hook == PATTERN:
         return (NPZ_NAME, STACKED_NAME)
     if hook in PREDICTION_KINDS:
-        return (PREDICTIONS_NAME if hook == "logits" else LOGIT_LENS_NAME,)
+        return (PREDICTION_FILES[hook],)
     resid_kind(hook)
     return (RESIDUALS_NAME,)
-
-
-def resid_kind(hook: str) -> str:
-    """`resid_post` from `resid_post` or `hook_resid_post`; raises `UnknownHookError` otherwise."""
-    kind = hook.removeprefix("hook_")
-    if kind not in RESID_KINDS:
-        raise UnknownHookError(
-            f"hook {hook!r} is not a residual hook; use one of {', '.join(RESID_KINDS)}"
-        )
-    return kind
-
-
-def _resid_layers(keys, kind: str) -> list[int]:
-    pattern = re.compile(rf"^blocks\.(\d+)\.hook_{kind}$")
-    found = (pattern.match(k) for k in keys)
-    return sorted(int(m.group(1)) for m in found if m)
 
 
 def _as_ints(value, what: str, error: type[Exception]) -> list[int]:

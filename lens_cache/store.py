@@ -1,18 +1,7 @@
-"""The on-disk store, pattern-lens compatible. Every write is atomic (temp file + os.replace).
-
-    <save>/models.jsonl
-    <save>/.lens_cache.lock                              advisory lock (see lens_cache.locking)
-    <save>/<model>/model_cfg.json
-    <save>/<model>/vocab.json                  token strings by id (written with predictions)
-    <save>/<model>/prompts.jsonl
-    <save>/<model>/prompts/<hash>/prompt.json            written last: means complete
-    <save>/<model>/prompts/<hash>/activations.npz        blocks.{i}.attn.hook_pattern [1, H, T, T]
-    <save>/<model>/prompts/<hash>/residuals.safetensors  blocks.{i}.hook_resid_* [T, d_model]
-    <save>/<model>/prompts/<hash>/predictions.safetensors  loss, entropy [T], top_* [T, k], ...
-    <save>/<model>/prompts/<hash>/logit_lens.safetensors   blocks.{i}.logit_lens.<field>
-
-With stacked heads, `activations-blocks.-.attn.hook_pattern.npy` (float32 [1, L, H, T, T], the
-name pattern-lens uses) replaces the npz.
+"""Writing the on-disk store, pattern-lens compatible (its names are in `lens_cache.layout`;
+reading is `lens_cache.reader`). Every write in lens_cache goes through `atomic_write` (or
+`atomic_dir` for a folder): a temporary name, then `os.replace`, so a reader or a crash never
+sees a half-written file. A prompt folder's `prompt.json` is written last: it means complete.
 """
 
 from __future__ import annotations
@@ -35,22 +24,33 @@ try:  # optional speed-up: standard deflate, written faster (see _use_fast_defla
 except ImportError:  # pragma: no cover - isal is a dependency, but the fallback stays correct
     _isal_zlib = None
 
-from lens_cache.adapter import HOOK_KINDS, hook_name
-from lens_cache.errors import LensCacheError, ModelNameError, SavePathError, StoreWriteError
+from lens_cache.errors import (
+    WRITE_ERRNOS,
+    LensCacheError,
+    ModelNameError,
+    SavePathError,
+    StoreWriteError,
+)
 from lens_cache.faults import fault_point
-from lens_cache.predictions import KINDS as PREDICTION_KINDS
+from lens_cache.layout import (
+    DATA_NAMES,
+    DTYPES,
+    HOOK_KINDS,
+    LOGIT_LENS_NAME,
+    NPZ_NAME,
+    PATTERN,
+    PATTERN_DTYPES,
+    PREDICTION_KINDS,
+    PREDICTIONS_NAME,
+    PROMPT_NAME,
+    PROMPTS_DIR,
+    RESIDUALS_NAME,
+    ROOT_ENTRIES,
+    STACKED_NAME,
+    hook_name,
+)
 
 FORMAT_VERSION = 1
-NPZ_NAME = "activations.npz"
-STACKED_NAME = "activations-blocks.-.attn.hook_pattern.npy"
-RESIDUALS_NAME = "residuals.safetensors"
-PROMPT_NAME = "prompt.json"
-PREDICTIONS_NAME = "predictions.safetensors"  # kind `logits`
-LOGIT_LENS_NAME = "logit_lens.safetensors"  # kind `logit_lens`
-VOCAB_NAME = "vocab.json"  # <model>/vocab.json: each token id's string, beside model_cfg.json
-DATA_NAMES = (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME, PREDICTIONS_NAME, LOGIT_LENS_NAME)
-PATTERN_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-RESID_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # ZipInfo's per-entry compression level: public from Python 3.13, private before.
 _LEVEL_ATTR = "compress_level" if hasattr(zipfile.ZipInfo, "compress_level") else "_compresslevel"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same arrays give the same bytes
@@ -79,7 +79,7 @@ class ExportSettings:
 
     @property
     def torch_resid_dtype(self) -> torch.dtype:
-        return RESID_DTYPES[self.resid_dtype]
+        return DTYPES[self.resid_dtype]
 
     @property
     def torch_pattern_dtype(self) -> torch.dtype:
@@ -109,21 +109,15 @@ class ExportSettings:
     def files(self) -> list[str]:
         """The data files a complete prompt directory holds (prompt.json aside)."""
         names = []
-        if "pattern" in self.hooks:
+        if PATTERN in self.hooks:
             names.append(STACKED_NAME if self.stacked_heads else NPZ_NAME)
-        if any(kind != "pattern" for kind in self.hooks):
+        if any(kind != PATTERN for kind in self.hooks):
             names.append(RESIDUALS_NAME)
         if "logits" in self.predictions:
             names.append(PREDICTIONS_NAME)
         if "logit_lens" in self.predictions:
             names.append(LOGIT_LENS_NAME)
         return names
-
-
-# What a store's root holds beside its model folders: the models index, and the viewer's page,
-# code and data (lens_cache.viewer writes those three). No model may take these names.
-VIEWER_APP_DIR, VIEWER_DATA_DIR = "viewer", "viewer_data"
-ROOT_ENTRIES = frozenset({"models.jsonl", "index.html", VIEWER_APP_DIR, VIEWER_DATA_DIR})
 
 
 def model_dir(save_path: Path, model_name: str) -> Path:
@@ -139,7 +133,7 @@ def model_dir(save_path: Path, model_name: str) -> Path:
 
 
 def prompt_dir(save_path: Path, model_name: str, hash_: str) -> Path:
-    return model_dir(save_path, model_name) / "prompts" / hash_
+    return model_dir(save_path, model_name) / PROMPTS_DIR / hash_
 
 
 # --- atomic writes ---------------------------------------------------------------------------
@@ -181,8 +175,9 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write, stage: str = "write") -> None:
     """Call `write(tmp_path)`, then rename over `path`; a crash never leaves `path` half-written.
+    `stage` names the write for fault injection (`lens_cache.faults`).
 
     Raises:
         StoreWriteError: the write or the rename failed (a full disk, a read-only folder); the
@@ -191,13 +186,55 @@ def atomic_write(path: Path, write) -> None:
     tmp = tmp_name(path)
     try:
         write(tmp)
-        fault_point("write", tmp)
+        fault_point(stage, tmp)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, LensCacheError):
             raise StoreWriteError.from_oserror(path, e) from e
         raise
+
+
+def atomic_dir(out: Path, write) -> None:
+    """Call `write(tmp_dir)`, then put `tmp_dir` where the folder `out` was, replacing it.
+
+    Raises:
+        StoreWriteError: a full disk or a read-only folder; `out` is as it was, no temp left.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphaned_dirs(out.parent)
+    tmp, old = tmp_name(out), tmp_name(out.with_name(f"{out.name}.old"))
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if out.exists():
+            os.replace(out, old)  # a folder cannot be renamed over a non-empty one
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old.exists():
+                os.replace(old, out)
+            raise
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:  # a read error is the reader's to name
+            raise
+        raise StoreWriteError.from_oserror(out, e) from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_orphaned_dirs(folder: Path) -> None:
+    """Temp folders of an interrupted run (their writer is dead: see `tmp_name`)."""
+    for path in folder.iterdir():
+        if is_orphaned_tmp(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def write_bytes(path: Path, data: bytes, stage: str = "write") -> int:
+    """Write `data` atomically (a reader never sees a half-written file); return its size."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), stage)
+    return len(data)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -266,7 +303,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":"))
     header_bytes = header.encode() + b" " * (-len(header) % 8)  # data stays 8-byte aligned
     blob = len(header_bytes).to_bytes(8, "little") + header_bytes + raw[8 + size :]
-    atomic_write(path, lambda tmp: tmp.write_bytes(blob))
+    write_bytes(path, blob)
 
 
 # --- prompt directories ----------------------------------------------------------------------

@@ -139,7 +139,7 @@ def artifacts(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser():
     """Debian's chromium, driven by Playwright (no browser download)."""
-    from lens_cache.viewer import CHROMIUM_FLAGS
+    from lens_cache.bench import CHROMIUM_FLAGS
     from tests.browser import missing_browser
 
     chromium = shutil.which("chromium")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lens_cache import cache, cli, export
+from lens_cache import cli, export
+from lens_cache.cli import cache
 from lens_cache.pooled import write_pooled
 from lens_cache.prompts import prompt_hash
 from tests.helpers import run_cli, write_pattern_lens_store

@@ -247,14 +247,14 @@ def test_residual_dtype(gqa_model, tmp_path, dtype):
     ],
 )
 def test_layer_selection(spec, expected):
-    from lens_cache.exporter import resolve_layers
+    from lens_cache.layout import resolve_layers
 
     assert list(resolve_layers(spec, 3)) == expected
 
 
 @pytest.mark.parametrize("spec", ["3", "0-5", "-4", "x", "1..2", ""])
 def test_layer_selection_errors(spec):
-    from lens_cache.exporter import resolve_layers
+    from lens_cache.layout import resolve_layers
 
     with pytest.raises(LayerSelectionError, match="--layers"):
         resolve_layers(spec, 3)
@@ -365,3 +365,12 @@ def test_a_prompt_over_the_byte_cap_is_captured_in_layer_groups(gqa_model, tmp_p
     )
     for name in ("activations.npz", "residuals.safetensors", "prompt.json"):
         assert (d_grouped / name).read_bytes() == (d_whole / name).read_bytes()
+
+
+def test_export_without_save_path_uses_lens_cache_dir(gpt2_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "from-env"))
+    monkeypatch.chdir(tmp_path)
+    report = export(gpt2_model, ["Hello there."], hooks=["pattern"], index_html=False, quiet=True)
+    assert report[0].path == tmp_path / "from-env" / gpt2_model.name
+    assert (report[0].path / "prompts" / prompt_hash("Hello there.") / "prompt.json").is_file()
+    assert not (tmp_path / "lens_cache_data").exists()

@@ -24,18 +24,17 @@ from safetensors.torch import load as load_safetensors
 
 from lens_cache import export
 from lens_cache.errors import HubIntegrityError, UnsafeRepoPathError
-from lens_cache.hub_card import prompts_table
-from lens_cache.hub_layout import (
+from lens_cache.hub import Selection
+from lens_cache.hub._card import prompts_table
+from lens_cache.hub._layout import (
     ModelPlan,
-    Selection,
     check_repo_path,
     is_layout_path,
-    make_selection,
-    parse_heads,
     parse_size,
     pooled_files_complete,
 )
-from lens_cache.hub_shards import ShardReader, ShardWriter, group_prompts, plan_shards
+from lens_cache.hub._select import make_selection, parse_heads
+from lens_cache.hub._shards import ShardReader, ShardWriter, group_prompts, plan_shards
 from lens_cache.prompts import prompt_hash
 from tests.helpers import REPO, read_jsonl, read_npz, read_safetensors
 from tests.hubserver import HubServer, client_env
@@ -71,13 +70,13 @@ PRELUDE = '''
 import contextlib, io, json, os
 from pathlib import Path
 from lens_cache import hub
-from lens_cache.cli import run_cli
+from lens_cache.cli import hub as hub_cli, run_cli
 
 def cli(*args):
     """`python -m lens_cache.hub ARGS`, run in this process: {rc, out, err}."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = run_cli(hub.main, [str(a) for a in args])
+        rc = run_cli(hub_cli.main, [str(a) for a in args])
     return {"rc": rc, "out": out.getvalue(), "err": err.getvalue()}
 
 def catch(fn, *args, **kw):
@@ -534,7 +533,7 @@ def test_interrupted_push_resumes_without_resending(store, tmp_path):
         hub.fail_after = 1  # the second commit fails
         args = ["push", "--repo", "alice/flaky", "-s", store["path"], "--kinds", "patterns"]
         args += ["resid_post", "--commit-max-bytes", "10000"]
-        first = run_child(hub, tmp_path / "first", args, expect_rc=2)
+        first = run_child(hub, tmp_path / "first", args, expect_rc=4)  # network: rerun
         err = first.stderr.strip().splitlines()[-1]
         assert err.startswith("error: push of alice/flaky interrupted after ")
         assert err.endswith("Rerun the same command to resume")

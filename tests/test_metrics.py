@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lens_cache import metrics as M
+from lens_cache.viewer import metrics as M
 
 
 def one_hot_rows(targets: list[int]) -> np.ndarray:

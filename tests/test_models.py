@@ -115,7 +115,7 @@ def test_local_gpt2_directory_loads_under_either_major(gpt2_dir, tmp_path):
 
 def test_a_model_may_not_take_a_name_the_store_root_uses(gqa_dir, tmp_path):
     from lens_cache.errors import ModelNameError
-    from lens_cache.store import ROOT_ENTRIES
+    from lens_cache.layout import ROOT_ENTRIES
     from lens_cache.viewer import APP_DIR, DATA_DIR
 
     assert {"models.jsonl", "index.html", APP_DIR, DATA_DIR} == ROOT_ENTRIES

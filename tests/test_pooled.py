@@ -9,13 +9,13 @@ import pytest
 from safetensors import safe_open
 
 from lens_cache import export
+from lens_cache.cli.pool import main
 from lens_cache.errors import LayerNotStoredError
 from lens_cache.pooled import (
     POOLS,
     MissingLabelError,
     PooledMissingError,
     load_pooled,
-    main,
     pooled_dir,
     write_pooled,
 )

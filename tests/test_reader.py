@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from lens_cache import export
-from lens_cache.errors import LensCacheError
-from lens_cache.prompts import prompt_hash
-from lens_cache.reader import (
+from lens_cache.errors import (
     ActivationsMissingError,
     HeadSelectionError,
     LayerNotStoredError,
+    LensCacheError,
     UnknownHookError,
-    open_store,
 )
+from lens_cache.prompts import prompt_hash
+from lens_cache.reader import open_store
 from tests.helpers import prompt_dir, read_npz, read_safetensors, write_pattern_lens_store
 
 TEXTS = [

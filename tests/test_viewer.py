@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lens_cache.synthetic import SMALL_MODEL, XSS_TEXT, ModelSpec, write_store
 from lens_cache.viewer import (
     APP_DIR,
     ASSETS,
@@ -41,7 +42,6 @@ from tests.browser import (
     wait_head,
 )
 from tests.helpers import npz_layer, quiet, read_jsonl, read_safetensors
-from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, ModelSpec, write_store
 
 SMALL, GRID = "toy-3x2", "toy-12x12"
 
@@ -247,8 +247,8 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"blocks.0.attn.hook_pattern has shape \(2, 3, 3\)"):
         write_viewer(info["save_path"], log=quiet)
     bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "models.jsonl").write_text(json.dumps({"model_name": DATA_DIR}) + "\n")
+    (bad / DATA_DIR).mkdir(parents=True)  # a model folder by hand: the exporter refuses the name
+    (bad / DATA_DIR / "model_cfg.json").write_text(json.dumps({"model_name": DATA_DIR}))
     with pytest.raises(ValueError, match="the viewer's own data folder"):
         write_viewer(bad, log=quiet)
 
@@ -261,7 +261,7 @@ def test_model_slug_is_file_safe_and_unique():
 
 
 def test_serve_binds_localhost_and_serves_the_page(store):
-    from lens_cache.serve import make_server
+    from lens_cache.viewer.serve import make_server
 
     server = make_server(store["save_path"], host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

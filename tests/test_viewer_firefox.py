@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from lens_cache.synthetic import SMALL_MODEL, XSS_TEXT, write_store
 from lens_cache.viewer import write_viewer
 from tests.browser import (
     LENS_POINT,
@@ -37,7 +38,6 @@ from tests.browser import (
     missing_browser,
 )
 from tests.helpers import quiet
-from tests.synthetic_store import SMALL_MODEL, XSS_TEXT, write_store
 
 SMALL = SMALL_MODEL.name
 

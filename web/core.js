@@ -222,7 +222,7 @@
   LENS.lens = (key, obj) => deliver("lens:" + key, obj);
 
   const PRED_ARRAYS = ["loss", "entropy", "rank", "top_ids", "top_lp"];
-  /** A predictions object (see lens_cache/viewer_predictions.py) with its arrays decoded. */
+  /** A predictions object (see lens_cache/viewer/_predictions.py) with its arrays decoded. */
   async function decodePred(obj) {
     const out = Object.assign({}, obj);
     let bytes = 0;

@@ -1,4 +1,4 @@
-"""Write a small lens_cache store with numpy alone, for viewer and metrics tests and benchmarks.
+"""Write a synthetic lens_cache store without a model, for the viewer's tests and `make bench`.
 
 The layout is the exporter's (pattern-lens compatible), so the viewer can be tested without
 TransformerLens or the exporter:
@@ -20,8 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 import struct
@@ -30,6 +28,21 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
+
+from lens_cache.layout import (
+    MODEL_CFG_NAME,
+    MODELS_INDEX,
+    NPZ_NAME,
+    PATTERN,
+    PROMPT_NAME,
+    PROMPTS_DIR,
+    PROMPTS_INDEX,
+    RESID_KINDS,
+    RESIDUALS_NAME,
+    hook_name,
+)
+from lens_cache.prompts import prompt_hash
+from lens_cache.store import write_jsonl
 
 XSS_TEXT = "<img src=x onerror=alert(1)> </script> \"quotes\" & 'apostrophes'"
 BOS = "<bos>"
@@ -63,11 +76,6 @@ GRID_MODEL = ModelSpec(
 )
 BENCH_MODEL = ModelSpec("bench-30x9", 30, 9, 64, induction_head=(12, 4), resid_dtype=None)
 DEFAULT_MODELS = (GRID_MODEL, SMALL_MODEL)
-
-
-def prompt_hash(text: str) -> str:
-    """The store's prompt hash (pattern-lens's): url-safe base64 of md5, padding stripped."""
-    return base64.urlsafe_b64encode(hashlib.md5(text.encode()).digest()).decode().rstrip("=")
 
 
 def tokenize(text: str) -> list[str]:
@@ -156,10 +164,10 @@ def residuals(rng, spec: ModelSpec, layers: list[int], t: int) -> dict[str, np.n
     """Random residuals whose norms grow with depth; position 0 (BOS) is large, as in models."""
     out = {}
     for i in layers:
-        for k, hook in enumerate(("hook_resid_pre", "hook_resid_mid", "hook_resid_post")):
+        for k, kind in enumerate(RESID_KINDS):
             arr = rng.normal(scale=1.0 + i + k / 3, size=(t, spec.d_model))
             arr[0] *= 8.0
-            out[f"blocks.{i}.{hook}"] = arr.astype(np.float32)
+            out[hook_name(kind, i)] = arr.astype(np.float32)
     return out
 
 
@@ -190,14 +198,14 @@ def write_prompt(save: Path, rng, spec: ModelSpec, text: str, meta: dict, compre
     if meta.get("kind") in spec.partial_layers_for:
         layers = sorted({0, spec.induction_head[0], spec.n_layers - 1})
     h = prompt_hash(text)
-    folder = save / spec.name / "prompts" / h
+    folder = save / spec.name / PROMPTS_DIR / h
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {f"blocks.{i}.attn.hook_pattern": layer_patterns(rng, spec, i, tokens) for i in layers}
-    (np.savez_compressed if compress else np.savez)(folder / "activations.npz", **arrays)
+    arrays = {hook_name(PATTERN, i): layer_patterns(rng, spec, i, tokens) for i in layers}
+    (np.savez_compressed if compress else np.savez)(folder / NPZ_NAME, **arrays)
     if spec.resid_dtype and meta.get("kind") != "xss":  # the XSS prompt has no residuals
         write_resid(
             residuals(rng, spec, layers, len(tokens)),
-            folder / "residuals.safetensors",
+            folder / RESIDUALS_NAME,
             spec.resid_dtype,
         )
     prompt = {
@@ -208,12 +216,8 @@ def write_prompt(save: Path, rng, spec: ModelSpec, text: str, meta: dict, compre
         "meta": meta,
         "lens_cache": {"layers": layers, "hooks": ["attn.hook_pattern"], "settings": "0f1e2d3c"},
     }
-    (folder / "prompt.json").write_text(json.dumps(prompt))
+    (folder / PROMPT_NAME).write_text(json.dumps(prompt))
     return prompt
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def write_store(
@@ -247,10 +251,10 @@ def write_store(
     prompts = (special_prompts(rng) if special else []) + random_prompts(rng, n_prompts, lengths)
     for spec in models:
         rows = [write_prompt(save, rng, spec, t, m, compress) for t, m in prompts]
-        (save / spec.name / "model_cfg.json").write_text(json.dumps(model_cfg(spec)))
-        write_jsonl(save / spec.name / "prompts.jsonl", sorted(rows, key=lambda r: r["hash"]))
+        (save / spec.name / MODEL_CFG_NAME).write_text(json.dumps(model_cfg(spec)))
+        write_jsonl(save / spec.name / PROMPTS_INDEX, sorted(rows, key=lambda r: r["hash"]))
     cfgs = sorted((model_cfg(s) for s in models), key=lambda c: c["model_name"])
-    write_jsonl(save / "models.jsonl", cfgs)
+    write_jsonl(save / MODELS_INDEX, cfgs)
     info = {
         "save_path": save,
         "hashes": {m["id"]: prompt_hash(t) for t, m in prompts},
@@ -261,7 +265,7 @@ def write_store(
     return info
 
 
-if __name__ == "__main__":  # python tests/synthetic_store.py OUT [N_PROMPTS] for a bench store
+if __name__ == "__main__":  # python -m lens_cache.synthetic OUT [N_PROMPTS]: a bench store
     import sys
 
     out = Path(sys.argv[1])

@@ -1,6 +1,6 @@
 """The files of a push: shards planned from prompt lengths, streamed to disk by `ShardWriter`
 (safetensors headers written here) and read back one tensor at a time by `ShardReader`; built
-from a local store, with pooled files staged as is. See `lens_cache.hub_layout` for the layout.
+from a local store, with pooled files staged as is. See `lens_cache.hub._layout` for the layout.
 """
 
 from __future__ import annotations
@@ -15,11 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lens_cache import store
-from lens_cache.adapter import hook_name
 from lens_cache.errors import HubIntegrityError
-from lens_cache.hub_layout import (
-    DTYPES,
+from lens_cache.hub._layout import (
     FORMAT,
     FORMAT_VERSION,
     PATTERNS,
@@ -29,10 +26,15 @@ from lens_cache.hub_layout import (
     split_pooled_name,
     tensor_path,
 )
-
-_ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
-
+from lens_cache.layout import (
+    DTYPES,
+    ITEMSIZE,
+    PATTERN,
+    POOLED_DIR,
+    SAFETENSORS_DTYPES,
+    hook_name,
+)
+from lens_cache.reader import Store
 
 # --- shards ----------------------------------------------------------------------------------
 
@@ -62,7 +64,7 @@ class Shard:
 
     @property
     def size(self) -> int:
-        data = sum(math.prod(s) for s in self.shapes) * _ITEMSIZE[self.dtype]
+        data = sum(math.prod(s) for s in self.shapes) * ITEMSIZE[self.dtype]
         return len(self.header()) + data
 
     def entry(self) -> dict:
@@ -98,7 +100,7 @@ def plan_shards(plan: ModelPlan, dtype: str, shard_max_bytes: int) -> list[Shard
     lengths = [int(r["n_tokens"]) for r in plan.records]
     for kind, layers in plan.tensors.items():
         shapes = [(t, t if kind == PATTERNS else plan.d_model) for t in lengths]
-        sizes = [math.prod(s) * _ITEMSIZE[dtype] for s in shapes]
+        sizes = [math.prod(s) * ITEMSIZE[dtype] for s in shapes]
         for index, run in enumerate(group_prompts(sizes, shard_max_bytes)):
             hashes = tuple(plan.records[i]["hash"] for i in run)
             run_shapes = tuple(shapes[i] for i in run)
@@ -129,9 +131,9 @@ def safetensors_header(
     header: dict = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for key, shape in entries:
-        n = math.prod(shape) * _ITEMSIZE[dtype]
+        n = math.prod(shape) * ITEMSIZE[dtype]
         header[key] = {
-            "dtype": _ST_DTYPES[dtype],
+            "dtype": SAFETENSORS_DTYPES[dtype],
             "shape": list(shape),
             "data_offsets": [offset, offset + n],
         }
@@ -212,10 +214,10 @@ class ShardReader:
     def get(self, key: str, shape: tuple[int, int]) -> torch.Tensor:
         """The tensor stored under `key`; it must have `shape` and the dataset's dtype."""
         info = self.header.get(key)
-        if not isinstance(info, dict) or info.get("dtype") != _ST_DTYPES[self.dtype]:
+        if not isinstance(info, dict) or info.get("dtype") != SAFETENSORS_DTYPES[self.dtype]:
             raise HubIntegrityError(f"{self.where}: no {self.dtype} tensor for prompt {key}")
         start, end = info.get("data_offsets", (0, -1))
-        expected = math.prod(shape) * _ITEMSIZE[self.dtype]
+        expected = math.prod(shape) * ITEMSIZE[self.dtype]
         if list(info.get("shape", [])) != list(shape) or end - start != expected or start < 0:
             raise HubIntegrityError(f"{self.where}: {key} is not {list(shape)} as its prompt says")
         if self.base + end > self.size:
@@ -230,58 +232,52 @@ class ShardReader:
 
 
 class _LocalPrompt:
-    """Reads one stored prompt's patterns (npz or stacked .npy) and residuals."""
+    """One stored prompt's patterns and residuals, read through `lens_cache.reader.Store`."""
 
     def __init__(self, save_path: Path, plan: ModelPlan, record: dict):
-        self.dir = store.prompt_dir(save_path, plan.name, record["hash"])
-        lc = plan.cfg.get("lens_cache") or {}
-        self.stacked = bool(lc.get("stacked_heads"))
-        self.layers = [int(x) for x in lc.get("layers", [])]
+        self.store, self.model, self.hash = Store(save_path), plan.name, record["hash"]
 
     def pattern(self, layer: int) -> np.ndarray:
         """`[n_heads, T, T]` float32."""
-        key = hook_name("pattern", layer)
-        try:
-            if self.stacked:
-                stacked = np.load(self.dir / store.STACKED_NAME, mmap_mode="r")
-                return np.asarray(stacked[0, self.layers.index(layer)])
-            with np.load(self.dir / store.NPZ_NAME) as npz:
-                return npz[key][0]
-        except (OSError, KeyError, ValueError) as e:
-            raise HubIntegrityError(f"{self.dir}: cannot read {key} ({e})") from None
+        read = self.store.patterns
+        return self._read(hook_name(PATTERN, layer), lambda: read(self.model, self.hash, [layer]))
 
     def residual(self, kind: str, layer: int):
         """`[T, d_model]` in the stored dtype (a torch tensor)."""
-        from safetensors import safe_open
-
+        read = self.store.residuals
         key = hook_name(kind, layer)
+        return self._read(key, lambda: read(self.model, self.hash, kind, [layer]))
+
+    def _read(self, key: str, read):
         try:
-            with safe_open(str(self.dir / store.RESIDUALS_NAME), "pt") as f:
-                return f.get_tensor(key)
+            return read()[0]
         except (OSError, KeyError, ValueError, RuntimeError) as e:
-            raise HubIntegrityError(f"{self.dir}: cannot read {key} ({e})") from None
+            where = self.store.prompt_dir(self.model, self.hash)
+            raise HubIntegrityError(f"{where}: cannot read {key} ({e})") from None
 
 
-def _built(path: str, data: bytes, stage: Path) -> BuiltFile:
+def built_file(path: str, data: bytes, stage: Path) -> BuiltFile:
     local = stage / path
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_bytes(data)
     return BuiltFile(path, local, len(data), hashlib.sha256(data).hexdigest())
 
 
-def _pooled_sources(save_path: Path, plans: list[ModelPlan]) -> list[tuple[str, Path, dict]]:
+def pooled_sources(save_path: Path, plans: list[ModelPlan]) -> list[tuple[str, Path, dict]]:
     """`(repo path, local file, manifest fields)` of every pooled file the plans take along."""
     sources = []
     for plan in plans:
         for name in plan.pooled:
             hook, pool = split_pooled_name(name)
             entry = {"model": plan.name, "kind": POOLED, "hook": hook, "pool": pool}
-            for f in sorted((Path(save_path) / plan.name / POOLED / name).glob("data-*.parquet")):
+            for f in sorted(
+                (Path(save_path) / plan.name / POOLED_DIR / name).glob("data-*.parquet")
+            ):
                 sources.append((pooled_path(plan.name, name, f.name), f, entry))
     return sources
 
 
-def _stage_copy(path: str, source: Path, stage: Path, entry: dict) -> BuiltFile:
+def stage_copy(path: str, source: Path, stage: Path, entry: dict) -> BuiltFile:
     """Copy a store file into the stage, hashing it: the upload (which deletes staged files
     once they are up) then sends these bytes even if `write_pooled` replaces the original."""
     local = stage / path
@@ -297,7 +293,7 @@ def _stage_copy(path: str, source: Path, stage: Path, entry: dict) -> BuiltFile:
     return BuiltFile(path, local, local.stat().st_size, h.hexdigest(), dict(entry))
 
 
-def _shard_groups(shards: list[Shard]) -> list[list[Shard]]:
+def shard_groups(shards: list[Shard]) -> list[list[Shard]]:
     """Shards built together: every head of one (model, layer, run of prompts), so each
     prompt's layer is read (and decompressed) once, not once per head."""
     groups: dict[tuple, list[Shard]] = {}
@@ -306,7 +302,7 @@ def _shard_groups(shards: list[Shard]) -> list[list[Shard]]:
     return list(groups.values())
 
 
-def _build_group(save_path: Path, plan: ModelPlan, group: list[Shard], stage: Path):
+def build_group(save_path: Path, plan: ModelPlan, group: list[Shard], stage: Path):
     """Write one group of shards to `stage`; yields a `BuiltFile` per shard."""
     writers = [ShardWriter(s, stage / s.path) for s in group]
     first = group[0]

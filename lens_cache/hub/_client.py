@@ -23,19 +23,19 @@ from lens_cache.errors import (
     LensCacheError,
     NotALensCacheDatasetError,
 )
-from lens_cache.hub_card import manifest_bytes, validate_manifest
-from lens_cache.hub_layout import (
+from lens_cache.hub._card import manifest_bytes, validate_manifest
+from lens_cache.hub._layout import (
     CARD_NAME,
     MANIFEST_NAME,
     MODELS_TABLE,
     PROMPTS_TABLE,
     is_layout_path,
 )
-from lens_cache.hub_shards import BuiltFile, _build_group, _built, _shard_groups, _stage_copy
+from lens_cache.hub._shards import BuiltFile, build_group, built_file, shard_groups, stage_copy
 from lens_cache.progress import log, warn
 
 if TYPE_CHECKING:
-    from lens_cache.hub import PushReport
+    from lens_cache.hub._reports import PushReport
 
 REPO_TYPE = "dataset"
 
@@ -43,7 +43,7 @@ REPO_TYPE = "dataset"
 # --- Hub errors ------------------------------------------------------------------------------
 
 
-def _check_repo_id(repo_id: str) -> str:
+def check_repo_id(repo_id: str) -> str:
     from huggingface_hub.utils import validate_repo_id
 
     try:
@@ -68,7 +68,7 @@ def _network_errors() -> tuple[type, ...]:
 
 
 @contextlib.contextmanager
-def _hub_errors(repo_id: str, action: str, progress: dict | None = None):
+def hub_errors(repo_id: str, action: str, progress: dict | None = None):
     """Turn the client's exceptions into one named lens_cache error each."""
     from huggingface_hub import errors
 
@@ -110,7 +110,7 @@ def _http_error(e: Exception, repo_id: str, action: str, progress: dict) -> Lens
     )
 
 
-def _require_token(token: str | None) -> str:
+def require_token(token: str | None) -> str:
     from huggingface_hub import get_token
 
     token = token or get_token()
@@ -124,7 +124,7 @@ def _require_token(token: str | None) -> str:
 # --- push: repo checks and batched commits --------------------------------------------------
 
 
-class _PushJob:
+class PushJob:
     """One push: repo checks, then batched commits of what the repo lacks, card+manifest last."""
 
     def __init__(self, repo_id, revision, message, token, endpoint, limits, quiet):
@@ -146,22 +146,22 @@ class _PushJob:
         small, shards, pooled = data
         self.report = report
         self.progress["total"] = len(small) + len(shards) + len(pooled) + 1
-        with _hub_errors(self.repo_id, "push", self.progress):
+        with hub_errors(self.repo_id, "push", self.progress):
             report.url = self._prepare_repo(private)
             self.remote = self._remote_files()
             self._check_ours()
             built = []
             for path in (PROMPTS_TABLE, MODELS_TABLE):
-                built.append(self._offer(_built(path, small[path], stage)))
+                built.append(self._offer(built_file(path, small[path], stage)))
             plan_of = {p.name: p for p in plans}
-            for group in _shard_groups(shards):
-                for f in _build_group(save_path, plan_of[group[0].model], group, stage):
+            for group in shard_groups(shards):
+                for f in build_group(save_path, plan_of[group[0].model], group, stage):
                     built.append(self._offer(f))
             for path, source, entry in pooled:
-                built.append(self._offer(_stage_copy(path, source, stage, entry)))
+                built.append(self._offer(stage_copy(path, source, stage, entry)))
             self._commit_pending()
-            card = _built(CARD_NAME, small[CARD_NAME], stage)
-            manifest = _built(
+            card = built_file(CARD_NAME, small[CARD_NAME], stage)
+            manifest = built_file(
                 MANIFEST_NAME, manifest_bytes(plans, sel, dtype, [*built, card]), stage
             )
             self._finish([card, manifest], built)
@@ -288,7 +288,7 @@ def _same_remote(entry, f: BuiltFile) -> bool:
 # --- pull: manifest and downloads ------------------------------------------------------------
 
 
-def _read_manifest(api, repo_id: str, sha: str) -> dict:
+def read_manifest(api, repo_id: str, sha: str) -> dict:
     from huggingface_hub import errors
 
     try:
@@ -308,7 +308,7 @@ def _read_manifest(api, repo_id: str, sha: str) -> dict:
         ) from None
 
 
-def _download(api, repo_id: str, sha: str, paths: list[str], listed: dict) -> dict[str, Path]:
+def download(api, repo_id: str, sha: str, paths: list[str], listed: dict) -> dict[str, Path]:
     """Fetch exactly `paths` (those the manifest lists) into the Hub cache, in parallel, and
     check each one's size and sha256 against the manifest."""
     from concurrent.futures import ThreadPoolExecutor

@@ -1,77 +1,9 @@
-"""Build the static attention viewer of a lens_cache store.
-
-``write_viewer(save_path)`` writes ``<save>/index.html`` plus its scripts and data. Open that
-file straight from disk (``file://``), offline: nothing is fetched from the network, and
-nothing needs a server (``python -m lens_cache.serve`` is there for remote machines only).
-
-Files written
--------------
-::
-
-    <save>/index.html                    the page (a jinja2 template; holds no data)
-    <save>/viewer/core.js, ..., viewer.css   the viewer itself (SCRIPTS, in load order, and
-                                          viewer.css), copied from lens_cache.web
-    <save>/viewer_data/lens_index.js     LENS.index({...}): models, prompts, metrics
-    <save>/viewer_data/<model>/<hash>/prompt.js   LENS.prompt(key, {...}): tokens,
-                                          thumbnails, per-head metrics, residual norms
-    <save>/viewer_data/<model>/<hash>/L<layer>.js LENS.chunk(key, {...}): one layer's patterns
-    <save>/viewer_data/<model>/<hash>/stamp.json  what the data was built from (incremental)
-
-``<model>`` is the model name made safe for a file name (``models[].slug`` in the index).
-
-Why scripts: a page opened from ``file://`` may not ``fetch()`` or XHR other local files, but
-``<script src="relative.js">`` loads. The viewer inserts a data script only when its prompt or
-layer is shown, and keeps a bounded number decoded in memory.
-
-Data format
------------
-Every data script calls one global with a key and a plain JSON object: ``LENS.index(obj)``,
-``LENS.prompt("<model slug>/<hash>", obj)`` or ``LENS.chunk("<model slug>/<hash>/<layer>",
-obj)``. The JSON is escaped for a script context (``<``, ``>``, ``&``, U+2028 and U+2029 as
-``\\uXXXX``), so no text from a prompt can close the script or become markup.
-
-Arrays are encoded as ``{"dtype": "f2" | "f4" | "u1", "shape": [...], "b64": str}``: the
-little-endian values, deflate-compressed (zlib format, which the browser's
-``DecompressionStream("deflate")`` reads), then base64. A layer chunk holds
-``{"n_heads": H, "n_tokens": T, "layout": "tril", "data": <f2 array of H * T(T+1)/2>}``: for
-each head the causal lower triangle row by row (row ``i`` holds keys ``0..i``), in float16.
-float16 keeps attention values to within 2.4e-4; hover values are decoded from these numbers,
-never from a colour. ``prompt.js`` holds:
-
-- ``text``, ``tokens`` (BOS included when stored), ``n_tokens``, ``layers`` (stored), ``meta``;
-- ``metrics``: metric name -> per stored layer, per head (``null`` for NaN); ``baseline``: the
-  metrics of uniform causal attention on this prompt; ``labels``: per stored layer, per head;
-- ``thumb``: u1 ``[layers, heads, S(S+1)/2]``, each head max-pooled to ``S = THUMB_SIZE``
-  cells a side, times 255, lower triangle row by row as in a chunk; ``null`` when
-  ``T <= THUMB_SIZE``, where the page draws thumbnails from the (then as small) chunks;
-  ``thumb_size`` is ``min(T, THUMB_SIZE)``;
-- ``resid``: ``{"layers": [...], "norms": {hook: f4 [layers, T]}}`` (L2 norm of each token's
-  residual, hook one of ``resid_pre``, ``resid_mid``, ``resid_post``) or ``null``;
-- ``pred``: what the model predicted at each position (``null`` without the ``logits`` kind;
-  format in ``lens_cache.viewer_predictions``).
-
-URL hash format
----------------
-Every view has an address; back and forward work. Model names are URI-encoded.
-
-- ``#/`` home; optional query
-  ``?q=<search>&model=<name>&meta=<key>=<value>&sort=<column>&dir=asc|desc``
-- ``#/prompt/<model>/<hash>``: the layer x head grid of one prompt
-- ``#/head/<model>/<hash>/<layer>/<head>``: one head's full pattern
-- ``#/metrics/<model>?sort=<metric>&dir=desc[&prompt=<hash>]``: per-head metrics, averaged
-  over the model's prompts (or for one prompt)
-- ``#/compare/<model>/<hash>/<layer>/<head>/<model2>/<hash2>/<layer2>/<head2>``: side by side
-- ``#/resid/<model>/<hash>?hook=resid_post``: residual-stream norms per layer and token
-- ``#/lens/<model>/<hash>[?colour=top]``: the logit lens, layers x positions (with the
-  ``logit_lens`` kind; data in ``lens.js``, see ``lens_cache.viewer_predictions``)
-
-Keys: arrows move layer/head, ``j``/``k`` or ``n``/``p`` next/previous prompt, Enter opens,
-Escape goes up, ``+``/``-``/``0`` zoom, ``l`` log scale, ``t`` theme, ``?`` help.
-"""
+"""Build the static viewer of a store: read it through `lens_cache.reader.Store`, write each
+prompt's data scripts (only those whose source changed), then the index and the page. The
+format is described in `lens_cache.viewer`."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -79,7 +11,6 @@ import shutil
 import struct
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from hashlib import md5
@@ -87,34 +18,46 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_cache import metrics as M
 from lens_cache.damage import reading
-from lens_cache.errors import (
-    DamagedFileError,
-    StoreCorruptError,
-    StoreNotFoundError,
-    StoreWriteError,
-)
-from lens_cache.faults import fault_point
-from lens_cache.progress import warn
-from lens_cache.store import (
+from lens_cache.errors import DamagedFileError, StoreCorruptError, StoreNotFoundError
+from lens_cache.indexer import write_indexes
+from lens_cache.layout import (
+    INDEX_HTML,
     LOGIT_LENS_NAME,
+    MODEL_CFG_NAME,
+    MODELS_INDEX,
     NPZ_NAME,
+    PATTERN,
     PREDICTIONS_NAME,
     PROMPT_NAME,
+    RESID_KINDS,
     RESIDUALS_NAME,
     STACKED_NAME,
     VIEWER_APP_DIR,
     VIEWER_DATA_DIR,
-    remove_orphaned_tmps,
-    tmp_name,
+    hook_layers,
+    hook_name,
+    parse_hook_name,
 )
-from lens_cache.viewer_predictions import prediction_data
+from lens_cache.locking import store_lock
+from lens_cache.progress import log as progress_log
+from lens_cache.progress import warn
+from lens_cache.reader import Store
+from lens_cache.store import remove_orphaned_tmps, write_bytes
+from lens_cache.viewer import metrics as M
+from lens_cache.viewer._encode import (
+    THUMB_SIZE,
+    encode_array,
+    layer_chunk,
+    nan_to_none,
+    read_data_script,
+    script_call,
+    thumbnail,
+)
+from lens_cache.viewer._predictions import prediction_data
 
 FORMAT_VERSION = 4
 DATA_DIR = VIEWER_DATA_DIR
-THUMB_SIZE = 48
-ZLIB_LEVEL = 6
 # The viewer's classic scripts (not ES modules: those do not load from file:// in Chromium), in
 # the order index.html loads them: core.js first, router.js (which boots the page) last.
 SCRIPTS = (
@@ -131,19 +74,6 @@ SCRIPTS = (
 ASSETS = (*SCRIPTS, "viewer.css")
 APP_DIR = VIEWER_APP_DIR  # the ASSETS' folder, so a store's root holds only index.html of them
 OLD_ASSETS = ("viewer.js", "viewer.css")  # where earlier versions wrote the viewer; removed
-RESID_HOOKS = ("resid_pre", "resid_mid", "resid_post")
-_PATTERN_KEY = "blocks.{}.attn.hook_pattern"
-# Headless Chromium on a machine with no network: without the background-networking flags it
-# keeps trying to reach Google's hosts. Used by the browser tests and the benchmark.
-CHROMIUM_FLAGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-)
-_RESID_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post)$")
 
 
 def print_to_stderr(message: str) -> None:
@@ -168,29 +98,14 @@ def assets_dir():
             return folder
     except (ModuleNotFoundError, TypeError):
         pass
-    return Path(__file__).resolve().parent.parent / "web"
+    return Path(__file__).resolve().parents[2] / "web"
 
 
 def write_atomic(path: Path, data: bytes) -> int:
-    """Write `data` to `path` through a temporary file and ``os.replace``; return its size.
-
-    A reader (the browser, or a second write_viewer) never sees a half-written file.
-    """
-    tmp = tmp_name(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # os.open with 0o666 honours the umask (mkstemp would leave the page unreadable, 0600)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        fault_point("viewer", tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise StoreWriteError.from_oserror(path, e) from e
-        raise
-    return len(data)
+    """`store.write_bytes` into a folder made on demand: a reader (the browser, or a second
+    write_viewer) never sees a half-written file. Returns the size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes(path, data, stage="viewer")
 
 
 def write_if_changed(path: Path, data: bytes) -> int:
@@ -198,44 +113,6 @@ def write_if_changed(path: Path, data: bytes) -> int:
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return 0
     return write_atomic(path, data)
-
-
-_JS_ESCAPES = {
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-
-
-def js_literal(obj) -> str:
-    """JSON for a script context: valid JS, and no ``</script>``, ``<!--`` or line separators.
-
-    The escaped characters can only occur inside JSON strings, where ``\\uXXXX`` means the
-    same character, so the value is unchanged. NaN (not JSON) must already be ``None``.
-    """
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return re.sub("[<>&\u2028\u2029]", lambda m: _JS_ESCAPES[m.group()], text)
-
-
-def script_call(func: str, *args) -> bytes:
-    """One data script: ``LENS.<func>(<arg>, ...);`` with every argument a JSON literal."""
-    return f"LENS.{func}({','.join(js_literal(a) for a in args)});\n".encode()
-
-
-def encode_array(arr: np.ndarray, dtype: str) -> dict:
-    """``{"dtype", "shape", "b64"}``: little-endian values of `dtype`, deflated, base64."""
-    dtypes = {"f2": "<f2", "f4": "<f4", "u1": "u1", "i4": "<i4"}
-    values = np.ascontiguousarray(arr, dtype=dtypes[dtype])
-    packed = zlib.compress(values.tobytes(), ZLIB_LEVEL)
-    return {"dtype": dtype, "shape": list(values.shape), "b64": base64.b64encode(packed).decode()}
-
-
-def nan_to_none(values):
-    """Floats (or nested lists of them) rounded to 6 decimals, NaN as None, for JSON."""
-    arr = np.round(np.asarray(values, dtype=np.float64), 5)
-    return np.where(np.isfinite(arr), arr, None).tolist()
 
 
 def model_slug(name: str) -> str:
@@ -246,36 +123,28 @@ def model_slug(name: str) -> str:
     return slug
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 # ---------------------------------------------------------------- reading the store
 
 
 def read_models(save: Path) -> list[dict]:
-    """The model configs: ``models.jsonl``, or every ``*/model_cfg.json`` when it is missing."""
-    if (save / "models.jsonl").is_file():
-        models = read_jsonl(save / "models.jsonl")
-    else:
-        models = [json.loads(p.read_text()) for p in sorted(save.glob("*/model_cfg.json"))]
+    """Every model's `model_cfg.json`, sorted by name, as the reader lists them."""
+    store = Store(save)
+    models = [{**store.model_cfg(name), "model_name": name} for name in store.models()]
     for cfg in models:
-        if cfg.get("model_name") == DATA_DIR:
+        if cfg["model_name"] == DATA_DIR:
             raise StoreCorruptError(
                 f"a model is named {DATA_DIR!r}, the viewer's own data folder; rename the model"
             )
-    return sorted(models, key=lambda c: c["model_name"])
+    return models
 
 
-def read_prompts(model_dir: Path) -> list[dict]:
-    """A model's prompt.json objects: ``prompts.jsonl``, else each ``prompts/*/prompt.json``."""
-    if (model_dir / "prompts.jsonl").is_file():
-        rows = read_jsonl(model_dir / "prompts.jsonl")
-    else:
-        paths = sorted((model_dir / "prompts").glob("*/prompt.json"))
-        rows = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
-    return sorted(rows, key=lambda r: r["hash"])
+def read_prompts(save: Path, model: str) -> list[dict]:
+    """A model's prompt records (the reader's form: metadata in `meta`), sorted by hash."""
+    return sorted(Store(save).prompts(model), key=lambda r: r["hash"])
+
+
+def source_dir(save: Path, cfg: dict, prompt: dict) -> Path:
+    return Store(save).prompt_dir(cfg["model_name"], prompt["hash"])
 
 
 def file_sig(path: Path) -> list[int] | None:
@@ -320,8 +189,8 @@ def resid_norms(path: Path, n_tokens: int, log: Callable[[str], None]) -> dict |
     found: dict[str, dict[int, np.ndarray]] = {}
     with safe_open(str(path), framework="numpy") as f:
         for key in f.keys():
-            m = _RESID_RE.match(key)
-            if not m:
+            parsed = parse_hook_name(key)
+            if not parsed or parsed[0] == PATTERN:
                 continue
             dtype = f.get_slice(key).get_dtype()
             arr = read_bf16(path, key) if dtype == "BF16" else f.get_tensor(key)
@@ -329,7 +198,8 @@ def resid_norms(path: Path, n_tokens: int, log: Callable[[str], None]) -> dict |
             if arr.shape[0] != n_tokens:
                 log(f"viewer: skipping {key} in {path}: {arr.shape[0]} rows, {n_tokens} tokens")
                 continue
-            found.setdefault(m.group(2), {})[int(m.group(1))] = np.linalg.norm(arr, axis=-1)
+            kind, layer = parsed
+            found.setdefault(kind, {})[layer] = np.linalg.norm(arr, axis=-1)
     return _stack_norms(found)
 
 
@@ -338,7 +208,7 @@ def _stack_norms(found: dict[str, dict[int, np.ndarray]]) -> dict | None:
         return None
     layers = sorted({i for per_layer in found.values() for i in per_layer})
     norms = {}
-    for hook in RESID_HOOKS:
+    for hook in RESID_KINDS:
         if hook in found:
             rows = [found[hook].get(i) for i in layers]
             t = next(r for r in rows if r is not None).shape[0]
@@ -350,29 +220,6 @@ def _stack_norms(found: dict[str, dict[int, np.ndarray]]) -> dict | None:
 # ---------------------------------------------------------------- one prompt
 
 
-def thumbnail(patterns: np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
-    """Max-pool ``[H, T, T]`` to ``[H, S, S]``, ``S = min(T, size)``; return the lower triangle
-    ``[H, S(S+1)/2]`` scaled to uint8 0..255.
-
-    Max, not mean: a one-cell-wide diagonal (previous-token head) must survive pooling.
-    """
-    t = patterns.shape[-1]
-    if t > size:
-        edges = (np.arange(size) * t) // size
-        patterns = np.maximum.reduceat(np.maximum.reduceat(patterns, edges, axis=-1), edges, -2)
-    s = patterns.shape[-1]
-    rows, cols = np.tril_indices(s)  # pooled blocks right of the diagonal block are all masked
-    return np.clip(np.rint(patterns[:, rows, cols] * 255.0), 0, 255).astype(np.uint8)
-
-
-def layer_chunk(patterns: np.ndarray) -> dict:
-    """The chunk object of one layer: each head's lower triangle, row by row, as float16."""
-    h, t, _ = patterns.shape
-    rows, cols = np.tril_indices(t)
-    tril = patterns.astype(np.float16)[:, rows, cols]  # [H, T(T+1)/2], row-major order
-    return {"n_heads": h, "n_tokens": t, "layout": "tril", "data": encode_array(tril, "f2")}
-
-
 def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
     """Yield ``(layer, [n_heads, T, T] float32)`` for each stored layer, one at a time.
 
@@ -382,7 +229,7 @@ def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
     if (src / NPZ_NAME).is_file():
         with np.load(src / NPZ_NAME) as npz:
             for layer in stored_layers(prompt, npz.files):
-                key = _PATTERN_KEY.format(layer)
+                key = hook_name(PATTERN, layer)
                 if key not in npz.files:
                     raise StoreCorruptError(
                         f"{src}: no array {key!r}; prompt.json lists it as stored"
@@ -394,7 +241,7 @@ def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
         layers = sorted(listed) if listed is not None else range(stacked.shape[1])
         for k, layer in enumerate(layers):
             yield layer, check_layer(stacked[0, k], f"layer {layer}", n_heads, n_tokens, src)
-    elif any("pattern" in str(h) for h in (prompt.get("lens_cache") or {}).get("hooks") or []):
+    elif any(PATTERN in str(h) for h in (prompt.get("lens_cache") or {}).get("hooks") or []):
         raise StoreNotFoundError(
             f"{src}: no {NPZ_NAME} (nor {STACKED_NAME}) but prompt.json "
             "lists patterns as stored; export this prompt again"
@@ -425,8 +272,7 @@ def prompt_tokens(prompt: dict, n_tokens: int) -> list[str]:
 def stored_layers(prompt: dict, keys: list[str]) -> list[int]:
     layers = (prompt.get("lens_cache") or {}).get("layers")
     if layers is None:  # pattern-lens stores: every pattern key in the npz
-        found = (re.match(r"^blocks\.(\d+)\.attn\.hook_pattern$", k) for k in keys)
-        layers = [int(m.group(1)) for m in found if m]
+        layers = hook_layers(keys, PATTERN)
     return sorted(int(i) for i in layers)
 
 
@@ -436,7 +282,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
     ``stamp.json`` (written last, so an interrupted build is redone) records the source files'
     sizes and mtimes; the metrics live in ``prompt.js``, where a later run reads them back.
     """
-    src = save / cfg["model_name"] / "prompts" / prompt["hash"]
+    src = source_dir(save, cfg, prompt)
     sig = source_sig(src)  # before reading: a file changed while we read gets rebuilt next time
     key = f"{out.parent.name}/{prompt['hash']}"
     n_heads = int(cfg["n_heads"])
@@ -511,12 +357,6 @@ def prompt_payload(prompt, tokens, layers, summary, thumbs, resid) -> dict:
     }
 
 
-def read_data_script(path: Path) -> list:
-    """The arguments of a data script ``LENS.f(a, b);`` (JSON literals, comma-joined)."""
-    text = path.read_text(encoding="utf-8")
-    return json.loads("[" + text[text.index("(") + 1 : text.rindex(")")] + "]")
-
-
 def fresh_stamp(save: Path, cfg: dict, prompt: dict, out: Path) -> dict | None:
     """The recorded stamp, with the metrics from ``prompt.js``, when the prompt's viewer data
     is up to date; else None."""
@@ -524,7 +364,7 @@ def fresh_stamp(save: Path, cfg: dict, prompt: dict, out: Path) -> dict | None:
         stamp = json.loads((out / "stamp.json").read_text())
     except (FileNotFoundError, ValueError):
         return None
-    src = save / cfg["model_name"] / "prompts" / prompt["hash"]
+    src = source_dir(save, cfg, prompt)
     up_to_date = (
         stamp.get("format") == FORMAT_VERSION
         and stamp.get("thumb_size") == THUMB_SIZE
@@ -626,7 +466,7 @@ def render_page(assets) -> bytes:
 
 def write_page(save: Path) -> int:
     assets = assets_dir()
-    written = write_if_changed(save / "index.html", render_page(assets))
+    written = write_if_changed(save / INDEX_HTML, render_page(assets))
     (save / APP_DIR).mkdir(exist_ok=True)
     for name in ASSETS:
         written += write_if_changed(save / APP_DIR / name, assets.joinpath(name).read_bytes())
@@ -701,7 +541,7 @@ def write_viewer(
     """
     start = time.perf_counter()
     save = Path(save_path)
-    if not (save / "models.jsonl").is_file() and not any(save.glob("*/model_cfg.json")):
+    if not (save / MODELS_INDEX).is_file() and not any(save.glob(f"*/{MODEL_CFG_NAME}")):
         raise StoreNotFoundError(f"{save}: no models.jsonl; is this a lens_cache save_path?")
     data_root = save / DATA_DIR
     remove_build_orphans(save / APP_DIR, data_root)
@@ -722,7 +562,7 @@ def write_viewer(
     written += write_page(save)
     pruned = prune(data_root, keep)
     report = {
-        "index_html": save / "index.html",
+        "index_html": save / INDEX_HTML,
         "models": len(models),
         "prompts": len(entries),
         "built": built,
@@ -731,7 +571,7 @@ def write_viewer(
         "bytes_written": written,
         "viewer_bytes": dir_bytes(data_root, "*")
         + dir_bytes(save / APP_DIR, "*")
-        + (save / "index.html").stat().st_size,
+        + (save / INDEX_HTML).stat().st_size,
         "npz_bytes": dir_bytes(save, NPZ_NAME) + dir_bytes(save, STACKED_NAME),
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -747,7 +587,7 @@ def plan_jobs(save: Path, data_root: Path):
     jobs = []
     for cfg in read_models(save):
         out_model = data_root / model_slug(cfg["model_name"])
-        for prompt in read_prompts(save / cfg["model_name"]):
+        for prompt in read_prompts(save, cfg["model_name"]):
             jobs.append((cfg, prompt, out_model / prompt["hash"]))
     return jobs, {out for _, _, out in jobs}
 
@@ -826,3 +666,27 @@ def entry_of(m_index: int, prompt: dict, stamp: dict) -> dict:
         "lens": int(stamp.get("lens", False)),
         "s": prompt_summary(stamp),
     }
+
+
+def refresh_store(save_path: Path, *, html: bool = True, quiet: bool = False) -> dict:
+    """Rewrite the store's indexes (models.jsonl, each prompts.jsonl) and, unless `html=False`,
+    its viewer, with the viewer's disk cost reported: what every command that changes a store
+    runs last.
+
+    Returns:
+        `{"models": n_models, "prompts": n_prompts, "viewer": write_viewer's report or None}`.
+    """
+    with store_lock(save_path, "writing the indexes and the viewer"):  # lens_cache.locking
+        report = {**write_indexes(save_path), "viewer": None}
+        if html and report["models"]:
+            report["viewer"] = write_viewer(
+                save_path, log=lambda message: progress_log(message, quiet=quiet)
+            )
+    if report["viewer"]:
+        mb = 2**20
+        progress_log(
+            f"viewer data: {report['viewer']['viewer_bytes'] / mb:.1f} MB beside "
+            f"{report['viewer']['npz_bytes'] / mb:.1f} MB of pattern files",
+            quiet=quiet,
+        )
+    return report

@@ -7,12 +7,10 @@ import io
 import json
 import os
 import re
-from pathlib import Path
 
 from lens_cache.errors import NotALensCacheDatasetError, UnsafeRepoPathError
-from lens_cache.hub_layout import (
+from lens_cache.hub._layout import (
     CARD_NAME,
-    DTYPES,
     FORMAT,
     FORMAT_VERSION,
     KINDS,
@@ -23,21 +21,23 @@ from lens_cache.hub_layout import (
     POOLED_FORMAT_VERSION,
     PROMPTS_TABLE,
     ModelPlan,
-    Selection,
     check_hash,
     check_model_name,
     check_repo_path,
+    pooled_entries,
     pooled_files_complete,
     pooled_path,
     split_pooled_name,
     tensor_path,
 )
-from lens_cache.hub_shards import BuiltFile
+from lens_cache.hub._select import Selection
+from lens_cache.hub._shards import BuiltFile
+from lens_cache.layout import DTYPES
 
 # --- tables, card, manifest ------------------------------------------------------------------
 
 
-def _small_files(plans: list[ModelPlan], dtype: str, repo_id: str) -> dict[str, bytes]:
+def small_files(plans: list[ModelPlan], dtype: str, repo_id: str) -> dict[str, bytes]:
     """The parquet tables and the card (the manifest comes last, once every sha256 is known)."""
     return {
         PROMPTS_TABLE: prompts_table(plans),
@@ -123,12 +123,6 @@ def scrub_local_paths(obj):
     if isinstance(obj, str) and (obj.startswith(("/", "~")) or re.match(r"[A-Za-z]:\\", obj)):
         return "local:" + os.path.basename(obj.rstrip("/\\"))
     return obj
-
-
-def read_table(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
 
 
 def manifest_bytes(
@@ -353,23 +347,13 @@ def validate_manifest(manifest: dict, repo_id: str) -> dict:
         check_model_name(name, f"{repo_id}'s manifest")
     for entry in manifest["files"]:
         _check_entry(entry, manifest["models"], repo_id)
-    for (model, name), files in _pooled_entries(manifest).items():
+    for (model, name), files in pooled_entries(manifest).items():
         if not pooled_files_complete([e["path"].rsplit("/", 1)[1] for e in files]):
             raise NotALensCacheDatasetError(
                 f"{repo_id}: the manifest's files of pooled dataset {model}/{name} are not a "
                 "complete data-XXXXX-of-NNNNN set"
             )
     return manifest
-
-
-def _pooled_entries(manifest: dict) -> dict[tuple[str, str], list[dict]]:
-    """`{(model, "<hook>-<pool>"): manifest entries}` of a validated manifest, paths sorted."""
-    found: dict[tuple[str, str], list[dict]] = {}
-    for entry in sorted(manifest["files"], key=lambda e: e["path"]):
-        if entry["path"].startswith(f"{POOLED}/"):
-            key = (entry["model"], f"{entry['hook']}-{entry['pool']}")
-            found.setdefault(key, []).append(entry)
-    return found
 
 
 def _check_entry(entry: dict, models: dict, repo_id: str) -> None:

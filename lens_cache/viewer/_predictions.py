@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_cache.predictions import FIELDS, lens_member
-from lens_cache.store import LOGIT_LENS_NAME, PREDICTIONS_NAME, VOCAB_NAME
+from lens_cache.layout import LOGIT_LENS_NAME, PREDICTIONS_NAME, VOCAB_NAME, lens_member
+from lens_cache.layout import PREDICTION_FIELDS as FIELDS
 
 
 def prediction_data(prompt_dir: Path, encode) -> tuple[dict | None, dict | None]:
@@ -32,7 +32,7 @@ def prediction_data(prompt_dir: Path, encode) -> tuple[dict | None, dict | None]
 
     Args:
         prompt_dir: the prompt's folder in the store.
-        encode: `lens_cache.viewer.encode_array`.
+        encode: `lens_cache.viewer._encode.encode_array`.
     """
     vocab = _vocab(prompt_dir.parent.parent / VOCAB_NAME)
     pred = _read(prompt_dir / PREDICTIONS_NAME, None)

@@ -1,25 +1,130 @@
-"""Rebuild a local store from a pull's downloaded files: model_cfg.json, prompt directories
-(pattern-lens-compatible npz, residuals, partial heads aside) and pooled datasets."""
+"""`pull`: download a selection of a dataset and rebuild a local store from it: model_cfg.json,
+prompt directories (pattern-lens-compatible npz, residuals, partial heads aside) and pooled
+datasets, then the indexes and the viewer."""
 
 from __future__ import annotations
 
 import bisect
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from lens_cache import store
-from lens_cache.adapter import hook_name
+from lens_cache.capture import Capture
 from lens_cache.errors import HubIntegrityError, SettingsMismatchError, UnsafeRepoPathError
-from lens_cache.hub_layout import FORMAT, PARTIAL_HEADS_NAME, PATTERNS, POOLED, ModelPlan
-from lens_cache.hub_shards import ShardReader
-from lens_cache.indexer import MODEL_CFG_NAME
+from lens_cache.hub._client import check_repo_id, download, hub_errors, read_manifest
+from lens_cache.hub._layout import (
+    FORMAT,
+    MODELS_TABLE,
+    PATTERNS,
+    PROMPTS_TABLE,
+    ModelPlan,
+    pooled_entries,
+)
+from lens_cache.hub._reports import PullReport
+from lens_cache.hub._select import Selection, as_selection, needed_shards, select_remote
+from lens_cache.hub._shards import ShardReader
+from lens_cache.layout import (
+    MODEL_CFG_NAME,
+    PARTIAL_HEADS_NAME,
+    PATTERN,
+    POOLED_DIR,
+    PROMPT_NAME,
+    default_save_path,
+    hook_name,
+)
+from lens_cache.progress import log
+from lens_cache.viewer import refresh_store
 
 
-class _ShardIndex:
+def pull(
+    repo_id: str,
+    save_path=None,
+    selection: Selection | None = None,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    quiet: bool = False,
+    **selection_fields,
+) -> PullReport:
+    """Download a lens_cache dataset (or a selection of it) into a local store.
+
+    Rebuilds `<save>/<model>/model_cfg.json` and one prompt directory per prompt:
+    `activations.npz` (float32 `[1, n_heads, T, T]`) for every layer whose heads were all
+    pushed, `residuals.safetensors` in the dataset's dtype, and `partial_heads.safetensors`
+    (float32 `[T, T]` under `blocks.{L}.attn.hook_pattern.head_{H}`) for layers of which only
+    some heads were pushed: an npz layer is never padded with made-up heads. Pooled datasets
+    (kind `pooled`, pulled whole) go back to `<save>/<model>/pooled/<hook>-<pool>/`, replacing
+    the folder, so `lens_cache.load_pooled` reads them; a model pulled for them alone gets its
+    `model_cfg.json` and no prompt directory. Then rewrites the store's indexes
+    (`models.jsonl`, `prompts.jsonl`, `index.html`).
+
+    Args:
+        repo_id (`str`): `ORG/NAME`.
+        save_path (`str | Path`, *optional*): the store to write into; defaults to
+            `$LENS_CACHE_DIR` or `lens_cache_data`.
+        selection (`Selection`, *optional*): what to pull, over what the dataset holds
+            (every kind it has by default).
+        revision (`str`, *optional*): branch, tag or commit; the pull pins the commit it
+            resolves to, so a push happening meanwhile cannot mix two versions.
+        token (`str`, *optional*): for private repos; defaults to the login or `HF_TOKEN`.
+        endpoint (`str`, *optional*): the Hub's URL.
+        **selection_fields: instead of `selection`, its fields as keywords (`layers="5"`, ...).
+
+    Returns:
+        `PullReport`.
+
+    Raises:
+        NotALensCacheDatasetError, UnsafeRepoPathError, HubIntegrityError,
+        HubRepoNotFoundError, HubTokenError, HubTransferError, HubSelectionError,
+        NothingSelectedError, SettingsMismatchError.
+    """
+    from huggingface_hub import HfApi
+
+    start = time.perf_counter()
+    check_repo_id(repo_id)
+    sel = as_selection(selection, selection_fields)
+    api = HfApi(endpoint=endpoint, token=token)
+    with hub_errors(repo_id, "pull"):
+        sha = api.dataset_info(repo_id, revision=revision).sha
+        manifest = read_manifest(api, repo_id, sha)
+        listed = {f["path"]: f for f in manifest["files"]}
+        tables = download(api, repo_id, sha, [PROMPTS_TABLE, MODELS_TABLE], listed)
+        plans = select_remote(manifest, tables, sel)
+        needed = needed_shards(manifest, plans)
+        pooled = pooled_entries(manifest)
+        pooled = {(p.name, n): pooled[(p.name, n)] for p in plans for n in p.pooled}
+        paths = [e["path"] for e in needed] + [e["path"] for v in pooled.values() for e in v]
+        local = download(api, repo_id, sha, paths, listed)
+    save_path = store.ensure_writable(
+        Path(save_path if save_path is not None else default_save_path())
+    )
+    report = PullReport(repo_id, sha, save_path, files=sorted([*tables, *local]))
+    report.bytes_downloaded = sum(listed[p]["size"] for p in report.files)
+    index = ShardIndex(needed, local, manifest["dtype"])
+    hub_info = {"repo_id": repo_id, "revision": sha}
+    for plan in plans:
+        if plan.tensors:
+            write_model(save_path, plan, index, manifest["dtype"], hub_info)
+            report.prompts += len(plan.records)
+        else:
+            write_pooled_only_cfg(save_path, plan, hub_info)
+        for name in plan.pooled:
+            files = {e["path"].rsplit("/", 1)[1]: local[e["path"]] for e in pooled[plan.name, name]}
+            write_pooled_dataset(save_path, plan.name, name, files)
+        report.models.append(plan.name)
+    refresh_store(save_path, quiet=quiet)
+    report.seconds = time.perf_counter() - start
+    n_pooled = f" and {len(pooled)} pooled datasets" if pooled else ""
+    log(f"[{repo_id}] pulled {report.prompts} prompts{n_pooled} into {save_path}", quiet=quiet)
+    return report
+
+
+class ShardIndex:
     """Finds the downloaded shard that holds one prompt's tensor, and reads it."""
 
     def __init__(self, entries: list[dict], local: dict[str, Path], dtype: str):
@@ -49,7 +154,7 @@ class _ShardIndex:
         return self.readers[path].get(hash_, shape)
 
 
-def _write_model(save_path: Path, plan: ModelPlan, index, dtype: str, hub_info: dict) -> None:
+def write_model(save_path: Path, plan: ModelPlan, index, dtype: str, hub_info: dict) -> None:
     """Write one model's model_cfg.json and prompt directories (each prompt.json last)."""
     layout = _PulledLayout(plan, dtype)
     mdir = store.model_dir(save_path, plan.name)
@@ -74,7 +179,7 @@ class _PulledLayout:
         self.partial = {layer: h for layer, h in pats.items() if layer not in self.complete}
         self.resid = {k: sorted(v) for k, v in self.plan.tensors.items() if k != PATTERNS}
         resid_layers = sorted({x for v in self.resid.values() for x in v})
-        hooks = (["pattern"] if self.complete else []) + list(self.resid)
+        hooks = ([PATTERN] if self.complete else []) + list(self.resid)
         self.settings = store.ExportSettings(
             hooks=tuple(hooks),
             layers=tuple(sorted(set(self.complete) | set(resid_layers))),
@@ -129,18 +234,18 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
     patterns = {}
     for layer in layout.complete:
         heads = [get(PATTERNS, layer, h, (t, t)).float().numpy() for h in range(plan.n_heads)]
-        patterns[hook_name("pattern", layer)] = np.stack(heads)[None]
+        patterns[hook_name(PATTERN, layer)] = np.stack(heads)[None]
     residuals = {
         hook_name(kind, layer): get(kind, layer, None, (t, plan.d_model))
         for kind, layers in layout.resid.items()
         for layer in layers
     }
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / store.PROMPT_NAME).unlink(missing_ok=True)  # incomplete until rewritten
+    (directory / PROMPT_NAME).unlink(missing_ok=True)  # incomplete until rewritten
     side = directory / PARTIAL_HEADS_NAME
     if layout.partial:
         partial = {
-            f"{hook_name('pattern', layer)}.head_{h}": get(PATTERNS, layer, h, (t, t)).float()
+            f"{hook_name(PATTERN, layer)}.head_{h}": get(PATTERNS, layer, h, (t, t)).float()
             for layer, heads in layout.partial.items()
             for h in heads
         }
@@ -149,11 +254,12 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
         side.unlink(missing_ok=True)
     full = {**record, "lens_cache": {**layout.describe(), "model": plan.name, "hub": hub_info}}
     # a pull carries no predictions (the Hub layout has none yet)
-    capture = SimpleNamespace(patterns=patterns, residuals=residuals, predictions={}, logit_lens={})
+    ids = list(record.get("token_ids") or [])
+    capture = Capture(prompt=record, ids=ids, patterns=patterns, residuals=residuals)
     store.write_prompt_dir(directory, full, capture, layout.settings, plan.name)
 
 
-def _write_pooled_only_cfg(save_path: Path, plan: ModelPlan, hub_info: dict) -> None:
+def write_pooled_only_cfg(save_path: Path, plan: ModelPlan, hub_info: dict) -> None:
     """A model pulled for its pooled datasets alone gets a model_cfg.json (which
     `load_pooled` reads) and no prompt directory; a model already in the store is left as is.
 
@@ -172,19 +278,17 @@ def _write_pooled_only_cfg(save_path: Path, plan: ModelPlan, hub_info: dict) -> 
     store.write_json(mdir / MODEL_CFG_NAME, cfg)
 
 
-def _write_pooled(save_path: Path, model: str, name: str, files: dict[str, Path]) -> None:
+def write_pooled_dataset(save_path: Path, model: str, name: str, files: dict[str, Path]) -> None:
     """Put a downloaded pooled dataset at `<save>/<model>/pooled/<name>/`, replacing the folder
     as a whole (never mixing its shards with those of an older one)."""
-    from lens_cache.pooled import _atomic_dir
-
-    target = store.model_dir(save_path, model) / POOLED / name
+    target = store.model_dir(save_path, model) / POOLED_DIR / name
     _check_inside(save_path, target)
 
     def copy(tmp: Path) -> None:
         for filename, source in sorted(files.items()):
             shutil.copyfile(source, tmp / filename)
 
-    _atomic_dir(target, copy)
+    store.atomic_dir(target, copy)
 
 
 def _check_inside(root: Path, path: Path) -> None:

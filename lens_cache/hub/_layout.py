@@ -11,7 +11,7 @@
 One head (or one residual layer) is fetched without the rest. Each shard holds a contiguous run
 of the model's prompts in hash order, at most `shard_max_bytes` of tensor data; the boundaries
 depend only on the prompts' lengths, so every head of a model shares them and a rerun builds
-the same bytes. Safetensors headers are written in `lens_cache.hub_shards` (sorted keys,
+the same bytes. Safetensors headers are written in `lens_cache.hub._shards` (sorted keys,
 space-padded like `store.write_safetensors`), which lets a shard be streamed to disk one prompt
 at a time and its size be known before it is built.
 
@@ -23,14 +23,12 @@ dataset with "upgrade" instead of taking `pooled/` for a foreign file.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
-import torch
-
-from lens_cache.errors import HubSelectionError, LayerSelectionError, UnsafeRepoPathError
-from lens_cache.pooled import POOLS
+from lens_cache.errors import HubSelectionError, UnsafeRepoPathError
+from lens_cache.layout import POOLS, RESID_KINDS
 
 FORMAT = "lens_cache"
 FORMAT_VERSION = 1  # of shards, and of manifests that list no pooled file
@@ -40,12 +38,9 @@ CARD_NAME = "README.md"
 PROMPTS_TABLE = "data/prompts-00000-of-00001.parquet"
 MODELS_TABLE = "data/models-00000-of-00001.parquet"
 PATTERNS = "patterns"
-RESID_KINDS = ("resid_pre", "resid_mid", "resid_post")
 KINDS = (PATTERNS, *RESID_KINDS)  # tensor kinds, sharded by prompt
 POOLED = "pooled"
 SELECTABLE_KINDS = (*KINDS, POOLED)  # what --kinds takes
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-PARTIAL_HEADS_NAME = "partial_heads.safetensors"
 _ST = ".safetensors"
 
 # Model names and prompt hashes become directory names on pull: keep them to one plain path
@@ -58,7 +53,7 @@ _TENSOR_RE = re.compile(
     r"\.safetensors"
 )
 _DATA_RE = re.compile(r"data/(?:prompts|models)-\d{5}-of-\d{5}\.parquet")
-# A pooled dataset's folder is `<hook>-<pool>` (as `lens_cache.pooled.pooled_dir` names it).
+# A pooled dataset's folder is `<hook>-<pool>` (`lens_cache.layout.pooled_name`).
 _POOLED_NAME_RE = re.compile(rf"(?P<hook>{'|'.join(RESID_KINDS)})-(?P<pool>{'|'.join(POOLS)})")
 _POOLED_FILE_RE = re.compile(r"data-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet")
 _POOLED_RE = re.compile(
@@ -164,125 +159,24 @@ def pooled_files_complete(filenames: list[str]) -> bool:
     return len(counts) == 1 and indexes == list(range(counts.pop()))
 
 
-# --- selection -------------------------------------------------------------------------------
+def pooled_entries(manifest: dict) -> dict[tuple[str, str], list[dict]]:
+    """`{(model, "<hook>-<pool>"): manifest entries}` of a validated manifest, paths sorted."""
+    found: dict[tuple[str, str], list[dict]] = {}
+    for entry in sorted(manifest["files"], key=lambda e: e["path"]):
+        if entry["path"].startswith(f"{POOLED}/"):
+            key = (entry["model"], f"{entry['hook']}-{entry['pool']}")
+            found.setdefault(key, []).append(entry)
+    return found
 
 
-@dataclass(frozen=True)
-class Selection:
-    """What to push or pull. `None` means everything there is.
+def read_table(path: Path) -> list[dict]:
+    """The rows of one of the dataset's parquet tables."""
+    import pyarrow.parquet as pq
 
-    Args:
-        models (`tuple[str]`, *optional*): model names.
-        prompts (`tuple[str]`, *optional*): prompt hashes.
-        search (`str`, *optional*): a substring the prompt text must contain.
-        meta (`tuple[tuple[str, str]]`): `(key, value)` pairs the prompt's meta must match.
-        layers (`str | list[int]`, *optional*): the exporter's `--layers` syntax.
-        heads (`str | list`, *optional*): `"5.1,5.3"` or `[(5, 1), (5, 3)]`.
-        kinds (`tuple[str]`, *optional*): any of `patterns`, `resid_pre`, `resid_mid`,
-            `resid_post`, `pooled` (every pooled dataset of the selected models, whole).
-    """
-
-    models: tuple[str, ...] | None = None
-    prompts: tuple[str, ...] | None = None
-    search: str | None = None
-    meta: tuple[tuple[str, str], ...] = ()
-    layers: object = None
-    heads: object = None
-    kinds: tuple[str, ...] | None = None
-
-    def describe(self) -> dict:
-        """JSON-ready, for the manifest."""
-        return {
-            "models": list(self.models) if self.models else None,
-            "prompts": sorted(self.prompts) if self.prompts else None,
-            "search": self.search,
-            "meta": dict(self.meta) or None,
-            "layers": self.layers if self.layers is None else str(self.layers),
-            "heads": None if self.heads is None else str(self.heads),
-            "kinds": list(self.kinds) if self.kinds else None,
-        }
+    return pq.read_table(path).to_pylist()
 
 
-def make_selection(
-    models=None, prompts=None, search=None, meta=None, layers=None, heads=None, kinds=None
-) -> Selection:
-    """Normalise the selection arguments of `push_to_hub` / `pull` (strings or lists).
-
-    Raises:
-        HubSelectionError: an unknown kind, a `--meta` item without `=`, or `--layers` /
-            `--heads` with no kind they could select.
-    """
-
-    def as_tuple(v):
-        return None if v is None else ((v,) if isinstance(v, str) else tuple(v))
-
-    kinds = as_tuple(kinds)
-    unknown = [k for k in kinds or () if k not in SELECTABLE_KINDS]
-    if unknown or kinds == ():
-        raise HubSelectionError(
-            f"--kinds: unknown {unknown}; choose from {', '.join(SELECTABLE_KINDS)}"
-        )
-    if heads is not None and kinds is not None and PATTERNS not in kinds:
-        raise HubSelectionError("--heads selects attention heads: add patterns to --kinds")
-    if layers is not None and kinds is not None and set(kinds) <= {POOLED}:
-        raise HubSelectionError(
-            "--layers selects tensors, and a pooled dataset goes whole (every layer it holds): "
-            "drop --layers or add patterns or a resid kind to --kinds"
-        )
-    return Selection(
-        models=as_tuple(models),
-        prompts=as_tuple(prompts),
-        search=search or None,
-        meta=parse_meta(meta),
-        layers=layers,
-        heads=heads,
-        kinds=None if kinds is None else tuple(k for k in SELECTABLE_KINDS if k in kinds),
-    )
-
-
-def parse_meta(meta) -> tuple[tuple[str, str], ...]:
-    """`["kind=code", ...]` or `{"kind": "code"}` -> sorted `(key, value)` pairs."""
-    if not meta:
-        return ()
-    if isinstance(meta, dict):
-        return tuple(sorted((str(k), str(v)) for k, v in meta.items()))
-    pairs = []
-    for item in [meta] if isinstance(meta, str) else meta:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key:
-            raise HubSelectionError(f"--meta {item!r}: expected KEY=VALUE, e.g. kind=code")
-        pairs.append((key, value))
-    return tuple(sorted(pairs))
-
-
-def parse_heads(spec, n_layers: int, n_heads: int) -> dict[int, tuple[int, ...]]:
-    """`"5.1,5.3"` (or `[(5, 1), "5.3"]`) -> `{5: (1, 3)}`; negative layers count from the end.
-
-    Raises:
-        LayerSelectionError: an unreadable item, or a layer or head the model does not have.
-    """
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    chosen: dict[int, set[int]] = {}
-    for item in items:
-        layer, head = _head_item(item)
-        if not -n_layers <= layer < n_layers or not 0 <= head < n_heads:
-            raise LayerSelectionError(
-                f"--heads {layer}.{head}: the model has layers 0-{n_layers - 1} and heads "
-                f"0-{n_heads - 1}"
-            )
-        chosen.setdefault(layer % n_layers, set()).add(head)
-    if not chosen:
-        raise LayerSelectionError(f"--heads {spec!r} selects no head")
-    return {layer: tuple(sorted(h)) for layer, h in sorted(chosen.items())}
-
-
-def _head_item(item) -> tuple[int, int]:
-    if isinstance(item, (tuple, list)) and len(item) == 2:
-        return int(item[0]), int(item[1])
-    m = re.fullmatch(r"\s*(-?\d+)\.(\d+)\s*", str(item))
-    if not m:
-        raise LayerSelectionError(f"--heads: cannot read {item!r}; write LAYER.HEAD, e.g. 5.1,5.3")
-    return int(m[1]), int(m[2])
+# --- sizes -----------------------------------------------------------------------------------
 
 
 def parse_size(value) -> int:
@@ -297,90 +191,6 @@ def parse_size(value) -> int:
     if not m or m[2].lower() not in units or float(m[1]) <= 0:
         raise HubSelectionError(f"size {value!r}: write bytes or e.g. 500MB, 2GiB")
     return int(float(m[1]) * units[m[2].lower()])
-
-
-def meta_matches(meta: dict, wanted: tuple[tuple[str, str], ...]) -> bool:
-    """Every `(key, value)` matches: a string equal to it, or another value whose JSON is."""
-    for key, value in wanted:
-        if key not in meta:
-            return False
-        got = meta[key]
-        if (got if isinstance(got, str) else json.dumps(got)) != value:
-            return False
-    return True
-
-
-def choose_prompts(records: list[dict], sel: Selection) -> list[dict]:
-    """The records that pass the prompt filters, sorted by hash."""
-    keep = []
-    for r in records:
-        if sel.prompts is not None and r["hash"] not in sel.prompts:
-            continue
-        if sel.search is not None and sel.search not in r["text"]:
-            continue
-        if not meta_matches(r.get("meta") or {}, sel.meta):
-            continue
-        keep.append(r)
-    return sorted(keep, key=lambda r: r["hash"])
-
-
-def choose_tensors(
-    name: str,
-    n_layers: int,
-    n_heads: int,
-    available: dict[str, dict[int, tuple[int, ...]]],
-    sel: Selection,
-    where: str,
-) -> dict[str, dict[int, tuple[int, ...]]]:
-    """Which tensors of one model: `{kind: {layer: heads}}` (heads `()` for residuals).
-
-    `available` has the same shape and says what the store (push) or the dataset (pull) holds.
-    Layers default to every available one, or to the layers `--heads` names; `--heads`
-    restricts only the layers it mentions.
-
-    Raises:
-        LayerSelectionError: a layer or head that is not available.
-    """
-    from lens_cache.exporter import resolve_layers
-
-    kinds = [k for k in (sel.kinds or available) if k in available]
-    have_layers = sorted({layer for k in kinds for layer in available[k]})
-    heads = parse_heads(sel.heads, n_layers, n_heads) if sel.heads is not None else {}
-    if sel.layers is not None:
-        layers = list(resolve_layers(sel.layers, n_layers))
-    else:
-        layers = sorted(heads) if heads else have_layers
-    missing = sorted(set(layers) - set(have_layers))
-    if missing:
-        raise LayerSelectionError(
-            f"{name}: layers {missing} are not in {where} for {'/'.join(kinds) or 'any kind'}"
-            f" (it has layers {have_layers})"
-        )
-    outside = sorted(set(heads) - set(layers))
-    if outside:
-        raise LayerSelectionError(f"--heads names layers {outside}, which --layers leaves out")
-    chosen = {}
-    for kind in kinds:
-        chosen[kind] = _kind_tensors(name, kind, layers, available[kind], heads, where)
-    return {k: v for k, v in chosen.items() if v}
-
-
-def _kind_tensors(name, kind, layers, have: dict, heads: dict, where: str) -> dict:
-    out = {}
-    for layer in layers:
-        if layer not in have:
-            continue
-        if kind != PATTERNS:
-            out[layer] = ()
-            continue
-        wanted = heads.get(layer, have[layer])
-        absent = sorted(set(wanted) - set(have[layer]))
-        if absent:
-            raise LayerSelectionError(
-                f"{name}: heads {[f'{layer}.{h}' for h in absent]} are not in {where}"
-            )
-        out[layer] = tuple(wanted)
-    return out
 
 
 # --- what a model contributes ----------------------------------------------------------------

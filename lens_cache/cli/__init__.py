@@ -1,18 +1,17 @@
-"""The one place where errors become messages: `run_cli(main)` for every command."""
+"""The command lines, one module per command (`lens-cache COMMAND` is `main.py`), and the one
+place where errors become messages: `run_cli(main)` for every command."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from lens_cache.errors import EXIT_BAD_INPUT, WRITE_ERRNOS, LensCacheError, StoreWriteError
-
-EXIT_USAGE = EXIT_BAD_INPUT
+from lens_cache.errors import WRITE_ERRNOS, LensCacheError, StoreWriteError
 
 
 def run_cli(main, argv=None) -> int:
-    """Run `main(argv)`; a `LensCacheError` becomes one line on stderr and its exit code
-    (2 bad input, 3 environment: see `lens_cache.errors`).
+    """Run `main(argv)`; a `LensCacheError` becomes one line on stderr and its `exit_code`
+    (2 bad input, 3 environment, 4 network: see `lens_cache.errors`).
 
     `LENS_CACHE_DEBUG=1` re-raises instead, to show the traceback.
     """

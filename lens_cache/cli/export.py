@@ -1,0 +1,268 @@
+"""`python -m lens_cache.activations` (`lens-cache export`): export attention patterns and
+residual streams.
+
+Flags follow pattern-lens where they overlap. Progress goes to stderr; the paths written go
+to stdout, one per line, so the output can be piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+
+from lens_cache.layout import (
+    DTYPES,
+    HOOK_KINDS,
+    INDEX_HTML,
+    PATTERN_DTYPES,
+    POOLS,
+    PREDICTION_KINDS,
+    default_save_path,
+)
+from lens_cache.models import DEFAULT_MODEL
+from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES
+from lens_cache.prompts import DEFAULT_PROMPTS
+
+PROG = "python -m lens_cache.activations"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Run TransformerLens models over prompts and store every attention pattern "
+        "and the residual stream, pattern-lens compatible. Rerunning resumes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    a = p.add_argument
+    a(
+        "-m",
+        "--model",
+        action="append",
+        dest="models",
+        metavar="MODEL",
+        help=f"model to export; repeat for several. '{DEFAULT_MODEL}' (offline default), a "
+        "local HF directory, a .gguf file, or a Hugging Face name (default: " + DEFAULT_MODEL + ")",
+    )
+    a(
+        "-p",
+        "--prompts",
+        default=DEFAULT_PROMPTS,
+        help="a .jsonl file ({'text': ..., 'meta': {...}} per line) or a text file (one prompt "
+        "per line); 'default' is the embedded prompt set",
+    )
+    a(
+        "-s",
+        "--save-path",
+        default=default_save_path(),
+        help="store root (env LENS_CACHE_DIR sets the default)",
+    )
+    a("--min-chars", type=int, default=None, help="drop prompts shorter than this")
+    a("--max-chars", type=int, default=None, help="split prompts longer than this into chunks")
+    a(
+        "-r",
+        "--raw-prompts",
+        action="store_true",
+        help="take prompts exactly as written: ignore --min-chars and --max-chars",
+    )
+    a("-n", "--n-samples", type=int, default=None, help="export at most this many prompts")
+    a("--shuffle", action="store_true", help="shuffle the prompts before taking -n")
+    a("--seed", type=int, default=0, help="seed for --shuffle")
+    a(
+        "--dataset",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="read prompts from a dataset instead of -p: a .parquet/.jsonl/.json/.csv/.tsv file, "
+        "a save_to_disk folder, or a Hugging Face dataset name (needs the network); with -n "
+        "and no --shuffle, only the first rows are read (Hub datasets are streamed)",
+    )
+    a("--split", default="train", help="dataset split (--dataset)")
+    a("--text-column", default="text", help="dataset column holding the prompt text")
+    a(
+        "--label-columns",
+        nargs="+",
+        default=[],
+        metavar="COLUMN",
+        help="dataset columns to keep as metadata (labels for probes)",
+    )
+    a("--dataset-config", default=None, help="dataset configuration name (Hub datasets)")
+    a(
+        "--pool",
+        action="append",
+        choices=POOLS,
+        default=None,
+        help="after exporting, pool each stored residual hook per prompt into a sharded parquet "
+        "dataset under <save>/<model>/pooled/ (repeatable)",
+    )
+    a(
+        "--shard-max-bytes",
+        type=int,
+        default=DEFAULT_SHARD_MAX_BYTES,
+        help="most bytes per pooled parquet shard",
+    )
+    a(
+        "--hooks",
+        nargs="+",
+        choices=HOOK_KINDS + PREDICTION_KINDS,
+        default=["pattern", "resid_post"],
+        help="what to store: attention patterns, residual stream hooks, and what the model "
+        "predicts: logits (per-token loss, entropy, top-k, rank of the actual token) and "
+        "logit_lens (the same read out of each selected layer's resid_post)",
+    )
+    a(
+        "--top-k",
+        type=int,
+        default=10,
+        help="most likely next tokens stored per position by logits and logit_lens",
+    )
+    a(
+        "--layers",
+        default="all",
+        help="layers to store: all, first, middle, last, a list (0,3,5), a range (2-5), or a mix",
+    )
+    a(
+        "--dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        dest="resid_dtype",
+        help="dtype of stored residuals",
+    )
+    a(
+        "--pattern-dtype",
+        default="float32",
+        choices=list(PATTERN_DTYPES),
+        help="dtype of stored patterns; float16 halves the bytes but is lossy (error <= 2.4e-4)",
+    )
+    a(
+        "--model-dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        help="dtype the model computes in (float16/bfloat16 change the patterns slightly)",
+    )
+    a(
+        "--stacked-heads",
+        action="store_true",
+        help="store each prompt's patterns as one [1, layers, heads, T, T] .npy "
+        "(activations-blocks.-.attn.hook_pattern.npy) instead of activations.npz",
+    )
+    a("-b", "--batch-size", type=int, default=8, help="most prompts per forward pass")
+    a(
+        "--token-budget",
+        type=int,
+        default=None,
+        help="most padded tokens (prompts x longest) per forward pass: batch by tokens",
+    )
+    a(
+        "--max-batch-mb",
+        type=float,
+        default=1024,
+        help="most MB of cached activations per forward pass; the same again may wait for the "
+        "writers, so peak memory is about the model plus twice this. A prompt over it alone runs "
+        "one group of layers per pass",
+    )
+    a(
+        "--writers",
+        type=int,
+        default=2,
+        help="writer threads behind the forward pass (0: write in the main thread)",
+    )
+    a(
+        "--compress-level",
+        type=int,
+        default=1,
+        choices=range(10),
+        metavar="0-9",
+        help="deflate level of activations.npz; 0 stores it uncompressed (fastest, ~2x larger)",
+    )
+    a(
+        "--on-long",
+        choices=["skip", "fail"],
+        default="skip",
+        help="prompts longer than the model's context: skip with a warning, or fail",
+    )
+    a(
+        "-f",
+        "--force",
+        action="store_true",
+        help="recompute prompts already in the store (and replace ones stored with other settings)",
+    )
+    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    a("--no-index-html", action="store_true", help="do not write index.html")
+    a("-q", "--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def main(argv=None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.quiet:
+        _silence_loaders()
+    from lens_cache.exporter import export  # after parsing: --help stays fast
+
+    # Libraries print to stdout ("Moving model to device", ...); stdout is for our results.
+    with contextlib.redirect_stdout(sys.stderr):
+        reports = export(
+            models=args.models or [DEFAULT_MODEL],
+            prompts=_prompt_source(args),
+            save_path=args.save_path,
+            hooks=args.hooks,
+            layers=args.layers,
+            resid_dtype=args.resid_dtype,
+            pattern_dtype=args.pattern_dtype,
+            stacked_heads=args.stacked_heads,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            token_budget=args.token_budget,
+            max_batch_mb=args.max_batch_mb,
+            force=args.force,
+            on_long=args.on_long,
+            device=args.device,
+            model_dtype=args.model_dtype,
+            writers=args.writers,
+            compress_level=args.compress_level,
+            index_html=not args.no_index_html,
+            pool=args.pool,
+            shard_max_bytes=args.shard_max_bytes,
+            quiet=args.quiet,
+            min_chars=args.min_chars,
+            max_chars=args.max_chars,
+            raw=args.raw_prompts,
+            n_samples=args.n_samples,
+            shuffle=args.shuffle,
+            seed=args.seed,
+        )
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for everyone
+    for r in reports:
+        print(r.path)
+        for path in r.pooled:
+            print(path)
+    if not args.no_index_html:
+        print(os.path.join(args.save_path, INDEX_HTML))
+    return 0
+
+
+def _prompt_source(args):
+    if not args.dataset:
+        return args.prompts
+    from lens_cache.sources import iter_dataset
+
+    # Taking the first -n rows needs only the start of the dataset: stream it rather than
+    # download it whole. Shuffling needs every row, and a full read is worth caching.
+    return iter_dataset(
+        args.dataset,
+        split=args.split,
+        text_column=args.text_column,
+        label_columns=args.label_columns,
+        config=args.dataset_config,
+        streaming=args.n_samples is not None and not args.shuffle,
+    )
+
+
+def _silence_loaders() -> None:
+    """--quiet also means no weight-loading bars from transformers and huggingface_hub."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

@@ -1,0 +1,114 @@
+"""`python -m lens_cache.hub` (`lens-cache hub`): push a selection of a store to the Hub, or
+pull one into a store (see `lens_cache.hub`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lens_cache.hub import (
+    DEFAULT_COMMIT_MAX_BYTES,
+    DEFAULT_PUSH_KINDS,
+    DEFAULT_SHARD_MAX_BYTES,
+    SELECTABLE_KINDS,
+    PushReport,
+    pull,
+    push_to_hub,
+)
+from lens_cache.layout import DTYPES, INDEX_HTML
+from lens_cache.progress import log
+
+
+def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Share a selection of a lens_cache store as a Hugging Face dataset, or pull "
+        "one into a store. The token comes from `hf auth login` or HF_TOKEN.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    push = sub.add_parser("push", help="upload a selection (reruns resume)")
+    pull_p = sub.add_parser("pull", help="download a dataset (or a selection) into a store")
+    for sp in (push, pull_p):
+        _common_args(sp)
+    push.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=SELECTABLE_KINDS,
+        default=list(DEFAULT_PUSH_KINDS),
+        help="what to upload; pooled: every pooled dataset of the selected models, whole",
+    )
+    push.add_argument("--dtype", choices=list(DTYPES), default="float32", help="uploaded dtype")
+    push.add_argument("--private", action="store_true", help="make the repo private")
+    push.add_argument("--message", help="commit message")
+    push.add_argument("--shard-max-bytes", default=str(DEFAULT_SHARD_MAX_BYTES))
+    push.add_argument("--commit-max-bytes", default=str(DEFAULT_COMMIT_MAX_BYTES))
+    push.add_argument("--dry-run", action="store_true", help="list what would go up; no upload")
+    pull_p.add_argument(
+        "--kinds", nargs="+", choices=SELECTABLE_KINDS, help="default: all the dataset has"
+    )
+    return p
+
+
+def _common_args(sp: argparse.ArgumentParser) -> None:
+    a = sp.add_argument
+    a("--repo", required=True, help="the dataset repo, ORG/NAME")
+    a("-s", "--save-path", default=None, help="the store (default: $LENS_CACHE_DIR)")
+    a("-m", "--model", action="append", dest="models", help="a model; repeat for several")
+    a("--prompts", nargs="+", metavar="HASH", help="prompt hashes")
+    a("--search", help="keep prompts whose text contains this")
+    a("--meta", action="append", metavar="KEY=VALUE", help="keep prompts with this meta")
+    a("--layers", help="all, first, middle, last, 3, -1, 0,2,4, 2-5 (default: all stored)")
+    a("--heads", help="only these heads, LAYER.HEAD, e.g. 5.1,5.3")
+    a("--revision", help="branch (push) or branch/tag/commit (pull)")
+    a("--endpoint", help="the Hub's URL (default: $HF_ENDPOINT or huggingface.co)")
+    a("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def _selection_kwargs(args) -> dict:
+    return dict(
+        models=args.models,
+        prompts=args.prompts,
+        search=args.search,
+        meta=args.meta,
+        layers=args.layers,
+        heads=args.heads,
+        kinds=args.kinds,
+        revision=args.revision,
+        endpoint=args.endpoint,
+        quiet=args.quiet,
+    )
+
+
+def main(argv=None, prog: str = "python -m lens_cache.hub") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.command == "pull":
+        report = pull(args.repo, args.save_path, **_selection_kwargs(args))
+        print(report.save_path / INDEX_HTML)
+        return 0
+    report = push_to_hub(
+        args.repo,
+        args.save_path,
+        dtype=args.dtype,
+        private=args.private,
+        message=args.message,
+        shard_max_bytes=args.shard_max_bytes,
+        commit_max_bytes=args.commit_max_bytes,
+        dry_run=args.dry_run,
+        **_selection_kwargs(args),
+    )
+    _print_push(report, args.quiet)
+    return 0
+
+
+def _print_push(report: PushReport, quiet: bool) -> None:
+    if report.dry_run:
+        for path, size in report.files:
+            print(f"{size:>14,}  {path}")
+        print(f"{len(report.files)} files, {report.total_bytes:,} bytes (dry run: nothing sent)")
+        return
+    log(
+        f"[{report.repo_id}] {len(report.uploaded)} files uploaded "
+        f"({report.bytes_uploaded:,} bytes) in {report.commits} commits, "
+        f"{len(report.skipped)} already there, {len(report.deleted)} stale removed",
+        quiet=quiet,
+    )
+    print(report.url)

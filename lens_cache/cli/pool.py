@@ -1,0 +1,43 @@
+"""`python -m lens_cache.pooled` (`lens-cache pool`): pool the stored residuals of a store."""
+
+from __future__ import annotations
+
+import argparse
+
+from lens_cache.layout import POOLS, RESID_KINDS, default_save_path
+from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, write_pooled
+from lens_cache.reader import open_store
+
+
+def build_parser(prog: str = "python -m lens_cache.pooled") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Pool stored residuals to one vector per prompt and layer, written as a "
+        "sharded parquet dataset under <save>/<model>/pooled/<hook>-<pool>/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-s", "--save-path", default=default_save_path(), help="the store")
+    p.add_argument(
+        "-m", "--model", action="append", dest="models", help="model to pool (default: all)"
+    )
+    p.add_argument("--hook", default="resid_post", choices=list(RESID_KINDS))
+    p.add_argument("--pool", default="last_token", choices=POOLS)
+    p.add_argument("--shard-max-bytes", type=int, default=DEFAULT_SHARD_MAX_BYTES)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def main(argv=None, prog: str = "python -m lens_cache.pooled") -> int:
+    args = build_parser(prog).parse_args(argv)
+    store = open_store(args.save_path)
+    for model in args.models or store.models():
+        path = write_pooled(
+            args.save_path,
+            model,
+            args.hook,
+            args.pool,
+            shard_max_bytes=args.shard_max_bytes,
+            quiet=args.quiet,
+        )
+        print(path)
+    return 0

@@ -1,0 +1,466 @@
+"""What to push or pull: the `Selection`, how its flags are read, and how it is applied to a
+local store (push) or to a dataset's manifest and tables (pull), giving one `ModelPlan` per
+model: which prompts, tensors and pooled datasets go."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from lens_cache.errors import (
+    HubIntegrityError,
+    HubSelectionError,
+    LayerSelectionError,
+    NotALensCacheDatasetError,
+    NothingSelectedError,
+)
+from lens_cache.hub._layout import (
+    KINDS,
+    MODELS_TABLE,
+    PATTERNS,
+    POOLED,
+    PROMPTS_TABLE,
+    SELECTABLE_KINDS,
+    ModelPlan,
+    check_hash,
+    check_model_name,
+    pooled_entries,
+    pooled_files_complete,
+    read_table,
+    split_pooled_name,
+)
+from lens_cache.layout import PATTERN, POOLED_DIR, resolve_layers
+from lens_cache.progress import warn
+from lens_cache.reader import Store, prompt_records
+
+# --- selection -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to push or pull, the same for both. `None` means everything there is.
+
+    Strings and lists are accepted and normalised (`models="gpt2"` becomes `("gpt2",)`,
+    `meta=["kind=code"]` or `{"kind": "code"}` becomes `(("kind", "code"),)`).
+
+    Args:
+        models (`tuple[str]`, *optional*): model names.
+        prompts (`tuple[str]`, *optional*): prompt hashes.
+        search (`str`, *optional*): a substring the prompt text must contain.
+        meta (`tuple[tuple[str, str]]`): `(key, value)` pairs the prompt's meta must match.
+        layers (`str | list[int]`, *optional*): the exporter's `--layers` syntax.
+        heads (`str | list`, *optional*): `"5.1,5.3"` or `[(5, 1), (5, 3)]`.
+        kinds (`tuple[str]`, *optional*): any of `patterns`, `resid_pre`, `resid_mid`,
+            `resid_post`, `pooled` (every pooled dataset of the selected models, whole).
+
+    Raises:
+        HubSelectionError: an unknown kind, a `meta` item without `=`, or `layers` / `heads`
+            with no kind they could select.
+
+    Example:
+        >>> Selection(models="gpt2", heads="5.1,5.3", kinds=["patterns"])
+    """
+
+    models: tuple[str, ...] | None = None
+    prompts: tuple[str, ...] | None = None
+    search: str | None = None
+    meta: tuple[tuple[str, str], ...] = ()
+    layers: object = None
+    heads: object = None
+    kinds: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        kinds = _as_tuple(self.kinds)
+        _check_kinds(kinds, self.layers, self.heads)
+        normal = {
+            "models": _as_tuple(self.models),
+            "prompts": _as_tuple(self.prompts),
+            "search": self.search or None,
+            "meta": parse_meta(self.meta),
+            "kinds": None if kinds is None else tuple(k for k in SELECTABLE_KINDS if k in kinds),
+        }
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
+
+    def describe(self) -> dict:
+        """JSON-ready, for the manifest."""
+        return {
+            "models": list(self.models) if self.models else None,
+            "prompts": sorted(self.prompts) if self.prompts else None,
+            "search": self.search,
+            "meta": dict(self.meta) or None,
+            "layers": self.layers if self.layers is None else str(self.layers),
+            "heads": None if self.heads is None else str(self.heads),
+            "kinds": list(self.kinds) if self.kinds else None,
+        }
+
+
+def _as_tuple(value) -> tuple | None:
+    return None if value is None else ((value,) if isinstance(value, str) else tuple(value))
+
+
+def _check_kinds(kinds, layers, heads) -> None:
+    unknown = [k for k in kinds or () if k not in SELECTABLE_KINDS]
+    if unknown or kinds == ():
+        raise HubSelectionError(
+            f"--kinds: unknown {unknown}; choose from {', '.join(SELECTABLE_KINDS)}"
+        )
+    if heads is not None and kinds is not None and PATTERNS not in kinds:
+        raise HubSelectionError("--heads selects attention heads: add patterns to --kinds")
+    if layers is not None and kinds is not None and set(kinds) <= {POOLED}:
+        raise HubSelectionError(
+            "--layers selects tensors, and a pooled dataset goes whole (every layer it holds): "
+            "drop --layers or add patterns or a resid kind to --kinds"
+        )
+
+
+def make_selection(
+    models=None, prompts=None, search=None, meta=None, layers=None, heads=None, kinds=None
+) -> Selection:
+    """A `Selection` from the keywords `push_to_hub` and `pull` also take."""
+    return Selection(models, prompts, search, meta, layers, heads, kinds)
+
+
+def as_selection(selection: Selection | None, keywords: dict) -> Selection:
+    """`selection`, or one built from `keywords` (the fields of `Selection`); not both.
+
+    Raises:
+        TypeError: a keyword that is not a field of `Selection`.
+        HubSelectionError: both a `Selection` and selection keywords were given.
+    """
+    unknown = sorted(set(keywords) - {f.name for f in fields(Selection)})
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {unknown}")
+    if selection is None:
+        return Selection(**keywords)
+    given = sorted(k for k, v in keywords.items() if v is not None)
+    if given:
+        raise HubSelectionError(
+            f"pass the selection as a Selection or as keywords, not both (got {', '.join(given)})"
+        )
+    return selection
+
+
+def parse_meta(meta) -> tuple[tuple[str, str], ...]:
+    """`["kind=code", ...]` or `{"kind": "code"}` -> sorted `(key, value)` pairs."""
+    if not meta:
+        return ()
+    if isinstance(meta, dict):
+        return tuple(sorted((str(k), str(v)) for k, v in meta.items()))
+    pairs = []
+    for item in [meta] if isinstance(meta, str) else meta:
+        if isinstance(item, (tuple, list)) and len(item) == 2:  # already a pair
+            pairs.append((str(item[0]), str(item[1])))
+            continue
+        key, sep, value = str(item).partition("=")
+        if not sep or not key:
+            raise HubSelectionError(f"--meta {item!r}: expected KEY=VALUE, e.g. kind=code")
+        pairs.append((key, value))
+    return tuple(sorted(pairs))
+
+
+def parse_heads(spec, n_layers: int, n_heads: int) -> dict[int, tuple[int, ...]]:
+    """`"5.1,5.3"` (or `[(5, 1), "5.3"]`) -> `{5: (1, 3)}`; negative layers count from the end.
+
+    Raises:
+        LayerSelectionError: an unreadable item, or a layer or head the model does not have.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    chosen: dict[int, set[int]] = {}
+    for item in items:
+        layer, head = _head_item(item)
+        if not -n_layers <= layer < n_layers or not 0 <= head < n_heads:
+            raise LayerSelectionError(
+                f"--heads {layer}.{head}: the model has layers 0-{n_layers - 1} and heads "
+                f"0-{n_heads - 1}"
+            )
+        chosen.setdefault(layer % n_layers, set()).add(head)
+    if not chosen:
+        raise LayerSelectionError(f"--heads {spec!r} selects no head")
+    return {layer: tuple(sorted(h)) for layer, h in sorted(chosen.items())}
+
+
+def _head_item(item) -> tuple[int, int]:
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return int(item[0]), int(item[1])
+    m = re.fullmatch(r"\s*(-?\d+)\.(\d+)\s*", str(item))
+    if not m:
+        raise LayerSelectionError(f"--heads: cannot read {item!r}; write LAYER.HEAD, e.g. 5.1,5.3")
+    return int(m[1]), int(m[2])
+
+
+def meta_matches(meta: dict, wanted: tuple[tuple[str, str], ...]) -> bool:
+    """Every `(key, value)` matches: a string equal to it, or another value whose JSON is."""
+    for key, value in wanted:
+        if key not in meta:
+            return False
+        got = meta[key]
+        if (got if isinstance(got, str) else json.dumps(got)) != value:
+            return False
+    return True
+
+
+def choose_prompts(records: list[dict], sel: Selection) -> list[dict]:
+    """The records that pass the prompt filters, sorted by hash."""
+    keep = []
+    for r in records:
+        if sel.prompts is not None and r["hash"] not in sel.prompts:
+            continue
+        if sel.search is not None and sel.search not in r["text"]:
+            continue
+        if not meta_matches(r.get("meta") or {}, sel.meta):
+            continue
+        keep.append(r)
+    return sorted(keep, key=lambda r: r["hash"])
+
+
+def choose_tensors(
+    name: str,
+    n_layers: int,
+    n_heads: int,
+    available: dict[str, dict[int, tuple[int, ...]]],
+    sel: Selection,
+    where: str,
+) -> dict[str, dict[int, tuple[int, ...]]]:
+    """Which tensors of one model: `{kind: {layer: heads}}` (heads `()` for residuals).
+
+    `available` has the same shape and says what the store (push) or the dataset (pull) holds.
+    Layers default to every available one, or to the layers `--heads` names; `--heads`
+    restricts only the layers it mentions.
+
+    Raises:
+        LayerSelectionError: a layer or head that is not available.
+    """
+    kinds = [k for k in (sel.kinds or available) if k in available]
+    have_layers = sorted({layer for k in kinds for layer in available[k]})
+    heads = parse_heads(sel.heads, n_layers, n_heads) if sel.heads is not None else {}
+    if sel.layers is not None:
+        layers = list(resolve_layers(sel.layers, n_layers))
+    else:
+        layers = sorted(heads) if heads else have_layers
+    missing = sorted(set(layers) - set(have_layers))
+    if missing:
+        raise LayerSelectionError(
+            f"{name}: layers {missing} are not in {where} for {'/'.join(kinds) or 'any kind'}"
+            f" (it has layers {have_layers})"
+        )
+    outside = sorted(set(heads) - set(layers))
+    if outside:
+        raise LayerSelectionError(f"--heads names layers {outside}, which --layers leaves out")
+    chosen = {}
+    for kind in kinds:
+        chosen[kind] = _kind_tensors(name, kind, layers, available[kind], heads, where)
+    return {k: v for k, v in chosen.items() if v}
+
+
+def _kind_tensors(name, kind, layers, have: dict, heads: dict, where: str) -> dict:
+    out = {}
+    for layer in layers:
+        if layer not in have:
+            continue
+        if kind != PATTERNS:
+            out[layer] = ()
+            continue
+        wanted = heads.get(layer, have[layer])
+        absent = sorted(set(wanted) - set(have[layer]))
+        if absent:
+            raise LayerSelectionError(
+                f"{name}: heads {[f'{layer}.{h}' for h in absent]} are not in {where}"
+            )
+        out[layer] = tuple(wanted)
+    return out
+
+
+# --- selection over a local store ------------------------------------------------------------
+
+
+def select_local(save_path: Path, sel: Selection) -> list[ModelPlan]:
+    """The models, prompts and tensors of the store that the selection picks.
+
+    Raises:
+        HubSelectionError: an unknown model, prompt hash or kind.
+        NothingSelectedError: nothing matches.
+    """
+    local = Store(save_path)
+    names = local.models() if Path(save_path).is_dir() else []
+    if not names:
+        raise NothingSelectedError(f"{save_path} holds no exported model; export one first")
+    candidates = []
+    for name in _pick_models(names, sel.models, str(save_path)):
+        check_model_name(name, "the store")
+        cfg = local.model_cfg(name)
+        records = prompt_records(local.path / name)  # every complete folder, index or not
+        with_pooled = sel.kinds is None or POOLED in sel.kinds
+        pooled = tuple(local_pooled(save_path, name)) if with_pooled else ()
+        candidates.append((name, cfg, records, _stored_tensors(cfg), pooled))
+    hint = (
+        "write one first: python -m lens_cache.pooled "
+        f"-s {shlex.quote(str(save_path))} -m {{model}} --pool POOL (pools: mean, "
+        "last_token, ...), or leave pooled out of --kinds"
+    )
+    plans = build_plans(candidates, sel, "the store", pooled_hint=hint)
+    for plan in plans:
+        total = len(next(c[2] for c in candidates if c[0] == plan.name))
+        if plan.pooled and len(plan.records) < total:
+            warn(
+                f"{plan.name}: its pooled datasets go up whole, with all {total} prompts "
+                f"(texts included), not only the {len(plan.records)} selected"
+            )
+    return plans
+
+
+def local_pooled(save_path: Path, model: str) -> dict[str, list[Path]]:
+    """`{"<hook>-<pool>": [data files]}`: the complete pooled datasets of a stored model.
+
+    Folders named otherwise are left out (with a warning unless hidden: `write_pooled` builds
+    in `.<name>.tmp-<pid>`).
+
+    Raises:
+        HubIntegrityError: a pooled dataset whose `data-XXXXX-of-NNNNN` files do not add up.
+    """
+    root = Path(save_path) / model / POOLED_DIR
+    found: dict[str, list[Path]] = {}
+    if not root.is_dir():
+        return found
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        if split_pooled_name(directory.name) is None:
+            if not directory.name.startswith("."):
+                warn(f"{directory}: not a <hook>-<pool> pooled dataset folder; not pushed")
+            continue
+        files = sorted(directory.glob("data-*.parquet"))
+        if not files:
+            continue
+        if not pooled_files_complete([f.name for f in files]):
+            raise HubIntegrityError(
+                f"{directory}: its data-XXXXX-of-NNNNN.parquet files do not add up to one "
+                f"dataset; rewrite it with python -m lens_cache.pooled"
+            )
+        found[directory.name] = files
+    return found
+
+
+def _pick_models(names: list[str], wanted, where: str) -> list[str]:
+    if wanted is None:
+        return names
+    unknown = [m for m in wanted if m not in names]
+    if unknown:
+        raise HubSelectionError(f"--model {', '.join(unknown)}: not in {where} (it has: {names})")
+    return [n for n in names if n in wanted]
+
+
+def _stored_tensors(cfg: dict) -> dict[str, dict[int, tuple[int, ...]]]:
+    """`{kind: {layer: heads}}` that a store's model_cfg.json says are there."""
+    lc = cfg.get("lens_cache") or {}
+    layers = [int(x) for x in lc.get("layers", [])]
+    heads = tuple(range(int(cfg["n_heads"])))
+    available: dict[str, dict[int, tuple[int, ...]]] = {}
+    if PATTERN in lc.get("hooks", []):
+        pattern_layers = lc.get("pattern_layers", layers)  # a pulled store may hold fewer
+        available[PATTERNS] = {int(layer): heads for layer in pattern_layers}
+    for kind in KINDS[1:]:
+        if kind in lc.get("hooks", []):
+            available[kind] = {int(layer): () for layer in lc.get("resid_layers", layers)}
+    return available
+
+
+def build_plans(candidates, sel: Selection, where: str, pooled_hint: str = "") -> list[ModelPlan]:
+    """Apply the selection to `(name, cfg, records, available, pooled)` candidates (`pooled`:
+    the names of the model's pooled datasets).
+
+    Raises:
+        HubSelectionError: a prompt hash or kind found in no candidate, or `pooled` asked for
+            explicitly and a model with selected prompts has none (`pooled_hint`, where
+            `{model}` stands for the model, says what to do).
+        NothingSelectedError: nothing matches.
+    """
+    plans, found_hashes, found_kinds = [], set(), set()
+    tensor_kinds = None if sel.kinds is None else {k for k in sel.kinds if k != POOLED}
+    for name, cfg, records, available, pooled in candidates:
+        found_kinds.update(available)
+        found_kinds.update([POOLED] if pooled else [])
+        found_hashes.update(r["hash"] for r in records)
+        chosen = choose_prompts(records, sel)
+        tensors = {}
+        if tensor_kinds is None or tensor_kinds & set(available):
+            tensors = choose_tensors(
+                name, int(cfg["n_layers"]), int(cfg["n_heads"]), available, sel, where
+            )
+        if sel.kinds is not None and POOLED in sel.kinds and chosen and not pooled:
+            message = f"--kinds pooled: {name} has no pooled dataset in {where}"
+            hint = pooled_hint.replace("{model}", shlex.quote(name))
+            raise HubSelectionError(f"{message}; {hint}" if hint else message)
+        pooled = tuple(pooled) if sel.kinds is None or POOLED in sel.kinds else ()
+        if chosen and (tensors or pooled):
+            plans.append(ModelPlan(name, cfg, chosen, tensors, pooled))
+    _check_found(sel, found_hashes, found_kinds, where)
+    if not plans:
+        raise NothingSelectedError(
+            f"nothing selected: no prompt of {where} matches {_describe(sel)}"
+        )
+    return plans
+
+
+def _check_found(sel: Selection, hashes: set, kinds: set, where: str) -> None:
+    missing = sorted(set(sel.prompts or ()) - hashes)
+    if missing:
+        raise HubSelectionError(f"--prompts: {', '.join(missing)} not in {where}")
+    absent = [k for k in sel.kinds or () if k not in kinds]
+    if absent:
+        raise HubSelectionError(
+            f"--kinds {' '.join(absent)}: not in {where} (it holds: {', '.join(sorted(kinds))})"
+        )
+
+
+def _describe(sel: Selection) -> str:
+    parts = [f"{k}={v}" for k, v in sel.describe().items() if v is not None]
+    return ", ".join(parts) or "the selection"
+
+
+# --- selection over a dataset ----------------------------------------------------------------
+
+
+def select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> list[ModelPlan]:
+    if PROMPTS_TABLE not in tables or MODELS_TABLE not in tables:
+        raise NotALensCacheDatasetError("the manifest lists no prompts or models table")
+    by_model: dict[str, list[dict]] = {}
+    for row in read_table(tables[PROMPTS_TABLE]):
+        check_hash(row["hash"], PROMPTS_TABLE)
+        record = {k: row[k] for k in ("text", "hash", "n_tokens", "tokens", "token_ids")}
+        record["meta"] = json.loads(row["meta"] or "{}")
+        by_model.setdefault(row["model"], []).append(record)
+    configs = {
+        row["model_name"]: json.loads(row["config"]) for row in read_table(tables[MODELS_TABLE])
+    }
+    names = sorted(manifest["models"])
+    pooled = pooled_entries(manifest)
+    candidates = []
+    for name in _pick_models(names, sel.models, "this dataset"):
+        if name not in configs:
+            raise HubIntegrityError(f"{MODELS_TABLE} has no row for {name}")
+        summary = manifest["models"][name]
+        available = {PATTERNS: {int(k): tuple(v) for k, v in summary["patterns"].items()}}
+        available.update({k: {int(x): () for x in v} for k, v in summary["residuals"].items()})
+        available = {k: v for k, v in available.items() if v}
+        names_pooled = tuple(sorted(n for m, n in pooled if m == name))
+        candidates.append((name, configs[name], by_model.get(name, []), available, names_pooled))
+    hint = "pick models that have one with -m, or leave pooled out of --kinds"
+    return build_plans(candidates, sel, "this dataset", pooled_hint=hint)
+
+
+def needed_shards(manifest: dict, plans: list[ModelPlan]) -> list[dict]:
+    """The manifest entries of shards that hold a selected tensor of a selected prompt."""
+    wanted = {p.name: p for p in plans}
+    needed = []
+    for entry in manifest["files"]:
+        plan = wanted.get(entry.get("model"))
+        if plan is None or entry["kind"] == POOLED or entry["kind"] not in plan.tensors:
+            continue
+        heads = plan.tensors[entry["kind"]].get(int(entry["layer"]))
+        if heads is None or (entry["kind"] == PATTERNS and entry["head"] not in heads):
+            continue
+        if any(entry["first"] <= r["hash"] <= entry["last"] for r in plan.records):
+            needed.append(entry)
+    return needed

@@ -1,0 +1,185 @@
+"""The store's vocabulary: every file and member name, hook kind, dtype and default that more
+than one stage needs. Nothing else in lens_cache spells these out; a new kind of stored data
+adds its names here first.
+
+    <save>/models.jsonl                                  MODELS_INDEX
+    <save>/index.html, viewer/, viewer_data/             INDEX_HTML, VIEWER_APP_DIR, VIEWER_DATA_DIR
+    <save>/<model>/model_cfg.json                        MODEL_CFG_NAME
+    <save>/<model>/prompts.jsonl                         PROMPTS_INDEX
+    <save>/<model>/prompts/<hash>/prompt.json            PROMPTS_DIR, PROMPT_NAME (written last)
+    <save>/<model>/prompts/<hash>/activations.npz        NPZ_NAME: blocks.{i}.attn.hook_pattern
+    <save>/<model>/prompts/<hash>/activations-blocks.-.attn.hook_pattern.npy   STACKED_NAME
+    <save>/<model>/prompts/<hash>/residuals.safetensors  RESIDUALS_NAME: blocks.{i}.hook_resid_*
+    <save>/<model>/prompts/<hash>/partial_heads.safetensors   PARTIAL_HEADS_NAME (Hub pulls)
+    <save>/<model>/prompts/<hash>/predictions.safetensors     PREDICTIONS_NAME: kind `logits`
+    <save>/<model>/prompts/<hash>/logit_lens.safetensors      LOGIT_LENS_NAME: lens_member()
+    <save>/<model>/vocab.json                            VOCAB_NAME: token strings by id
+    <save>/.lens_cache.lock                              LOCK_NAME (see lens_cache.locking)
+    <save>/<model>/pooled/<hook>-<pool>/data-*.parquet   POOLED_DIR, pooled_name()
+
+The names are pattern-lens's where the two overlap, and they never change: stores written by
+earlier versions read with these.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+from lens_cache.errors import LayerSelectionError, UnknownHookError
+
+# --- files and folders -----------------------------------------------------------------------
+
+MODELS_INDEX = "models.jsonl"
+INDEX_HTML = "index.html"
+VIEWER_APP_DIR = "viewer"  # the viewer's scripts and stylesheet
+VIEWER_DATA_DIR = "viewer_data"  # the viewer's data scripts
+# What a store's root holds beside its model folders; no model may take these names.
+ROOT_ENTRIES = frozenset({MODELS_INDEX, INDEX_HTML, VIEWER_APP_DIR, VIEWER_DATA_DIR})
+
+MODEL_CFG_NAME = "model_cfg.json"
+PROMPTS_INDEX = "prompts.jsonl"
+PROMPTS_DIR = "prompts"
+POOLED_DIR = "pooled"
+
+PROMPT_NAME = "prompt.json"
+NPZ_NAME = "activations.npz"
+STACKED_NAME = "activations-blocks.-.attn.hook_pattern.npy"  # pattern-lens's stacked name
+RESIDUALS_NAME = "residuals.safetensors"
+PARTIAL_HEADS_NAME = "partial_heads.safetensors"
+PREDICTIONS_NAME = "predictions.safetensors"  # kind `logits`
+LOGIT_LENS_NAME = "logit_lens.safetensors"  # kind `logit_lens`
+LOCK_NAME = ".lens_cache.lock"  # <save>/.lens_cache.lock: the advisory lock (lens_cache.locking)
+VOCAB_NAME = "vocab.json"  # <model>/vocab.json: each token id's string, beside model_cfg.json
+# What an export writes beside prompt.json.
+DATA_NAMES = (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME, PREDICTIONS_NAME, LOGIT_LENS_NAME)
+
+
+def default_save_path() -> str:
+    """The store when none is given: `$LENS_CACHE_DIR`, else `lens_cache_data`."""
+    return os.environ.get("LENS_CACHE_DIR", "lens_cache_data")
+
+
+# --- hooks -----------------------------------------------------------------------------------
+
+PATTERN = "pattern"
+RESID_KINDS = ("resid_pre", "resid_mid", "resid_post")
+HOOK_KINDS = (PATTERN, *RESID_KINDS)
+_HOOK_RE = re.compile(
+    rf"^blocks\.(\d+)\.(?:attn\.hook_({PATTERN})|hook_({'|'.join(RESID_KINDS)}))$"
+)
+
+
+def hook_name(kind: str, layer: int) -> str:
+    """The stored (TransformerLens 3.x) hook name of one hook kind at one layer."""
+    if kind == PATTERN:
+        return f"blocks.{layer}.attn.hook_pattern"
+    return f"blocks.{layer}.hook_{kind}"
+
+
+# What the model predicts (lens_cache.predictions): one file per kind, the same fields in each.
+LOGITS = "logits"
+LOGIT_LENS = "logit_lens"
+PREDICTION_KINDS = (LOGITS, LOGIT_LENS)
+PREDICTION_FILES = {LOGITS: PREDICTIONS_NAME, LOGIT_LENS: LOGIT_LENS_NAME}
+PREDICTION_FIELDS = ("loss", "entropy", "top_ids", "top_logprobs", "target_rank")
+
+
+def lens_member(layer: int, field: str) -> str:
+    """The logit-lens file's member name of one field at one layer."""
+    return f"blocks.{layer}.logit_lens.{field}"
+
+
+def parse_hook_name(name: str) -> tuple[str, int] | None:
+    """`"blocks.3.hook_resid_post"` -> `("resid_post", 3)`; `None` for any other name."""
+    m = _HOOK_RE.match(name)
+    if not m:
+        return None
+    return m.group(2) or m.group(3), int(m.group(1))
+
+
+def hook_layers(names, kind: str) -> list[int]:
+    """The sorted layers of one hook kind among stored member names (npz or safetensors keys)."""
+    parsed = (parse_hook_name(n) for n in names)
+    return sorted(p[1] for p in parsed if p and p[0] == kind)
+
+
+def resid_kind(hook: str) -> str:
+    """`resid_post` from `resid_post` or `hook_resid_post`.
+
+    Raises:
+        UnknownHookError: not a residual hook.
+    """
+    kind = hook.removeprefix("hook_")
+    if kind not in RESID_KINDS:
+        raise UnknownHookError(
+            f"hook {hook!r} is not a residual hook; use one of {', '.join(RESID_KINDS)}"
+        )
+    return kind
+
+
+# --- dtypes ----------------------------------------------------------------------------------
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PATTERN_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # numpy has no bfloat16
+SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+# --- pooled datasets -------------------------------------------------------------------------
+
+POOLS = ("last_token", "first_token", "first_real", "mean", "mean_real")
+
+
+def pooled_name(hook: str, pool: str) -> str:
+    """A pooled dataset's folder name: `<hook>-<pool>`."""
+    return f"{resid_kind(hook)}-{pool}"
+
+
+# --- layer selections ------------------------------------------------------------------------
+
+
+def resolve_layers(spec, n_layers: int) -> tuple[int, ...]:
+    """Turn a layer selection into sorted layer indices.
+
+    Accepts `all`, `first`, `middle`, `last`, ints (negative counts from the end), inclusive
+    ranges `a-b`, comma-separated mixtures of those, or a list.
+
+    Raises:
+        LayerSelectionError: a layer the model does not have, or an unreadable item.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    layers: set[int] = set()
+    for item in items:
+        layers.update(_layer_item(str(item).strip(), n_layers))
+    if not layers:
+        raise LayerSelectionError(f"--layers {spec!r} selects no layer")
+    return tuple(sorted(layers))
+
+
+def _layer_item(item: str, n_layers: int) -> range | list[int]:
+    named = {
+        "all": range(n_layers),
+        "first": [0],
+        "middle": [n_layers // 2],
+        "last": [n_layers - 1],
+    }
+    if item in named:
+        return named[item]
+    if re.fullmatch(r"\d+-\d+", item):
+        lo, hi = map(int, item.split("-"))
+        chosen = list(range(lo, hi + 1))
+    elif re.fullmatch(r"-?\d+", item):
+        chosen = [int(item)]
+    else:
+        raise LayerSelectionError(
+            f"--layers: cannot read {item!r}; use all, first, middle, last, 3, -1, 0,2,4 or 2-5"
+        )
+    bad = [i for i in chosen if not -n_layers <= i < n_layers]
+    if bad or not chosen:
+        raise LayerSelectionError(
+            f"--layers {item}: the model has layers 0-{n_layers - 1} ({n_layers} layers)"
+        )
+    return [i % n_layers for i in chosen]

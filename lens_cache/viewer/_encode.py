@@ -1,0 +1,83 @@
+"""How the viewer's data scripts encode values (see the format in `lens_cache.viewer`'s
+docstring): JSON made safe for a script context, arrays deflated and base64-encoded, and the
+per-layer chunks and thumbnails drawn from a prompt's patterns."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+THUMB_SIZE = 48
+ZLIB_LEVEL = 6
+
+
+_JS_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def js_literal(obj) -> str:
+    """JSON for a script context: valid JS, and no ``</script>``, ``<!--`` or line separators.
+
+    The escaped characters can only occur inside JSON strings, where ``\\uXXXX`` means the
+    same character, so the value is unchanged. NaN (not JSON) must already be ``None``.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JS_ESCAPES[m.group()], text)
+
+
+def script_call(func: str, *args) -> bytes:
+    """One data script: ``LENS.<func>(<arg>, ...);`` with every argument a JSON literal."""
+    return f"LENS.{func}({','.join(js_literal(a) for a in args)});\n".encode()
+
+
+def encode_array(arr: np.ndarray, dtype: str) -> dict:
+    """``{"dtype", "shape", "b64"}``: little-endian values of `dtype`, deflated, base64."""
+    dtypes = {"f2": "<f2", "f4": "<f4", "u1": "u1", "i4": "<i4"}
+    values = np.ascontiguousarray(arr, dtype=dtypes[dtype])
+    packed = zlib.compress(values.tobytes(), ZLIB_LEVEL)
+    return {"dtype": dtype, "shape": list(values.shape), "b64": base64.b64encode(packed).decode()}
+
+
+def nan_to_none(values):
+    """Floats (or nested lists of them) rounded to 6 decimals, NaN as None, for JSON."""
+    arr = np.round(np.asarray(values, dtype=np.float64), 5)
+    return np.where(np.isfinite(arr), arr, None).tolist()
+
+
+def thumbnail(patterns: np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
+    """Max-pool ``[H, T, T]`` to ``[H, S, S]``, ``S = min(T, size)``; return the lower triangle
+    ``[H, S(S+1)/2]`` scaled to uint8 0..255.
+
+    Max, not mean: a one-cell-wide diagonal (previous-token head) must survive pooling.
+    """
+    t = patterns.shape[-1]
+    if t > size:
+        edges = (np.arange(size) * t) // size
+        patterns = np.maximum.reduceat(np.maximum.reduceat(patterns, edges, axis=-1), edges, -2)
+    s = patterns.shape[-1]
+    rows, cols = np.tril_indices(s)  # pooled blocks right of the diagonal block are all masked
+    return np.clip(np.rint(patterns[:, rows, cols] * 255.0), 0, 255).astype(np.uint8)
+
+
+def layer_chunk(patterns: np.ndarray) -> dict:
+    """The chunk object of one layer: each head's lower triangle, row by row, as float16."""
+    h, t, _ = patterns.shape
+    rows, cols = np.tril_indices(t)
+    tril = patterns.astype(np.float16)[:, rows, cols]  # [H, T(T+1)/2], row-major order
+    return {"n_heads": h, "n_tokens": t, "layout": "tril", "data": encode_array(tril, "f2")}
+
+
+def read_data_script(path: Path) -> list:
+    """The arguments of a data script ``LENS.f(a, b);`` (JSON literals, comma-joined)."""
+    text = path.read_text(encoding="utf-8")
+    return json.loads("[" + text[text.index("(") + 1 : text.rindex(")")] + "]")

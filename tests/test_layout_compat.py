@@ -1,0 +1,115 @@
+"""A store written by the code from before the package was restructured (commit BASE, taken
+from git) keeps working with today's code: its names are the ones `lens_cache.layout` spells,
+an export resumes it without recomputing, the reader reads it, the viewer rebuilds to the same
+bytes, and `verify` finds nothing wrong."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from lens_cache import export, open_store
+from lens_cache.cache import verify_store
+from lens_cache.prompts import prompt_hash
+from lens_cache.viewer import write_viewer
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = "877568c"  # main before the restructure: its store layout is the reference
+TEXTS = ["The cat sat on the mat.", "def f(x):\n    return x + 1\n", "A B C D A B C D"]
+HOOKS = ["pattern", "resid_post"]
+
+
+def old_package(dest: Path) -> Path:
+    """`lens_cache/` and `web/` as they were at BASE, extracted under `dest`."""
+    if not (REPO / ".git").exists():
+        pytest.skip("needs the repository's git history (run from a clone)")
+    tar = subprocess.run(
+        ["git", "-C", str(REPO), "archive", BASE, "lens_cache", "web"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(dest, filter="data")
+    return dest
+
+
+def export_with_old_code(old: Path, model_dir: Path, save: Path) -> None:
+    code = f"""
+import sys
+sys.path.insert(0, {str(old)!r})
+import lens_cache
+assert lens_cache.__file__.startswith({str(old)!r}), lens_cache.__file__
+lens_cache.export([{str(model_dir)!r}], {TEXTS!r}, {str(save)!r}, hooks={HOOKS!r}, quiet=True)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=old, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def relative_files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def old_store(tmp_path_factory, gpt2_dir) -> Path:
+    work = tmp_path_factory.mktemp("old")
+    save = work / "store"
+    export_with_old_code(old_package(work / "src"), gpt2_dir, save)
+    return save
+
+
+def test_old_store_uses_the_names_of_layout(old_store, gpt2_dir):
+    # Spelled out here on purpose: these are the names stores on disk have, whatever
+    # lens_cache.layout says today.
+    model = gpt2_dir.name
+    files = relative_files(old_store)
+    for h in map(prompt_hash, TEXTS):
+        for name in ("prompt.json", "activations.npz", "residuals.safetensors"):
+            assert f"{model}/prompts/{h}/{name}" in files
+    for name in ("models.jsonl", "index.html", f"{model}/model_cfg.json", f"{model}/prompts.jsonl"):
+        assert name in files
+    assert any(f.startswith("viewer/") for f in files)
+    assert any(f.startswith("viewer_data/") for f in files)
+    folder = old_store / model / "prompts" / prompt_hash(TEXTS[0])
+    with np.load(folder / "activations.npz") as npz:
+        assert sorted(npz.files) == ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]
+    resid = load_file(folder / "residuals.safetensors")
+    assert sorted(resid) == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+
+
+def test_old_store_resumes_reads_and_rebuilds(old_store, gpt2_model, tmp_path):
+    save = tmp_path / "store"
+    subprocess.run(["cp", "-a", str(old_store), str(save)], check=True)
+    model = gpt2_model.name
+    before = {p: (save / p).read_bytes() for p in relative_files(save)}
+
+    report = export(gpt2_model, TEXTS, save, hooks=HOOKS, quiet=True)[0]
+    assert (report.cached, report.exported) == (len(TEXTS), 0)  # resumed: nothing recomputed
+
+    store = open_store(save)
+    assert store.models() == [model]
+    assert [r["hash"] for r in store.prompts(model)] == sorted(map(prompt_hash, TEXTS))
+    for text in TEXTS:
+        folder = save / model / "prompts" / prompt_hash(text)
+        with np.load(folder / "activations.npz") as npz:
+            expected = np.stack([npz[f"blocks.{i}.attn.hook_pattern"][0] for i in (0, 1)])
+        np.testing.assert_array_equal(store.patterns(model, text), expected)
+        resid = load_file(folder / "residuals.safetensors")["blocks.1.hook_resid_post"]
+        np.testing.assert_array_equal(store.residuals(model, text, layers=[1])[0].numpy(), resid)
+
+    viewer = write_viewer(save, log=lambda _: None, force=True)  # every prompt rebuilt
+    assert (viewer["prompts"], viewer["built"]) == (len(TEXTS), len(TEXTS))
+    after = {p: (save / p).read_bytes() for p in relative_files(save)}
+    changed = sorted(p for p in before if after.get(p) != before[p])
+    assert changed == [], f"today's code rewrote these files differently: {changed}"
+    assert verify_store(save, quiet=True)[0] == []
+    assert json.loads((save / "models.jsonl").read_text())["model_name"] == model
