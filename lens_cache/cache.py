@@ -186,7 +186,7 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
     if not isinstance(record, dict) or record.get("hash") != folder.name:
         return [Problem("corrupt", folder / PROMPT_NAME, "its hash is not the folder's name")]
     settings = record.get("lens_cache") or {}
-    hooks = settings.get("hooks") or [PATTERN]  # pattern-lens stores patterns only
+    hooks = settings["hooks"] if "hooks" in settings else [PATTERN]  # pattern-lens: patterns
     layers = settings.get("layers")
     problems = _promised(folder, hooks + settings.get("predictions", []))
     n = record.get("n_tokens") if settings else None  # pattern-lens counts tokens without BOS

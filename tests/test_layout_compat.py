@@ -22,7 +22,7 @@ from lens_cache.prompts import prompt_hash
 from lens_cache.viewer import write_viewer
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = "877568c"  # main before the restructure: its store layout is the reference
+BASE = "98f6173"  # main before the restructure: its store layout is the reference
 TEXTS = ["The cat sat on the mat.", "def f(x):\n    return x + 1\n", "A B C D A B C D"]
 HOOKS = ["pattern", "resid_post"]
 

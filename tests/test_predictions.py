@@ -172,7 +172,8 @@ def test_logit_lens_without_a_final_norm_is_a_named_error(gpt2_dir, tmp_path):
 
 
 def test_cache_info_and_verify_know_the_prediction_files(gpt2_model, tmp_path, capsys):
-    from lens_cache import cache, cli
+    from lens_cache import cli
+    from lens_cache.cli import cache
 
     _export(gpt2_model, tmp_path, hooks=["logits", "logit_lens"], prompts=MIXED[:2])
     folder = tmp_path / gpt2_model.name / "prompts" / prompt_hash(MIXED[1])
