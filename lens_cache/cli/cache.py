@@ -17,6 +17,7 @@ from lens_cache.cache import (
     store_sizes,
     verify_store,
 )
+from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
 from lens_cache.layout import default_save_path
 from lens_cache.progress import log, warn
 from lens_cache.reader import open_store
@@ -84,20 +85,20 @@ def cmd_clear(args) -> int:
 
 
 def build_parser(prog: str = "python -m lens_cache.cache") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog,
         description="Look after a lens_cache store: sizes, listing, integrity, eviction.",
     )
-    p.add_argument("-s", "--save-path", default=default_save_path(), help=_SAVE_HELP)
-    common = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-s", "--save-path", default=default_save_path(), help=SAVE_HELP)
+    common = Parser(add_help=False)
     # SUPPRESS: given after the command it overrides the one before, else leaves it alone.
-    common.add_argument("-s", "--save-path", default=argparse.SUPPRESS, help=_SAVE_HELP)
+    common.add_argument("-s", "--save-path", default=argparse.SUPPRESS, help=SAVE_HELP)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", parents=[common], help="sizes by model and kind")
     info.add_argument("--json", action="store_true", help="print JSON (bytes) instead of a table")
     ls = sub.add_parser("list", parents=[common], help="the prompts of each model")
-    ls.add_argument("-m", "--model", action="append", dest="models", help="only this model")
+    ls.add_argument("-m", "--model", action=ListOption, dest="models", help="only these models")
     ls.add_argument("--json", action="store_true", help="one JSON record per line")
     sub.add_parser("verify", parents=[common], help="re-read every file; exit 1 on problems")
     prune_p = sub.add_parser("prune", parents=[common], help="evict least recently used prompts")
@@ -111,13 +112,15 @@ def build_parser(prog: str = "python -m lens_cache.cache") -> argparse.ArgumentP
 
 
 def _gigabytes(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of GB: {text!r}") from None
     if not value >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
-_SAVE_HELP = "the store (default: $LENS_CACHE_DIR, else lens_cache_data)"
 COMMANDS = {
     "info": cmd_info,
     "list": cmd_list,

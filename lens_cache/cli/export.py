@@ -12,10 +12,12 @@ import contextlib
 import os
 import sys
 
+from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
 from lens_cache.layout import (
     DTYPES,
     HOOK_KINDS,
     INDEX_HTML,
+    PATTERN,
     PATTERN_DTYPES,
     POOLS,
     PREDICTION_KINDS,
@@ -29,11 +31,11 @@ PROG = "python -m lens_cache.activations"
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog,
         description="Run TransformerLens models over prompts and store every attention pattern "
-        "and the residual stream, pattern-lens compatible. Rerunning resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "and the residual stream, pattern-lens compatible. Rerunning resumes. Lists take "
+        "commas or spaces: --hooks pattern,resid_post is --hooks pattern resid_post.",
     )
     a = p.add_argument
     a(
@@ -42,7 +44,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         action="append",
         dest="models",
         metavar="MODEL",
-        help=f"model to export; repeat for several. '{DEFAULT_MODEL}' (offline default), a "
+        help=f"model to export; repeat for several. '{DEFAULT_MODEL}' (works offline), a "
         "local HF directory, a .gguf file, or a Hugging Face name (default: " + DEFAULT_MODEL + ")",
     )
     a(
@@ -56,7 +58,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "-s",
         "--save-path",
         default=default_save_path(),
-        help="store root (env LENS_CACHE_DIR sets the default)",
+        help=SAVE_HELP,
     )
     a("--min-chars", type=int, default=None, help="drop prompts shorter than this")
     a("--max-chars", type=int, default=None, help="split prompts longer than this into chunks")
@@ -81,7 +83,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     a("--text-column", default="text", help="dataset column holding the prompt text")
     a(
         "--label-columns",
-        nargs="+",
+        action=ListOption,
         default=[],
         metavar="COLUMN",
         help="dataset columns to keep as metadata (labels for probes)",
@@ -89,7 +91,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     a("--dataset-config", default=None, help="dataset configuration name (Hub datasets)")
     a(
         "--pool",
-        action="append",
+        action=ListOption,
         choices=POOLS,
         default=None,
         help="after exporting, pool each stored residual hook per prompt into a sharded parquet "
@@ -103,9 +105,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     a(
         "--hooks",
-        nargs="+",
+        action=ListOption,
         choices=HOOK_KINDS + PREDICTION_KINDS,
-        default=["pattern", "resid_post"],
+        aliases={"patterns": PATTERN},  # the Hub's spelling of the same kind
+        default=[PATTERN, "resid_post"],
         help="what to store: attention patterns, residual stream hooks, and what the model "
         "predicts: logits (per-token loss, entropy, top-k, rank of the actual token) and "
         "logit_lens (the same read out of each selected layer's resid_post)",
@@ -118,6 +121,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     a(
         "--layers",
+        action=ListOption,
+        join=True,
         default="all",
         help="layers to store: all, first, middle, last, a list (0,3,5), a range (2-5), or a mix",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
 from lens_cache.hub import (
     DEFAULT_COMMIT_MAX_BYTES,
     DEFAULT_PUSH_KINDS,
@@ -19,10 +20,11 @@ from lens_cache.progress import log
 
 
 def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog,
         description="Share a selection of a lens_cache store as a Hugging Face dataset, or pull "
-        "one into a store. The token comes from `hf auth login` or HF_TOKEN.",
+        "one into a store. The token comes from `hf auth login` or HF_TOKEN. Lists take "
+        "commas or spaces.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     push = sub.add_parser("push", help="upload a selection (reruns resume)")
@@ -31,33 +33,54 @@ def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentPar
         _common_args(sp)
     push.add_argument(
         "--kinds",
-        nargs="+",
+        action=ListOption,
         choices=SELECTABLE_KINDS,
+        aliases=_KIND_ALIASES,
         default=list(DEFAULT_PUSH_KINDS),
         help="what to upload; pooled: every pooled dataset of the selected models, whole",
     )
     push.add_argument("--dtype", choices=list(DTYPES), default="float32", help="uploaded dtype")
     push.add_argument("--private", action="store_true", help="make the repo private")
     push.add_argument("--message", help="commit message")
-    push.add_argument("--shard-max-bytes", default=str(DEFAULT_SHARD_MAX_BYTES))
-    push.add_argument("--commit-max-bytes", default=str(DEFAULT_COMMIT_MAX_BYTES))
+    push.add_argument(
+        "--shard-max-bytes",
+        default=str(DEFAULT_SHARD_MAX_BYTES),
+        help="most bytes per uploaded shard (suffixes: 500MB, 2GB)",
+    )
+    push.add_argument(
+        "--commit-max-bytes",
+        default=str(DEFAULT_COMMIT_MAX_BYTES),
+        help="most bytes per commit (suffixes: 500MB, 2GB)",
+    )
     push.add_argument("--dry-run", action="store_true", help="list what would go up; no upload")
     pull_p.add_argument(
-        "--kinds", nargs="+", choices=SELECTABLE_KINDS, help="default: all the dataset has"
+        "--kinds",
+        action=ListOption,
+        choices=SELECTABLE_KINDS,
+        aliases=_KIND_ALIASES,
+        help="what to download (default: all the dataset has)",
     )
     return p
+
+
+_KIND_ALIASES = {"pattern": "patterns"}  # the exporter's spelling of the same kind
 
 
 def _common_args(sp: argparse.ArgumentParser) -> None:
     a = sp.add_argument
     a("--repo", required=True, help="the dataset repo, ORG/NAME")
-    a("-s", "--save-path", default=None, help="the store (default: $LENS_CACHE_DIR)")
-    a("-m", "--model", action="append", dest="models", help="a model; repeat for several")
-    a("--prompts", nargs="+", metavar="HASH", help="prompt hashes")
+    a("-s", "--save-path", default=None, help=SAVE_HELP)
+    a("-m", "--model", action=ListOption, dest="models", help="models (default: all)")
+    a("--prompts", action=ListOption, metavar="HASH", help="prompt hashes")
     a("--search", help="keep prompts whose text contains this")
     a("--meta", action="append", metavar="KEY=VALUE", help="keep prompts with this meta")
-    a("--layers", help="all, first, middle, last, 3, -1, 0,2,4, 2-5 (default: all stored)")
-    a("--heads", help="only these heads, LAYER.HEAD, e.g. 5.1,5.3")
+    a(
+        "--layers",
+        action=ListOption,
+        join=True,
+        help="all, first, middle, last, 3, -1, 0,2,4, 2-5 (default: all stored)",
+    )
+    a("--heads", action=ListOption, join=True, help="only these heads, LAYER.HEAD, e.g. 5.1,5.3")
     a("--revision", help="branch (push) or branch/tag/commit (pull)")
     a("--endpoint", help="the Hub's URL (default: $HF_ENDPOINT or huggingface.co)")
     a("-q", "--quiet", action="store_true", help="no progress on stderr")

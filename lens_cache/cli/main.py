@@ -15,6 +15,7 @@ import importlib
 import sys
 
 from lens_cache.cli import run_cli
+from lens_cache.cli.args import Parser
 
 # subcommand -> (module under lens_cache.cli whose `main(argv, prog)` runs it, one-line help)
 SUBCOMMANDS = {
@@ -28,7 +29,7 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="lens-cache",
         description="Export TransformerLens attention patterns and residual streams, browse "
         "them offline, share them on the Hub. `lens-cache COMMAND --help` for each command.",

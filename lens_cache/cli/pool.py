@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import argparse
 
+from lens_cache.cli.args import SAVE_HELP, Parser
 from lens_cache.layout import POOLS, RESID_KINDS, default_save_path
 from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, write_pooled
 from lens_cache.reader import open_store
 
 
 def build_parser(prog: str = "python -m lens_cache.pooled") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog,
         description="Pool stored residuals to one vector per prompt and layer, written as a "
         "sharded parquet dataset under <save>/<model>/pooled/<hook>-<pool>/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-s", "--save-path", default=default_save_path(), help="the store")
+    p.add_argument("-s", "--save-path", default=default_save_path(), help=SAVE_HELP)
     p.add_argument(
         "-m", "--model", action="append", dest="models", help="model to pool (default: all)"
     )
-    p.add_argument("--hook", default="resid_post", choices=list(RESID_KINDS))
-    p.add_argument("--pool", default="last_token", choices=POOLS)
-    p.add_argument("--shard-max-bytes", type=int, default=DEFAULT_SHARD_MAX_BYTES)
+    p.add_argument(
+        "--hook", default="resid_post", choices=list(RESID_KINDS), help="the residual hook to pool"
+    )
+    p.add_argument(
+        "--pool",
+        default="last_token",
+        choices=POOLS,
+        help="how a prompt's tokens become one vector: one token, or the mean (_real: without "
+        "the BOS token)",
+    )
+    p.add_argument(
+        "--shard-max-bytes",
+        type=int,
+        default=DEFAULT_SHARD_MAX_BYTES,
+        help="most bytes per parquet shard",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 

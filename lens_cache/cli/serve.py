@@ -7,26 +7,29 @@ import argparse
 import sys
 from pathlib import Path
 
+from lens_cache.cli.args import SAVE_HELP, Parser
 from lens_cache.errors import LensCacheError, ServeError
 from lens_cache.layout import INDEX_HTML, default_save_path
 from lens_cache.viewer.serve import make_server
 
 DESCRIPTION = (
-    "Serve a store's viewer over HTTP, for a store on a remote machine (ssh -L 8000:...:8000)."
+    "Serve a store's viewer over HTTP, for a store on a remote machine: run this there, then "
+    "on your own machine `ssh -L 8000:localhost:8000 user@remote-host` and open "
+    "http://localhost:8000/index.html."
 )
 
 
 def build_parser(prog: str = "python -m lens_cache.serve") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    parser = Parser(prog=prog, description=DESCRIPTION)
     parser.add_argument(
         "-s",
         "--save-path",
         type=Path,
         default=Path(default_save_path()),
-        help="the store folder (default: $LENS_CACHE_DIR, else lens_cache_data)",
+        help=SAVE_HELP,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free)")
     return parser
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lens_cache.cli.args import SAVE_HELP, Parser
 from lens_cache.errors import StoreNotFoundError
 from lens_cache.layout import INDEX_HTML, default_save_path
 from lens_cache.reader import open_store
@@ -13,7 +14,7 @@ from lens_cache.viewer import refresh_store
 
 
 def build_parser(prog: str = "lens-cache view") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog,
         description="Rebuild models.jsonl, each prompts.jsonl and the static viewer of a store "
         "(only prompts whose files changed are rebuilt); prints the page's path.",
@@ -22,7 +23,7 @@ def build_parser(prog: str = "lens-cache view") -> argparse.ArgumentParser:
         "-s",
         "--save-path",
         default=default_save_path(),
-        help="the store (default: $LENS_CACHE_DIR, else lens_cache_data)",
+        help=SAVE_HELP,
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p

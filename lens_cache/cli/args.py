@@ -1,0 +1,83 @@
+"""What every command line shares: a parser whose argument errors are one line (the usage
+block belongs to `--help`), help that states each default once, one syntax for lists."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+
+from lens_cache.errors import EXIT_BAD_INPUT
+
+SAVE_HELP = "the store (default: $LENS_CACHE_DIR, else lens_cache_data)"
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Appends `(default: X)` to an option's help unless the help already names its default
+    or there is none to name (None, False, an empty list): no "(default: None)", no doubles."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        if "default" in help_ or action.default in (None, False, [], argparse.SUPPRESS):
+            return help_
+        if not action.option_strings:
+            return help_
+        default = action.default
+        shown = ",".join(map(str, default)) if isinstance(default, list | tuple) else default
+        return f"{help_} (default: {shown})".replace("%", "%%")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are `error: <what was wrong>` on one line, exit 2, with
+    the valid choices and the nearest one; subcommand parsers are Parsers too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(action, invalid_choice(value, action.choices))
+
+
+def invalid_choice(value, choices) -> str:
+    """`invalid choice 'patern'; valid choices: a, b; did you mean pattern?`"""
+    if isinstance(choices, range):
+        return f"invalid choice {value!r}; valid choices: {choices.start}-{choices.stop - 1}"
+    names = [str(c) for c in choices]
+    message = f"invalid choice {str(value)!r}; valid choices: {', '.join(names)}"
+    nearest = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
+    return f"{message}; did you mean {nearest[0]}?" if nearest else message
+
+
+class ListOption(argparse.Action):
+    """A list option taking words, commas, or both: `--hooks pattern,resid_post` is
+    `--hooks pattern resid_post`. Repeating the flag adds to the list. `aliases` maps other
+    spellings to a choice (`patterns` -> `pattern`); `join` stores one comma-joined string, for
+    options parsed later (`--layers 0 5-7` is `--layers 0,5-7`)."""
+
+    def __init__(self, option_strings, dest, choices=None, aliases=None, join=False, **kwargs):
+        kwargs.setdefault("nargs", "+")
+        if choices is not None:
+            kwargs.setdefault("metavar", "{" + ",".join(map(str, choices)) + "}")
+        super().__init__(option_strings, dest, **kwargs)
+        self.valid = None if choices is None else tuple(choices)
+        self.aliases = aliases or {}
+        self.join = join
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = [item for word in values for item in word.split(",") if item]
+        items = [self.aliases.get(item, item) for item in items]
+        for item in items:
+            if self.valid is not None and item not in self.valid:
+                raise argparse.ArgumentError(self, invalid_choice(item, self.valid))
+        if self.join:
+            setattr(namespace, self.dest, ",".join(items))
+            return
+        current = getattr(namespace, self.dest, None)
+        fresh = current is None or current is self.default
+        setattr(namespace, self.dest, items if fresh else [*current, *items])
