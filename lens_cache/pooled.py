@@ -141,8 +141,7 @@ def _no_prompts(store, model: str) -> Exception:
     from lens_cache.errors import ActivationsMissingError
 
     return ActivationsMissingError(
-        f"model {model} in {store.path} has no prompts; run: python -m lens_cache.activations "
-        f"-m {shlex.quote(model)} -p PROMPTS -s {shlex.quote(str(store.path))}"
+        f"model {model} in {store.path} has no prompts; run: {store.export_command(model)}"
     )
 
 

