@@ -390,9 +390,9 @@ def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool, write:
         if old.get("settings") not in (None, settings.fingerprint()):
             if not force:
                 raise SettingsMismatchError(
-                    f"{mdir} holds {model.name} exported with {_settings_text(old)}; this run asks "
-                    f"for {_settings_text(settings.describe())}. Use --force to re-export (prompts "
-                    "stored with the old settings are removed) or another --save-path"
+                    f"{mdir} holds {model.name} exported with other settings: "
+                    f"{_settings_diff(old, settings.describe())}. Use --force to re-export "
+                    "(prompts stored with the old settings are removed) or another -s/--save-path"
                 )
             if write:
                 _drop_other_settings(mdir, settings)
@@ -412,15 +412,25 @@ def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool, write:
         store.write_json(mdir / VOCAB_NAME, model.str_tokens(list(range(model.d_vocab))))
 
 
-def _settings_text(d: dict) -> str:
-    """What a fingerprint stands for, as `key=value` words (a missing dtype is float32)."""
+def _settings_diff(stored: dict, asked: dict) -> str:
+    """The settings that differ, `hooks: stored pattern resid_post, asked pattern; ...`."""
+    stored, asked = _settings_words(stored), _settings_words(asked)
+    return "; ".join(
+        f"{key}: stored {stored[key]}, asked {asked[key]}"
+        for key in stored
+        if stored[key] != asked[key]
+    )
+
+
+def _settings_words(d: dict) -> dict[str, str]:
+    """What a fingerprint stands for, each setting as words (a missing dtype is float32)."""
     d = {"pattern_dtype": "float32", "model_dtype": "float32", **d}
     hooks = [*d.get("hooks", []), *d.get("predictions", [])]
-    shown = [f"hooks={','.join(hooks)}", f"layers={_ranges(d.get('layers', []))}"]
+    words = {"hooks": " ".join(hooks), "layers": _ranges(d.get("layers", []))}
     if d.get("predictions"):
-        shown.append(f"top_k={d.get('top_k')}")
+        words["top_k"] = str(d.get("top_k"))
     keys = ("resid_dtype", "pattern_dtype", "model_dtype", "stacked_heads")
-    return " ".join(shown + [f"{k}={d.get(k)}" for k in keys])
+    return words | {k: str(d.get(k)) for k in keys}
 
 
 def _ranges(layers: list[int]) -> str:

@@ -163,11 +163,13 @@ def test_resume_skips_force_recomputes(gqa_model, tmp_path):
 
 def test_changed_settings_are_detected_not_mixed(gqa_model, tmp_path):
     export(gqa_model, prompts=MIXED[:2], save_path=tmp_path, layers="0", quiet=True)
-    with pytest.raises(
-        SettingsMismatchError,
-        match="exported with hooks=pattern,resid_post layers=0 .* this run asks for .*layers=1",
-    ):
+    with pytest.raises(SettingsMismatchError) as mismatch:
         export(gqa_model, prompts=MIXED[:2], save_path=tmp_path, layers="1", quiet=True)
+    assert "other settings: layers: stored 0, asked 1. Use --force" in str(mismatch.value)
+    assert "another -s/--save-path" in str(mismatch.value)
+    with pytest.raises(SettingsMismatchError) as mismatch:
+        export(gqa_model, prompts=MIXED[:2], save_path=tmp_path, layers="0", hooks=["pattern"])
+    assert "settings: hooks: stored pattern resid_post, asked pattern. Use" in str(mismatch.value)
     export(gqa_model, prompts=MIXED[2:4], save_path=tmp_path, layers="1", force=True, quiet=True)
     stored = sorted(p.name for p in (tmp_path / gqa_model.name / "prompts").iterdir())
     assert stored == sorted(prompt_hash(t) for t in MIXED[2:4])  # old-settings prompts gone
@@ -180,7 +182,7 @@ def test_model_dtype_is_part_of_the_settings(gqa_dir, gqa_model, tmp_path):
     export(gqa_model, prompts=MIXED[:2], save_path=tmp_path, hooks=["pattern"], quiet=True)
     exact = _load_npz(tmp_path, gqa_model.name, MIXED[0])["blocks.1.attn.hook_pattern"]
     half = {"hooks": ["pattern"], "model_dtype": "bfloat16", "quiet": True}
-    mismatch = "model_dtype=float32 .*; this run asks .*model_dtype=bfloat16"
+    mismatch = "other settings: model_dtype: stored float32, asked bfloat16. Use --force"
     with pytest.raises(SettingsMismatchError, match=mismatch):
         export(str(gqa_dir), prompts=MIXED[:2], save_path=tmp_path, **half)
     export(str(gqa_dir), prompts=MIXED[:2], save_path=tmp_path, force=True, **half)
