@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from lens_cache.layout import (
     PREDICTION_KINDS,
     PROMPTS_DIR,
     VOCAB_NAME,
+    check_layer_syntax,
     default_save_path,
     resolve_layers,
 )
@@ -136,8 +138,11 @@ def export(
         raise TopKError(f"--top-k must be at least 1, got {top_k}")
     _check_choice("resid_dtype", resid_dtype, DTYPES)
     _check_choice("pattern_dtype", pattern_dtype, PATTERN_DTYPES)
+    check_layer_syntax(layers)
     prompt_list = select_prompts(_as_prompts(prompts), **prompt_options)
-    save_path = store.ensure_writable(Path(save_path or default_save_path()))
+    save_path = Path(save_path or default_save_path())
+    new_store = not save_path.exists()
+    store.ensure_writable(save_path)
     if isinstance(models, (str, Path)) or not isinstance(models, (list, tuple)):
         models = [models]
     plan = _Plan(batch_size, token_budget, max_batch_mb, writers, on_long, force, quiet)
@@ -171,10 +176,17 @@ def export(
                     )
     except BaseException as e:
         rank.report_failure(e)  # the other ranks stop naming this one (see Rank.barrier)
+        if new_store and rank.is_main:
+            _remove_if_empty(save_path)  # a failed first run leaves no empty store behind
         raise
     finally:
         rank.close()
     return reports
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: keep what was written
+        folder.rmdir()
 
 
 @dataclass

@@ -159,6 +159,25 @@ def resolve_layers(spec, n_layers: int) -> tuple[int, ...]:
     return tuple(sorted(layers))
 
 
+def check_layer_syntax(spec) -> None:
+    """Read a layer selection without the model (only its range needs the model's depth), so
+    `--layers abc` fails before the model loads.
+
+    Raises:
+        LayerSelectionError: an unreadable item.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    for item in items:
+        if not re.fullmatch(r"all|first|middle|last|\d+-\d+|-?\d+", str(item).strip()):
+            raise _unreadable_layer(str(item).strip())
+
+
+def _unreadable_layer(item: str) -> LayerSelectionError:
+    return LayerSelectionError(
+        f"--layers: cannot read {item!r}; use all, first, middle, last, 3, -1, 0,2,4 or 2-5"
+    )
+
+
 def _layer_item(item: str, n_layers: int) -> range | list[int]:
     named = {
         "all": range(n_layers),
@@ -174,9 +193,7 @@ def _layer_item(item: str, n_layers: int) -> range | list[int]:
     elif re.fullmatch(r"-?\d+", item):
         chosen = [int(item)]
     else:
-        raise LayerSelectionError(
-            f"--layers: cannot read {item!r}; use all, first, middle, last, 3, -1, 0,2,4 or 2-5"
-        )
+        raise _unreadable_layer(item)
     bad = [i for i in chosen if not -n_layers <= i < n_layers]
     if bad or not chosen:
         raise LayerSelectionError(

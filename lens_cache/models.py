@@ -83,7 +83,34 @@ def _resolve(spec: str) -> tuple[str, str, str]:
         return str(convert_gguf(path)), path.stem, str(path.resolve())
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not "org/name"
         raise ModelLoadError(f"{spec}: no such model directory")
+    if _hub_offline() and not _hub_cached(spec):
+        raise ModelLoadError(_unknown_model(spec))
     return spec, spec.split("/")[-1], spec
+
+
+def _unknown_model(spec: str) -> str:
+    """One line for a name nothing here has; the network only when a Hub name was plausible."""
+    message = (
+        f"no local directory, GGUF file, alias or cached Hub model is named {spec!r} "
+        f"(aliases: {DEFAULT_MODEL})"
+    )
+    if "/" in spec:
+        message += "; it looks like a Hub name, but the network is off (HF_HUB_OFFLINE)"
+    return message
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_cached(name: str) -> bool:
+    """Whether the Hugging Face cache holds this model's config (an offline load can work)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
 
 
 def _boot(path_or_name: str, *, device: str, dtype: torch.dtype):

@@ -40,6 +40,7 @@ def store(tmp_path_factory):
     return write_store(tmp_path_factory.mktemp("s") / "store", models=[SMALL_MODEL])["save_path"]
 
 
+NEW = ["-s", "{tmp}/new"]  # a store the failed run must not leave behind
 # (command main, argv, exit code, what the line says); {store} is a small real store.
 USER_ERRORS = [
     (export.main, ["--hooks", "patern"], 2, "valid choices: pattern, resid_pre"),
@@ -49,6 +50,12 @@ USER_ERRORS = [
     (export.main, ["--compress-level", "10"], 2, "invalid choice 10; valid choices: 0-9"),
     (export.main, ["--batch-size", "x"], 2, "argument -b/--batch-size: invalid int value"),
     (export.main, ["--no-such-flag"], 2, "unrecognized arguments: --no-such-flag"),
+    (export.main, ["-m", "nonexistent-model-xyz", *NEW], 2, "alias or cached Hub model is named"),
+    (export.main, ["-m", "nonexistent-model-xyz", *NEW], 2, "(aliases: smollm2-135m)"),
+    (export.main, ["-m", "org/nonexistent-xyz", *NEW], 2, "but the network is off"),
+    # read before the model loads: the model named does not exist, the layers are reported
+    (export.main, ["--layers", "abc", "-m", "nonexistent-model-xyz", *NEW], 2, "cannot read"),
+    (export.main, ["-p", "{tmp}/none.jsonl", *NEW], 2, "none.jsonl"),
     (pool.main, ["--pool", "lst_token"], 2, "did you mean last_token?"),
     (pool.main, ["-s", "{store}", "--hook", "resid_pre"], 2, "run:"),
     (cache.main, ["prune", "--max-gb", "abc"], 2, "--max-gb: not a number of GB: 'abc'"),
@@ -65,13 +72,26 @@ USER_ERRORS = [
 
 
 @pytest.mark.parametrize("main, argv, code, says", USER_ERRORS)
-def test_a_user_error_is_one_line_with_its_exit_code(main, argv, code, says, store, tmp_path):
+def test_a_user_error_is_one_line_with_its_exit_code(
+    main, argv, code, says, store, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LENS_CACHE_DEBUG", raising=False)
     argv = [a.format(store=store, tmp=tmp_path) for a in argv]
     got, err = _run_capturing(main, argv)
     assert got == code, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err  # no usage block, no traceback
     assert lines[0].startswith("error: ") and says in lines[0], lines[0]
+    assert "network" not in lines[0] or "org/" in " ".join(argv)
+    assert not (tmp_path / "new").exists()  # a failed run leaves no empty store folder
+
+
+def test_layers_are_range_checked_after_loading_before_writing(gpt2_dir, tmp_path):
+    new = [a.format(tmp=tmp_path) for a in NEW]
+    got, err = _run_capturing(export.main, ["-m", str(gpt2_dir), "--layers", "0,5", "-q", *new])
+    assert got == 2 and err.strip() == "error: --layers 5: the model has layers 0-1 (2 layers)"
+    assert not (tmp_path / "new").exists()
 
 
 def _run_capturing(main, argv):
