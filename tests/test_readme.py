@@ -1,0 +1,45 @@
+"""The README's reading example runs as written (issue #18), on a tiny-model stand-in of the
+demo store holding a prompt of the demo set."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lens_cache import export
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+DEMO_PROMPTS = REPO / "data" / "prompts.jsonl"  # what `make demo` exports
+
+
+def _python_block(after: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    return re.search(r"```python\n(.*?)```", text[text.index(after) :], re.S).group(1)
+
+
+def test_readme_reading_example_runs_on_a_demo_prompt(gpt2_model, tmp_path, monkeypatch):
+    code = _python_block("## Reading it back")
+    asked = re.findall(r'store\.patterns\(model, "([^"]+)"', code)
+    assert asked and asked[0] in DEMO_PROMPTS.read_text(encoding="utf-8")  # the demo has it
+    export(gpt2_model, [asked[0]], tmp_path / "lens_cache_data", quiet=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LENS_CACHE_DIR", raising=False)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["p"].shape[:2] == (2, 1) and scope["r"].shape[0] == 2
+    assert scope["store"].exists(scope["model"], asked[0])
+
+
+def test_readme_documents_remote_viewing():
+    text = README.read_text(encoding="utf-8")
+    assert "ssh -L 8000:localhost:8000 user@remote-host" in text
+    assert "lens_cache.serve -s STORE --port 8000" in text
+
+
+def test_dir_lists_the_public_api():
+    import lens_cache
+
+    listed = dir(lens_cache)
+    for name in ("open", "export", "push_to_hub", "load_pooled", "ActivationsMissingError"):
+        assert name in listed
