@@ -85,7 +85,7 @@ BAD_INPUTS = [
     ("no text", ["-p", "{no_text}"], 'notext.jsonl:1: no "text" field'),
     ("empty prompt", ["-p", "{empty}"], "empty.jsonl:2: empty prompt"),
     ("too long", ["-p", "{long}", "--on-long", "fail"], "more than {model}'s context of 512"),
-    ("unknown model", ["-m", "no-such-org/no-such-model"], "cannot load model 'no-such-org/"),
+    ("unknown model", ["-m", "no-such-org/no-such-model"], "Hub model is named 'no-such-org/"),
     ("missing model dir", ["-m", "./nowhere/model"], "./nowhere/model: no such model directory"),
     ("unwritable save path", ["-s", "{tmp}/file.txt/sub"], "cannot write to save path"),
     ("layer out of range", ["--layers", "7"], "--layers 7: the model has layers 0-2 (3 layers)"),

@@ -153,7 +153,7 @@ def test_missing_data_says_what_to_run(store_path, gqa_model, gpt2_model):
         store.patterns("no-such-model", TEXTS[0])
     with pytest.raises(
         ActivationsMissingError,
-        match="no resid_mid residuals.* --hooks pattern resid_pre resid_mid",
+        match="no resid_mid residuals.* --hooks pattern,resid_pre,resid_mid",
     ):
         store.residuals(name, TEXTS[0], "resid_mid")
     with pytest.raises(
@@ -203,7 +203,7 @@ def test_reads_a_pattern_lens_directory(pattern_lens_store):
         )
         assert store.exists(model, text, "pattern") and not store.exists(model, text, "resid_post")
         with pytest.raises(
-            ActivationsMissingError, match="no residuals .* --hooks pattern resid_post"
+            ActivationsMissingError, match="no residuals .* --hooks pattern,resid_post"
         ):
             store.residuals(model, text)
     text = "hello there world"
