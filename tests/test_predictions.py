@@ -136,16 +136,16 @@ def test_mean_loss_in_prompt_records(gpt2_model, tmp_path):
         loss = store.predictions(gpt2_model.name, record["hash"])["loss"]
         assert record["mean_loss"] == pytest.approx(float(np.nanmean(loss)), abs=1e-6)
         assert record["lens_cache"]["predictions"] == ["logits"]
-    with pytest.raises(ActivationsMissingError, match="--hooks pattern logits logit_lens"):
+    with pytest.raises(ActivationsMissingError, match="--hooks pattern,logits,logit_lens"):
         store.logit_lens(gpt2_model.name, MIXED[1])
 
 
 def test_missing_predictions_name_the_command(gpt2_model, tmp_path):
     store = _export(gpt2_model, tmp_path, hooks=["pattern"])
-    with pytest.raises(ActivationsMissingError, match="--hooks pattern logits --force"):
+    with pytest.raises(ActivationsMissingError, match="--hooks pattern,logits --force"):
         store.predictions(gpt2_model.name, MIXED[1])
     assert "mean_loss" not in store.prompts(gpt2_model.name)[0]
-    with pytest.raises(SettingsMismatchError, match="hooks=pattern,logits"):
+    with pytest.raises(SettingsMismatchError, match="hooks: stored pattern, asked pattern logits"):
         _export(gpt2_model, tmp_path, hooks=["pattern", "logits"])
 
 

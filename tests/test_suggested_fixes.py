@@ -48,6 +48,11 @@ def test_every_suggested_export_command_runs(gpt2_dir, prompts, tmp_path, capsys
     _run_suggestion(missing.value, model_dir=gpt2_dir, prompts=prompts)
     assert store.residuals(model, TEXT, hook="resid_pre").shape[0] == 2  # [layers, T, d]
     with pytest.raises(errors.ActivationsMissingError) as missing:
+        store.logit_lens(model, TEXT)
+    _run_suggestion(missing.value, model_dir=gpt2_dir, prompts=prompts)
+    assert store.logit_lens(model, TEXT)["loss"].shape[0] == 2  # [layers, T]
+    assert store.residuals(model, TEXT, hook="resid_pre").shape[0] == 2  # still there
+    with pytest.raises(errors.ActivationsMissingError) as missing:
         store.patterns(model, "a prompt not stored yet")
     assert f"-m {gpt2_dir}" in str(missing.value)  # the path it was exported from
     with pytest.raises(errors.PooledMissingError) as missing:
