@@ -9,6 +9,7 @@ from lens_cache.hub import (
     DEFAULT_COMMIT_MAX_BYTES,
     DEFAULT_PUSH_KINDS,
     DEFAULT_SHARD_MAX_BYTES,
+    KIND_ALIASES,
     SELECTABLE_KINDS,
     PushReport,
     pull,
@@ -32,9 +33,10 @@ def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentPar
     push.add_argument(
         "--kinds",
         nargs="+",
-        choices=SELECTABLE_KINDS,
+        choices=[*SELECTABLE_KINDS, *KIND_ALIASES],
         default=list(DEFAULT_PUSH_KINDS),
-        help="what to upload; pooled: every pooled dataset of the selected models, whole",
+        help="what to upload (logits is predictions); pooled: every pooled dataset of the "
+        "selected models, whole",
     )
     push.add_argument("--dtype", choices=list(DTYPES), default="float32", help="uploaded dtype")
     push.add_argument("--private", action="store_true", help="make the repo private")
@@ -43,7 +45,10 @@ def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentPar
     push.add_argument("--commit-max-bytes", default=str(DEFAULT_COMMIT_MAX_BYTES))
     push.add_argument("--dry-run", action="store_true", help="list what would go up; no upload")
     pull_p.add_argument(
-        "--kinds", nargs="+", choices=SELECTABLE_KINDS, help="default: all the dataset has"
+        "--kinds",
+        nargs="+",
+        choices=[*SELECTABLE_KINDS, *KIND_ALIASES],
+        help="default: all the dataset has",
     )
     return p
 
