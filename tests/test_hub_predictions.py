@@ -58,7 +58,8 @@ def hub():
 def used(hub, prediction_store, tmp_path_factory) -> dict:
     """One child pushes the store's patterns, predictions (spelled `logits`, as the exporter
     does) and logit lens with the CLI, then pulls layer 1 of the lens of one model alone, and
-    then the whole dataset."""
+    then the whole dataset; then pushes the same again, and dry-runs that push and one of
+    the pulled lens."""
     work = tmp_path_factory.mktemp("pred-hub")
     save, m = str(prediction_store["save_path"]), prediction_store["model"]
     out = run_child(
@@ -71,6 +72,11 @@ def used(hub, prediction_store, tmp_path_factory) -> dict:
                           "--kinds", "logit_lens", "--layers", "1", "-q")
         out["lens_files"] = cached({REPO_ID!r})
         out["full"] = cli("pull", "--repo", {REPO_ID!r}, "-s", "full", "-q")
+        kinds = ["--kinds", "patterns", "predictions", "logit_lens"]
+        out["again"] = cli("push", "--repo", {REPO_ID!r}, "-s", {save!r}, *kinds)
+        out["dry"] = cli("push", "--repo", {REPO_ID!r}, "-s", {save!r}, *kinds, "--dry-run")
+        out["lens_dry"] = cli("push", "--repo", "alice/again", "-s", "lens", "--kinds",
+                              "logit_lens", "--dry-run")
         """,
     )
     out["work"] = work
@@ -125,6 +131,22 @@ def test_push_sends_predictions_lens_and_vocab(hub, prediction_store, used):
     chain = _commit_chain(hub, REPO_ID)  # the card and the manifest came last, alone
     assert _added(chain[-2], chain[-1]) == {"README.md", "lens_cache.json"}
     assert f"models/{prediction_store['model']}/vocab.json" in files
+
+
+def _dry_run(result: dict) -> dict[str, int]:
+    assert result["rc"] == 0, result["err"]
+    lines = [ln.split() for ln in result["out"].splitlines()[:-1]]
+    return {path: int(size.replace(",", "")) for size, path in lines}
+
+
+def test_rerun_sends_nothing_and_dry_run_sizes_are_exact(hub, prediction_store, used):
+    assert used["again"]["rc"] == 0, used["again"]["err"]
+    assert "0 files uploaded" in used["again"]["err"], used["again"]["err"]
+    files = {p: e["size"] for p, e in _head(hub, REPO_ID).items() if p != ".gitattributes"}
+    assert _dry_run(used["dry"]) == files
+    m = prediction_store["model"]  # a pulled store pushes what it holds: lens layer 1
+    tensors = [p for p in _dry_run(used["lens_dry"]) if p.startswith(("tensors/", "models/"))]
+    assert sorted(tensors) == [f"models/{m}/vocab.json", tensor_path(m, "logit_lens", 1, None, 0)]
 
 
 def test_pull_gives_the_same_files_bit_for_bit(prediction_store, used):

@@ -1,6 +1,7 @@
 """`pull`: download a selection of a dataset and rebuild a local store from it: model_cfg.json,
-prompt directories (pattern-lens-compatible npz, residuals, partial heads aside) and pooled
-datasets, then the indexes and the viewer."""
+prompt directories (pattern-lens-compatible npz, residuals, partial heads aside, predictions and
+the logit lens), model files (vocab.json) and pooled datasets, then the indexes and the
+viewer."""
 
 from __future__ import annotations
 
@@ -60,7 +61,9 @@ def pull(
     `activations.npz` (float32 `[1, n_heads, T, T]`) for every layer whose heads were all
     pushed, `residuals.safetensors` in the dataset's dtype, and `partial_heads.safetensors`
     (float32 `[T, T]` under `blocks.{L}.attn.hook_pattern.head_{H}`) for layers of which only
-    some heads were pushed: an npz layer is never padded with made-up heads. Pooled datasets
+    some heads were pushed: an npz layer is never padded with made-up heads. Predictions and
+    the logit lens come back as `predictions.safetensors` and `logit_lens.safetensors` (the
+    selected layers), bit for bit, with the model's `vocab.json`. Pooled datasets
     (kind `pooled`, pulled whole) go back to `<save>/<model>/pooled/<hook>-<pool>/`, replacing
     the folder, so `lens_cache.load_pooled` reads them; a model pulled for them alone gets its
     `model_cfg.json` and no prompt directory. Then rewrites the store's indexes
