@@ -160,7 +160,7 @@ def card_bytes(repo_id: str, plans: list[ModelPlan], dtype: str) -> bytes:
     kinds = sorted({k for p in plans for k in p.tensors if k not in PROMPT_KINDS})
     per_prompt = [k for k in PROMPT_KINDS if any(k in p.tensors for p in plans)]
     stored = [f"{', '.join(kinds)}, as `{dtype}`"] if kinds else []
-    stored += [f"{', '.join(per_prompt)}, as exported"] if per_prompt else []
+    stored += [f"{' and '.join(per_prompt)} (as exported)"] if per_prompt else []
     stored += ["pooled residuals (float32)"] if any(p.pooled for p in plans) else []
     rows = "\n".join(_card_row(p) for p in plans)
     with_tensors = [p for p in plans if set(p.tensors) - set(PROMPT_KINDS)]
