@@ -92,6 +92,15 @@ def lens_member(layer: int, field: str) -> str:
     return f"blocks.{layer}.logit_lens.{field}"
 
 
+_LENS_MEMBER_RE = re.compile(rf"^blocks\.(\d+)\.logit_lens\.({'|'.join(PREDICTION_FIELDS)})$")
+
+
+def parse_lens_member(name: str) -> tuple[int, str] | None:
+    """`"blocks.3.logit_lens.loss"` -> `(3, "loss")`; `None` for any other name."""
+    m = _LENS_MEMBER_RE.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
 def parse_hook_name(name: str) -> tuple[str, int] | None:
     """`"blocks.3.hook_resid_post"` -> `("resid_post", 3)`; `None` for any other name."""
     m = _HOOK_RE.match(name)
@@ -124,8 +133,11 @@ def resid_kind(hook: str) -> str:
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PATTERN_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # numpy has no bfloat16
-SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+# Every dtype a stored safetensors member has: the floats above, and the predictions' ids and
+# ranks (int32).
+TENSOR_DTYPES = {**DTYPES, "int32": torch.int32}
+SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "int32": "I32"}
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4}
 
 
 # --- pooled datasets -------------------------------------------------------------------------

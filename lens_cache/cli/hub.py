@@ -10,6 +10,7 @@ from lens_cache.hub import (
     DEFAULT_COMMIT_MAX_BYTES,
     DEFAULT_PUSH_KINDS,
     DEFAULT_SHARD_MAX_BYTES,
+    KIND_ALIASES,
     SELECTABLE_KINDS,
     PushReport,
     pull,
@@ -35,9 +36,10 @@ def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentPar
         "--kinds",
         action=ListOption,
         choices=SELECTABLE_KINDS,
-        aliases=_KIND_ALIASES,
+        aliases=KIND_ALIASES,
         default=list(DEFAULT_PUSH_KINDS),
-        help="what to upload; pooled: every pooled dataset of the selected models, whole",
+        help="what to upload (logits is predictions); pooled: every pooled dataset of the "
+        "selected models, whole",
     )
     push.add_argument("--dtype", choices=list(DTYPES), default="float32", help="uploaded dtype")
     push.add_argument("--private", action="store_true", help="make the repo private")
@@ -57,13 +59,12 @@ def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentPar
         "--kinds",
         action=ListOption,
         choices=SELECTABLE_KINDS,
-        aliases=_KIND_ALIASES,
+        aliases=KIND_ALIASES,
         help="what to download (default: all the dataset has)",
     )
     return p
 
 
-_KIND_ALIASES = {"pattern": "patterns"}  # the exporter's spelling of the same kind
 
 
 def _common_args(sp: argparse.ArgumentParser) -> None:

@@ -37,7 +37,7 @@ from lens_cache.errors import (
     NothingSelectedError,
     UnsafeRepoPathError,
 )
-from lens_cache.hub._layout import SELECTABLE_KINDS
+from lens_cache.hub._layout import KIND_ALIASES, SELECTABLE_KINDS
 from lens_cache.hub._pull import pull
 from lens_cache.hub._push import (
     DEFAULT_COMMIT_MAX_BYTES,
@@ -56,6 +56,7 @@ __all__ = [
     "PushReport",
     "PullReport",
     "SELECTABLE_KINDS",
+    "KIND_ALIASES",
     "DEFAULT_SHARD_MAX_BYTES",
     "DEFAULT_COMMIT_MAX_BYTES",
     "DEFAULT_COMMIT_MAX_FILES",

@@ -12,18 +12,22 @@ from lens_cache.errors import NotALensCacheDatasetError, UnsafeRepoPathError
 from lens_cache.hub._layout import (
     CARD_NAME,
     FORMAT,
-    FORMAT_VERSION,
     KINDS,
     MANIFEST_NAME,
+    MODEL_FILE,
+    MODEL_FILES,
     MODELS_TABLE,
     PATTERNS,
     POOLED,
-    POOLED_FORMAT_VERSION,
+    PROMPT_KINDS,
+    PROMPT_KINDS_FORMAT_VERSION,
     PROMPTS_TABLE,
     ModelPlan,
     check_hash,
     check_model_name,
     check_repo_path,
+    manifest_version,
+    model_file_path,
     pooled_entries,
     pooled_files_complete,
     pooled_path,
@@ -32,7 +36,7 @@ from lens_cache.hub._layout import (
 )
 from lens_cache.hub._select import Selection
 from lens_cache.hub._shards import BuiltFile
-from lens_cache.layout import DTYPES
+from lens_cache.layout import DTYPES, RESID_KINDS
 
 # --- tables, card, manifest ------------------------------------------------------------------
 
@@ -59,6 +63,7 @@ def prompts_table(plans: list[ModelPlan]) -> bytes:
             ("tokens", pa.list_(pa.string())),
             ("token_ids", pa.list_(pa.int64())),
             ("meta", pa.string()),
+            ("mean_loss", pa.float64()),  # null where the model's logits were not exported
         ]
     )
     rows = [_prompt_row(p.name, r) for p in sorted(plans, key=lambda p: p.name) for r in p.records]
@@ -74,6 +79,7 @@ def _prompt_row(model: str, r: dict) -> dict:
         "tokens": [str(t) for t in r.get("tokens") or []],
         "token_ids": [int(i) for i in r.get("token_ids") or []],
         "meta": json.dumps(r.get("meta") or {}, sort_keys=True, ensure_ascii=False),
+        "mean_loss": r.get("mean_loss"),
     }
 
 
@@ -130,13 +136,14 @@ def manifest_bytes(
 ) -> bytes:
     """`lens_cache.json`: what identifies the dataset and lets a pull check every file.
 
-    The format version is `FORMAT_VERSION` (1) unless a pooled dataset is listed
-    (`POOLED_FORMAT_VERSION`, 2): a dataset without one stays readable by lens_cache versions
-    that predate pooled files, and those refuse one with pooled files as "newer".
+    The format version is the oldest that reads what is listed (`manifest_version`): 1, 2 with
+    a pooled dataset, 3 with a per-prompt kind; older lens_cache versions refuse a newer one
+    as "newer" instead of taking its files for foreign ones.
     """
+    kinds = {k for p in plans for k in p.tensors}
     manifest = {
         "format": FORMAT,
-        "format_version": POOLED_FORMAT_VERSION if any(p.pooled for p in plans) else FORMAT_VERSION,
+        "format_version": manifest_version(kinds, any(p.pooled for p in plans)),
         "dtype": dtype,
         "models": {p.name: p.summary() for p in plans},
         "selection": sel.describe(),
@@ -150,14 +157,17 @@ def manifest_bytes(
 
 def card_bytes(repo_id: str, plans: list[ModelPlan], dtype: str) -> bytes:
     """The dataset card: YAML for `datasets` and the Hub, then how to use the data."""
-    kinds = sorted({k for p in plans for k in p.tensors})
+    kinds = sorted({k for p in plans for k in p.tensors if k not in PROMPT_KINDS})
+    per_prompt = [k for k in PROMPT_KINDS if any(k in p.tensors for p in plans)]
     stored = [f"{', '.join(kinds)}, as `{dtype}`"] if kinds else []
+    stored += [f"{' and '.join(per_prompt)} (as exported)"] if per_prompt else []
     stored += ["pooled residuals (float32)"] if any(p.pooled for p in plans) else []
     rows = "\n".join(_card_row(p) for p in plans)
-    with_tensors = [p for p in plans if p.tensors]
+    with_tensors = [p for p in plans if set(p.tensors) - set(PROMPT_KINDS)]
     fetch = ""
     if with_tensors:
         fetch = _CARD_FETCH.format(repo_id=repo_id, example=_example_path(with_tensors[0]))
+    fetch += _card_prompt_kinds(repo_id, plans)
     text = _CARD.format(
         repo_id=repo_id,
         name=repo_id.split("/")[-1],
@@ -195,14 +205,36 @@ def _card_row(p: ModelPlan) -> str:
     pats = p.tensors.get(PATTERNS, {})
     n_pat = sum(len(h) for h in pats.values())
     heads = f"{n_pat} heads in layers {_ranges(list(pats))}" if pats else "none"
-    resid = ", ".join(f"{k} ({_ranges(sorted(v))})" for k, v in p.tensors.items() if k != PATTERNS)
+    resid = ", ".join(
+        f"{k} ({_ranges(sorted(v))})" for k, v in p.tensors.items() if k in RESID_KINDS
+    )
+    per_prompt = ", ".join(
+        k if None in v else f"{k} ({_ranges(sorted(v))})"
+        for k, v in p.tensors.items()
+        if k in PROMPT_KINDS
+    )
     cells = [p.name, str(p.n_layers), str(p.n_heads), str(p.d_model), str(len(p.records))]
-    return "| " + " | ".join([*cells, heads, resid or "none"]) + " |"
+    return "| " + " | ".join([*cells, heads, resid or "none", per_prompt or "none"]) + " |"
+
+
+def _card_prompt_kinds(repo_id: str, plans: list[ModelPlan]) -> str:
+    """The card's section on predictions and the logit lens ("" when there are none)."""
+    first = next((p for p in plans if set(p.tensors) & set(PROMPT_KINDS)), None)
+    if first is None:
+        return ""
+    kind = next(k for k in PROMPT_KINDS if k in first.tensors)
+    layer = next(iter(first.tensors[kind]))
+    return _CARD_PROMPT_KINDS.format(
+        repo_id=repo_id,
+        model=first.name,
+        example=tensor_path(first.name, kind, layer, None, 0),
+        top_k=first.top_k,
+    )
 
 
 def _example_path(p: ModelPlan) -> str:
-    """The first shard of a model that has tensors."""
-    kind, layers = next(iter(p.tensors.items()))
+    """The first shard of a model's patterns or residuals."""
+    kind, layers = next((k, v) for k, v in p.tensors.items() if k not in PROMPT_KINDS)
     layer, heads = next(iter(layers.items()))
     return tensor_path(p.name, kind, layer, heads[0] if heads else None, 0)
 
@@ -234,8 +266,8 @@ Activations of {n_models} model(s) over {n_prompts} prompt(s), exported from Tra
 with lens_cache. Stored: {stored}. The licence is `other`: the licences of the
 prompts' sources and of the models apply.
 
-| model | layers | heads | d_model | prompts | attention patterns | residual streams |
-|---|---|---|---|---|---|---|
+| model | layers | heads | d_model | prompts | attention patterns | residual streams | predictions |
+|---|---|---|---|---|---|---|---|
 {rows}
 
 ## Load the prompts
@@ -266,6 +298,9 @@ the selection needs.
 
 - `tensors/<model>/patterns/layer_LL/head_HH-NNNNN.safetensors`: one key per prompt hash,
   `[T, T]`; `tensors/<model>/<resid_kind>/layer_LL-NNNNN.safetensors`: `[T, d_model]`.
+- `tensors/<model>/predictions-NNNNN.safetensors` and
+  `tensors/<model>/logit_lens/layer_LL-NNNNN.safetensors`: keys `<hash>/<field>` (see above);
+  `models/<model>/vocab.json`: the model's token strings by id.
 - `lens_cache.json`: format version, models, the selection that made this dataset, and every
   file's size and sha256.
 """
@@ -285,6 +320,35 @@ pattern = shard[prompt["hash"]]  # [T, T], T == prompt["n_tokens"], unpadded
 
 A shard holds a run of prompts (in hash order); `lens_cache.json` says which run each file
 holds (`first`, `last`).
+
+"""
+
+_CARD_PROMPT_KINDS = """## What the model predicts
+
+`predictions` (the model's own next-token prediction) and `logit_lens` (the same read out of
+each layer's residual stream through the model's final norm and unembedding) hold, for every
+position of a prompt, under `<hash>/<field>`: `loss` (`-log p` of the actual next token, NaN
+at the last position) and `entropy`, float32 `[T]`; `top_ids` (int32) and `top_logprobs`
+(float32), `[T, {top_k}]`, the most likely next tokens; `target_rank`, int32 `[T]` (0: the
+actual token was the top prediction; -1 at the last position). `models/<model>/vocab.json`
+lists the token strings by id. The prompts table's `mean_loss` is each prompt's mean loss.
+
+```python
+import json
+from datasets import load_dataset
+from huggingface_hub import hf_hub_download
+from safetensors.torch import load_file
+
+prompt = load_dataset("{repo_id}", split="train")[0]
+shard = load_file(hf_hub_download("{repo_id}", "{example}", repo_type="dataset"))
+vocab_file = hf_hub_download("{repo_id}", "models/{model}/vocab.json", repo_type="dataset")
+vocab = json.load(open(vocab_file, encoding="utf-8"))
+top1 = [vocab[i] for i in shard[prompt["hash"] + "/top_ids"][:, 0]]  # prompt of {model}
+```
+
+Pulled with lens_cache, they come back as each prompt's `predictions.safetensors` and
+`logit_lens.safetensors`, bit for bit; the viewer shows the token strip coloured by loss and
+the logit-lens view.
 
 """
 
@@ -335,7 +399,7 @@ def validate_manifest(manifest: dict, repo_id: str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise NotALensCacheDatasetError(f"{repo_id}: {MANIFEST_NAME} is not a lens_cache manifest")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > POOLED_FORMAT_VERSION:
+    if not isinstance(version, int) or version > PROMPT_KINDS_FORMAT_VERSION:
         raise NotALensCacheDatasetError(
             f"{repo_id} was made by a newer lens_cache (format {version}); upgrade lens_cache"
         )
@@ -363,12 +427,16 @@ def _check_entry(entry: dict, models: dict, repo_id: str) -> None:
     if path.startswith(f"{POOLED}/"):
         _check_pooled_entry(entry, path, models, repo_id)
         return
+    if entry.get("kind") == MODEL_FILE or path.startswith("models/"):
+        _check_model_file_entry(entry, path, models, repo_id)
+        return
     if not path.startswith("tensors/"):
         return
     model = check_model_name(entry["model"], f"{repo_id}'s manifest")
     index = int(path.rsplit("-", 1)[1].split(".")[0])
     head = entry["head"] if entry["kind"] == PATTERNS else None
-    expected = tensor_path(model, entry["kind"], int(entry["layer"]), head, index)
+    layer = None if entry["layer"] is None else int(entry["layer"])
+    expected = tensor_path(model, entry["kind"], layer, head, index)
     if expected != path or model not in models:
         raise UnsafeRepoPathError(
             f"{repo_id}: manifest entry {path!r} does not match its fields ({expected!r})", path
@@ -377,6 +445,18 @@ def _check_entry(entry: dict, models: dict, repo_id: str) -> None:
     check_hash(entry["last"], f"{repo_id}'s manifest")
     if entry["kind"] not in KINDS or entry["first"] > entry["last"]:
         raise NotALensCacheDatasetError(f"{repo_id}: manifest entry {path} is inconsistent")
+
+
+def _check_model_file_entry(entry: dict, path: str, models: dict, repo_id: str) -> None:
+    """A model file's path must be exactly what its model and name fields make."""
+    model = check_model_name(entry.get("model"), f"{repo_id}'s manifest")
+    name = entry.get("name")
+    if entry.get("kind") != MODEL_FILE or name not in MODEL_FILES:
+        raise UnsafeRepoPathError(f"{repo_id}: manifest entry {path!r} is not a model file", path)
+    if model_file_path(model, name) != path or model not in models:
+        raise UnsafeRepoPathError(
+            f"{repo_id}: manifest entry {path!r} does not match its fields", path
+        )
 
 
 def _check_pooled_entry(entry: dict, path: str, models: dict, repo_id: str) -> None:

@@ -141,8 +141,9 @@ class PushJob:
         self.report: PushReport | None = None
 
     def run(self, report, save_path, plans, sel, dtype, data, stage, private) -> None:
-        """`data` is `(small files, shards, pooled sources)`; pooled files go up after the
-        shards, in the same batched commits, before the card and the manifest."""
+        """`data` is `(small files, shards, files sent as is)`: pooled files and model
+        files (`vocab.json`) go up after the shards, in the same batched commits, before the
+        card and the manifest."""
         small, shards, pooled = data
         self.report = report
         self.progress["total"] = len(small) + len(shards) + len(pooled) + 1

@@ -6,6 +6,9 @@
     data/models-00000-of-00001.parquet    model_name, n_layers, n_heads, d_model, config
     tensors/<model>/patterns/layer_05/head_03-00000.safetensors   {<hash>: [T, T]}
     tensors/<model>/resid_post/layer_05-00000.safetensors         {<hash>: [T, d_model]}
+    tensors/<model>/predictions-00000.safetensors                 {<hash>/<field>: [T] or [T, k]}
+    tensors/<model>/logit_lens/layer_05-00000.safetensors         {<hash>/<field>: [T] or [T, k]}
+    models/<model>/vocab.json                                     a model's file, as stored
     pooled/<model>/resid_post-mean/data-00000-of-00001.parquet    a pooled dataset, as stored
 
 One head (or one residual layer) is fetched without the rest. Each shard holds a contiguous run
@@ -19,16 +22,36 @@ Pooled datasets (`lens_cache.pooled`, kind `pooled`) go up whole and byte for by
 cover every prompt their model had when they were written, whatever the prompt or layer
 selection. A manifest that lists one says format version 2, so an older lens_cache refuses the
 dataset with "upgrade" instead of taking `pooled/` for a foreign file.
+
+Per-prompt kinds (`PROMPT_KINDS`: `predictions`, `logit_lens`) are store files of several
+small tensors per prompt (and per layer), each with its own dtype: a shard holds one layer (or
+the whole file, for a kind without layers) of a run of prompts, under `<hash>/<field>`, in the
+stored dtypes (never cast: ids are int32, and these files are small), so a pull writes the
+prompt's file back bit for bit. Files of the model folder they need (`vocab.json`, to read
+top-k ids) go as is to `models/<model>/`. A manifest that lists either says format version 3.
+A new per-prompt kind is one more `PromptKind` in `PROMPT_KINDS`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lens_cache.errors import HubSelectionError, UnsafeRepoPathError
-from lens_cache.layout import POOLS, RESID_KINDS
+from lens_cache.layout import (
+    LOGIT_LENS,
+    LOGIT_LENS_NAME,
+    LOGITS,
+    POOLS,
+    PREDICTION_FIELDS,
+    PREDICTIONS_NAME,
+    RESID_KINDS,
+    VOCAB_NAME,
+    lens_member,
+    parse_lens_member,
+)
 
 FORMAT = "lens_cache"
 FORMAT_VERSION = 1  # of shards, and of manifests that list no pooled file
@@ -37,20 +60,94 @@ MANIFEST_NAME = "lens_cache.json"
 CARD_NAME = "README.md"
 PROMPTS_TABLE = "data/prompts-00000-of-00001.parquet"
 MODELS_TABLE = "data/models-00000-of-00001.parquet"
+PROMPT_KINDS_FORMAT_VERSION = 3  # of manifests that list a per-prompt kind or a model file
 PATTERNS = "patterns"
-KINDS = (PATTERNS, *RESID_KINDS)  # tensor kinds, sharded by prompt
+PREDICTIONS = "predictions"
 POOLED = "pooled"
-SELECTABLE_KINDS = (*KINDS, POOLED)  # what --kinds takes
+MODEL_FILE = "model_file"  # the manifest's kind of a file of a model's folder (vocab.json)
 _ST = ".safetensors"
+
+
+@dataclass(frozen=True)
+class PromptKind:
+    """A store file of several small tensors per prompt, sent as shards of `<hash>/<field>`.
+
+    Args:
+        name (`str`): the `--kinds` name and the repo folder (`tensors/<model>/<name>`).
+        export_kind (`str`): what the exporter's `--hooks` (and `ExportSettings.predictions`)
+            call it.
+        filename (`str`): the prompt folder's file.
+        capture_field (`str`): the `lens_cache.capture.Capture` field that `store` writes it from.
+        fields (`tuple[str]`): the tensors each prompt (at each layer) has.
+        member (`Callable`): `(layer, field) -> member name` in the file (layer `None` for a
+            kind without layers).
+        parse (`Callable`): the inverse, `None` for a name that is not a member.
+        layered (`bool`): whether `--layers` selects its members.
+        model_files (`tuple[str]`): files of the model's folder that go along with it.
+        position_axis (`int`): the axis of every field that runs over the prompt's tokens
+            (0 for `[T]` and `[T, k]`; 1 for `[heads, T]`), checked on pull.
+    """
+
+    name: str
+    export_kind: str
+    filename: str
+    capture_field: str
+    fields: tuple[str, ...]
+    member: Callable[[int | None, str], str]
+    parse: Callable[[str], tuple[int | None, str] | None]
+    layered: bool
+    model_files: tuple[str, ...] = ()
+    position_axis: int = 0
+
+
+def _prediction_field(name: str) -> tuple[None, str] | None:
+    return (None, name) if name in PREDICTION_FIELDS else None
+
+
+PROMPT_KINDS = {
+    PREDICTIONS: PromptKind(
+        PREDICTIONS,
+        LOGITS,
+        PREDICTIONS_NAME,
+        "predictions",
+        PREDICTION_FIELDS,
+        lambda layer, field: field,
+        _prediction_field,
+        layered=False,
+        model_files=(VOCAB_NAME,),
+    ),
+    LOGIT_LENS: PromptKind(
+        LOGIT_LENS,
+        LOGIT_LENS,
+        LOGIT_LENS_NAME,
+        "logit_lens",
+        PREDICTION_FIELDS,
+        lens_member,
+        parse_lens_member,
+        layered=True,
+        model_files=(VOCAB_NAME,),
+    ),
+}
+MODEL_FILES = tuple(sorted({f for k in PROMPT_KINDS.values() for f in k.model_files}))
+KINDS = (PATTERNS, *RESID_KINDS, *PROMPT_KINDS)  # tensor kinds, sharded by prompt
+SELECTABLE_KINDS = (*KINDS, POOLED)  # what --kinds takes
+KIND_ALIASES = {"pattern": PATTERNS, LOGITS: PREDICTIONS}  # the exporter's spellings
+# What a selected layer does not apply to: these go whole.
+WHOLE_KINDS = (POOLED, *(k for k, v in PROMPT_KINDS.items() if not v.layered))
 
 # Model names and prompt hashes become directory names on pull: keep them to one plain path
 # component (no separators, no leading dot) and free of glob characters (allow_patterns).
 _MODEL_RE = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}"
 _HASH_RE = re.compile(r"[A-Za-z0-9_-]{22}")  # urlsafe base64 of an md5, padding stripped
+_LAYERED = "|".join([*RESID_KINDS, *(k for k, v in PROMPT_KINDS.items() if v.layered)])
+_WHOLE = "|".join(k for k, v in PROMPT_KINDS.items() if not v.layered)
 _TENSOR_RE = re.compile(
     rf"tensors/(?P<model>{_MODEL_RE})/(?:patterns/layer_(?P<pl>\d+)/head_(?P<head>\d+)"
-    rf"|(?P<kind>resid_pre|resid_mid|resid_post)/layer_(?P<rl>\d+))-(?P<index>\d{{5}})"
+    rf"|(?P<kind>{_LAYERED})/layer_(?P<rl>\d+)|(?P<whole>{_WHOLE}))-(?P<index>\d{{5}})"
     r"\.safetensors"
+)
+_MODEL_FILE_RE = re.compile(
+    rf"models/(?P<model>{_MODEL_RE})/(?P<name>{'|'.join(map(re.escape, MODEL_FILES))})"
 )
 _DATA_RE = re.compile(r"data/(?:prompts|models)-\d{5}-of-\d{5}\.parquet")
 # A pooled dataset's folder is `<hook>-<pool>` (`lens_cache.layout.pooled_name`).
@@ -122,20 +219,37 @@ def check_repo_path(path: str) -> str:
 
 def is_layout_path(path: str) -> bool:
     """Whether a repo path is one of ours (so a new push may replace or delete it)."""
-    return bool(
-        _DATA_RE.fullmatch(path) or _TENSOR_RE.fullmatch(path) or _POOLED_RE.fullmatch(path)
-    )
+    return any(r.fullmatch(path) for r in (_DATA_RE, _TENSOR_RE, _POOLED_RE, _MODEL_FILE_RE))
 
 
 def _layer_dir(layer: int) -> str:
     return f"layer_{layer:02d}"
 
 
-def tensor_path(model: str, kind: str, layer: int, head: int | None, index: int) -> str:
-    """The repo path of one shard."""
+def tensor_path(model: str, kind: str, layer: int | None, head: int | None, index: int) -> str:
+    """The repo path of one shard (`layer` is `None` for a per-prompt kind without layers)."""
     if kind == PATTERNS:
         return f"tensors/{model}/{PATTERNS}/{_layer_dir(layer)}/head_{head:02d}-{index:05d}{_ST}"
+    if layer is None:
+        return f"tensors/{model}/{kind}-{index:05d}{_ST}"
     return f"tensors/{model}/{kind}/{_layer_dir(layer)}-{index:05d}{_ST}"
+
+
+def model_file_path(model: str, name: str) -> str:
+    """The repo path of a file of a model's folder (`vocab.json`)."""
+    return f"models/{model}/{name}"
+
+
+def is_model_file_path(path: str) -> bool:
+    return bool(_MODEL_FILE_RE.fullmatch(path))
+
+
+def manifest_version(kinds: set[str], pooled: bool) -> int:
+    """The oldest format version that can read a dataset with these tensor kinds (and pooled
+    files or not): older versions then refuse it with "upgrade"."""
+    if kinds & set(PROMPT_KINDS):
+        return PROMPT_KINDS_FORMAT_VERSION
+    return POOLED_FORMAT_VERSION if pooled else FORMAT_VERSION
 
 
 def pooled_path(model: str, name: str, filename: str) -> str:
@@ -204,7 +318,8 @@ class ModelPlan:
         name (`str`): the model's store name.
         cfg (`dict`): its `model_cfg.json`.
         records (`list[dict]`): the selected prompts' records, sorted by hash.
-        tensors (`dict`): `{kind: {layer: heads}}`, heads `()` for residual kinds.
+        tensors (`dict`): `{kind: {layer: heads}}`, heads `()` for other kinds than patterns;
+            the one layer of a per-prompt kind without layers is `None`.
         pooled (`tuple[str]`): the pooled datasets that go along, by folder name
             (`<hook>-<pool>`), sorted; each goes whole, whatever `records` and `tensors` say.
     """
@@ -237,6 +352,22 @@ class ModelPlan:
             "n_prompts": len(self.records),
             "n_tokens": sum(int(r["n_tokens"]) for r in self.records),
             "patterns": {str(layer): list(h) for layer, h in pats.items()},
-            "residuals": {k: sorted(v) for k, v in self.tensors.items() if k != PATTERNS},
+            "residuals": {k: sorted(v) for k, v in self.tensors.items() if k in RESID_KINDS},
             "pooled": list(self.pooled),
+            **self._prompt_kinds(),
         }
+
+    def _prompt_kinds(self) -> dict:
+        """`{"prompt_kinds": {kind: layers, or None for a kind without layers}}`, or nothing
+        (so a manifest without them keeps its bytes)."""
+        kinds = {
+            k: (sorted(v) if PROMPT_KINDS[k].layered else None)
+            for k, v in self.tensors.items()
+            if k in PROMPT_KINDS
+        }
+        return {"prompt_kinds": kinds} if kinds else {}
+
+    @property
+    def top_k(self) -> int:
+        """Top tokens stored per position by the prediction kinds (the export's `--top-k`)."""
+        return int((self.cfg.get("lens_cache") or {}).get("top_k", 10))

@@ -1,6 +1,7 @@
 """`pull`: download a selection of a dataset and rebuild a local store from it: model_cfg.json,
-prompt directories (pattern-lens-compatible npz, residuals, partial heads aside) and pooled
-datasets, then the indexes and the viewer."""
+prompt directories (pattern-lens-compatible npz, residuals, partial heads aside, predictions and
+the logit lens), model files (vocab.json) and pooled datasets, then the indexes and the
+viewer."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from lens_cache.errors import HubIntegrityError, SettingsMismatchError, UnsafeRe
 from lens_cache.hub._client import check_repo_id, download, hub_errors, read_manifest
 from lens_cache.hub._layout import (
     FORMAT,
+    MODEL_FILE,
     MODELS_TABLE,
     PATTERNS,
+    PROMPT_KINDS,
     PROMPTS_TABLE,
     ModelPlan,
     pooled_entries,
@@ -33,6 +36,7 @@ from lens_cache.layout import (
     PATTERN,
     POOLED_DIR,
     PROMPT_NAME,
+    RESID_KINDS,
     default_save_path,
     hook_name,
 )
@@ -57,7 +61,9 @@ def pull(
     `activations.npz` (float32 `[1, n_heads, T, T]`) for every layer whose heads were all
     pushed, `residuals.safetensors` in the dataset's dtype, and `partial_heads.safetensors`
     (float32 `[T, T]` under `blocks.{L}.attn.hook_pattern.head_{H}`) for layers of which only
-    some heads were pushed: an npz layer is never padded with made-up heads. Pooled datasets
+    some heads were pushed: an npz layer is never padded with made-up heads. Predictions and
+    the logit lens come back as `predictions.safetensors` and `logit_lens.safetensors` (the
+    selected layers), bit for bit, with the model's `vocab.json`. Pooled datasets
     (kind `pooled`, pulled whole) go back to `<save>/<model>/pooled/<hook>-<pool>/`, replacing
     the folder, so `lens_cache.load_pooled` reads them; a model pulled for them alone gets its
     `model_cfg.json` and no prompt directory. Then rewrites the store's indexes
@@ -99,7 +105,8 @@ def pull(
         pooled = pooled_entries(manifest)
         pooled = {(p.name, n): pooled[(p.name, n)] for p in plans for n in p.pooled}
         paths = [e["path"] for e in needed] + [e["path"] for v in pooled.values() for e in v]
-        local = download(api, repo_id, sha, paths, listed)
+        model_files = needed_model_files(manifest, plans)
+        local = download(api, repo_id, sha, paths + [e["path"] for e in model_files], listed)
     save_path = store.ensure_writable(
         Path(save_path if save_path is not None else default_save_path())
     )
@@ -109,7 +116,8 @@ def pull(
     hub_info = {"repo_id": repo_id, "revision": sha}
     for plan in plans:
         if plan.tensors:
-            write_model(save_path, plan, index, manifest["dtype"], hub_info)
+            files = {e["name"]: local[e["path"]] for e in model_files if e["model"] == plan.name}
+            write_model(save_path, plan, index, manifest["dtype"], hub_info, files)
             report.prompts += len(plan.records)
         else:
             write_pooled_only_cfg(save_path, plan, hub_info)
@@ -124,6 +132,23 @@ def pull(
     return report
 
 
+def needed_model_files(manifest: dict, plans: list[ModelPlan]) -> list[dict]:
+    """The manifest entries of model files (`vocab.json`) that the plans' per-prompt kinds
+    need."""
+    wanted = {
+        (p.name, name)
+        for p in plans
+        for k in p.tensors
+        if k in PROMPT_KINDS
+        for name in PROMPT_KINDS[k].model_files
+    }
+    return [
+        e
+        for e in manifest["files"]
+        if e.get("kind") == MODEL_FILE and (e["model"], e["name"]) in wanted
+    ]
+
+
 class ShardIndex:
     """Finds the downloaded shard that holds one prompt's tensor, and reads it."""
 
@@ -134,7 +159,7 @@ class ShardIndex:
             key = (
                 e["model"],
                 e["kind"],
-                int(e["layer"]),
+                None if e["layer"] is None else int(e["layer"]),
                 e["head"] if e["kind"] == PATTERNS else None,
             )
             self.runs.setdefault(key, []).append((e["first"], e["last"], e["path"]))
@@ -144,6 +169,14 @@ class ShardIndex:
         self.readers: dict[str, ShardReader] = {}
 
     def get(self, model: str, kind: str, layer: int, head, hash_: str, shape):
+        return self._reader(model, kind, layer, head, hash_).get(hash_, shape)
+
+    def fields(self, model: str, kind: str, layer: int | None, hash_: str, n_tokens: int):
+        """One prompt's `{field: tensor}` of a per-prompt kind at one layer, as stored."""
+        reader = self._reader(model, kind, layer, None, hash_)
+        return reader.fields(hash_, PROMPT_KINDS[kind], n_tokens)
+
+    def _reader(self, model: str, kind: str, layer, head, hash_: str) -> ShardReader:
         runs = self.runs.get((model, kind, layer, head), [])
         i = bisect.bisect_right(runs, (hash_, "\uffff", "")) - 1
         if i < 0 or not runs[i][0] <= hash_ <= runs[i][1]:
@@ -151,14 +184,19 @@ class ShardIndex:
         path = runs[i][2]
         if path not in self.readers:
             self.readers[path] = ShardReader(self.local[path], self.dtype, path)
-        return self.readers[path].get(hash_, shape)
+        return self.readers[path]
 
 
-def write_model(save_path: Path, plan: ModelPlan, index, dtype: str, hub_info: dict) -> None:
-    """Write one model's model_cfg.json and prompt directories (each prompt.json last)."""
+def write_model(
+    save_path: Path, plan: ModelPlan, index, dtype: str, hub_info: dict, files: dict
+) -> None:
+    """Write one model's model_cfg.json, its model files (`files`: `{name: downloaded file}`,
+    e.g. `vocab.json`, copied as is) and prompt directories (each prompt.json last)."""
     layout = _PulledLayout(plan, dtype)
     mdir = store.model_dir(save_path, plan.name)
     _claim_pulled_dir(mdir, plan, layout, hub_info)
+    for name, source in sorted(files.items()):
+        store.write_bytes(mdir / name, Path(source).read_bytes())
     for record in plan.records:
         directory = store.prompt_dir(save_path, plan.name, record["hash"])
         _check_inside(save_path, directory)
@@ -177,14 +215,20 @@ class _PulledLayout:
         all_heads = tuple(range(self.plan.n_heads))
         self.complete = sorted(layer for layer, h in pats.items() if tuple(sorted(h)) == all_heads)
         self.partial = {layer: h for layer, h in pats.items() if layer not in self.complete}
-        self.resid = {k: sorted(v) for k, v in self.plan.tensors.items() if k != PATTERNS}
+        tensors = self.plan.tensors
+        self.resid = {k: sorted(v) for k, v in tensors.items() if k in RESID_KINDS}
         resid_layers = sorted({x for v in self.resid.values() for x in v})
+        # per-prompt kinds: {kind: sorted layers, [None] for a kind without layers}
+        self.per_prompt = {k: sorted(v) for k, v in tensors.items() if k in PROMPT_KINDS}
+        lens_layers = {x for v in self.per_prompt.values() for x in v if x is not None}
         hooks = ([PATTERN] if self.complete else []) + list(self.resid)
         self.settings = store.ExportSettings(
             hooks=tuple(hooks),
-            layers=tuple(sorted(set(self.complete) | set(resid_layers))),
+            layers=tuple(sorted(set(self.complete) | set(resid_layers) | lens_layers)),
             resid_dtype=self.dtype if self.resid else "float32",
             model_dtype=(self.plan.cfg.get("lens_cache") or {}).get("model_dtype", "float32"),
+            predictions=tuple(PROMPT_KINDS[k].export_kind for k in self.per_prompt),
+            top_k=self.plan.top_k,
         )
         self.resid_layers = resid_layers
 
@@ -194,9 +238,15 @@ class _PulledLayout:
             "settings": self.settings.fingerprint(),
             "hooks": list(self.settings.hooks),
             # `layers` lists the npz's layers (what readers of activations.npz expect)
-            "layers": self.complete if self.complete else self.resid_layers,
+            "layers": self.complete or self.resid_layers or list(self.settings.layers),
             "resid_dtype": self.settings.resid_dtype,
+            "predictions": list(self.settings.predictions),  # never the pusher's, if not pulled
         }
+        if self.settings.predictions:
+            d["top_k"] = self.settings.top_k
+        for kind, layers in self.per_prompt.items():
+            if PROMPT_KINDS[kind].layered:
+                d[f"{kind}_layers"] = layers
         if self.complete:
             d["pattern_layers"] = self.complete
         if self.resid:
@@ -253,9 +303,13 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
     else:
         side.unlink(missing_ok=True)
     full = {**record, "lens_cache": {**layout.describe(), "model": plan.name, "hub": hub_info}}
-    # a pull carries no predictions (the Hub layout has none yet)
     ids = list(record.get("token_ids") or [])
     capture = Capture(prompt=record, ids=ids, patterns=patterns, residuals=residuals)
+    for kind, layers in layout.per_prompt.items():
+        spec, tensors = PROMPT_KINDS[kind], getattr(capture, PROMPT_KINDS[kind].capture_field)
+        for layer in layers:
+            got = index.fields(plan.name, kind, layer, record["hash"], t)
+            tensors.update({spec.member(layer, name): value for name, value in got.items()})
     store.write_prompt_dir(directory, full, capture, layout.settings, plan.name)
 
 

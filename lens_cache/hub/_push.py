@@ -12,7 +12,13 @@ from lens_cache.hub._client import PushJob, check_repo_id, require_token
 from lens_cache.hub._layout import MANIFEST_NAME, PATTERNS, parse_size
 from lens_cache.hub._reports import PushReport
 from lens_cache.hub._select import Selection, as_selection, select_local
-from lens_cache.hub._shards import BuiltFile, Shard, plan_shards, pooled_sources
+from lens_cache.hub._shards import (
+    BuiltFile,
+    Shard,
+    model_file_sources,
+    plan_shards,
+    pooled_sources,
+)
 from lens_cache.layout import DTYPES, default_save_path
 
 DEFAULT_SHARD_MAX_BYTES = 256 * 2**20
@@ -49,8 +55,9 @@ def push_to_hub(
             layers, heads, kinds); a `Selection` whose `kinds` is `None` pushes every kind
             there is, pooled datasets included (which go whole: the prompt, layer and head
             filters do not apply to them).
-        dtype (`str`, defaults to `"float32"`): dtype of the uploaded tensors (`float16` and
-            `bfloat16` halve the size; patterns pulled back are float32 again, not exact).
+        dtype (`str`, defaults to `"float32"`): dtype of the uploaded patterns and residuals
+            (`float16` and `bfloat16` halve the size; patterns pulled back are float32 again,
+            not exact); `predictions` and `logit_lens` always go in their stored dtypes.
         private (`bool`): create the repo private (and make an existing public one private).
         revision (`str`, *optional*): branch to commit to (created from main if missing).
         message (`str`, *optional*): commit message.
@@ -79,27 +86,28 @@ def push_to_hub(
         selection_fields["kinds"] = DEFAULT_PUSH_KINDS
     sel = as_selection(selection, selection_fields)
     plans = select_local(save_path, sel)
-    shards = [s for p in plans for s in plan_shards(p, dtype, parse_size(shard_max_bytes))]
-    pooled = pooled_sources(save_path, plans)
+    max_bytes = parse_size(shard_max_bytes)
+    shards = [s for p in plans for s in plan_shards(p, dtype, max_bytes, save_path)]
+    as_is = pooled_sources(save_path, plans) + model_file_sources(save_path, plans)
     limits = (parse_size(commit_max_bytes), max(1, int(commit_max_files)))
     report = PushReport(repo_id, revision=revision or "main", dry_run=dry_run)
     with tempfile.TemporaryDirectory(prefix="lens_cache-push-") as tmp:
         small = small_files(plans, dtype, repo_id)
         if dry_run:
-            plan_report(report, plans, sel, dtype, small, shards, pooled)
+            plan_report(report, plans, sel, dtype, small, shards, as_is)
         else:
             token = require_token(token)
             job = PushJob(repo_id, revision, message, token, endpoint, limits, quiet)
-            data = (small, shards, pooled)
+            data = (small, shards, as_is)
             job.run(report, save_path, plans, sel, dtype, data, Path(tmp), private)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def plan_report(report, plans, sel, dtype, small: dict, shards: list[Shard], pooled) -> None:
+def plan_report(report, plans, sel, dtype, small: dict, shards: list[Shard], as_is) -> None:
     """Fill a dry run's file list with exact sizes, building nothing big."""
     files = [BuiltFile(p, Path(p), len(b), "0" * 64) for p, b in small.items()]
     files += [BuiltFile(s.path, Path(s.path), s.size, "0" * 64, s.entry()) for s in shards]
-    files += [BuiltFile(p, f, f.stat().st_size, "0" * 64, e) for p, f, e in pooled]
+    files += [BuiltFile(p, f, f.stat().st_size, "0" * 64, e) for p, f, e in as_is]
     manifest = manifest_bytes(plans, sel, dtype, files)  # placeholder sha256s: same length
     report.files = sorted([(f.path, f.size) for f in files] + [(MANIFEST_NAME, len(manifest))])

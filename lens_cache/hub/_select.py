@@ -18,12 +18,14 @@ from lens_cache.errors import (
     NothingSelectedError,
 )
 from lens_cache.hub._layout import (
-    KINDS,
+    KIND_ALIASES,
     MODELS_TABLE,
     PATTERNS,
     POOLED,
+    PROMPT_KINDS,
     PROMPTS_TABLE,
     SELECTABLE_KINDS,
+    WHOLE_KINDS,
     ModelPlan,
     check_hash,
     check_model_name,
@@ -32,7 +34,7 @@ from lens_cache.hub._layout import (
     read_table,
     split_pooled_name,
 )
-from lens_cache.layout import PATTERN, POOLED_DIR, resolve_layers
+from lens_cache.layout import PATTERN, POOLED_DIR, RESID_KINDS, resolve_layers
 from lens_cache.progress import warn
 from lens_cache.reader import Store, prompt_records
 
@@ -54,7 +56,9 @@ class Selection:
         layers (`str | list[int]`, *optional*): the exporter's `--layers` syntax.
         heads (`str | list`, *optional*): `"5.1,5.3"` or `[(5, 1), (5, 3)]`.
         kinds (`tuple[str]`, *optional*): any of `patterns`, `resid_pre`, `resid_mid`,
-            `resid_post`, `pooled` (every pooled dataset of the selected models, whole).
+            `resid_post`, `predictions` (or `logits`: what the model predicted, whole),
+            `logit_lens` (by layer), `pooled` (every pooled dataset of the selected models,
+            whole); `pattern` is `patterns`.
 
     Raises:
         HubSelectionError: an unknown kind, a `meta` item without `=`, or `layers` / `heads`
@@ -74,6 +78,7 @@ class Selection:
 
     def __post_init__(self):
         kinds = _as_tuple(self.kinds)
+        kinds = None if kinds is None else tuple(KIND_ALIASES.get(k, k) for k in kinds)
         _check_kinds(kinds, self.layers, self.heads)
         normal = {
             "models": _as_tuple(self.models),
@@ -110,10 +115,10 @@ def _check_kinds(kinds, layers, heads) -> None:
         )
     if heads is not None and kinds is not None and PATTERNS not in kinds:
         raise HubSelectionError("--heads selects attention heads: add patterns to --kinds")
-    if layers is not None and kinds is not None and set(kinds) <= {POOLED}:
+    if layers is not None and kinds is not None and set(kinds) <= set(WHOLE_KINDS):
         raise HubSelectionError(
-            "--layers selects tensors, and a pooled dataset goes whole (every layer it holds): "
-            "drop --layers or add patterns or a resid kind to --kinds"
+            f"--layers selects tensors by layer, and {' and '.join(kinds)} go whole (every "
+            "layer they hold): drop --layers or add patterns, a resid kind or logit_lens to --kinds"
         )
 
 
@@ -235,7 +240,7 @@ def choose_tensors(
         LayerSelectionError: a layer or head that is not available.
     """
     kinds = [k for k in (sel.kinds or available) if k in available]
-    have_layers = sorted({layer for k in kinds for layer in available[k]})
+    have_layers = sorted({layer for k in kinds for layer in available[k] if layer is not None})
     heads = parse_heads(sel.heads, n_layers, n_heads) if sel.heads is not None else {}
     if sel.layers is not None:
         layers = list(resolve_layers(sel.layers, n_layers))
@@ -257,6 +262,8 @@ def choose_tensors(
 
 
 def _kind_tensors(name, kind, layers, have: dict, heads: dict, where: str) -> dict:
+    if None in have:  # a per-prompt kind without layers goes whole
+        return {None: ()}
     out = {}
     for layer in layers:
         if layer not in have:
@@ -360,10 +367,21 @@ def _stored_tensors(cfg: dict) -> dict[str, dict[int, tuple[int, ...]]]:
     if PATTERN in lc.get("hooks", []):
         pattern_layers = lc.get("pattern_layers", layers)  # a pulled store may hold fewer
         available[PATTERNS] = {int(layer): heads for layer in pattern_layers}
-    for kind in KINDS[1:]:
+    for kind in RESID_KINDS:
         if kind in lc.get("hooks", []):
             available[kind] = {int(layer): () for layer in lc.get("resid_layers", layers)}
+    for kind in PROMPT_KINDS.values():
+        if kind.export_kind in lc.get("predictions", []):
+            kind_layers = lc.get(f"{kind.name}_layers", layers)  # a pulled store may hold fewer
+            available[kind.name] = _prompt_kind_layers(kind.name, kind_layers)
     return available
+
+
+def _prompt_kind_layers(kind: str, layers) -> dict:
+    """`{layer: ()}` of a per-prompt kind: `{None: ()}` for one without layers."""
+    if not PROMPT_KINDS[kind].layered:
+        return {None: ()}
+    return {int(layer): () for layer in layers}
 
 
 def build_plans(candidates, sel: Selection, where: str, pooled_hint: str = "") -> list[ModelPlan]:
@@ -430,6 +448,8 @@ def select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> li
         check_hash(row["hash"], PROMPTS_TABLE)
         record = {k: row[k] for k in ("text", "hash", "n_tokens", "tokens", "token_ids")}
         record["meta"] = json.loads(row["meta"] or "{}")
+        if row.get("mean_loss") is not None:  # tables pushed before it was a column lack it
+            record["mean_loss"] = row["mean_loss"]
         by_model.setdefault(row["model"], []).append(record)
     configs = {
         row["model_name"]: json.loads(row["config"]) for row in read_table(tables[MODELS_TABLE])
@@ -443,6 +463,10 @@ def select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> li
         summary = manifest["models"][name]
         available = {PATTERNS: {int(k): tuple(v) for k, v in summary["patterns"].items()}}
         available.update({k: {int(x): () for x in v} for k, v in summary["residuals"].items()})
+        for kind, layers in (summary.get("prompt_kinds") or {}).items():
+            if kind not in PROMPT_KINDS:
+                raise NotALensCacheDatasetError(f"the manifest lists an unknown kind {kind!r}")
+            available[kind] = _prompt_kind_layers(kind, layers or [])
         available = {k: v for k, v in available.items() if v}
         names_pooled = tuple(sorted(n for m, n in pooled if m == name))
         candidates.append((name, configs[name], by_model.get(name, []), available, names_pooled))
@@ -458,7 +482,8 @@ def needed_shards(manifest: dict, plans: list[ModelPlan]) -> list[dict]:
         plan = wanted.get(entry.get("model"))
         if plan is None or entry["kind"] == POOLED or entry["kind"] not in plan.tensors:
             continue
-        heads = plan.tensors[entry["kind"]].get(int(entry["layer"]))
+        layer = None if entry["layer"] is None else int(entry["layer"])
+        heads = plan.tensors[entry["kind"]].get(layer)
         if heads is None or (entry["kind"] == PATTERNS and entry["head"] not in heads):
             continue
         if any(entry["first"] <= r["hash"] <= entry["last"] for r in plan.records):

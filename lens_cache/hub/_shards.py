@@ -19,52 +19,73 @@ from lens_cache.errors import HubIntegrityError
 from lens_cache.hub._layout import (
     FORMAT,
     FORMAT_VERSION,
+    MODEL_FILE,
     PATTERNS,
     POOLED,
+    PROMPT_KINDS,
     ModelPlan,
+    PromptKind,
+    model_file_path,
     pooled_path,
     split_pooled_name,
     tensor_path,
 )
 from lens_cache.layout import (
-    DTYPES,
     ITEMSIZE,
     PATTERN,
     POOLED_DIR,
+    PROMPTS_DIR,
     SAFETENSORS_DTYPES,
+    TENSOR_DTYPES,
     hook_name,
 )
+from lens_cache.progress import warn
 from lens_cache.reader import Store
 
 # --- shards ----------------------------------------------------------------------------------
 
 
+_DTYPE_NAMES = {code: name for name, code in SAFETENSORS_DTYPES.items()}  # "F32" -> "float32"
+Member = tuple[str, str, tuple[int, ...]]  # (key, dtype, shape) of one tensor of a shard
+
+
 @dataclass(frozen=True)
 class Shard:
-    """One safetensors file: one head (or one residual layer) of a run of prompts."""
+    """One safetensors file: one head (or one residual layer, or one layer of a per-prompt
+    kind) of a run of prompts.
+
+    Patterns and residuals hold one tensor per prompt, keyed by its hash, of `shapes[i]` in
+    `dtype`; a per-prompt kind holds several per prompt, listed in `members` (keys
+    `<hash>/<field>`, each in its stored dtype).
+    """
 
     model: str
     kind: str
-    layer: int
+    layer: int | None
     head: int | None
     index: int
     hashes: tuple[str, ...]
-    shapes: tuple[tuple[int, int], ...]
+    shapes: tuple[tuple[int, ...], ...]
     dtype: str
     metadata: tuple[tuple[str, str], ...] = field(default=())
+    members: tuple[Member, ...] = ()
 
     @property
     def path(self) -> str:
         return tensor_path(self.model, self.kind, self.layer, self.head, self.index)
 
+    def tensors(self) -> tuple[Member, ...]:
+        """Every tensor of the file, in file order."""
+        if self.kind in PROMPT_KINDS:
+            return self.members
+        return tuple((h, self.dtype, s) for h, s in zip(self.hashes, self.shapes, strict=True))
+
     def header(self) -> bytes:
-        return safetensors_header(
-            list(zip(self.hashes, self.shapes, strict=True)), self.dtype, dict(self.metadata)
-        )
+        return safetensors_header(self.tensors(), dict(self.metadata))
 
     @property
     def size(self) -> int:
-        data = sum(math.prod(s) for s in self.shapes) * ITEMSIZE[self.dtype]
+        data = sum(math.prod(shape) * ITEMSIZE[dtype] for _, dtype, shape in self.tensors())
         return len(self.header()) + data
 
     def entry(self) -> dict:
@@ -93,12 +114,20 @@ def group_prompts(sizes: list[int], max_bytes: int) -> list[range]:
     return groups
 
 
-def plan_shards(plan: ModelPlan, dtype: str, shard_max_bytes: int) -> list[Shard]:
+def plan_shards(
+    plan: ModelPlan, dtype: str, shard_max_bytes: int, save_path: Path | None = None
+) -> list[Shard]:
     """Every shard of one model. Prompts are cut into runs by size alone, so every head and
-    layer of a kind shares the same runs and a rerun plans the same shards."""
+    layer of a kind shares the same runs and a rerun plans the same shards. Per-prompt kinds
+    are planned from the headers of the files in `save_path`."""
     shards = []
     lengths = [int(r["n_tokens"]) for r in plan.records]
     for kind, layers in plan.tensors.items():
+        if kind in PROMPT_KINDS:
+            shards += _plan_prompt_kind(
+                plan, PROMPT_KINDS[kind], layers, save_path, shard_max_bytes
+            )
+            continue
         shapes = [(t, t if kind == PATTERNS else plan.d_model) for t in lengths]
         sizes = [math.prod(s) * ITEMSIZE[dtype] for s in shapes]
         for index, run in enumerate(group_prompts(sizes, shard_max_bytes)):
@@ -112,25 +141,99 @@ def plan_shards(plan: ModelPlan, dtype: str, shard_max_bytes: int) -> list[Shard
     return shards
 
 
+def _plan_prompt_kind(plan, kind: PromptKind, layers, save_path, max_bytes) -> list[Shard]:
+    """The shards of a per-prompt kind: one per layer (or one, without layers) and run of
+    prompts, holding each prompt's fields of that layer as stored."""
+    stored = [prompt_members(save_path, plan.name, r["hash"], kind) for r in plan.records]
+    for record, members in zip(plan.records, stored, strict=True):
+        absent = sorted(set(layers) - set(members), key=str)
+        if absent:
+            where = _prompt_file(save_path, plan.name, record["hash"], kind)
+            raise HubIntegrityError(f"{where}: no layer {absent[0]}; the store changed?")
+    first = next(iter(layers))
+    sizes = [sum(math.prod(sh) * ITEMSIZE[dt] for _, dt, sh in m[first]) for m in stored]
+    shards = []
+    for index, run in enumerate(group_prompts(sizes, max_bytes)):
+        hashes = tuple(plan.records[i]["hash"] for i in run)
+        for layer in layers:
+            members = tuple(
+                (f"{plan.records[i]['hash']}/{f}", dt, sh)
+                for i in run
+                for f, dt, sh in stored[i][layer]
+            )
+            meta = _shard_metadata(plan.name, kind.name, layer, None, None)
+            shards.append(
+                Shard(plan.name, kind.name, layer, None, index, hashes, (), "", meta, members)
+            )
+    return shards
+
+
+def prompt_members(save_path: Path, model: str, hash_: str, kind: PromptKind) -> dict:
+    """`{layer: ((field, dtype, shape), ...)}` of one stored prompt's file of a per-prompt kind,
+    fields sorted, read from its safetensors header alone.
+
+    Raises:
+        HubIntegrityError: the file is missing or unreadable, or lacks a field.
+    """
+    path = _prompt_file(save_path, model, hash_, kind)
+    try:
+        header = read_safetensors_header(path, str(path))
+    except OSError as e:
+        raise HubIntegrityError(f"{path}: cannot read it ({e.strerror or e})") from None
+    found: dict = {}
+    for name, info in sorted(header.items()):
+        parsed = kind.parse(name)
+        if parsed is not None and info.get("dtype") in _DTYPE_NAMES:
+            found.setdefault(parsed[0], []).append(
+                (parsed[1], _DTYPE_NAMES[info["dtype"]], tuple(info["shape"]))
+            )
+    for layer, members in found.items():
+        if sorted(m[0] for m in members) != sorted(kind.fields):
+            raise HubIntegrityError(f"{path}: layer {layer} lacks some of {list(kind.fields)}")
+    return {layer: tuple(sorted(m)) for layer, m in found.items()}
+
+
+def _prompt_file(save_path: Path, model: str, hash_: str, kind: PromptKind) -> Path:
+    return Path(save_path) / model / PROMPTS_DIR / hash_ / kind.filename
+
+
+def read_safetensors_header(path: Path, where: str) -> dict:
+    """The JSON header of a safetensors file (its `__metadata__` left out).
+
+    Raises:
+        HubIntegrityError: not a safetensors file.
+    """
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 0 < n <= 100 * 2**20:
+            raise HubIntegrityError(f"{where}: not a safetensors file")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise HubIntegrityError(f"{where}: not a safetensors file") from None
+    if not isinstance(header, dict):
+        raise HubIntegrityError(f"{where}: not a safetensors file")
+    header.pop("__metadata__", None)
+    return header
+
+
 def _shard_metadata(model, kind, layer, head, dtype) -> tuple[tuple[str, str], ...]:
     meta = {"format": f"{FORMAT}/{FORMAT_VERSION}", "model": model, "kind": kind}
-    meta.update(layer=str(layer), dtype=dtype)
-    if head is not None:
-        meta["head"] = str(head)
+    optional = {"layer": layer, "head": head, "dtype": dtype}
+    meta.update({k: str(v) for k, v in optional.items() if v is not None})
     return tuple(sorted(meta.items()))
 
 
-def safetensors_header(
-    entries: list[tuple[str, tuple[int, ...]]], dtype: str, metadata: dict
-) -> bytes:
-    """The 8-byte length + JSON header of a safetensors file holding `entries` in this order.
+def safetensors_header(entries, metadata: dict) -> bytes:
+    """The 8-byte length + JSON header of a safetensors file holding `entries`
+    (`(key, dtype, shape)`) in this order.
 
     Keys are sorted in the JSON and the header is space-padded to 8 bytes, as
     `store.write_safetensors` does, so equal content gives equal bytes.
     """
     header: dict = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
-    for key, shape in entries:
+    for key, dtype, shape in entries:
         n = math.prod(shape) * ITEMSIZE[dtype]
         header[key] = {
             "dtype": SAFETENSORS_DTYPES[dtype],
@@ -148,7 +251,7 @@ def tensor_bytes(array, dtype: str) -> memoryview:
     tensor = torch.as_tensor(
         np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array
     )
-    tensor = tensor.to(DTYPES[dtype]).contiguous()
+    tensor = tensor.to(TENSOR_DTYPES[dtype]).contiguous()
     return memoryview(tensor.view(torch.uint8).numpy()).cast("B")
 
 
@@ -179,19 +282,22 @@ class ShardWriter:
         self._sha.update(data)
 
     def add(self, key: str, array) -> None:
-        """Append the tensor for `key`; its shape must be the planned one."""
-        i = self._next
-        if key != self.shard.hashes[i] or tuple(array.shape) != self.shard.shapes[i]:
+        """Append the tensor for `key`; its shape (and, for a per-prompt kind, its dtype) must
+        be the planned one."""
+        planned, dtype, shape = self.shard.tensors()[self._next]
+        exact = self.shard.kind in PROMPT_KINDS  # stored dtypes go as they are, never cast
+        got = str(array.dtype).removeprefix("torch.")
+        if key != planned or tuple(array.shape) != shape or (exact and got != dtype):
             raise HubIntegrityError(
-                f"{self.shard.path}: expected {self.shard.hashes[i]} {self.shard.shapes[i]}, "
-                f"got {key} {tuple(array.shape)}; the store changed while pushing"
+                f"{self.shard.path}: expected {planned} {shape}, got {key} "
+                f"{tuple(array.shape)} {got}; the store changed while pushing"
             )
-        self._write(tensor_bytes(array, self.shard.dtype))
+        self._write(tensor_bytes(array, dtype))
         self._next += 1
 
     def close(self) -> BuiltFile:
         self._file.close()
-        if self._next != len(self.shard.hashes):
+        if self._next != len(self.shard.tensors()):
             raise HubIntegrityError(f"{self.shard.path}: shard left incomplete")
         size = self.local.stat().st_size
         entry = self.shard.entry()
@@ -203,21 +309,20 @@ class ShardReader:
 
     def __init__(self, local: Path, dtype: str, where: str):
         self.local, self.dtype, self.where = Path(local), dtype, where
+        self.header = read_safetensors_header(self.local, where)
         with open(self.local, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n <= 100 * 2**20:
-                raise HubIntegrityError(f"{where}: not a safetensors file")
-            self.header = json.loads(f.read(n))
-        self.base = 8 + n
+            self.base = 8 + int.from_bytes(f.read(8), "little")
         self.size = self.local.stat().st_size
 
-    def get(self, key: str, shape: tuple[int, int]) -> torch.Tensor:
-        """The tensor stored under `key`; it must have `shape` and the dataset's dtype."""
+    def get(self, key: str, shape: tuple[int, ...], dtype: str | None = None) -> torch.Tensor:
+        """The tensor stored under `key`; it must have `shape` and `dtype` (by default the
+        dataset's)."""
+        dtype = dtype or self.dtype
         info = self.header.get(key)
-        if not isinstance(info, dict) or info.get("dtype") != SAFETENSORS_DTYPES[self.dtype]:
-            raise HubIntegrityError(f"{self.where}: no {self.dtype} tensor for prompt {key}")
+        if not isinstance(info, dict) or info.get("dtype") != SAFETENSORS_DTYPES[dtype]:
+            raise HubIntegrityError(f"{self.where}: no {dtype} tensor for prompt {key}")
         start, end = info.get("data_offsets", (0, -1))
-        expected = math.prod(shape) * ITEMSIZE[self.dtype]
+        expected = math.prod(shape) * ITEMSIZE[dtype]
         if list(info.get("shape", [])) != list(shape) or end - start != expected or start < 0:
             raise HubIntegrityError(f"{self.where}: {key} is not {list(shape)} as its prompt says")
         if self.base + end > self.size:
@@ -225,7 +330,28 @@ class ShardReader:
         with open(self.local, "rb") as f:
             f.seek(self.base + start)
             raw = bytearray(f.read(expected))
-        return torch.frombuffer(raw, dtype=DTYPES[self.dtype]).reshape(shape)
+        return torch.frombuffer(raw, dtype=TENSOR_DTYPES[dtype]).reshape(shape)
+
+    def fields(self, hash_: str, kind: PromptKind, n_tokens: int) -> dict[str, torch.Tensor]:
+        """One prompt's tensors of a per-prompt kind, `{field: tensor}` in their stored
+        dtypes: exactly the kind's fields, each with the prompt's positions on the kind's
+        `position_axis`.
+
+        Raises:
+            HubIntegrityError: a field missing or of another length, or an unknown dtype.
+        """
+        out = {}
+        for name in kind.fields:
+            info = self.header.get(f"{hash_}/{name}")
+            shape = tuple(info.get("shape", [])) if isinstance(info, dict) else ()
+            dtype = _DTYPE_NAMES.get(info.get("dtype")) if isinstance(info, dict) else None
+            axis = kind.position_axis
+            if dtype is None or len(shape) <= axis or shape[axis] != n_tokens:
+                raise HubIntegrityError(
+                    f"{self.where}: no {name} of {n_tokens} positions for prompt {hash_}"
+                )
+            out[name] = self.get(f"{hash_}/{name}", shape, dtype)
+        return out
 
 
 # --- building the files of a push ------------------------------------------------------------
@@ -254,6 +380,39 @@ class _LocalPrompt:
         except (OSError, KeyError, ValueError, RuntimeError) as e:
             where = self.store.prompt_dir(self.model, self.hash)
             raise HubIntegrityError(f"{where}: cannot read {key} ({e})") from None
+
+
+def _fill_prompt_kind(save_path: Path, plan: ModelPlan, writer: ShardWriter) -> None:
+    """Copy one layer of each prompt's per-prompt-kind file into its shard, as stored."""
+    from safetensors import safe_open
+
+    kind, layer = PROMPT_KINDS[writer.shard.kind], writer.shard.layer
+    for hash_ in writer.shard.hashes:
+        path = _prompt_file(save_path, plan.name, hash_, kind)
+        try:
+            with safe_open(str(path), "pt") as f:
+                for name in sorted(kind.fields):
+                    writer.add(f"{hash_}/{name}", f.get_tensor(kind.member(layer, name)))
+        except (OSError, RuntimeError, ValueError) as e:
+            raise HubIntegrityError(f"{path}: cannot read it ({e})") from None
+
+
+def model_file_sources(save_path: Path, plans: list[ModelPlan]) -> list[tuple[str, Path, dict]]:
+    """`(repo path, local file, manifest fields)` of the model folders' files (`vocab.json`)
+    that the plans' per-prompt kinds take along; a missing one is left out with a warning."""
+    sources = []
+    for plan in plans:
+        names = sorted(
+            {f for k in plan.tensors if k in PROMPT_KINDS for f in PROMPT_KINDS[k].model_files}
+        )
+        for name in names:
+            local = Path(save_path) / plan.name / name
+            if not local.is_file():
+                warn(f"{local} is missing: the pulled store will show token ids, not strings")
+                continue
+            entry = {"model": plan.name, "kind": MODEL_FILE, "name": name}
+            sources.append((model_file_path(plan.name, name), local, entry))
+    return sources
 
 
 def built_file(path: str, data: bytes, stage: Path) -> BuiltFile:
@@ -306,6 +465,10 @@ def build_group(save_path: Path, plan: ModelPlan, group: list[Shard], stage: Pat
     """Write one group of shards to `stage`; yields a `BuiltFile` per shard."""
     writers = [ShardWriter(s, stage / s.path) for s in group]
     first = group[0]
+    if first.kind in PROMPT_KINDS:
+        _fill_prompt_kind(save_path, plan, writers[0])
+        yield writers[0].close()
+        return
     records = {r["hash"]: r for r in plan.records}
     for key in first.hashes:
         source = _LocalPrompt(save_path, plan, records[key])
