@@ -31,6 +31,7 @@ import numpy as np
 
 from lens_cache.errors import ModelNotInStoreError
 from lens_cache.layout import (
+    HOOKS_NAME,
     INDEX_HTML,
     LOGIT_LENS_NAME,
     MODEL_CFG_NAME,
@@ -190,6 +191,7 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
     layers = settings.get("layers")
     problems = _promised(folder, hooks + settings.get("predictions", []))
     n = record.get("n_tokens") if settings else None  # pattern-lens counts tokens without BOS
+    problems += _check_hooks_file(folder, settings.get("extra_hooks") or [], n)
     if (folder / NPZ_NAME).is_file():
         keys = [hook_name(PATTERN, i) for i in layers or []]
         problems += _check_npz(folder / NPZ_NAME, keys, n)
@@ -205,6 +207,15 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
         keys = [lens_member(i, f) for i in layers or [] for f in PREDICTION_FIELDS]
         problems += _check_safetensors(folder / LOGIT_LENS_NAME, keys, n)
     return problems
+
+
+def _check_hooks_file(folder: Path, extra: list[str], n_tokens: int | None) -> list[Problem]:
+    """`hooks.safetensors`: there when prompt.json names other hooks, each one at the prompt's
+    length (the check the residuals get, through the same function)."""
+    path = folder / HOOKS_NAME
+    if not path.is_file():
+        return [Problem("missing", path, "prompt.json promises its hooks")] if extra else []
+    return _check_safetensors(path, extra, n_tokens)
 
 
 def _promised(folder: Path, hooks: list[str]) -> list[Problem]:

@@ -20,7 +20,12 @@ def build_parser(prog: str = "python -m lens_cache.pooled") -> argparse.Argument
     p.add_argument(
         "-m", "--model", action="append", dest="models", help="model to pool (default: all)"
     )
-    p.add_argument("--hook", default="resid_post", choices=list(RESID_KINDS))
+    p.add_argument(
+        "--hook",
+        default="resid_post",
+        help=f"{', '.join(RESID_KINDS)}, or the site of another hook stored per layer "
+        "(hook_mlp_out, attn.hook_z, mlp.hook_post)",
+    )
     p.add_argument("--pool", default="last_token", choices=POOLS)
     p.add_argument("--shard-max-bytes", type=int, default=DEFAULT_SHARD_MAX_BYTES)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
