@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from lens_cache.adapter import LensModel
-from lens_cache.errors import InvalidOptionError, NotPerTokenHookError, UnknownHookError
+from lens_cache.errors import NotPerTokenHookError, UnknownHookError
 from lens_cache.layout import HOOK_KINDS, PATTERN, hook_site, pool_site, site_hook
 
 PROBE_LENGTHS = (3, 5)  # two lengths: an axis that follows the prompt's length is a position
@@ -133,12 +133,19 @@ def split_hook_requests(hooks, kinds=HOOK_KINDS) -> tuple[tuple[str, ...], tuple
     other hook points, resolved per model by `resolve_hooks`.
 
     Raises:
-        InvalidOptionError: nothing asked for.
+        UnknownHookError: nothing asked for, or a name that cannot be a hook point.
     """
     hooks = (hooks,) if isinstance(hooks, str) else tuple(hooks)
-    if not hooks:
-        raise InvalidOptionError(f"--hooks is empty; choose from {', '.join(kinds)} or hook names")
-    return tuple(h for h in hooks if h in kinds), tuple(h for h in hooks if h not in kinds)
+    requests = tuple(h for h in hooks if h not in kinds)
+    # Every TransformerLens hook point's name has `hook` in it: anything else is a typo, told
+    # here, before a model is loaded.
+    unknown = [h for h in requests if "hook" not in h and not _GLOB.search(h)]
+    if unknown or not hooks:
+        raise UnknownHookError(
+            f"unknown hooks {unknown}; choose from {', '.join(kinds)}, or hook points by name "
+            "or glob (hook_attn_out, blocks.*.attn.hook_z; --list-hooks lists a model's)"
+        )
+    return tuple(h for h in hooks if h in kinds), requests
 
 
 def hooks_width(model: LensModel, names) -> int:

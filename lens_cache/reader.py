@@ -497,7 +497,10 @@ class Store:
                             found.setdefault(layer, path)
         if not found:
             kind = site.removeprefix("hook_")
-            what = f"no {kind} residuals" if kind in RESID_KINDS else f"no {site}"
+            what = f"no {site}"
+            if kind in RESID_KINDS:
+                have_file = (directory / RESIDUALS_NAME).is_file()
+                what = f"no {kind} residuals" if have_file else "no residuals"
             raise self._missing(model, directory, kind if kind in RESID_KINDS else site, what)
         return dict(sorted(found.items()))
 
