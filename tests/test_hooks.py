@@ -80,7 +80,7 @@ def test_any_hook_batched_equals_single_prompt_run(tiny_model, tmp_path):
 def test_unknown_hook_is_one_line_naming_the_nearest(gqa_model, tmp_path):
     with pytest.raises(UnknownHookError) as e:
         _export(gqa_model, tmp_path, ["pattern", "blocks.1.hook_mlp_outt"])
-    assert "blocks.1.hook_mlp_out" in str(e.value) and "\n" not in str(e.value)
+    assert "; nearest: blocks.1.hook_mlp_out," in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(UnknownHookError, match="no hook 'blocks.9.attn.hook_\\*'"):
         _export(gqa_model, tmp_path, ["blocks.9.attn.hook_*"])
 
@@ -104,7 +104,7 @@ def test_cli_lists_hooks_and_rejects_an_unknown_one(gqa_dir, tmp_path, cli_env):
         ["-m", str(gqa_dir), "-p", str(prompts), "-q", "--hooks", "hook_mlp_outt"], cli_env
     )
     assert bad.returncode == 2
-    assert bad.stderr.strip().count("\n") == 0 and "hook_mlp_out" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0 and "nearest: blocks.2.hook_mlp_out" in bad.stderr
 
 
 def test_pooled_any_hook_equals_the_live_mean(gqa_model, tmp_path):
