@@ -8,7 +8,8 @@ The whole public API is here, imported on first use (so `import lens_cache` stay
   `read_dataset`, `iter_dataset`
 - read: `open` (`open_store`), `Store`
 - pooled residuals: `write_pooled`, `load_pooled`, `pool_residuals`, `POOLS`
-- viewer: `write_viewer`, `refresh_store`, `make_server`
+- viewer: `write_viewer`, `refresh_store`, `make_server`; in notebooks `show`, `show_patterns`
+  (`InlineView`)
 - Hub: `push_to_hub`, `pull`, `Selection`, `PushReport`, `PullReport`
 - errors: `LensCacheError` and every named error of `lens_cache.errors`
 """
@@ -34,6 +35,9 @@ _LAZY = {
     "pool_residuals": "lens_cache.pooled",
     "POOLS": "lens_cache.layout",
     "write_viewer": "lens_cache.viewer",
+    "show": "lens_cache.notebook",
+    "show_patterns": "lens_cache.notebook",
+    "InlineView": "lens_cache.notebook",
     "refresh_store": "lens_cache.viewer",
     "make_server": "lens_cache.viewer.serve",
     "push_to_hub": "lens_cache.hub",
