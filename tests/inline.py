@@ -1,0 +1,62 @@
+"""What the inline-view browser tests share: a Chromium page opened from file:// with every
+request off the machine refused, the inline displays (iframes) on it, and hovering a cell of
+one display's head view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class OfflinePage:
+    """A page on an HTML file, with the network blocked, recording errors, requests, dialogs."""
+
+    def __init__(self, browser, path: Path):
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.errors, self.requests, self.dialogs = [], [], []
+        self.context.route("**/*", self._only_local)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.goto(Path(path).as_uri())
+
+    def _only_local(self, route):
+        url = route.request.url
+        self.requests.append(url)
+        if url.startswith(("file:", "data:", "about:")):
+            route.continue_()
+        else:
+            route.abort()
+
+    def displays(self, n: int) -> list:
+        """The page's `n` inline displays (their frames), each once its view is drawn."""
+        self.page.wait_for_function(
+            f"document.querySelectorAll('iframe.lens-cache-view').length >= {n}"
+        )
+        frames = [f for f in self.page.frames if f.url.startswith("about:srcdoc")]
+        assert len(frames) == n, [f.url for f in self.page.frames]
+        for frame in frames:
+            frame.wait_for_selector("#app > :not(#boot-note)")
+        return frames
+
+    def check_clean(self) -> None:
+        assert self.errors == [], f"console errors: {self.errors}"
+        outside = [u for u in self.requests if not u.startswith(("file:", "data:", "about:"))]
+        assert outside == [], f"requests off the machine: {outside}"
+        assert self.dialogs == [], f"a dialog fired: {self.dialogs}"
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def hover_cell(page, frame, i: int, j: int) -> str:
+    """Move the mouse onto cell (query i, key j) of a display's head view; return its tooltip."""
+    frame.wait_for_selector(".pane[data-draw-ms]")
+    scroller = frame.locator(".scroller").first
+    scroller.scroll_into_view_if_needed()
+    cs = float(scroller.get_attribute("data-cell"))
+    box = scroller.bounding_box()  # in the top page's coordinates, iframe offset included
+    left, top = scroller.evaluate("e => [e.scrollLeft, e.scrollTop]")
+    page.mouse.move(box["x"] + (j + 0.5) * cs - left, box["y"] + (i + 0.5) * cs - top)
+    frame.wait_for_selector("#tip:not([hidden])")
+    return frame.locator("#tip").text_content()

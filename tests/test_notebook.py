@@ -1,0 +1,135 @@
+"""The viewer inline in notebooks: `lens_cache.show` and `show_patterns`.
+
+Displays are checked as a notebook shows them (`_repr_html_` in a page) in Debian's Chromium
+from file://, with every request off the machine refused; hover values against the stored npz
+and against TransformerLens's own live patterns.
+"""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import lens_cache
+from lens_cache.errors import InvalidOptionError
+from lens_cache.synthetic import GRID_MODEL, write_store
+from tests.browser import shown_value, value_line
+from tests.helpers import REPO, npz_layer
+from tests.inline import OfflinePage, hover_cell
+
+GRID = GRID_MODEL.name
+MB3 = 3 * 10**6
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """A store of a 12-layer x 12-head model with one 256-token prompt (and the special ones:
+    the XSS prompt among them)."""
+    info = write_store(
+        tmp_path_factory.mktemp("grid"), models=[GRID_MODEL], n_prompts=1, lengths=(256, 256)
+    )
+    records = lens_cache.open(info["save_path"]).prompts(GRID)
+    info["long"] = next(r["hash"] for r in records if r["n_tokens"] == 256)
+    return info
+
+
+def _attributes(page: str) -> list[str]:
+    return re.findall(r'\b(?:src|href)="([^"]*)"', page)
+
+
+def test_a_256_token_prompt_of_12x12_heads_displays_in_under_3_mb(grid):
+    save, h = grid["save_path"], grid["long"]
+    for view, layer in (("prompt", None), ("head", 5), ("metrics", None)):
+        view_obj = lens_cache.show(save, GRID, h, layer=layer, head=7, view=view)
+        html = view_obj._repr_html_()
+        assert len(html.encode()) < MB3, (view, len(html))
+        # self-contained: every script, stylesheet and link is inline data or an address
+        assert all(a.startswith(("data:", "#")) for a in _attributes(view_obj.page))
+        others = [v for k, v in grid["hashes"].items() if v != h]
+        assert not any(other in view_obj.page for other in others)  # only this prompt's data
+
+
+def test_the_core_never_imports_ipython(grid):
+    code = (
+        "import sys, lens_cache\n"
+        f"v = lens_cache.show({str(grid['save_path'])!r}, {GRID!r}, {grid['long']!r})\n"
+        "v._repr_html_()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('IPython', 'ipykernel')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_show_refuses_bad_input_in_one_line(grid, gqa_model):
+    with pytest.raises(InvalidOptionError, match="view must be one of prompt, head"):
+        lens_cache.show(grid["save_path"], GRID, grid["long"], view="grid")
+    tokens = gqa_model.model.to_str_tokens("one two three")
+    with pytest.raises(InvalidOptionError, match=r"expected \[heads, \d+, \d+\]"):
+        lens_cache.show_patterns(tokens[:-1], torch.rand(4, len(tokens), len(tokens)))
+
+
+@pytest.mark.browser
+def test_two_inline_views_on_one_page_draw_hover_and_respond_apart(
+    browser, grid, gqa_model, tmp_path
+):
+    save, h = grid["save_path"], grid["long"]
+    text = "The cat sat on the mat, and then the cat sat on the mat again."
+    with torch.inference_mode():
+        _, cache = gqa_model.model.run_with_cache(gqa_model.model.to_tokens(text))
+    tokens = gqa_model.model.to_str_tokens(text)
+    stored = lens_cache.show(save, GRID, h, layer=5, head=7, view="head")
+    live = lens_cache.show_patterns(tokens, cache, layer=1, head=2, view="head")
+    page_path = tmp_path / "cells.html"
+    page_path.write_text(f"<!doctype html><body>{stored._repr_html_()}{live._repr_html_()}</body>")
+    pg = OfflinePage(browser, page_path)
+    try:
+        first, second = pg.displays(2)
+        pat = npz_layer(save, GRID, h, 5)[7]
+        text_a = hover_cell(pg.page, first, 20, 3)
+        assert value_line(text_a) == shown_value(pat[20, 3])
+        live_pat = cache["blocks.1.attn.hook_pattern"][0, 2].numpy()
+        text_b = hover_cell(pg.page, second, 9, 4)
+        assert value_line(text_b) == shown_value(live_pat[9, 4])
+        assert f"query 9: {json.dumps(tokens[9])}" in text_b
+        # keys go to the display that has the focus, and move only that one
+        first.locator(".scroller").first.click()
+        pg.page.keyboard.press("ArrowRight")
+        first.wait_for_function("location.hash.endsWith('/5/8')")
+        assert second.evaluate("location.hash").endswith("/1/2")
+        second.locator(".scroller").first.click()
+        pg.page.keyboard.press("ArrowDown")
+        second.wait_for_function("location.hash.endsWith('/2/2')")
+        assert first.evaluate("location.hash").endswith("/5/8")
+        pg.check_clean()
+    finally:
+        pg.close()
+
+
+@pytest.mark.browser
+def test_the_xss_prompt_stays_text_inline(browser, grid, tmp_path):
+    view = lens_cache.show(grid["save_path"], GRID, grid["xss_hash"], view="prompt")
+    page_path = tmp_path / "xss.html"
+    page_path.write_text(f"<!doctype html><body>{view._repr_html_()}</body>")
+    pg = OfflinePage(browser, page_path)
+    try:
+        (frame,) = pg.displays(1)
+        frame.wait_for_selector(".prompt-text, .text, main")
+        assert "<img src=x onerror=alert(1)>" in frame.locator("#app").inner_text()
+        assert frame.locator("img").count() == 0
+        pg.check_clean()
+    finally:
+        pg.close()
+
+
+def test_show_patterns_takes_a_layers_heads_tensor():
+    tokens = ["a", "b", "c"]
+    pat = np.tril(np.ones((2, 3, 3, 3), np.float32))
+    pat /= pat.sum(-1, keepdims=True)
+    page = lens_cache.show_patterns(tokens, pat, view="head", layer=1).page
+    assert "%23/head/patterns/" in page  # the address it opens on, inside its boot script
+    assert "/L0.js" in page and "/L1.js" in page  # both layers: small data goes whole
