@@ -44,7 +44,7 @@ from lens_cache.viewer import inline_page
 VIEWS = ("prompt", "head", "lens", "metrics")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class InlineView:
     """A self-contained viewer page that displays itself in a notebook.
 
@@ -55,6 +55,9 @@ class InlineView:
 
     page: str
     height: int = 560
+
+    def __repr__(self) -> str:  # a notebook's text/plain beside the HTML: short, not the page
+        return f"<lens_cache view, {len(self.page) / 1e3:.0f} kB>"
 
     def _repr_html_(self) -> str:
         return (

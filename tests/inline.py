@@ -4,7 +4,10 @@ one display's head view."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from tests.browser import shown_value, value_line
 
 
 class OfflinePage:
@@ -52,11 +55,28 @@ class OfflinePage:
 def hover_cell(page, frame, i: int, j: int) -> str:
     """Move the mouse onto cell (query i, key j) of a display's head view; return its tooltip."""
     frame.wait_for_selector(".pane[data-draw-ms]")
+    frame.frame_element().scroll_into_view_if_needed()  # the display, in the notebook's page
     scroller = frame.locator(".scroller").first
-    scroller.scroll_into_view_if_needed()
     cs = float(scroller.get_attribute("data-cell"))
     box = scroller.bounding_box()  # in the top page's coordinates, iframe offset included
     left, top = scroller.evaluate("e => [e.scrollLeft, e.scrollTop]")
     page.mouse.move(box["x"] + (j + 0.5) * cs - left, box["y"] + (i + 0.5) * cs - top)
     frame.wait_for_selector("#tip:not([hidden])")
     return frame.locator("#tip").text_content()
+
+
+def check_two_head_views(pg: OfflinePage, first, second) -> None:
+    """Two displays, each `(frame, its head's pattern [T, T], a cell (i, j))`: hovering the
+    cell shows the pattern's value as the viewer prints its float16, and an arrow key moves
+    only the display that has the focus."""
+    for frame, pattern, (i, j) in (first, second):
+        assert value_line(hover_cell(pg.page, frame, i, j)) == shown_value(pattern[i, j])
+    for key, (frame, _, _), (other, _, _) in (
+        ("ArrowRight", first, second),
+        ("ArrowDown", second, first),
+    ):
+        before, still = frame.evaluate("location.hash"), other.evaluate("location.hash")
+        frame.locator(".scroller").first.click()
+        pg.page.keyboard.press(key)
+        frame.wait_for_function(f"location.hash !== {json.dumps(before)}")
+        assert other.evaluate("location.hash") == still

@@ -17,9 +17,8 @@ import torch
 import lens_cache
 from lens_cache.errors import InvalidOptionError
 from lens_cache.synthetic import GRID_MODEL, write_store
-from tests.browser import shown_value, value_line
 from tests.helpers import REPO, npz_layer
-from tests.inline import OfflinePage, hover_cell
+from tests.inline import OfflinePage, check_two_head_views, hover_cell
 
 GRID = GRID_MODEL.name
 MB3 = 3 * 10**6
@@ -89,22 +88,14 @@ def test_two_inline_views_on_one_page_draw_hover_and_respond_apart(
     pg = OfflinePage(browser, page_path)
     try:
         first, second = pg.displays(2)
-        pat = npz_layer(save, GRID, h, 5)[7]
-        text_a = hover_cell(pg.page, first, 20, 3)
-        assert value_line(text_a) == shown_value(pat[20, 3])
-        live_pat = cache["blocks.1.attn.hook_pattern"][0, 2].numpy()
-        text_b = hover_cell(pg.page, second, 9, 4)
-        assert value_line(text_b) == shown_value(live_pat[9, 4])
-        assert f"query 9: {json.dumps(tokens[9])}" in text_b
-        # keys go to the display that has the focus, and move only that one
-        first.locator(".scroller").first.click()
-        pg.page.keyboard.press("ArrowRight")
-        first.wait_for_function("location.hash.endsWith('/5/8')")
-        assert second.evaluate("location.hash").endswith("/1/2")
-        second.locator(".scroller").first.click()
-        pg.page.keyboard.press("ArrowDown")
-        second.wait_for_function("location.hash.endsWith('/2/2')")
-        assert first.evaluate("location.hash").endswith("/5/8")
+        assert f"query 9: {json.dumps(tokens[9])}" in hover_cell(pg.page, second, 9, 4)
+        check_two_head_views(
+            pg,
+            (first, npz_layer(save, GRID, h, 5)[7], (20, 3)),
+            (second, cache["blocks.1.attn.hook_pattern"][0, 2].numpy(), (9, 4)),
+        )
+        assert first.evaluate("location.hash").endswith("/5/8")  # ArrowRight: next head
+        assert second.evaluate("location.hash").endswith("/2/2")  # ArrowDown: next layer
         pg.check_clean()
     finally:
         pg.close()
@@ -133,3 +124,62 @@ def test_show_patterns_takes_a_layers_heads_tensor():
     page = lens_cache.show_patterns(tokens, pat, view="head", layer=1).page
     assert "%23/head/patterns/" in page  # the address it opens on, inside its boot script
     assert "/L0.js" in page and "/L1.js" in page  # both layers: small data goes whole
+
+
+EXAMPLE = REPO / "examples" / "lens_cache_example.ipynb"
+# nbconvert's page without the scripts it takes from CDNs (RequireJS, MathJax, Mermaid): this
+# page must load offline, and nothing in the notebook needs them.
+OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+def _execute_example(tmp_path, model_dir, monkeypatch):
+    """The example notebook run by a real Jupyter kernel (nbclient), with the tiny model."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("LENS_CACHE_EXAMPLE_MODEL", str(model_dir))
+    monkeypatch.setenv("LENS_CACHE_EXAMPLE_STORE", str(store))
+    notebook = nbformat.read(EXAMPLE, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3").execute(cwd=str(tmp_path))
+    return notebook, store
+
+
+def _to_html(notebook, tmp_path):
+    from nbconvert import HTMLExporter
+
+    template = tmp_path / "offline.html.j2"
+    template.write_text(OFFLINE_TEMPLATE)
+    html, _ = HTMLExporter(template_file=str(template)).from_notebook_node(notebook)
+    path = tmp_path / "example.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+@pytest.mark.browser
+def test_example_notebook_runs_and_its_views_work_offline(browser, gqa_dir, tmp_path, monkeypatch):
+    notebook, store = _execute_example(tmp_path, gqa_dir, monkeypatch)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert re.search(r"leave-one-out accuracy: [01]\.\d\d over 8 prompts", printed)
+    model = gqa_dir.name
+    h = lens_cache.prompt_hash("def add(a, b):\n    return a + b")
+    reader = lens_cache.open(store)
+    stored = reader.activation_cache(model, h)
+    pg = OfflinePage(browser, _to_html(notebook, tmp_path))
+    try:
+        first, second = pg.displays(2)
+        first.wait_for_selector(".pane[data-draw-ms]")  # the inline head view is drawn
+        check_two_head_views(
+            pg,
+            (first, npz_layer(store, model, h, 1)[2], (5, 2)),
+            (second, stored["blocks.0.attn.hook_pattern"][0, 1].numpy(), (6, 3)),
+        )
+        pg.check_clean()
+    finally:
+        pg.close()
