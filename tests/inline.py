@@ -5,6 +5,7 @@ one display's head view."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.browser import shown_value, value_line
@@ -53,16 +54,30 @@ class OfflinePage:
 
 
 def hover_cell(page, frame, i: int, j: int) -> str:
-    """Move the mouse onto cell (query i, key j) of a display's head view; return its tooltip."""
+    """Move the mouse onto cell (query i, key j) of a display's head view; return its tooltip.
+
+    The pointer is steered by what the tooltip names: at a few pixels a cell (256 tokens fitted
+    into a notebook's width) rounding can land it one cell off, and a view may still be fitting
+    its zoom when it first reports drawn. The value shown is then checked exactly.
+    """
     frame.wait_for_selector(".pane[data-draw-ms]")
     frame.frame_element().scroll_into_view_if_needed()  # the display, in the notebook's page
-    scroller = frame.locator(".scroller").first
-    cs = float(scroller.get_attribute("data-cell"))
-    box = scroller.bounding_box()  # in the top page's coordinates, iframe offset included
-    left, top = scroller.evaluate("e => [e.scrollLeft, e.scrollTop]")
-    page.mouse.move(box["x"] + (j + 0.5) * cs - left, box["y"] + (i + 0.5) * cs - top)
-    frame.wait_for_selector("#tip:not([hidden])")
-    return frame.locator("#tip").text_content()
+    row, col = i, j  # where to aim, corrected by where the last move landed
+    for _ in range(20):
+        scroller = frame.locator(".scroller").first
+        cs = float(scroller.get_attribute("data-cell"))
+        box = scroller.bounding_box()  # in the top page's coordinates, iframe offset included
+        left, top = scroller.evaluate("e => [e.scrollLeft, e.scrollTop]")
+        page.mouse.move(box["x"] + (col + 0.5) * cs - left, box["y"] + (row + 0.5) * cs - top)
+        frame.wait_for_selector("#tip:not([hidden])")
+        text = frame.locator("#tip").text_content()
+        landed = re.search(r"query (\d+):.*\nkey +(\d+):", text)
+        if landed and (int(landed[1]), int(landed[2])) == (i, j):
+            return text
+        if landed:
+            row, col = row + i - int(landed[1]), col + j - int(landed[2])
+        page.wait_for_timeout(50)
+    raise AssertionError(f"the tooltip never named cell ({i}, {j}): {text!r}")
 
 
 def check_two_head_views(pg: OfflinePage, first, second) -> None:
