@@ -1,6 +1,7 @@
 """Look after a store (`python -m lens_cache.cache`, whose command line is `lens_cache.cli.cache`).
 
-    info    sizes by model and kind: patterns (npz / stacked npy), residuals, predictions (logits
+    info    sizes by model and kind: patterns (npz / stacked npy), residuals (with any other
+            hooks), predictions (logits
             and logit lens), pooled, viewer, other
     list    the prompts of each model
     verify  re-read every file; list missing and corrupt ones; exit 1 if there are any
@@ -88,7 +89,8 @@ def _kind(rel: Path, models: set[str]) -> tuple[str, str]:
             return top, "patterns"
         if rel.name in (PREDICTIONS_NAME, LOGIT_LENS_NAME):
             return top, "predictions"
-        return top, "residuals" if rel.name == RESIDUALS_NAME else "other"
+        stream = rel.name in (RESIDUALS_NAME, HOOKS_NAME)  # any other hook counts as residuals
+        return top, "residuals" if stream else "other"
     return STORE_ROW, "viewer" if top in VIEWER_FILES else "other"
 
 
