@@ -1,8 +1,7 @@
 """Look after a store (`python -m lens_cache.cache`, whose command line is `lens_cache.cli.cache`).
 
-    info    sizes by model and kind: patterns (npz / stacked npy), residuals (with any other
-            hooks), predictions (logits
-            and logit lens), pooled, viewer, other
+    info    sizes by model and kind: patterns (npz / stacked npy), residuals (and any other
+            hooks), predictions (logits and logit lens), pooled, viewer, other
     list    the prompts of each model
     verify  re-read every file; list missing and corrupt ones; exit 1 if there are any
     prune   remove the least recently used prompt folders until the store fits in --max-gb
