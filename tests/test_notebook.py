@@ -64,6 +64,15 @@ def test_the_core_never_imports_ipython(grid):
     assert out.stdout.strip() == "[]"
 
 
+def test_the_notebook_extra_is_separate_from_the_core():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"]).lower()
+    assert not any(name in core for name in ("ipykernel", "ipython", "jupyter", "nbclient"))
+    assert [d for d in project["optional-dependencies"]["notebook"] if d.startswith("ipykernel")]
+
+
 def test_show_refuses_bad_input_in_one_line(grid, gqa_model):
     with pytest.raises(InvalidOptionError, match="view must be one of prompt, head"):
         lens_cache.show(grid["save_path"], GRID, grid["long"], view="grid")
