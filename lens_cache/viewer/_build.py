@@ -460,7 +460,6 @@ def render_page(assets) -> bytes:
         scripts=[f"{APP_DIR}/{name}" for name in SCRIPTS],
         index_script=f"{DATA_DIR}/lens_index.js",
         format=FORMAT_VERSION,
-        inline_src="",
     )
     return html.encode()
 
