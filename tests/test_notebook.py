@@ -192,3 +192,38 @@ def test_example_notebook_runs_and_its_views_work_offline(browser, gqa_dir, tmp_
         pg.check_clean()
     finally:
         pg.close()
+
+
+@pytest.mark.browser
+def test_the_logit_lens_view_inline_shows_the_stored_loss(browser, gqa_model, tmp_path):
+    text = "The cat sat on the mat, and then the cat sat on the mat again."
+    hooks = ["pattern", "logit_lens"]
+    lens_cache.export(gqa_model, [text], tmp_path / "s", hooks=hooks, quiet=True, index_html=False)
+    store = lens_cache.open(tmp_path / "s")
+    loss = store.logit_lens(gqa_model.name, text)["loss"]  # [layers, T]
+    view = lens_cache.show(store, gqa_model.name, text, view="lens")
+    page_path = tmp_path / "lens.html"
+    page_path.write_text(f"<!doctype html><body>{view._repr_html_()}</body>")
+    pg = OfflinePage(browser, page_path)
+    try:
+        (frame,) = pg.displays(1)
+        frame.wait_for_selector(".lens-scroller[data-drawn]")
+        scroller = frame.locator(".lens-scroller")
+        d = {
+            k: float(v)
+            for k, v in scroller.evaluate("e => ({...e.dataset})").items()
+            if k != "drawn"
+        }
+        box = scroller.bounding_box()
+        for layer, i in ((1, 3), (2, 7)):
+            x = box["x"] + d["labelW"] + (i + 0.5) * d["cellW"]
+            y = box["y"] + d["headH"] + (layer + 0.5) * d["cellH"]
+            pg.page.mouse.move(x, y)
+            cell = f"layer {layer}, position {i}:"
+            frame.wait_for_function(
+                f"document.getElementById('tip').textContent.startsWith('{cell}')"
+            )
+            assert f"loss {loss[layer, i]:.4f}" in frame.locator("#tip").text_content()
+        pg.check_clean()
+    finally:
+        pg.close()
