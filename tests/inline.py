@@ -53,6 +53,13 @@ class OfflinePage:
         self.context.close()
 
 
+def open_views(browser, folder: Path, *views) -> OfflinePage:
+    """The displays, one after another, on a page as a notebook's output shows them."""
+    path = Path(folder) / "views.html"
+    path.write_text(f"<!doctype html><body>{''.join(v._repr_html_() for v in views)}</body>")
+    return OfflinePage(browser, path)
+
+
 def hover_cell(page, frame, i: int, j: int) -> str:
     """Move the mouse onto cell (query i, key j) of a display's head view; return its tooltip.
 

@@ -18,7 +18,7 @@ import lens_cache
 from lens_cache.errors import InvalidOptionError
 from lens_cache.synthetic import GRID_MODEL, write_store
 from tests.helpers import REPO, npz_layer
-from tests.inline import OfflinePage, check_two_head_views, hover_cell
+from tests.inline import OfflinePage, check_two_head_views, hover_cell, open_views
 
 GRID = GRID_MODEL.name
 MB3 = 3 * 10**6
@@ -92,9 +92,7 @@ def test_two_inline_views_on_one_page_draw_hover_and_respond_apart(
     tokens = gqa_model.model.to_str_tokens(text)
     stored = lens_cache.show(save, GRID, h, layer=5, head=7, view="head")
     live = lens_cache.show_patterns(tokens, cache, layer=1, head=2, view="head")
-    page_path = tmp_path / "cells.html"
-    page_path.write_text(f"<!doctype html><body>{stored._repr_html_()}{live._repr_html_()}</body>")
-    pg = OfflinePage(browser, page_path)
+    pg = open_views(browser, tmp_path, stored, live)
     try:
         first, second = pg.displays(2)
         assert f"query 9: {json.dumps(tokens[9])}" in hover_cell(pg.page, second, 9, 4)
@@ -113,9 +111,7 @@ def test_two_inline_views_on_one_page_draw_hover_and_respond_apart(
 @pytest.mark.browser
 def test_the_xss_prompt_stays_text_inline(browser, grid, tmp_path):
     view = lens_cache.show(grid["save_path"], GRID, grid["xss_hash"], view="prompt")
-    page_path = tmp_path / "xss.html"
-    page_path.write_text(f"<!doctype html><body>{view._repr_html_()}</body>")
-    pg = OfflinePage(browser, page_path)
+    pg = open_views(browser, tmp_path, view)
     try:
         (frame,) = pg.displays(1)
         frame.wait_for_selector(".prompt-text, .text, main")
@@ -202,9 +198,7 @@ def test_the_logit_lens_view_inline_shows_the_stored_loss(browser, gqa_model, tm
     store = lens_cache.open(tmp_path / "s")
     loss = store.logit_lens(gqa_model.name, text)["loss"]  # [layers, T]
     view = lens_cache.show(store, gqa_model.name, text, view="lens")
-    page_path = tmp_path / "lens.html"
-    page_path.write_text(f"<!doctype html><body>{view._repr_html_()}</body>")
-    pg = OfflinePage(browser, page_path)
+    pg = open_views(browser, tmp_path, view)
     try:
         (frame,) = pg.displays(1)
         frame.wait_for_selector(".lens-scroller[data-drawn]")
