@@ -4,10 +4,12 @@ offline, share them on the Hugging Face Hub.
 The whole public API is here, imported on first use (so `import lens_cache` stays light, and
 `python -m lens_cache.<module>` never finds its module imported before it runs):
 
-- export: `export`, `ModelReport`, `load_model`, `prompt_hash`, `read_dataset`, `iter_dataset`
+- export: `export`, `ModelReport`, `load_model`, `list_hooks`, `HookPoint`, `prompt_hash`,
+  `read_dataset`, `iter_dataset`
 - read: `open` (`open_store`), `Store`
 - pooled residuals: `write_pooled`, `load_pooled`, `pool_residuals`, `POOLS`
-- viewer: `write_viewer`, `refresh_store`, `make_server`
+- viewer: `write_viewer`, `refresh_store`, `make_server`; in notebooks `show`, `show_patterns`
+  (`InlineView`)
 - Hub: `push_to_hub`, `pull`, `Selection`, `PushReport`, `PullReport`
 - errors: `LensCacheError` and every named error of `lens_cache.errors`
 """
@@ -20,6 +22,8 @@ _LAZY = {
     "export": "lens_cache.exporter",
     "ModelReport": "lens_cache.exporter",
     "load_model": "lens_cache.models",
+    "list_hooks": "lens_cache.hooks",
+    "HookPoint": "lens_cache.hooks",
     "prompt_hash": "lens_cache.prompts",
     "read_dataset": "lens_cache.sources",
     "iter_dataset": "lens_cache.sources",
@@ -31,6 +35,9 @@ _LAZY = {
     "pool_residuals": "lens_cache.pooled",
     "POOLS": "lens_cache.layout",
     "write_viewer": "lens_cache.viewer",
+    "show": "lens_cache.notebook",
+    "show_patterns": "lens_cache.notebook",
+    "InlineView": "lens_cache.notebook",
     "refresh_store": "lens_cache.viewer",
     "make_server": "lens_cache.viewer.serve",
     "push_to_hub": "lens_cache.hub",

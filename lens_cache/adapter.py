@@ -103,15 +103,18 @@ class LensModel:
         """One string per token id, aligned with the pattern axes."""
         return [str(t) for t in self.model.to_str_tokens(torch.tensor(ids))]
 
-    def run(self, tokens: torch.Tensor, names: list[str], last_layer: int) -> dict:
+    def run(self, tokens: torch.Tensor, names: list[str], last_layer: int | None) -> dict:
         """One forward pass over a right-padded `[batch, pos]` token tensor.
 
         Caches only `names`, stops after block `last_layer` and skips the unembedding, which
-        is about a third of a small model's forward and is never stored.
+        is about a third of a small model's forward and is never stored (`last_layer=None`
+        runs the whole model, for hooks of the final norm or the unembedding).
         """
-        stop = last_layer + 1
         kwargs: dict = {"names_filter": names}
-        if stop < self.n_layers or not self.bridge:
+        stop = self.n_layers + 1 if last_layer is None else last_layer + 1
+        if stop > self.n_layers:
+            pass  # the whole model: a hook after the blocks (final norm, unembedding) is cached
+        elif stop < self.n_layers or not self.bridge:
             kwargs["stop_at_layer"] = stop  # the bridge ignores stop_at_layer == n_layers
         elif self._logits_to_keep_ok:
             kwargs["logits_to_keep"] = 1

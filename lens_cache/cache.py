@@ -1,7 +1,7 @@
 """Look after a store (`python -m lens_cache.cache`, whose command line is `lens_cache.cli.cache`).
 
-    info    sizes by model and kind: patterns (npz / stacked npy), residuals, predictions (logits
-            and logit lens), pooled, viewer, other
+    info    sizes by model and kind: patterns (npz / stacked npy), residuals (and any other
+            hooks), predictions (logits and logit lens), pooled, viewer, other
     list    the prompts of each model
     verify  re-read every file; list missing and corrupt ones; exit 1 if there are any
     prune   remove the least recently used prompt folders until the store fits in --max-gb
@@ -31,6 +31,7 @@ import numpy as np
 
 from lens_cache.errors import ModelNotInStoreError
 from lens_cache.layout import (
+    HOOKS_NAME,
     INDEX_HTML,
     LOGIT_LENS_NAME,
     MODEL_CFG_NAME,
@@ -87,7 +88,8 @@ def _kind(rel: Path, models: set[str]) -> tuple[str, str]:
             return top, "patterns"
         if rel.name in (PREDICTIONS_NAME, LOGIT_LENS_NAME):
             return top, "predictions"
-        return top, "residuals" if rel.name == RESIDUALS_NAME else "other"
+        stream = rel.name in (RESIDUALS_NAME, HOOKS_NAME)  # any other hook counts as residuals
+        return top, "residuals" if stream else "other"
     return STORE_ROW, "viewer" if top in VIEWER_FILES else "other"
 
 
@@ -190,6 +192,7 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
     layers = settings.get("layers")
     problems = _promised(folder, hooks + settings.get("predictions", []))
     n = record.get("n_tokens") if settings else None  # pattern-lens counts tokens without BOS
+    problems += _check_hooks_file(folder, settings.get("extra_hooks") or [], n)
     if (folder / NPZ_NAME).is_file():
         keys = [hook_name(PATTERN, i) for i in layers or []]
         problems += _check_npz(folder / NPZ_NAME, keys, n)
@@ -205,6 +208,15 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
         keys = [lens_member(i, f) for i in layers or [] for f in PREDICTION_FIELDS]
         problems += _check_safetensors(folder / LOGIT_LENS_NAME, keys, n)
     return problems
+
+
+def _check_hooks_file(folder: Path, extra: list[str], n_tokens: int | None) -> list[Problem]:
+    """`hooks.safetensors`: there when prompt.json names other hooks, each one at the prompt's
+    length (the check the residuals get, through the same function)."""
+    path = folder / HOOKS_NAME
+    if not path.is_file():
+        return [Problem("missing", path, "prompt.json promises its hooks")] if extra else []
+    return _check_safetensors(path, extra, n_tokens)
 
 
 def _promised(folder: Path, hooks: list[str]) -> list[Problem]:

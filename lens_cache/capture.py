@@ -16,7 +16,7 @@ import torch
 
 from lens_cache.adapter import LensModel
 from lens_cache.errors import HookNotFiredError, OutOfMemoryError
-from lens_cache.layout import PATTERN, hook_name, lens_member, parse_hook_name
+from lens_cache.layout import PATTERN, hook_depth, hook_name, lens_member, parse_hook_name
 from lens_cache.predictions import next_tokens, readout, readout_layers
 from lens_cache.store import ExportSettings
 
@@ -32,12 +32,14 @@ class Capture:
     residuals: dict[str, torch.Tensor] = field(default_factory=dict)  # [T, d_model]
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # field -> [T] or [T, k]
     logit_lens: dict[str, torch.Tensor] = field(default_factory=dict)  # member -> [T] or [T, k]
+    hooks: dict[str, torch.Tensor] = field(default_factory=dict)  # any other hook: [T, ...]
     written: bool = False  # already on disk (captured and written layer group by layer group)
 
     @property
     def nbytes(self) -> int:
         pattern_bytes = sum(a.nbytes for a in self.patterns.values())
         tensors = [*self.residuals.values(), *self.predictions.values(), *self.logit_lens.values()]
+        tensors += self.hooks.values()
         return pattern_bytes + sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -75,8 +77,9 @@ def capture_in_layer_groups(
 
     Memory then holds one group's cache and one layer being written, not every layer at once.
     The patterns come out as a generator that runs the passes: consume it in the thread that
-    owns the model. Residuals and predictions (small) fill the capture as the groups run;
-    the model's own prediction is read in the last group, which runs to the last layer.
+    owns the model. Residuals, other hooks and predictions (small) fill the capture as the
+    groups run; the model's own prediction and the other hooks (`extra_hooks`, whatever their
+    layer) are read in the last group, which runs to the last layer.
     """
     prompt, ids = item
     capture = Capture(prompt=prompt, ids=ids)
@@ -87,10 +90,11 @@ def capture_in_layer_groups(
         for i, group in enumerate(groups):
             last = i == len(groups) - 1
             kinds = tuple(k for k in settings.predictions if k == "logit_lens" or last)
-            (part,) = capture_batch(
-                model, [item], replace(settings, layers=group, predictions=kinds)
-            )
+            extra = settings.extra_hooks if last else ()
+            part_settings = replace(settings, layers=group, predictions=kinds, extra_hooks=extra)
+            (part,) = capture_batch(model, [item], part_settings)
             capture.residuals.update(part.residuals)
+            capture.hooks.update(part.hooks)
             capture.predictions.update(part.predictions)
             capture.logit_lens.update(part.logit_lens)
             yield from part.patterns.items()
@@ -124,13 +128,13 @@ def right_pad(model: LensModel, id_lists: list[list[int]]) -> torch.Tensor:
 
 
 def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
-    names = settings.hook_names()
+    names = settings.hook_names() + list(settings.extra_hooks)
     read_layers = readout_layers(settings.predictions, settings.layers, model.n_layers)
     read_names = [hook_name("resid_post", layer) for layer in read_layers]
     tokens = right_pad(model, [ids for _, ids in items])
-    last_layer = max([*settings.layers, *read_layers])
+    last_layer = _last_layer(settings, read_layers)
     cache = model.run(tokens, list(dict.fromkeys(names + read_names)), last_layer=last_layer)
-    _check_shapes(model, cache, tokens.shape)
+    _check_shapes(model, cache, tokens.shape, settings.extra_hooks)
     captures = [Capture(prompt=prompt, ids=ids) for prompt, ids in items]
     _read_predictions(model, cache, captures, settings, read_layers)
     host = to_host({name: cache[name] for name in names})
@@ -145,6 +149,8 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
                 else:
                     value = host[name][row, :n].to(settings.torch_resid_dtype)
                     capture.residuals[name] = value.clone()
+        for name in settings.extra_hooks:  # trimmed like the residuals: [T, ...]
+            capture.hooks[name] = _stored(host[name][row, :n], settings.torch_resid_dtype)
     return captures
 
 
@@ -166,6 +172,20 @@ def _read_predictions(model: LensModel, cache: dict, captures, settings, layers)
                     capture.predictions[name] = part.clone()
 
 
+def _last_layer(settings: ExportSettings, read_layers) -> int | None:
+    """The last block the forward must run; `None`: the whole model (a hook after the blocks)."""
+    depths = [hook_depth(name) for name in settings.extra_hooks]
+    if None in depths:
+        return None
+    return max([*settings.layers, *read_layers, *depths])
+
+
+def _stored(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A hook's values as stored: floats in the residual dtype, anything else (ids) as is."""
+    value = value.to(dtype) if value.is_floating_point() else value
+    return value.clone(memory_format=torch.contiguous_format)  # safetensors wants contiguous
+
+
 def to_host(cache: dict) -> dict:
     """One device-to-host copy per hook, into pinned memory, all issued before one wait."""
     if all(value.device.type == "cpu" for value in cache.values()):
@@ -180,10 +200,12 @@ def to_host(cache: dict) -> dict:
     return host
 
 
-def _check_shapes(model: LensModel, cache: dict, shape) -> None:
+def _check_shapes(model: LensModel, cache: dict, shape, extra=()) -> None:
     batch, pos = shape
     for name, value in cache.items():
-        if parse_hook_name(name)[0] == PATTERN:
+        if name in extra:  # its own per-token shape, checked when it was resolved
+            expected = (batch, pos, *value.shape[2:])
+        elif parse_hook_name(name)[0] == PATTERN:
             expected = (batch, model.n_heads, pos, pos)
         else:
             expected = (batch, pos, model.d_model)

@@ -98,6 +98,10 @@ class TopKError(InvalidOptionError):
     """`--top-k` is not between 1 and the model's vocabulary size."""
 
 
+class NotPerTokenHookError(UnknownHookError):
+    """A hook point whose tensor is not one vector per token (e.g. `[heads, T, T]` scores)."""
+
+
 # --- prompts and datasets --------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from lens_cache.errors import (
     TopKError,
 )
 from lens_cache.faults import fault_point
+from lens_cache.hooks import hooks_width, pool_sites, resolve_hooks, split_hook_requests
 from lens_cache.layout import (
     DTYPES,
     HOOK_KINDS,
@@ -59,6 +60,7 @@ class ModelReport:
     tokens: int = 0
     seconds: float = 0.0
     pooled: list[Path] = field(default_factory=list)
+    extra_hooks: tuple[str, ...] = ()  # the per-token hooks `hooks` resolved to for this model
 
 
 def export(
@@ -99,7 +101,10 @@ def export(
             `lens_cache_data`.
         hooks: any of `pattern`, `resid_pre`, `resid_mid`, `resid_post`, and the predictions
             `logits` (the model's next-token prediction) and `logit_lens` (the same read out of
-            each selected layer's `resid_post`); see `lens_cache.predictions`.
+            each selected layer's `resid_post`; see `lens_cache.predictions`), and any per-token
+            TransformerLens hook by name, glob or block site
+            (`blocks.*.hook_mlp_out`, `blocks.{3,5}.attn.hook_z`, `mlp.hook_post` at each of
+            `layers`; see `lens_cache.hooks`), stored in `hooks.safetensors`.
         layers: `"all"`, `"first"`, `"middle"`, `"last"`, a list of ints, or a string such as
             `"0,3,5"` or `"2-5"`.
         resid_dtype: dtype of stored residuals (`float32`, `float16`, `bfloat16`).
@@ -132,8 +137,9 @@ def export(
         raise InvalidOptionError(
             f"writers must be >= 0 and compress-level 0-9, got {writers} and {compress_level}"
         )
+    hooks, requests = split_hook_requests(hooks, kinds=HOOK_KINDS + PREDICTION_KINDS)
     hooks, predictions = _check_hooks(hooks)
-    pools = _check_pools(pool, hooks)
+    pools = _check_pools(pool, hooks, requests)
     if predictions and top_k < 1:
         raise TopKError(f"--top-k must be at least 1, got {top_k}")
     _check_choice("resid_dtype", resid_dtype, DTYPES)
@@ -153,9 +159,11 @@ def export(
             model = load_model(spec, device=distributed.device_for(rank, device), dtype=model_dtype)
             if predictions:
                 _check_readout(model, top_k)
+            chosen_layers = resolve_layers(layers, model.n_layers)
             settings = store.ExportSettings(
                 hooks=hooks,
-                layers=resolve_layers(layers, model.n_layers),
+                layers=chosen_layers,
+                extra_hooks=resolve_hooks(model, requests, chosen_layers) if requests else (),
                 resid_dtype=resid_dtype,
                 pattern_dtype=pattern_dtype,
                 stacked_heads=stacked_heads,
@@ -171,8 +179,9 @@ def export(
             with store_lock(save_path, "writing the indexes and the viewer"):
                 refresh_store(save_path, html=index_html, quiet=quiet)
                 for report in reports:
+                    sites = pool_sites(hooks, report.extra_hooks)
                     report.pooled = _pool(
-                        save_path, report.model, hooks, pools, shard_max_bytes, quiet
+                        save_path, report.model, sites, pools, shard_max_bytes, quiet
                     )
     except BaseException as e:
         rank.report_failure(e)  # the other ranks stop naming this one (see Rank.barrier)
@@ -206,23 +215,22 @@ def _check_limits(**values) -> None:
             raise BatchingError(f"{name.replace('_', '-')} must be positive, got {value}")
 
 
-def _check_pools(pool, hooks) -> tuple[str, ...]:
+def _check_pools(pool, hooks, requests=()) -> tuple[str, ...]:
     pools = () if pool is None else (pool,) if isinstance(pool, str) else tuple(pool)
     unknown = [p for p in pools if p not in POOLS]
     if unknown:
         raise InvalidOptionError(f"unknown pool {unknown}; choose from {', '.join(POOLS)}")
-    if pools and not any(h != PATTERN for h in hooks):
+    if pools and not any(h != PATTERN for h in hooks) and not requests:
         raise InvalidOptionError("--pool needs a residual hook in --hooks (e.g. resid_post)")
     return pools
 
 
-def _pool(save_path, model_name, hooks, pools, shard_max_bytes, quiet) -> list[Path]:
+def _pool(save_path, model_name, sites, pools, shard_max_bytes, quiet) -> list[Path]:
     """Pooled parquet datasets over every prompt stored for the model, not only this run's."""
     limit = shard_max_bytes or DEFAULT_SHARD_MAX_BYTES
     return [
-        write_pooled(save_path, model_name, hook, pool, shard_max_bytes=limit, quiet=quiet)
-        for hook in hooks
-        if hook != PATTERN
+        write_pooled(save_path, model_name, site, pool, shard_max_bytes=limit, quiet=quiet)
+        for site in sites
         for pool in pools
     ]
 
@@ -233,12 +241,8 @@ def _check_choice(name: str, value, choices) -> None:
 
 
 def _check_hooks(hooks) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The stored hook kinds and the prediction kinds asked for."""
-    hooks = (hooks,) if isinstance(hooks, str) else tuple(hooks)
-    choices = HOOK_KINDS + PREDICTION_KINDS
-    unknown = [h for h in hooks if h not in choices]
-    if unknown or not hooks:
-        raise InvalidOptionError(f"unknown hooks {unknown}; choose from {', '.join(choices)}")
+    """The stored hook kinds and the prediction kinds asked for (`split_hook_requests` has
+    refused the words that are neither a kind nor a hook point)."""
     return (
         tuple(h for h in hooks if h in HOOK_KINDS),
         tuple(h for h in hooks if h in PREDICTION_KINDS),
@@ -268,7 +272,7 @@ def _as_prompts(prompts) -> Iterator[dict]:
 def _export_model(model: LensModel, prompts, save_path: Path, settings, plan: _Plan, rank):
     start = time.perf_counter()
     mdir = store.model_dir(save_path, model.name)
-    report = ModelReport(model=model.name, path=mdir)
+    report = ModelReport(model=model.name, path=mdir, extra_hooks=settings.extra_hooks)
     fitting = []
     for prompt in prompts:
         ids = model.tokenize(prompt["text"])
@@ -354,7 +358,8 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
     for kind in settings.hooks:
         per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
     read = readout_layers(settings.predictions, settings.layers, model.n_layers)
-    return 4 * (n_layers * per_layer + len(read) * t * model.d_model)
+    extra = hooks_width(model, settings.extra_hooks)
+    return 4 * (n_layers * per_layer + len(read) * t * model.d_model + t * extra)
 
 
 def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:
@@ -371,6 +376,7 @@ def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:
             "model": model.name,
             "layers": list(settings.layers),
             "hooks": list(settings.hooks),
+            **({"extra_hooks": list(settings.extra_hooks)} if settings.extra_hooks else {}),
             "resid_dtype": settings.resid_dtype,
             "pattern_dtype": settings.pattern_dtype,
             "model_dtype": settings.model_dtype,
@@ -437,7 +443,7 @@ def _settings_diff(stored: dict, asked: dict) -> str:
 def _settings_words(d: dict) -> dict[str, str]:
     """What a fingerprint stands for, each setting as words (a missing dtype is float32)."""
     d = {"pattern_dtype": "float32", "model_dtype": "float32", **d}
-    hooks = [*d.get("hooks", []), *d.get("predictions", [])]
+    hooks = [*d.get("hooks", []), *d.get("extra_hooks", []), *d.get("predictions", [])]
     words = {"hooks": " ".join(hooks), "layers": _ranges(d.get("layers", []))}
     if d.get("predictions"):
         words["top_k"] = str(d.get("top_k"))

@@ -13,6 +13,7 @@ adds its names here first.
     <save>/<model>/prompts/<hash>/partial_heads.safetensors   PARTIAL_HEADS_NAME (Hub pulls)
     <save>/<model>/prompts/<hash>/predictions.safetensors     PREDICTIONS_NAME: kind `logits`
     <save>/<model>/prompts/<hash>/logit_lens.safetensors      LOGIT_LENS_NAME: lens_member()
+    <save>/<model>/prompts/<hash>/hooks.safetensors      HOOKS_NAME: any per-token hook [T, ...]
     <save>/<model>/vocab.json                            VOCAB_NAME: token strings by id
     <save>/.lens_cache.lock                              LOCK_NAME (see lens_cache.locking)
     <save>/<model>/pooled/<hook>-<pool>/data-*.parquet   POOLED_DIR, pooled_name()
@@ -51,10 +52,18 @@ RESIDUALS_NAME = "residuals.safetensors"
 PARTIAL_HEADS_NAME = "partial_heads.safetensors"
 PREDICTIONS_NAME = "predictions.safetensors"  # kind `logits`
 LOGIT_LENS_NAME = "logit_lens.safetensors"  # kind `logit_lens`
+HOOKS_NAME = "hooks.safetensors"  # any other per-token hook, by its 3.x name (lens_cache.hooks)
 LOCK_NAME = ".lens_cache.lock"  # <save>/.lens_cache.lock: the advisory lock (lens_cache.locking)
 VOCAB_NAME = "vocab.json"  # <model>/vocab.json: each token id's string, beside model_cfg.json
 # What an export writes beside prompt.json.
-DATA_NAMES = (NPZ_NAME, STACKED_NAME, RESIDUALS_NAME, PREDICTIONS_NAME, LOGIT_LENS_NAME)
+DATA_NAMES = (
+    NPZ_NAME,
+    STACKED_NAME,
+    RESIDUALS_NAME,
+    PREDICTIONS_NAME,
+    LOGIT_LENS_NAME,
+    HOOKS_NAME,
+)
 
 
 def default_save_path() -> str:
@@ -129,6 +138,32 @@ def resid_kind(hook: str) -> str:
     return kind
 
 
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# Hook points that fire before the first block: a forward stopped after block 0 has them.
+_EMBED_PREFIXES = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.", "rotary_emb.")
+
+
+def hook_site(name: str) -> tuple[str, int | None]:
+    """`"blocks.3.attn.hook_z"` -> `("attn.hook_z", 3)`; a hook outside the blocks
+    (`"ln_final.hook_normalized"`) is its own site, with no layer."""
+    m = _BLOCK_RE.match(name)
+    return (m.group(2), int(m.group(1))) if m else (name, None)
+
+
+def site_hook(site: str, layer: int | None) -> str:
+    """The inverse of `hook_site`."""
+    return site if layer is None else f"blocks.{layer}.{site}"
+
+
+def hook_depth(name: str) -> int | None:
+    """The last block a forward pass must run for `name` to fire: its block, 0 for the
+    embeddings, `None` for hooks after the blocks (the final norm, the unembedding)."""
+    _, layer = hook_site(name)
+    if layer is not None:
+        return layer
+    return 0 if name.startswith(_EMBED_PREFIXES) else None
+
+
 # --- dtypes ----------------------------------------------------------------------------------
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -146,8 +181,18 @@ POOLS = ("last_token", "first_token", "first_real", "mean", "mean_real")
 
 
 def pooled_name(hook: str, pool: str) -> str:
-    """A pooled dataset's folder name: `<hook>-<pool>`."""
-    return f"{resid_kind(hook)}-{pool}"
+    """A pooled dataset's folder name: `<hook>-<pool>`, with a residual kind's short name
+    (`resid_post-mean`) or a block site's (`mlp.hook_post-mean`)."""
+    return f"{pool_site(hook)}-{pool}"
+
+
+def pool_site(hook: str) -> str:
+    """What a pooled dataset pools: a residual kind (`resid_post`, also from `hook_resid_post`)
+    or the block site of any other per-token hook (`attn.hook_z`, also from
+    `blocks.3.attn.hook_z`), pooled at every layer it is stored for."""
+    site, _ = hook_site(hook)
+    kind = site.removeprefix("hook_")
+    return kind if kind in RESID_KINDS else site
 
 
 # --- layer selections ------------------------------------------------------------------------

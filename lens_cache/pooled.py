@@ -36,7 +36,7 @@ import numpy as np
 
 from lens_cache.errors import InvalidOptionError, MissingLabelError, PooledMissingError
 from lens_cache.faults import fault_point
-from lens_cache.layout import POOLED_DIR, POOLS, pooled_name, resid_kind
+from lens_cache.layout import POOLED_DIR, POOLS, pool_site, pooled_name
 from lens_cache.locking import store_lock
 from lens_cache.progress import log
 from lens_cache.reader import open_store, select_layers
@@ -95,8 +95,9 @@ def write_pooled(
     Args:
         save_path (`str` or `Path`): the store.
         model (`str`): the model's name in the store.
-        hook (`str`, *optional*, defaults to `"resid_post"`): `resid_pre`, `resid_mid` or
-            `resid_post`.
+        hook (`str`, *optional*, defaults to `"resid_post"`): `resid_pre`, `resid_mid`,
+            `resid_post`, or the site of any other per-token hook exported at several layers
+            (`hook_mlp_out`, `attn.hook_z`: `[heads, d_head]` is pooled as one vector).
         pool (`str`, *optional*, defaults to `"last_token"`): one of `POOLS` (see the module
             docstring).
         shard_max_bytes (`int`, *optional*, defaults to 500 MB): most bytes of row data per
@@ -116,7 +117,7 @@ def write_pooled(
     if shard_max_bytes < 1:
         raise InvalidOptionError(f"shard_max_bytes must be at least 1, got {shard_max_bytes}")
     store = open_store(save_path)
-    kind = resid_kind(hook)
+    kind = pool_site(hook)
     records = store.prompts(model)
     if not records:
         raise _no_prompts(store, model)
@@ -127,8 +128,9 @@ def write_pooled(
 
     def rows():
         for record in records:
-            resid = store.residuals(model, record["hash"], kind, layers=layers)
-            yield record, pool_residuals(resid.float().numpy(), pool, bos)
+            value = store.activations(model, record["hash"], kind, layers=layers)
+            flat = value.float().reshape(*value.shape[:2], -1)  # [heads, d_head] -> one vector
+            yield record, pool_residuals(flat.numpy(), pool, bos)
 
     info = {"model": model, "hook": kind, "pool": pool, "layers": layers, "bos": bos}
     with store_lock(save_path, f"writing {out.name} of {model}"):  # see lens_cache.locking
@@ -279,7 +281,7 @@ def load_pooled(
         raise PooledMissingError(
             f"no pooled dataset at {directory}; run: python -m lens_cache.pooled "
             f"-s {shlex.quote(str(save_path))} -m {shlex.quote(model)} "
-            f"--hook {resid_kind(hook)} --pool {pool}"
+            f"--hook {pool_site(hook)} --pool {pool}"
         )
     names = pq.read_schema(files[0]).names
     stored = sorted(int(n[len(LAYER_PREFIX) :]) for n in names if n.startswith(LAYER_PREFIX))

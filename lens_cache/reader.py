@@ -41,6 +41,7 @@ from lens_cache.errors import (
 from lens_cache.layout import (
     DATA_NAMES,
     HOOK_KINDS,
+    HOOKS_NAME,
     LOGIT_LENS_NAME,
     MODEL_CFG_NAME,
     NPZ_NAME,
@@ -52,13 +53,16 @@ from lens_cache.layout import (
     PROMPT_NAME,
     PROMPTS_DIR,
     PROMPTS_INDEX,
+    RESID_KINDS,
     RESIDUALS_NAME,
     STACKED_NAME,
     VOCAB_NAME,
     hook_layers,
     hook_name,
+    hook_site,
     lens_member,
     resid_kind,
+    site_hook,
 )
 from lens_cache.prompts import prompt_hash
 from lens_cache.store import read_json
@@ -232,11 +236,7 @@ class Store:
         directory = self._prompt_dir(model, prompt)
         if hook == PATTERN:
             return self._pattern_source(model, directory).layers
-        kind = resid_kind(hook)
-        from safetensors import safe_open
-
-        with safe_open(str(self._resid_path(model, directory, kind)), "pt") as f:
-            return hook_layers(f.keys(), kind)
+        return list(self._site_files(model, directory, _read_site(hook)))
 
     def patterns(self, model: str, prompt, layers=None, heads=None) -> np.ndarray:
         """Attention patterns of one prompt, reading only the requested layers.
@@ -284,18 +284,96 @@ class Store:
             ActivationsMissingError: no residuals, or none for this hook.
             LayerNotStoredError: a requested layer is not stored.
         """
+        return self.activations(model, prompt, f"hook_{resid_kind(hook)}", layers)
+
+    def activations(self, model: str, prompt, hook: str, layers=None) -> torch.Tensor:
+        """One hook of one prompt at every requested layer: a residual kind or any per-token
+        hook exported at several layers, named by its site (`"hook_mlp_out"`,
+        `"attn.hook_z"`) or by one layer's full name (`"blocks.0.attn.hook_z"`).
+
+        Returns:
+            `Float[torch.Tensor, "layers pos *rest"]` in the stored dtype (e.g.
+            `[layers, pos, heads, d_head]` for `attn.hook_z`).
+
+        Raises:
+            ActivationsMissingError: the hook is not stored for this prompt.
+            LayerNotStoredError: a requested layer is not stored.
+        """
         from safetensors import safe_open
 
-        kind = resid_kind(hook)
+        site = _read_site(hook)
         directory = self._prompt_dir(model, prompt)
-        path = self._resid_path(model, directory, kind)
+        files = self._site_files(model, directory, site)
+        where = f"prompt {directory.name} of model {model} ({site})"
+        chosen = select_layers(layers, list(files), self._n_layers(model, list(files)), where)
+        tensors = []
+        for layer in chosen:
+            with reading(files[layer], self.path), safe_open(str(files[layer]), "pt") as f:
+                tensors.append(f.get_tensor(site_hook(site, layer)))
+        return torch.stack(tensors)
+
+    def hooks(self, model: str, prompt, names=None) -> dict[str, torch.Tensor]:
+        """The per-token hooks stored for one prompt in `hooks.safetensors` (exported with
+        `--hooks` naming hook points), by their TransformerLens 3.x names.
+
+        Args:
+            names (list of `str`, *optional*, defaults to every stored hook).
+
+        Returns:
+            `{name: Float[torch.Tensor, "pos *rest"]}` in the stored dtype.
+
+        Raises:
+            ActivationsMissingError: no such hooks stored for this prompt.
+        """
+        from safetensors import safe_open
+
+        directory = self._prompt_dir(model, prompt)
+        path = directory / HOOKS_NAME
+        if not path.is_file():
+            raise self._missing(model, directory, (names or ["HOOK_NAME"])[0], "no hooks file")
         with reading(path, self.path), safe_open(str(path), "pt") as f:
-            stored = hook_layers(f.keys(), kind)
-            if not stored:
-                raise self._missing(model, directory, kind, f"no {kind} residuals")
-            where = f"prompt {directory.name} of model {model} ({kind})"
-            chosen = select_layers(layers, stored, self._n_layers(model, stored), where)
-            return torch.stack([f.get_tensor(hook_name(kind, i)) for i in chosen])
+            stored = list(f.keys())
+            missing = [n for n in names or () if n not in stored]
+            if missing:
+                raise self._missing(model, directory, missing[0], f"no {', '.join(missing)}")
+            return {name: f.get_tensor(name) for name in names or stored}
+
+    def activation_cache(self, model: str, prompt, tl_model=None):
+        """Everything stored for one prompt as a TransformerLens `ActivationCache`, so its
+        utilities run on exported data: patterns as `[1, heads, pos, pos]` float32, residuals
+        and other hooks with a batch axis of 1 (`[1, pos, ...]`), in the stored dtype.
+
+        Args:
+            model (`str`): the model's name in the store.
+            prompt (`str` or `dict`): text, hash, or a record with `hash` or `text`.
+            tl_model (*optional*): the live model (`TransformerBridge` or `HookedTransformer`),
+                for the methods that need its weights (`decompose_resid`, `apply_ln_to_stack`,
+                `logit_attrs`); without it the cache carries the stored config only, which is
+                enough for `accumulated_resid()` and indexing.
+
+        Returns:
+            A `transformer_lens.ActivationCache` (`has_batch_dim=True`).
+
+        Raises:
+            ActivationsMissingError: nothing is stored for the prompt.
+        """
+        from safetensors import safe_open
+        from transformer_lens import ActivationCache
+
+        directory = self._prompt_dir(model, prompt)
+        tensors: dict[str, torch.Tensor] = {}
+        if any((directory / name).is_file() for name in (NPZ_NAME, STACKED_NAME)):
+            source = self._pattern_source(model, directory)
+            with reading(source.path, self.path):
+                for layer in source.layers:  # read() gives [1, heads, pos, pos] for one layer
+                    patterns = torch.from_numpy(source.read([layer], None))
+                    tensors[hook_name(PATTERN, layer)] = patterns
+        for path in (directory / RESIDUALS_NAME, directory / HOOKS_NAME):
+            if path.is_file():
+                with reading(path, self.path), safe_open(str(path), "pt") as f:
+                    tensors.update({key: f.get_tensor(key)[None] for key in f.keys()})
+        holder = tl_model if tl_model is not None else _StoredModel(self.model_cfg(model))
+        return ActivationCache(tensors, holder, has_batch_dim=True)
 
     def vocab(self, model: str) -> list[str]:
         """The model's token strings by id (stored when predictions were exported), to read
@@ -408,17 +486,36 @@ class Store:
         """An `ActivationsMissingError` for a kind of activation this prompt was stored without."""
         settings = read_json(directory / PROMPT_NAME).get("lens_cache") or {}
         have = settings.get("hooks", [PATTERN]) + settings.get("predictions", [])
-        hooks = [k for k in HOOK_KINDS + PREDICTION_KINDS if k in have or k == kind]
+        known = HOOK_KINDS + PREDICTION_KINDS
+        hooks = [k for k in known if k in have or k == kind]
+        hooks += [] if kind in known else [shlex.quote(kind)]
+        have = have + settings.get("extra_hooks", [])
         return ActivationsMissingError(
             f"{what} for prompt {directory.name} of model {model} in {self.path} (stored: "
             f"{', '.join(have)}); run: {self.export_command(model, hooks)}"
         )
 
-    def _resid_path(self, model: str, directory: Path, kind: str) -> Path:
-        path = directory / RESIDUALS_NAME
-        if not path.is_file():
-            raise self._missing(model, directory, kind, "no residuals")
-        return path
+    def _site_files(self, model: str, directory: Path, site: str) -> dict[int, Path]:
+        """`{layer: file}` for one hook site, from the residuals and the other hooks' files
+        (headers only), sorted by layer."""
+        from safetensors import safe_open
+
+        found: dict[int, Path] = {}
+        for path in (directory / RESIDUALS_NAME, directory / HOOKS_NAME):
+            if path.is_file():
+                with reading(path, self.path), safe_open(str(path), "pt") as f:
+                    for key in f.keys():
+                        key_site, layer = hook_site(key)
+                        if key_site == site and layer is not None:
+                            found.setdefault(layer, path)
+        if not found:
+            kind = site.removeprefix("hook_")
+            what = f"no {site}"
+            if kind in RESID_KINDS:
+                have_file = (directory / RESIDUALS_NAME).is_file()
+                what = f"no {kind} residuals" if have_file else "no residuals"
+            raise self._missing(model, directory, kind if kind in RESID_KINDS else site, what)
+        return dict(sorted(found.items()))
 
     def _pattern_source(self, model: str, directory: Path) -> _PatternSource:
         if (directory / NPZ_NAME).is_file():
@@ -434,6 +531,16 @@ class Store:
     def _n_layers(self, model: str, stored: list[int]) -> int:
         n = self.model_cfg(model).get("n_layers")
         return int(n) if n else (max(stored) + 1 if stored else 0)
+
+
+class _StoredModel:
+    """What an `ActivationCache` needs of a model when the live one is not at hand: its config
+    (`cfg.n_layers`, `cfg.n_heads`, ...), read from the store's `model_cfg.json`."""
+
+    def __init__(self, cfg: dict):
+        from types import SimpleNamespace
+
+        self.cfg = SimpleNamespace(**cfg)
 
 
 # --- pattern files ---------------------------------------------------------------------------
@@ -502,6 +609,13 @@ def normalize_record(record: dict) -> dict:
 def _read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def _read_site(hook: str) -> str:
+    """The site a reader asks for: `resid_post` and `hook_resid_post` are `hook_resid_post`;
+    `blocks.3.attn.hook_z` is `attn.hook_z`."""
+    site, _ = hook_site(hook)
+    return f"hook_{site}" if site in RESID_KINDS else site
 
 
 def _data_files(hook: str | None) -> tuple[str, ...]:

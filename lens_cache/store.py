@@ -36,6 +36,7 @@ from lens_cache.layout import (
     DATA_NAMES,
     DTYPES,
     HOOK_KINDS,
+    HOOKS_NAME,
     LOGIT_LENS_NAME,
     NPZ_NAME,
     PATTERN,
@@ -68,6 +69,7 @@ class ExportSettings:
     model_dtype: str = "float32"  # what the model computed in: float16/bfloat16 move patterns
     predictions: tuple[str, ...] = ()  # `logits`, `logit_lens` (lens_cache.predictions)
     top_k: int = 10  # top tokens stored per position by the prediction kinds
+    extra_hooks: tuple[str, ...] = ()  # any other per-token hooks, resolved (lens_cache.hooks)
     compress_level: int = 1  # how, not what: left out of the fingerprint
     chunk_mb: float = 1024  # how: most MB of vocabulary rows read out at once; not fingerprinted
 
@@ -100,6 +102,9 @@ class ExportSettings:
         d.update(hooks=list(self.hooks), layers=list(self.layers), format=FORMAT_VERSION)
         if self.predictions:
             d["predictions"] = list(self.predictions)
+        d["extra_hooks"] = list(self.extra_hooks)
+        if not self.extra_hooks:  # the same: a store without other hooks keeps its fingerprint
+            d.pop("extra_hooks")
         return d
 
     def fingerprint(self) -> str:
@@ -117,6 +122,8 @@ class ExportSettings:
             names.append(PREDICTIONS_NAME)
         if "logit_lens" in self.predictions:
             names.append(LOGIT_LENS_NAME)
+        if self.extra_hooks:
+            names.append(HOOKS_NAME)
         return names
 
 
@@ -343,14 +350,15 @@ def write_prompt_dir(
             write_npy(directory / STACKED_NAME, stacked)
         else:
             write_npz(directory / NPZ_NAME, capture.patterns, settings.compress_level)
-    if capture.residuals:
-        metadata = {
-            "model": model_name,
-            "hooks": json.dumps(list(capture.residuals)),
-            "dtype": settings.resid_dtype,
-            "format": f"lens_cache/{FORMAT_VERSION}",
-        }
-        write_safetensors(directory / RESIDUALS_NAME, capture.residuals, metadata)
+    for name, tensors in ((RESIDUALS_NAME, capture.residuals), (HOOKS_NAME, capture.hooks)):
+        if tensors:
+            metadata = {
+                "model": model_name,
+                "hooks": json.dumps(list(tensors)),
+                "dtype": settings.resid_dtype,
+                "format": f"lens_cache/{FORMAT_VERSION}",
+            }
+            write_safetensors(directory / name, tensors, metadata)
     for name, tensors in (
         (PREDICTIONS_NAME, capture.predictions),
         (LOGIT_LENS_NAME, capture.logit_lens),

@@ -187,10 +187,16 @@
     const hit = cacheGet(key);
     if (hit) return Promise.resolve(hit);
     if (pending.has(key)) return pending.get(key).promise;
+    // A notebook display (lens_cache.notebook) carries its data scripts as data: URLs.
+    const inline = window.LENS_INLINE;
+    if (inline && !inline[src]) {
+      return Promise.reject(new Error("this inline display holds only the layers it opened " +
+        "with; lens_cache.show(..., layer=...) shows another (" + src + ")"));
+    }
     const entry = { decode };
     entry.promise = new Promise((res, rej) => { entry.resolve = res; entry.reject = rej; });
     const s = document.createElement("script");
-    s.src = src;
+    s.src = inline ? inline[src] : src;
     s.onerror = () => {
       s.remove();
       pending.delete(key);

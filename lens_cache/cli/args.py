@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 
 from lens_cache.errors import EXIT_BAD_INPUT
@@ -54,6 +55,9 @@ def invalid_choice(value, choices) -> str:
     return f"{message}; did you mean {nearest[0]}?" if nearest else message
 
 
+_LIST_COMMA = re.compile(r",(?![^{]*\})")  # a comma that is not inside braces
+
+
 class ListOption(argparse.Action):
     """A list option taking words, commas, or both: `--hooks pattern,resid_post` is
     `--hooks pattern resid_post`. Repeating the flag adds to the list. `aliases` maps other
@@ -70,7 +74,8 @@ class ListOption(argparse.Action):
         self.join = join
 
     def __call__(self, parser, namespace, values, option_string=None):
-        items = [item for word in values for item in word.split(",") if item]
+        # A comma inside braces belongs to a hook glob (`blocks.{3,5}.attn.hook_z`).
+        items = [item for word in values for item in _LIST_COMMA.split(word) if item]
         items = [self.aliases.get(item, item) for item in items]
         for item in items:
             if self.valid is not None and item not in self.valid:

@@ -15,12 +15,10 @@ import sys
 from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
 from lens_cache.layout import (
     DTYPES,
-    HOOK_KINDS,
     INDEX_HTML,
     PATTERN,
     PATTERN_DTYPES,
     POOLS,
-    PREDICTION_KINDS,
     default_save_path,
 )
 from lens_cache.models import DEFAULT_MODEL
@@ -106,18 +104,26 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     a(
         "--hooks",
         action=ListOption,
-        choices=HOOK_KINDS + PREDICTION_KINDS,
         aliases={"patterns": PATTERN},  # the Hub's spelling of the same kind
         default=[PATTERN, "resid_post"],
-        help="what to store: attention patterns, residual stream hooks, and what the model "
+        help="what to store: attention patterns, residual stream hooks, what the model "
         "predicts: logits (per-token loss, entropy, top-k, rank of the actual token) and "
-        "logit_lens (the same read out of each selected layer's resid_post)",
+        "logit_lens (the same read out of each selected layer's resid_post), and any "
+        "per-token TransformerLens hook by name or glob (blocks.*.hook_mlp_out, "
+        "'blocks.{3,5}.attn.hook_z', ln_final.hook_normalized) or block site at each "
+        "--layers (mlp.hook_post)",
     )
     a(
         "--top-k",
         type=int,
         default=10,
         help="most likely next tokens stored per position by logits and logit_lens",
+    )
+    a(
+        "--list-hooks",
+        action="store_true",
+        help="print every hook point of each -m model with its shape for one prompt of T "
+        "tokens, and exit (runs no prompt set)",
     )
     a(
         "--layers",
@@ -202,6 +208,8 @@ def main(argv=None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     if args.quiet:
         _silence_loaders()
+    if args.list_hooks:
+        return _list_hooks(args.models or [DEFAULT_MODEL], args.device)
     from lens_cache.exporter import export  # after parsing: --help stays fast
 
     # Libraries print to stdout ("Moving model to device", ...); stdout is for our results.
@@ -244,6 +252,20 @@ def main(argv=None, prog: str = PROG) -> int:
             print(path)
     if not args.no_index_html:
         print(os.path.join(args.save_path, INDEX_HTML))
+    return 0
+
+
+def _list_hooks(models, device) -> int:
+    """One line per hook point: name, shape, dtype, and whether --hooks can store it."""
+    from lens_cache.hooks import list_hooks
+    from lens_cache.models import load_model
+
+    for spec in models:
+        with contextlib.redirect_stdout(sys.stderr):
+            points = list_hooks(load_model(spec, device=device))
+        for point in points:
+            note = "" if point.per_token else "  (not per token: not stored)"
+            print(f"{point.name}\t{point.describe()}{note}")
     return 0
 
 

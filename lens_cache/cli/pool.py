@@ -21,7 +21,10 @@ def build_parser(prog: str = "python -m lens_cache.pooled") -> argparse.Argument
         "-m", "--model", action="append", dest="models", help="model to pool (default: all)"
     )
     p.add_argument(
-        "--hook", default="resid_post", choices=list(RESID_KINDS), help="the residual hook to pool"
+        "--hook",
+        default="resid_post",
+        help=f"{', '.join(RESID_KINDS)}, or the site of another hook stored per layer "
+        "(hook_mlp_out, attn.hook_z, mlp.hook_post)",
     )
     p.add_argument(
         "--pool",

@@ -83,16 +83,19 @@ from lens_cache.viewer._build import (
     write_viewer,
 )
 from lens_cache.viewer._encode import THUMB_SIZE
+from lens_cache.viewer._inline import INLINE_BUDGET, inline_page
 
 __all__ = [
     "APP_DIR",
     "ASSETS",
     "DATA_DIR",
     "FORMAT_VERSION",
+    "INLINE_BUDGET",
     "OLD_ASSETS",
     "SCRIPTS",
     "THUMB_SIZE",
     "assets_dir",
+    "inline_page",
     "model_slug",
     "read_bf16",
     "refresh_store",
