@@ -9,6 +9,7 @@ The whole public API is here, imported on first use (so `import lens_cache` stay
 - pooled residuals: `write_pooled`, `load_pooled`, `pool_residuals`, `POOLS`
 - viewer: `write_viewer`, `refresh_store`, `make_server`
 - Hub: `push_to_hub`, `pull`, `Selection`, `PushReport`, `PullReport`
+- heads: `head_scores`
 - errors: `LensCacheError` and every named error of `lens_cache.errors`
 """
 
@@ -38,6 +39,7 @@ _LAZY = {
     "Selection": "lens_cache.hub",
     "PushReport": "lens_cache.hub",
     "PullReport": "lens_cache.hub",
+    "head_scores": "lens_cache.detectors",
 }
 _ERRORS = [
     name

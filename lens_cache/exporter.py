@@ -22,6 +22,7 @@ from lens_cache.errors import (
 from lens_cache.faults import fault_point
 from lens_cache.layout import (
     DTYPES,
+    HEAD_CONTRIBUTIONS,
     HOOK_KINDS,
     MODEL_CFG_NAME,
     PATTERN,
@@ -29,6 +30,7 @@ from lens_cache.layout import (
     POOLS,
     PREDICTION_KINDS,
     PROMPTS_DIR,
+    RESID_KINDS,
     VOCAB_NAME,
     default_save_path,
     resolve_layers,
@@ -199,7 +201,7 @@ def _check_pools(pool, hooks) -> tuple[str, ...]:
     unknown = [p for p in pools if p not in POOLS]
     if unknown:
         raise InvalidOptionError(f"unknown pool {unknown}; choose from {', '.join(POOLS)}")
-    if pools and not any(h != PATTERN for h in hooks):
+    if pools and not any(h in RESID_KINDS for h in hooks):
         raise InvalidOptionError("--pool needs a residual hook in --hooks (e.g. resid_post)")
     return pools
 
@@ -210,7 +212,7 @@ def _pool(save_path, model_name, hooks, pools, shard_max_bytes, quiet) -> list[P
     return [
         write_pooled(save_path, model_name, hook, pool, shard_max_bytes=limit, quiet=quiet)
         for hook in hooks
-        if hook != PATTERN
+        if hook in RESID_KINDS
         for pool in pools
     ]
 
@@ -341,6 +343,7 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
     per_layer = 0
     for kind in settings.hooks:
         per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
+        per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
     read = readout_layers(settings.predictions, settings.layers, model.n_layers)
     return 4 * (n_layers * per_layer + len(read) * t * model.d_model)
 

@@ -201,3 +201,38 @@ def prediction_store(gpt2_model, gqa_model, tmp_path_factory) -> dict:
         "other": gqa_model.name,
         "other_loss": store.predictions(gqa_model.name, PREDICTION_TEXT)["loss"],
     }
+
+
+HEADS_TEXTS = [
+    PREDICTION_TEXT,
+    "Short one.",
+    # over THUMB_SIZE tokens: the prompt view draws thumbnails, value-weighted ones too
+    " ".join(["the lighthouse keeper counted ships and birds"] * 8),
+]
+
+
+@pytest.fixture(scope="session")
+def heads_store(gpt2_model, gqa_model, tmp_path_factory) -> dict:
+    """A real export of both tiny models with head contributions, its viewer built, and the
+    stored values (read back from the files) the browser tests compare the page with."""
+    import lens_cache
+    from lens_cache import export
+    from lens_cache.prompts import prompt_hash
+    from lens_cache.viewer import write_viewer
+    from tests.helpers import quiet
+
+    path = tmp_path_factory.mktemp("heads-store")
+    hooks = ["pattern", "head_contributions"]
+    export([gpt2_model, gqa_model], prompts=HEADS_TEXTS, save_path=path, hooks=hooks, quiet=True)
+    write_viewer(path, log=quiet)
+    store = lens_cache.open(path)
+    name = gpt2_model.name
+    return {
+        "save_path": path,
+        "model": name,
+        "other": gqa_model.name,
+        "hash": prompt_hash(PREDICTION_TEXT),
+        "long": prompt_hash(HEADS_TEXTS[2]),
+        "tokens": store.prompt(name, PREDICTION_TEXT)["tokens"],
+        "store": store,
+    }

@@ -106,9 +106,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         nargs="+",
         choices=HOOK_KINDS + PREDICTION_KINDS,
         default=["pattern", "resid_post"],
-        help="what to store: attention patterns, residual stream hooks, and what the model "
+        help="what to store: attention patterns, residual stream hooks, what the model "
         "predicts: logits (per-token loss, entropy, top-k, rank of the actual token) and "
-        "logit_lens (the same read out of each selected layer's resid_post)",
+        "logit_lens (the same read out of each selected layer's resid_post), and "
+        "head_contributions (value norms and direct logit attribution per head)",
     )
     a(
         "--top-k",
