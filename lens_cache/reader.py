@@ -356,15 +356,9 @@ class Store:
 
     def head_dla(self, model: str, prompt, layers=None) -> np.ndarray:
         """Each head's direct logit attribution toward the actual next token, per position
-        (NaN at the last position, which has no next token; see `lens_cache.heads`).
-
-        Returns:
-            `Float[np.ndarray, "layers n_heads pos"]`, float32.
-
-        Raises:
-            ActivationsMissingError: the prompt was exported without `head_contributions`.
-            LayerNotStoredError: a requested layer is not stored.
-        """
+        (NaN at the last position, which has no next token; see `lens_cache.heads`): a
+        `Float[np.ndarray, "layers n_heads pos"]`, float32, read as `value_norms` reads (and
+        raising the same errors)."""
         return self._head_field(model, prompt, "dla", layers)
 
     def top_examples(

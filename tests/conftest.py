@@ -213,26 +213,17 @@ HEADS_TEXTS = [
 
 @pytest.fixture(scope="session")
 def heads_store(gpt2_model, gqa_model, tmp_path_factory) -> dict:
-    """A real export of both tiny models with head contributions, its viewer built, and the
-    stored values (read back from the files) the browser tests compare the page with."""
+    """A real export of both tiny models with head contributions, its viewer built; the store
+    (`lens_cache.open`) is there to read the stored values the tests compare the page with."""
     import lens_cache
-    from lens_cache import export
     from lens_cache.prompts import prompt_hash
-    from lens_cache.viewer import write_viewer
-    from tests.helpers import quiet
 
     path = tmp_path_factory.mktemp("heads-store")
     hooks = ["pattern", "head_contributions"]
-    export([gpt2_model, gqa_model], prompts=HEADS_TEXTS, save_path=path, hooks=hooks, quiet=True)
-    write_viewer(path, log=quiet)
+    models = [gpt2_model, gqa_model]
+    lens_cache.export(models, prompts=HEADS_TEXTS, save_path=path, hooks=hooks, quiet=True)
     store = lens_cache.open(path)
-    name = gpt2_model.name
-    return {
-        "save_path": path,
-        "model": name,
-        "other": gqa_model.name,
-        "hash": prompt_hash(PREDICTION_TEXT),
-        "long": prompt_hash(HEADS_TEXTS[2]),
-        "tokens": store.prompt(name, PREDICTION_TEXT)["tokens"],
-        "store": store,
-    }
+    names = {"model": gpt2_model.name, "other": gqa_model.name}
+    hashes = {"hash": prompt_hash(PREDICTION_TEXT), "long": prompt_hash(HEADS_TEXTS[2])}
+    tokens = store.prompt(gpt2_model.name, PREDICTION_TEXT)["tokens"]
+    return {"save_path": path, **names, **hashes, "tokens": tokens, "store": store}

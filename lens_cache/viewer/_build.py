@@ -22,14 +22,13 @@ from lens_cache.damage import reading
 from lens_cache.errors import DamagedFileError, StoreCorruptError, StoreNotFoundError
 from lens_cache.indexer import write_indexes
 from lens_cache.layout import (
+    DATA_NAMES,
     HEADS_NAME,
     INDEX_HTML,
-    LOGIT_LENS_NAME,
     MODEL_CFG_NAME,
     MODELS_INDEX,
     NPZ_NAME,
     PATTERN,
-    PREDICTIONS_NAME,
     PROMPT_NAME,
     RESID_KINDS,
     RESIDUALS_NAME,
@@ -160,16 +159,7 @@ def file_sig(path: Path) -> list[int] | None:
 
 
 def source_sig(prompt_dir: Path) -> dict:
-    names = (
-        PROMPT_NAME,
-        NPZ_NAME,
-        STACKED_NAME,
-        RESIDUALS_NAME,
-        PREDICTIONS_NAME,
-        LOGIT_LENS_NAME,
-        HEADS_NAME,
-    )
-    return {name: file_sig(prompt_dir / name) for name in names}
+    return {name: file_sig(prompt_dir / name) for name in (PROMPT_NAME, *DATA_NAMES)}
 
 
 def _safetensors_header(path: Path) -> tuple[dict, int]:
