@@ -43,7 +43,7 @@ browser:
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; }
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/python -m lens_cache.activations -s $(DEMO_DIR) --hooks pattern resid_post logits
+	$(VENV)/bin/python -m lens_cache.activations -s $(DEMO_DIR) --hooks pattern resid_post logits head_contributions
 	@echo
 	@echo "Open this file in a browser (no server needed):"
 	@echo "  file://$(abspath $(DEMO_DIR))/index.html"

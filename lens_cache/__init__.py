@@ -11,6 +11,7 @@ The whole public API is here, imported on first use (so `import lens_cache` stay
 - viewer: `write_viewer`, `refresh_store`, `make_server`; in notebooks `show`, `show_patterns`
   (`InlineView`)
 - Hub: `push_to_hub`, `pull`, `Selection`, `PushReport`, `PullReport`
+- heads: `head_scores`
 - errors: `LensCacheError` and every named error of `lens_cache.errors`
 """
 
@@ -45,6 +46,7 @@ _LAZY = {
     "Selection": "lens_cache.hub",
     "PushReport": "lens_cache.hub",
     "PullReport": "lens_cache.hub",
+    "head_scores": "lens_cache.detectors",
 }
 _ERRORS = [
     name

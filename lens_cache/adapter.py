@@ -174,6 +174,42 @@ class LensModel:
     def b_U(self) -> Float[torch.Tensor, " d_vocab"]:  # noqa: F722 (a jaxtyping shape)
         return self.model.b_U
 
+    # --- weights for head contributions (value norms, direct logit attribution) -------------
+    # The model's own weights on either major: on 3.x they are the processed ones (fold_ln
+    # leaves `ln_final` without weight or bias and puts them into W_U / b_U).
+
+    def W_O(self, layer: int) -> Float[torch.Tensor, "n_heads d_head d_model"]:
+        """The output projection of one layer, split per head."""
+        return self.model.blocks[layer].attn.W_O
+
+    @property
+    def final_norm_centres(self) -> bool:
+        """Whether the final norm is a LayerNorm (it subtracts the mean; RMSNorm does not)."""
+        return str(getattr(self.cfg, "normalization_type", "")).startswith("LN")
+
+    def final_norm_affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The final norm's own weight and bias (None where it has none, e.g. 3.x's fold_ln)."""
+        params = {n.split(".")[-1]: p for n, p in self.model.ln_final.named_parameters()}
+        return params.get("weight", params.get("w")), params.get("bias", params.get("b"))
+
+    def final_norm_scale(
+        self, resid: Float[torch.Tensor, "batch pos d_model"]
+    ) -> Float[torch.Tensor, "batch pos 1"]:
+        """The scale the model's final norm divides each position by, read from its own
+        `hook_scale` while applying it to `resid` (the final residual)."""
+        seen = []
+        hook = self.model.ln_final.hook_scale.register_forward_hook(
+            lambda _m, _i, out: seen.append(out)
+        )
+        try:
+            with torch.inference_mode():
+                self.model.ln_final(resid)
+        finally:
+            hook.remove()
+        if not seen:
+            raise HookNotFiredError(f"{self.name}: ln_final.hook_scale did not fire")
+        return seen[-1]
+
     def config_dict(self) -> dict:
         """The model's config as JSON-ready data, for `model_cfg.json`."""
         from muutils.json_serialize import json_serialize

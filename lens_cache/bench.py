@@ -13,6 +13,9 @@ Variants, all on the same model, prompts and machine, in one run:
              out of the model's own prediction; its `x bound` is its cost over the forward
              pass that skips the unembedding (target: 1.25x).
   logit_lens `--hooks logit_lens` on every layer: the same read out of each layer's resid_post.
+  head_contributions  `--hooks pattern head_contributions`: the default export plus each head's
+             value norms, direct logit attribution and top-example candidates; its `x bound` is
+             its cost over the forward pass (target: 1.3x).
 Each variant runs in a fresh subprocess so that its peak RSS is its own; the wall time excludes
 imports and model loading (the same for all). Patterns only (`--hooks pattern`) but for the two
 prediction variants, and the table's `max diff` column checks that each variant stored the
@@ -42,8 +45,9 @@ from lens_cache.layout import (
 )
 
 PREDICTING = ("logits", "logit_lens")  # the variants that store predictions, not patterns
-VARIANTS = ("reference", "forward", "forward_copy", "default", "fastest", *PREDICTING)
-CPU_VARIANTS = ("reference", "forward", "default", "fastest", *PREDICTING)
+HEADS = "head_contributions"
+VARIANTS = ("reference", "forward", "forward_copy", "default", "fastest", *PREDICTING, HEADS)
+CPU_VARIANTS = ("reference", "forward", "default", "fastest", *PREDICTING, HEADS)
 MODELS = ("gpt2-small-shape", "smollm2-135m")
 SHARED_PROMPTS = Path("shared") / "prompts" / "pile_100.jsonl"
 # Headless Chromium on a machine with no network: without the background-networking flags it
@@ -125,6 +129,8 @@ def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size
         export(model, prompts, pattern_dtype="float16", **common)
     elif variant in PREDICTING:
         export(model, prompts, **{**common, "hooks": [variant]})
+    elif variant == HEADS:
+        export(model, prompts, **{**common, "hooks": ["pattern", HEADS]})
     else:
         raise ValueError(f"unknown variant {variant}")
 
@@ -232,7 +238,7 @@ def run_all(args) -> tuple[list[dict], list[dict]]:
     return add_ratios(rows), storage
 
 
-STORING = ("reference", "default", "fastest")  # the variants that write patterns
+STORING = ("reference", "default", "fastest", HEADS)  # the variants that write patterns
 
 
 def run_child(args, model: str, variant: str, save: Path) -> dict:

@@ -31,6 +31,9 @@ import numpy as np
 
 from lens_cache.errors import ModelNotInStoreError
 from lens_cache.layout import (
+    HEAD_CONTRIBUTIONS,
+    HEAD_FIELDS,
+    HEADS_NAME,
     HOOKS_NAME,
     INDEX_HTML,
     LOGIT_LENS_NAME,
@@ -50,6 +53,7 @@ from lens_cache.layout import (
     STACKED_NAME,
     VIEWER_APP_DIR,
     VIEWER_DATA_DIR,
+    heads_member,
     hook_name,
     lens_member,
 )
@@ -207,6 +211,10 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
     if (folder / LOGIT_LENS_NAME).is_file():
         keys = [lens_member(i, f) for i in layers or [] for f in PREDICTION_FIELDS]
         problems += _check_safetensors(folder / LOGIT_LENS_NAME, keys, n)
+    if (folder / HEADS_NAME).is_file():
+        keys = [heads_member(i, f) for i in layers or [] for f in HEAD_FIELDS]
+        # the top-example candidates (top_<by>) have no position axis
+        problems += _check_safetensors(folder / HEADS_NAME, keys, n, pos_axis=-1, only_keys=True)
     return problems
 
 
@@ -225,7 +233,7 @@ def _promised(folder: Path, hooks: list[str]) -> list[Problem]:
         problems.append(Problem("missing", folder / NPZ_NAME, "prompt.json promises patterns"))
     if any(k in RESID_KINDS for k in hooks) and not (folder / RESIDUALS_NAME).is_file():
         problems.append(Problem("missing", folder / RESIDUALS_NAME, "prompt.json promises them"))
-    for kind, name in PREDICTION_FILES.items():
+    for kind, name in {**PREDICTION_FILES, HEAD_CONTRIBUTIONS: HEADS_NAME}.items():
         if kind in hooks and not (folder / name).is_file():
             problems.append(Problem("missing", folder / name, "prompt.json promises it"))
     return problems
@@ -265,7 +273,11 @@ def _check_npy(path: Path, n_tokens: int | None) -> list[Problem]:
     return []
 
 
-def _check_safetensors(path: Path, keys: list[str], n_tokens: int | None) -> list[Problem]:
+def _check_safetensors(
+    path: Path, keys: list[str], n_tokens: int | None, pos_axis: int = 0, only_keys: bool = False
+) -> list[Problem]:
+    """Every tensor reads and has `n_tokens` positions on `pos_axis` (with `only_keys`, those
+    of `keys` only); `keys` are all there."""
     from safetensors import safe_open
 
     try:
@@ -273,8 +285,9 @@ def _check_safetensors(path: Path, keys: list[str], n_tokens: int | None) -> lis
             names = list(f.keys())
             for name in names:
                 tensor = f.get_tensor(name)
-                if n_tokens is not None and tensor.shape[0] != n_tokens:
-                    raise ValueError(f"{name}: {tensor.shape[0]} positions, not {n_tokens}")
+                sized = not only_keys or name in keys
+                if sized and n_tokens is not None and tensor.shape[pos_axis] != n_tokens:
+                    raise ValueError(f"{name}: {tensor.shape[pos_axis]} positions, not {n_tokens}")
     except Exception as e:  # safetensors raises its own SafetensorError (not an OSError)
         return [Problem("corrupt", path, f"{type(e).__name__}: {e}")]
     missing = [k for k in keys if k not in names]

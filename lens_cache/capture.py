@@ -14,9 +14,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from lens_cache import heads
 from lens_cache.adapter import LensModel
 from lens_cache.errors import HookNotFiredError, OutOfMemoryError
-from lens_cache.layout import PATTERN, hook_depth, hook_name, lens_member, parse_hook_name
+from lens_cache.layout import (
+    HEAD_CONTRIBUTIONS,
+    PATTERN,
+    RESID_KINDS,
+    hook_depth,
+    hook_name,
+    lens_member,
+    parse_hook_name,
+)
 from lens_cache.predictions import next_tokens, readout, readout_layers
 from lens_cache.store import ExportSettings
 
@@ -33,13 +42,19 @@ class Capture:
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # field -> [T] or [T, k]
     logit_lens: dict[str, torch.Tensor] = field(default_factory=dict)  # member -> [T] or [T, k]
     hooks: dict[str, torch.Tensor] = field(default_factory=dict)  # any other hook: [T, ...]
+    contributions: dict[str, torch.Tensor] = field(default_factory=dict)  # [H, T] (heads.py)
     written: bool = False  # already on disk (captured and written layer group by layer group)
 
     @property
     def nbytes(self) -> int:
         pattern_bytes = sum(a.nbytes for a in self.patterns.values())
-        tensors = [*self.residuals.values(), *self.predictions.values(), *self.logit_lens.values()]
-        tensors += self.hooks.values()
+        tensors = [
+            *self.residuals.values(),
+            *self.predictions.values(),
+            *self.logit_lens.values(),
+            *self.contributions.values(),
+            *self.hooks.values(),
+        ]
         return pattern_bytes + sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -97,6 +112,7 @@ def capture_in_layer_groups(
             capture.hooks.update(part.hooks)
             capture.predictions.update(part.predictions)
             capture.logit_lens.update(part.logit_lens)
+            capture.contributions.update(part.contributions)
             yield from part.patterns.items()
             del part  # free this group before the next pass
 
@@ -132,15 +148,26 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
     read_layers = readout_layers(settings.predictions, settings.layers, model.n_layers)
     read_names = [hook_name("resid_post", layer) for layer in read_layers]
     tokens = right_pad(model, [ids for _, ids in items])
+    contributing = HEAD_CONTRIBUTIONS in settings.hooks
+    extra = heads.cache_names(settings.layers, model.n_layers) if contributing else []
     last_layer = _last_layer(settings, read_layers)
-    cache = model.run(tokens, list(dict.fromkeys(names + read_names)), last_layer=last_layer)
-    _check_shapes(model, cache, tokens.shape, settings.extra_hooks)
+    if contributing and last_layer is not None:
+        last_layer = model.n_layers - 1  # head contributions need the final residual
+    cache = model.run(
+        tokens, list(dict.fromkeys(names + read_names + extra)), last_layer=last_layer
+    )
+    checked = {name: cache[name] for name in names + read_names}
+    _check_shapes(model, checked, tokens.shape, settings.extra_hooks)
     captures = [Capture(prompt=prompt, ids=ids) for prompt, ids in items]
     _read_predictions(model, cache, captures, settings, read_layers)
+    if contributing:
+        _read_contributions(model, cache, tokens, captures, settings.layers)
     host = to_host({name: cache[name] for name in names})
     for row, capture in enumerate(captures):
         n = len(capture.ids)
-        for kind in settings.hooks:
+        for kind in (PATTERN, *RESID_KINDS):
+            if kind not in settings.hooks:
+                continue
             for layer in settings.layers:
                 name = hook_name(kind, layer)
                 if kind == PATTERN:
@@ -152,6 +179,14 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
         for name in settings.extra_hooks:  # trimmed like the residuals: [T, ...]
             capture.hooks[name] = _stored(host[name][row, :n], settings.torch_resid_dtype)
     return captures
+
+
+def _read_contributions(model: LensModel, cache: dict, tokens, captures, layers) -> None:
+    """Fill each capture's value norms and direct logit attributions (lens_cache.heads),
+    computed on the padded batch and trimmed per prompt."""
+    per_head = heads.contributions(model, cache, tokens, layers)
+    for row, capture in enumerate(captures):
+        capture.contributions = heads.trim(per_head, row, len(capture.ids))
 
 
 def _read_predictions(model: LensModel, cache: dict, captures, settings, layers) -> None:

@@ -230,6 +230,10 @@ class ModelNotInStoreError(LensCacheError, FileNotFoundError):
     """`clear --model` names a model the store does not hold."""
 
 
+class DetectorError(LensCacheError, ValueError):
+    """An unknown head detector, or a detector whose target is not a causal ``[T, T]`` mask."""
+
+
 # --- pooled residuals ------------------------------------------------------------------------
 
 

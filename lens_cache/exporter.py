@@ -24,6 +24,7 @@ from lens_cache.faults import fault_point
 from lens_cache.hooks import hooks_width, pool_sites, resolve_hooks, split_hook_requests
 from lens_cache.layout import (
     DTYPES,
+    HEAD_CONTRIBUTIONS,
     HOOK_KINDS,
     MODEL_CFG_NAME,
     PATTERN,
@@ -31,6 +32,7 @@ from lens_cache.layout import (
     POOLS,
     PREDICTION_KINDS,
     PROMPTS_DIR,
+    RESID_KINDS,
     VOCAB_NAME,
     check_layer_syntax,
     default_save_path,
@@ -220,7 +222,7 @@ def _check_pools(pool, hooks, requests=()) -> tuple[str, ...]:
     unknown = [p for p in pools if p not in POOLS]
     if unknown:
         raise InvalidOptionError(f"unknown pool {unknown}; choose from {', '.join(POOLS)}")
-    if pools and not any(h != PATTERN for h in hooks) and not requests:
+    if pools and not any(h in RESID_KINDS for h in hooks) and not requests:
         raise InvalidOptionError("--pool needs a residual hook in --hooks (e.g. resid_post)")
     return pools
 
@@ -357,6 +359,7 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
     per_layer = 0
     for kind in settings.hooks:
         per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
+        per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
     read = readout_layers(settings.predictions, settings.layers, model.n_layers)
     extra = hooks_width(model, settings.extra_hooks)
     return 4 * (n_layers * per_layer + len(read) * t * model.d_model + t * extra)

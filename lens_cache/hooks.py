@@ -27,7 +27,7 @@ import torch
 
 from lens_cache.adapter import LensModel
 from lens_cache.errors import NotPerTokenHookError, UnknownHookError
-from lens_cache.layout import HOOK_KINDS, PATTERN, hook_site, pool_site, site_hook
+from lens_cache.layout import HOOK_KINDS, PATTERN, RESID_KINDS, hook_site, pool_site, site_hook
 
 PROBE_LENGTHS = (3, 5)  # two lengths: an axis that follows the prompt's length is a position
 _GLOB = re.compile(r"[*?\[{]")
@@ -160,7 +160,7 @@ def pool_sites(kinds, extra_hooks) -> list[str]:
     """What `--pool` pools: each residual kind stored, and the block site of each other hook
     stored per layer (`blocks.3.attn.hook_z` -> `attn.hook_z`); hooks outside the blocks have
     no layers and are not pooled."""
-    sites = [kind for kind in kinds if kind != PATTERN]
+    sites = [kind for kind in kinds if kind in RESID_KINDS]
     sites += [pool_site(name) for name in extra_hooks if hook_site(name)[1] is not None]
     return list(dict.fromkeys(sites))
 

@@ -14,6 +14,7 @@ adds its names here first.
     <save>/<model>/prompts/<hash>/predictions.safetensors     PREDICTIONS_NAME: kind `logits`
     <save>/<model>/prompts/<hash>/logit_lens.safetensors      LOGIT_LENS_NAME: lens_member()
     <save>/<model>/prompts/<hash>/hooks.safetensors      HOOKS_NAME: any per-token hook [T, ...]
+    <save>/<model>/prompts/<hash>/head_contributions.safetensors   HEADS_NAME: heads_member()
     <save>/<model>/vocab.json                            VOCAB_NAME: token strings by id
     <save>/.lens_cache.lock                              LOCK_NAME (see lens_cache.locking)
     <save>/<model>/pooled/<hook>-<pool>/data-*.parquet   POOLED_DIR, pooled_name()
@@ -53,6 +54,7 @@ PARTIAL_HEADS_NAME = "partial_heads.safetensors"
 PREDICTIONS_NAME = "predictions.safetensors"  # kind `logits`
 LOGIT_LENS_NAME = "logit_lens.safetensors"  # kind `logit_lens`
 HOOKS_NAME = "hooks.safetensors"  # any other per-token hook, by its 3.x name (lens_cache.hooks)
+HEADS_NAME = "head_contributions.safetensors"  # kind `head_contributions`
 LOCK_NAME = ".lens_cache.lock"  # <save>/.lens_cache.lock: the advisory lock (lens_cache.locking)
 VOCAB_NAME = "vocab.json"  # <model>/vocab.json: each token id's string, beside model_cfg.json
 # What an export writes beside prompt.json.
@@ -63,6 +65,7 @@ DATA_NAMES = (
     PREDICTIONS_NAME,
     LOGIT_LENS_NAME,
     HOOKS_NAME,
+    HEADS_NAME,
 )
 
 
@@ -75,7 +78,10 @@ def default_save_path() -> str:
 
 PATTERN = "pattern"
 RESID_KINDS = ("resid_pre", "resid_mid", "resid_post")
-HOOK_KINDS = (PATTERN, *RESID_KINDS)
+# value norms and direct logit attribution per head (lens_cache.heads): computed from hooks, not
+# stored as one; a kind of --hooks all the same
+HEAD_CONTRIBUTIONS = "head_contributions"
+HOOK_KINDS = (PATTERN, *RESID_KINDS, HEAD_CONTRIBUTIONS)
 _HOOK_RE = re.compile(
     rf"^blocks\.(\d+)\.(?:attn\.hook_({PATTERN})|hook_({'|'.join(RESID_KINDS)}))$"
 )
@@ -99,6 +105,35 @@ PREDICTION_FIELDS = ("loss", "entropy", "top_ids", "top_logprobs", "target_rank"
 def lens_member(layer: int, field: str) -> str:
     """The logit-lens file's member name of one field at one layer."""
     return f"blocks.{layer}.logit_lens.{field}"
+
+
+# What each head moves (lens_cache.heads, lens_cache.top_examples): per layer, `[n_heads, T]`
+# fields, and each prompt's top-example candidates `[n_heads, k, 3]` by three rankings.
+HEAD_FIELDS = ("value_norms", "dla")
+TOP_BY = ("attention", "value_weighted", "dla")
+
+
+def heads_member(layer: int, field: str) -> str:
+    """A member of head_contributions.safetensors: `blocks.{layer}.attn.{field}`, field one of
+    HEAD_FIELDS or `top_<by>` (see top_member)."""
+    return f"blocks.{layer}.attn.{field}"
+
+
+def top_member(layer: int, by: str) -> str:
+    """The member holding one layer's top-example candidates by one ranking."""
+    return heads_member(layer, f"top_{by}")
+
+
+_HEADS_RE = re.compile(
+    rf"^blocks\.(\d+)\.attn\.({'|'.join(HEAD_FIELDS)}|top_(?:{'|'.join(TOP_BY)}))$"
+)
+
+
+def parse_heads_member(name: str) -> tuple[int, str] | None:
+    """`"blocks.3.attn.dla"` -> `(3, "dla")`, `"blocks.3.attn.top_dla"` -> `(3, "top_dla")`;
+    `None` for any other name."""
+    m = _HEADS_RE.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 _LENS_MEMBER_RE = re.compile(rf"^blocks\.(\d+)\.logit_lens\.({'|'.join(PREDICTION_FIELDS)})$")

@@ -40,6 +40,8 @@ from lens_cache.errors import (
 )
 from lens_cache.layout import (
     DATA_NAMES,
+    HEAD_CONTRIBUTIONS,
+    HEADS_NAME,
     HOOK_KINDS,
     HOOKS_NAME,
     LOGIT_LENS_NAME,
@@ -57,10 +59,12 @@ from lens_cache.layout import (
     RESIDUALS_NAME,
     STACKED_NAME,
     VOCAB_NAME,
+    heads_member,
     hook_layers,
     hook_name,
     hook_site,
     lens_member,
+    parse_heads_member,
     resid_kind,
     site_hook,
 )
@@ -435,6 +439,85 @@ class Store:
                 name: np.stack([f.get_tensor(lens_member(i, name)) for i in chosen])
                 for name in PREDICTION_FIELDS
             }
+
+    def value_norms(self, model: str, prompt, layers=None) -> np.ndarray:
+        """``||v_j W_O^h||`` of every head and key position (see `lens_cache.heads`).
+
+        Returns:
+            `Float[np.ndarray, "layers n_heads pos"]`, float32.
+
+        Raises:
+            ActivationsMissingError: the prompt was exported without `head_contributions`.
+            LayerNotStoredError: a requested layer is not stored.
+        """
+        return self._head_field(model, prompt, "value_norms", layers)
+
+    def head_dla(self, model: str, prompt, layers=None) -> np.ndarray:
+        """Each head's direct logit attribution toward the actual next token, per position
+        (NaN at the last position, which has no next token; see `lens_cache.heads`): a
+        `Float[np.ndarray, "layers n_heads pos"]`, float32, read as `value_norms` reads (and
+        raising the same errors)."""
+        return self._head_field(model, prompt, "dla", layers)
+
+    def top_examples(
+        self, model: str, layer: int, head: int, by: str = "attention", k: int = 32
+    ) -> list[dict]:
+        """The `k` strongest cells of one head across every stored prompt of the model, best
+        first: ``{"hash", "query", "key", "value"}`` (``key`` is -1 for ``by="dla"``). See
+        `lens_cache.top_examples` for the three rankings.
+
+        Args:
+            by (`str`, *optional*, defaults to `"attention"`): `"attention"` (key 0 left
+                out), `"value_weighted"` or `"dla"`.
+            k (`int`, *optional*, defaults to 32): at most 32, the candidates each prompt keeps.
+
+        Raises:
+            HeadSelectionError: `by`, `k` or `head` out of range.
+            ActivationsMissingError: no prompt of the model stores head contributions.
+        """
+        from lens_cache import top_examples as T
+
+        if by not in T.BY or not 1 <= k <= T.K:
+            raise HeadSelectionError(f"by must be one of {', '.join(T.BY)} and k 1-{T.K}")
+        cfg = self.model_cfg(model)
+        n_layers, n_heads = int(cfg.get("n_layers", 0)), int(cfg.get("n_heads", 0))
+        if not 0 <= head < n_heads or not -n_layers <= layer < n_layers:
+            raise HeadSelectionError(
+                f"layer {layer} head {head} is out of range for {n_layers} layers, {n_heads} heads"
+            )
+        member = T.member_name(layer % n_layers, by)
+        return T.merge(self._top_candidates(model, member, head), k)
+
+    def _top_candidates(self, model: str, member: str, head: int):
+        """(hash, [k, 3] rows) of every prompt whose head contributions hold `member`."""
+        from safetensors import safe_open
+
+        any_file = False
+        for record in self.prompts(model):
+            path = self.path / model / PROMPTS_DIR / record["hash"] / HEADS_NAME
+            if not path.is_file():
+                continue
+            any_file = True
+            with safe_open(str(path), "numpy") as f:
+                if member in f.keys():
+                    yield record["hash"], f.get_slice(member)[head]
+        if not any_file:
+            raise ActivationsMissingError(
+                f"no prompt of model {model} in {self.path} stores head contributions; run: "
+                f"{self._command(model, [PATTERN, HEAD_CONTRIBUTIONS])}"
+            )
+
+    def _head_field(self, model: str, prompt, field: str, layers) -> np.ndarray:
+        from safetensors import safe_open
+
+        directory = self._prompt_dir(model, prompt)
+        path = self._kind_path(model, directory, HEAD_CONTRIBUTIONS, HEADS_NAME)
+        with safe_open(str(path), "numpy") as f:
+            found = (parse_heads_member(k) for k in f.keys())
+            stored = sorted(p[0] for p in found if p and p[1] == field)
+            where = f"prompt {directory.name} of model {model} ({HEAD_CONTRIBUTIONS})"
+            chosen = select_layers(layers, stored, self._n_layers(model, stored), where)
+            return np.stack([f.get_tensor(heads_member(i, field)) for i in chosen])
 
     # --- helpers -----------------------------------------------------------------------------
 

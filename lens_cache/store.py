@@ -24,6 +24,7 @@ try:  # optional speed-up: standard deflate, written faster (see _use_fast_defla
 except ImportError:  # pragma: no cover - isal is a dependency, but the fallback stays correct
     _isal_zlib = None
 
+from lens_cache import top_examples
 from lens_cache.errors import (
     WRITE_ERRNOS,
     LensCacheError,
@@ -35,6 +36,8 @@ from lens_cache.faults import fault_point
 from lens_cache.layout import (
     DATA_NAMES,
     DTYPES,
+    HEAD_CONTRIBUTIONS,
+    HEADS_NAME,
     HOOK_KINDS,
     HOOKS_NAME,
     LOGIT_LENS_NAME,
@@ -45,6 +48,7 @@ from lens_cache.layout import (
     PREDICTIONS_NAME,
     PROMPT_NAME,
     PROMPTS_DIR,
+    RESID_KINDS,
     RESIDUALS_NAME,
     ROOT_ENTRIES,
     STACKED_NAME,
@@ -88,7 +92,9 @@ class ExportSettings:
         return PATTERN_DTYPES[self.pattern_dtype]
 
     def hook_names(self) -> list[str]:
-        return [hook_name(kind, layer) for kind in self.hooks for layer in self.layers]
+        """The hooks stored as they fire (head_contributions are computed from others)."""
+        kinds = [k for k in self.hooks if k == PATTERN or k in RESID_KINDS]
+        return [hook_name(kind, layer) for kind in kinds for layer in self.layers]
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -116,7 +122,7 @@ class ExportSettings:
         names = []
         if PATTERN in self.hooks:
             names.append(STACKED_NAME if self.stacked_heads else NPZ_NAME)
-        if any(kind != PATTERN for kind in self.hooks):
+        if any(kind in RESID_KINDS for kind in self.hooks):
             names.append(RESIDUALS_NAME)
         if "logits" in self.predictions:
             names.append(PREDICTIONS_NAME)
@@ -124,6 +130,8 @@ class ExportSettings:
             names.append(LOGIT_LENS_NAME)
         if self.extra_hooks:
             names.append(HOOKS_NAME)
+        if HEAD_CONTRIBUTIONS in self.hooks:
+            names.append(HEADS_NAME)
         return names
 
 
@@ -339,17 +347,19 @@ def write_prompt_dir(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / PROMPT_NAME).unlink(missing_ok=True)  # a rewrite is incomplete until it ends
     _remove_stale(directory, keep=settings.files())
+    patterns, top = capture.patterns, {}
+    if isinstance(patterns, dict):
+        patterns = patterns.items()  # one form for both: (name, array) pairs
+    contributing = HEAD_CONTRIBUTIONS in settings.hooks
+    if contributing:  # each prompt keeps its top-example candidates (top_examples.py)
+        patterns = top_examples.watch(patterns, capture.contributions, top)
     if capture.patterns:
         if settings.stacked_heads:
-            arrays = (
-                capture.patterns.values()
-                if isinstance(capture.patterns, dict)
-                else (a for _, a in capture.patterns)
-            )
+            arrays = (a for _, a in patterns)
             stacked = np.stack(list(arrays), axis=1)  # [1, L, H, T, T]
             write_npy(directory / STACKED_NAME, stacked)
         else:
-            write_npz(directory / NPZ_NAME, capture.patterns, settings.compress_level)
+            write_npz(directory / NPZ_NAME, patterns, settings.compress_level)
     for name, tensors in ((RESIDUALS_NAME, capture.residuals), (HOOKS_NAME, capture.hooks)):
         if tensors:
             metadata = {
@@ -370,8 +380,20 @@ def write_prompt_dir(
                 "format": f"lens_cache/{FORMAT_VERSION}",
             }
             write_safetensors(directory / name, tensors, metadata)
+    if contributing:
+        _write_contributions(directory, capture.contributions, top, model_name)
     fault_point("renamed", directory)
     write_json(directory / PROMPT_NAME, record)
+
+
+def _write_contributions(directory: Path, contributions: dict, top: dict, model_name: str) -> None:
+    """head_contributions.safetensors: value norms, DLA and the top-example candidates. Written
+    after the patterns: a prompt captured in layer groups fills its contributions (and the
+    attention candidates in `top`) as the patterns generator runs the passes."""
+    top.update(top_examples.dla_members(contributions))
+    tensors = {**contributions, **{n: torch.from_numpy(a) for n, a in top.items()}}
+    metadata = {"model": model_name, "format": f"lens_cache/{FORMAT_VERSION}"}
+    write_safetensors(directory / HEADS_NAME, tensors, metadata)
 
 
 def _remove_stale(directory: Path, keep: list[str]) -> None:

@@ -193,3 +193,80 @@ TOKEN_POINT = """(r => [r.left + r.width / 2, r.top + r.height / 2])
 def chromium_point(pg, expr: str, *args) -> list[float]:
     """Evaluate a Marionette-style expression (reading `arguments`) in Playwright."""
     return pg.evaluate(f"(args) => (function () {{ return {expr}; }})(...args)", list(args))
+
+
+# Functions of one array, for either browser's evaluate: the centre of drawn heat-map cell
+# [layer, head, n_layers, n_heads] in client pixels, from the canvas's drawn content box (CSS
+# may stretch it), and a forced drawn width, as a page zoom or another layout would give.
+HEAT_CENTRE_JS = """a => {
+  const c = document.querySelector('.heat canvas'), b = c.getBoundingClientRect();
+  return [b.left + c.clientLeft + (a[1] + 0.5) * c.clientWidth / a[3],
+          b.top + c.clientTop + (a[0] + 0.5) * c.clientHeight / a[2]]; }"""
+HEAT_RESIZE_JS = "w => { document.querySelector('.heat canvas').style.width = w + 'px'; }"
+HEAT_CELLS = [(0, 0), (0, 1), (1, 0), (2, 1), (5, 7), (11, 11), (10, 3), (3, 10)]
+
+
+def check_heat_pointer(hover, resize, n_layers: int, n_heads: int) -> None:
+    """`hover(layer, head)` moves onto the centre of a drawn cell and returns the tooltip:
+    it names that head, at the drawn size and at two forced widths."""
+    cells = [(li, hd) for li, hd in HEAT_CELLS if li < n_layers and hd < n_heads]
+    for width in (None, 37 * n_heads, 9 * n_heads):
+        if width:
+            resize(width)
+        for li, hd in cells:
+            assert hover(li, hd).startswith(f"L{li} H{hd}\n"), (width, li, hd)
+
+
+# --- head contributions: value-weighted hover, DLA row and grid, top examples -----------------
+# Expressions in Marionette style (reading `arguments`); Chromium runs them via chromium_point.
+
+DLA_TOKEN_POINT = """(r => [r.left + r.width / 2, r.top + r.height / 2])
+  (document.querySelectorAll('.tokens.dla .tok')[arguments[0]].getBoundingClientRect())"""
+DLA_CELL_POINT = """(r => [r.left + r.width / 2, r.top + r.height / 2])
+  (document.querySelector(`.dla-cell[data-layer="${arguments[0]}"][data-head="${arguments[1]}"]`)
+   .getBoundingClientRect())"""
+TOP_ROWS = """[...document.querySelectorAll('.top-row')].map(r => [r.dataset.hash, +r.dataset.query,
+  +r.dataset.key, r.children[1].textContent,
+  (r.querySelector('.tok.q') || {}).textContent, (r.querySelector('.tok.k') || {}).textContent])"""
+
+
+def js_value(x: float) -> str:
+    """web/core.js `fmtValue`: 0, else six significant digits."""
+    return "0" if x == 0 else js_to_precision(x)
+
+
+def weighted_line(text: str, name: str) -> str:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
+    return line[len(name) + 1 :]
+
+
+def check_weighted_tip(text: str, pattern, norms, i: int, j: int) -> None:
+    """A value-weighted hover: the stored attention as float16, the stored ‖v_j W_O‖, and their
+    product as the page computes it (float16 attention times the float32 norm), 6 digits."""
+    import numpy as np
+
+    a, n = float(np.float16(pattern[i, j])), float(np.float32(norms[j]))
+    assert value_line(text) == shown_value(pattern[i, j]), text
+    assert weighted_line(text, "‖v W_O‖") == js_value(n), text
+    assert weighted_line(text, "value-weighted") == js_value(a * n), text
+
+
+def check_dla_tip(text: str, tokens: list[str], dla, i: int, prefix: str = "") -> None:
+    """The DLA shown at position i (toward tokens[i + 1]) is the stored float32 value."""
+    assert text.startswith(f"{prefix}position {i}: {json.dumps(tokens[i])}"), text
+    if i + 1 < len(tokens):
+        assert f"→ next {json.dumps(tokens[i + 1])}" in text, text
+        assert weighted_line(text.splitlines()[-1], "DLA") == js_value(float(dla[i])), text
+    else:
+        assert "no next token" in text, text
+
+
+def check_top_rows(rows: list, want: list[tuple], tokens_of) -> None:
+    """The top-examples page lists `want` (brute-force ``(-value, hash, query, key)``) in order,
+    each value as stored (6 digits) and its query and key tokens marked in the snippet."""
+    assert [(r[0], r[1], r[2]) for r in rows] == [(h, q, k) for _, h, q, k in want]
+    for (h, q, k, value, qtok, ktok), w in zip(rows, want, strict=True):
+        assert value == js_value(-w[0])
+        tokens = tokens_of(h)
+        assert qtok == tokens[q]
+        assert ktok == (tokens[k] if k >= 0 else None)

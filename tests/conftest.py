@@ -201,3 +201,29 @@ def prediction_store(gpt2_model, gqa_model, tmp_path_factory) -> dict:
         "other": gqa_model.name,
         "other_loss": store.predictions(gqa_model.name, PREDICTION_TEXT)["loss"],
     }
+
+
+HEADS_TEXTS = [
+    PREDICTION_TEXT,
+    "Short one.",
+    # over THUMB_SIZE tokens: the prompt view draws thumbnails, value-weighted ones too
+    " ".join(["the lighthouse keeper counted ships and birds"] * 8),
+]
+
+
+@pytest.fixture(scope="session")
+def heads_store(gpt2_model, gqa_model, tmp_path_factory) -> dict:
+    """A real export of both tiny models with head contributions, its viewer built; the store
+    (`lens_cache.open`) is there to read the stored values the tests compare the page with."""
+    import lens_cache
+    from lens_cache.prompts import prompt_hash
+
+    path = tmp_path_factory.mktemp("heads-store")
+    hooks = ["pattern", "head_contributions"]
+    models = [gpt2_model, gqa_model]
+    lens_cache.export(models, prompts=HEADS_TEXTS, save_path=path, hooks=hooks, quiet=True)
+    store = lens_cache.open(path)
+    names = {"model": gpt2_model.name, "other": gqa_model.name}
+    hashes = {"hash": prompt_hash(PREDICTION_TEXT), "long": prompt_hash(HEADS_TEXTS[2])}
+    tokens = store.prompt(gpt2_model.name, PREDICTION_TEXT)["tokens"]
+    return {"save_path": path, **names, **hashes, "tokens": tokens, "store": store}

@@ -126,3 +126,26 @@ def run_cli(args: list[str], env: dict, module: str = "lens_cache.activations", 
         timeout=600,
         **kw,
     )
+
+
+def brute_force_top(store, model: str, layer: int, head: int, by: str, k: int) -> list[tuple]:
+    """A head's top examples from a scan of every cell of every stored prompt, ranked as
+    documented (lens_cache.top_examples): the first `k` of (-value, hash, query, key)."""
+    import numpy as np
+
+    rows = []
+    for record in store.prompts(model):
+        h = record["hash"]
+        a = store.patterns(model, h, layers=[layer])[0, head]
+        if by == "dla":
+            dla = store.head_dla(model, h, layers=[layer])[0, head]
+            rows += [(-float(v), h, i, -1) for i, v in enumerate(dla) if not np.isnan(v)]
+            continue
+        norms = store.value_norms(model, h, layers=[layer])[0, head]
+        for i in range(a.shape[0]):
+            for j in range(i + 1):
+                if by == "attention" and j == 0:
+                    continue  # the first position is left out of the attention ranking
+                v = a[i, j] if by == "attention" else np.float32(a[i, j] * norms[j])
+                rows.append((-float(v), h, i, j))
+    return sorted(rows)[:k]

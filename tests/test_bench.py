@@ -30,6 +30,9 @@ def test_every_variant_runs_and_stores_the_reference_patterns(gpt2_dir, tmp_path
     assert set(rows) == set(VARIANTS)
     assert {r["prompts"] for r in rows.values()} == {4}
     assert rows["default"]["max_diff"] < 1e-5  # the same float32 patterns, batched the same
+    assert rows["head_contributions"]["max_diff"] < 1e-5  # and with the contributions beside
+    heads, default = rows["head_contributions"], rows["default"]
+    assert heads["bytes_per_prompt"] > default["bytes_per_prompt"]
     assert 0 < rows["fastest"]["max_diff"] < 1e-3  # float16 rounding, and no more
     assert rows["fastest"]["bytes_per_prompt"] < rows["default"]["bytes_per_prompt"]
     assert 0 < rows["logits"]["bytes_per_prompt"] < rows["logit_lens"]["bytes_per_prompt"]

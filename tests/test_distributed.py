@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from lens_cache.distributed import Rank, share
 from lens_cache.prompts import prompt_hash
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, brute_force_top, run_cli
 
 TEXTS = [f"item {i}: " + "the quick brown fox jumps " * (1 + (i * 7) % 11) for i in range(24)]
 MANY = [f"entry {i}: " + "a slow red fox walks " * (1 + (i * 5) % 13) for i in range(240)]
@@ -67,7 +67,7 @@ def _files(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def _args(gqa_dir, prompts, save):
+def _args(gqa_dir, prompts, save, hooks=("pattern", "resid_post", "logits")):
     return [
         "-m",
         str(gqa_dir),
@@ -79,9 +79,7 @@ def _args(gqa_dir, prompts, save):
         "1",
         "-q",
         "--hooks",
-        "pattern",
-        "resid_post",
-        "logits",
+        *hooks,
     ]
 
 
@@ -121,6 +119,34 @@ def test_two_processes_equal_one(gqa_dir, tmp_path, dist_env):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines() == [str(double / gqa_dir.name), str(double / "index.html")]
     _assert_same_export(single, double, gqa_dir.name)
+
+
+def test_two_processes_keep_each_prompts_top_examples(gqa_dir, tmp_path, dist_env):
+    """Each rank writes its own prompts' head contributions and top-example candidates: the
+    files equal a single process's, byte for byte, and the merged top examples equal a
+    brute-force scan of the store the ranks wrote."""
+    import lens_cache
+    from lens_cache.layout import HEADS_NAME
+
+    prompts = _prompts_file(tmp_path, TEXTS[:8])
+    single, double = tmp_path / "single", tmp_path / "double"
+    hooks = ("pattern", "head_contributions")
+    assert run_cli(_args(gqa_dir, prompts, single, hooks), dist_env).returncode == 0
+    result = _run_torchrun(2, _args(gqa_dir, prompts, double, hooks), dist_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = gqa_dir.name
+    for t in TEXTS[:8]:
+        a, b = (root / model / "prompts" / prompt_hash(t) / HEADS_NAME for root in (single, double))
+        assert a.read_bytes() == b.read_bytes()
+    store = lens_cache.open(double)
+    for layer in range(3):
+        for head in range(4):
+            for by in ("attention", "value_weighted", "dla"):
+                got = store.top_examples(model, layer, head, by=by)
+                want = brute_force_top(store, model, layer, head, by, 32)
+                assert [(g["hash"], g["query"], g["key"], -g["value"]) for g in got] == [
+                    (h, q, k, v) for v, h, q, k in want
+                ]
 
 
 def test_rank_killed_then_rerun_with_another_world_size(gqa_dir, tmp_path, dist_env):

@@ -334,6 +334,9 @@ def test_float16_patterns_are_opt_in_and_close(gqa_model, tmp_path):
             np.testing.assert_allclose(half[key], exact[key], atol=2.5e-4, rtol=0)
 
 
+GROUPED_HOOKS = ["pattern", "resid_post", "head_contributions"]
+
+
 def test_a_prompt_over_the_byte_cap_is_captured_in_layer_groups(gqa_model, tmp_path):
     """With a cap below one prompt's cache, each pass caches one layer; the files are the same
     bytes as a whole-prompt capture (layers in order, same deflate)."""
@@ -347,7 +350,7 @@ def test_a_prompt_over_the_byte_cap_is_captured_in_layer_groups(gqa_model, tmp_p
             save_path=tmp_path / "grouped",
             quiet=True,
             max_batch_mb=0.01,
-            hooks=["pattern", "resid_post"],
+            hooks=GROUPED_HOOKS,
             index_html=False,
         )
     finally:
@@ -358,15 +361,16 @@ def test_a_prompt_over_the_byte_cap_is_captured_in_layer_groups(gqa_model, tmp_p
         prompts=MIXED[3:4],
         save_path=tmp_path / "whole",
         quiet=True,
-        hooks=["pattern", "resid_post"],
+        hooks=GROUPED_HOOKS,
         index_html=False,
     )
     d_grouped, d_whole = (
         tmp_path / s / gqa_model.name / "prompts" / prompt_hash(MIXED[3])
         for s in ("grouped", "whole")
     )
-    for name in ("activations.npz", "residuals.safetensors", "prompt.json"):
-        assert (d_grouped / name).read_bytes() == (d_whole / name).read_bytes()
+    files = ("activations.npz", "residuals.safetensors", "head_contributions.safetensors")
+    for name in (*files, "prompt.json"):
+        assert (d_grouped / name).read_bytes() == (d_whole / name).read_bytes(), name
 
 
 def test_export_without_save_path_uses_lens_cache_dir(gpt2_model, tmp_path, monkeypatch):

@@ -29,9 +29,12 @@ from lens_cache.viewer import (
     write_viewer,
 )
 from tests.browser import (
+    HEAT_CENTRE_JS,
+    HEAT_RESIZE_JS,
     LENS_POINT,
     TOKEN_POINT,
     Page,
+    check_heat_pointer,
     check_hover,
     check_lens_tip,
     check_token_tip,
@@ -421,6 +424,27 @@ def test_metrics_sorted_by_induction_put_planted_head_first(page, store, model):
     page.shot(f"metrics-{model}")
     first.click()
     page.page.wait_for_function(f"() => location.hash.endsWith('/{layer}/{head}')")
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("model", [SMALL, GRID])
+def test_metrics_heat_map_pointer_names_the_drawn_cell(page, store, model):
+    n_layers, n_heads = (3, 2) if model == SMALL else (12, 12)
+    page.open(f"#/metrics/{model}")
+    page.page.wait_for_selector(".heat canvas")
+    ev = page.page.evaluate
+
+    def hover(li, hd):
+        x, y = ev(HEAT_CENTRE_JS, [li, hd, n_layers, n_heads])
+        page.page.mouse.move(x, y)
+        page.page.wait_for_selector("#tip:not([hidden])")
+        return page.page.locator("#tip").text_content()
+
+    check_heat_pointer(hover, lambda w: ev(HEAT_RESIZE_JS, w), n_layers, n_heads)
+    hover(n_layers - 1, n_heads - 1)
+    page.page.mouse.down()
+    page.page.mouse.up()
+    page.page.wait_for_function(f"() => location.hash.endsWith('/{n_layers - 1}/{n_heads - 1}')")
 
 
 @pytest.mark.browser

@@ -30,14 +30,22 @@ import pytest
 from lens_cache.synthetic import SMALL_MODEL, XSS_TEXT, write_store
 from lens_cache.viewer import write_viewer
 from tests.browser import (
+    DLA_TOKEN_POINT,
+    HEAT_CENTRE_JS,
+    HEAT_RESIZE_JS,
     LENS_POINT,
     TOKEN_POINT,
+    TOP_ROWS,
+    check_dla_tip,
+    check_heat_pointer,
     check_hover,
     check_lens_tip,
     check_token_tip,
+    check_top_rows,
+    check_weighted_tip,
     missing_browser,
 )
-from tests.helpers import quiet
+from tests.helpers import brute_force_top, quiet
 
 SMALL = SMALL_MODEL.name
 
@@ -159,6 +167,12 @@ def shot(ff, artifacts, name: str):
     (artifacts / f"firefox-{name}.png").write_bytes(ff.screenshot(format="binary", full=False))
 
 
+def move_to(ff, x: float, y: float) -> None:
+    ff.actions.sequence("pointer", "mouse", {"pointerType": "mouse"}).pointer_move(
+        round(x), round(y)
+    ).perform()
+
+
 def hover_cell(ff, i: int, j: int) -> str:
     """Move the pointer onto cell (query i, key j) from the scroller's geometry; the tooltip."""
     x, y, cs, sl, st = js(
@@ -202,6 +216,22 @@ def test_hash_navigation_reaches_head_and_hover_matches_npz(ff, store, artifacts
     assert "L0 H1" in js(ff, "document.getElementById('crumbs').textContent")
     check_hover(lambda i, j: hover_cell(ff, i, j), save, SMALL, h, layer=0, head=1)
     shot(ff, artifacts, "head")
+
+
+@pytest.mark.browser
+def test_metrics_heat_map_pointer_names_the_drawn_cell(ff, store):
+    open_view(ff, store, f"#/metrics/{SMALL}")
+    wait(ff, "document.querySelector('.heat canvas')")
+
+    def hover(li, hd):
+        x, y = js(ff, f"({HEAT_CENTRE_JS})(arguments[0])", [li, hd, 3, 2])
+        pointer = ff.actions.sequence("pointer", "mouse", {"pointerType": "mouse"})
+        pointer.pointer_move(round(x), round(y)).perform()
+        tip = "document.getElementById('tip')"
+        wait(ff, f"!{tip}.hidden && {tip}.textContent.startsWith('L')")
+        return js(ff, f"{tip}.textContent")
+
+    check_heat_pointer(hover, lambda w: js(ff, f"({HEAT_RESIZE_JS})(arguments[0])", w), 3, 2)
 
 
 @pytest.mark.browser
@@ -253,3 +283,36 @@ def test_token_and_lens_hover_in_firefox(ff, prediction_store):
         ).perform()
         wait(ff, f"{tip}.startsWith('layer {li}, position {i}:')")
         check_lens_tip(js(ff, tip), s, li, i)
+
+
+@pytest.mark.browser
+def test_value_weighted_dla_row_and_top_examples_in_firefox(ff, heads_store, artifacts):
+    s, store = heads_store, heads_store["store"]
+    model, h, layer, head = s["other"], s["hash"], 1, 2
+    pattern = store.patterns(model, h, layers=[layer])[0, head]
+    norms = store.value_norms(model, h, layers=[layer])[0, head]
+    dla = store.head_dla(model, h, layers=[layer])[0, head]
+    open_view(ff, s, f"#/head/{model}/{h}/{layer}/{head}")
+    wait(ff, "document.querySelector('.pane[data-draw-ms]')")
+    js(ff, "document.querySelector('button.weighting').click()")
+    wait(ff, "document.querySelector(\"button.weighting[aria-pressed='true']\")")
+    for i, j in ((5, 2), (12, 12)):
+        check_weighted_tip(hover_cell(ff, i, j), pattern, norms, i, j)
+    tip = "document.getElementById('tip').textContent"
+    for i in (3, len(s["tokens"]) - 1):
+        move_to(ff, *js(ff, DLA_TOKEN_POINT, i))
+        wait(ff, f"{tip}.startsWith('position {i}:')")
+        check_dla_tip(js(ff, tip), s["tokens"], dla, i)
+    shot(ff, artifacts, "head-value-weighted")
+    js(ff, "localStorage.clear()")
+    tokens = {r["hash"]: r["tokens"] for r in store.prompts(model)}
+    open_view(ff, s, f"#/top/{model}/{layer}/{head}?by=value_weighted")
+    wait(ff, "document.querySelector('.top-row')")
+    want = brute_force_top(store, model, layer, head, "value_weighted", 32)
+    check_top_rows(js(ff, TOP_ROWS), want, tokens.get)
+    shot(ff, artifacts, "top-examples")
+    _, h, q, k = want[0]
+    js(ff, "document.querySelector('.top-row').click()")
+    wait(ff, "document.querySelector('.pane[data-draw-ms]')")
+    assert js(ff, "location.hash") == f"#/head/{model}/{h}/{layer}/{head}?q={q}&k={k}"
+    wait(ff, f"document.querySelector('.sel-panel').textContent.includes('query {q}')")

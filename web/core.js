@@ -15,10 +15,12 @@
  *   views_head.js     one head; two heads side by side (compare)
  *   views_metrics.js  per-head metrics; residual-stream norms
  *   views_lens.js     the logit lens: layers x positions, each cell a layer's top-1 token
+ *   views_top.js      a head's top examples across the model's prompts (head_contributions)
  *   router.js         router, keys, help, theme and scale toggles, LENS.index, boot
  *
  * Shared scope: every file is one IIFE, so the page gets two globals only. window.LENS is the
- * public contract the data scripts call (LENS.index / LENS.prompt / LENS.chunk / LENS.lens).
+ * public contract the data scripts call (LENS.index / LENS.prompt / LENS.chunk / LENS.lens /
+ * LENS.top).
  * window.LENS_UI is internal: a file takes what it uses from it in one destructuring line at
  * its top and adds what it defines at its bottom, so each file states its dependencies.
  * Those imports are read once, at load time: shared state is therefore only mutated, never
@@ -39,12 +41,14 @@
     first: "mean attention to the first token",
     prev: "mean attention to the previous token",
     diag: "mean attention to the query's own position",
+    dup: "mean attention to earlier occurrences of the query token (rows whose token repeats)",
     induction: "mean attention to the token after an earlier occurrence of the query token",
     max: "mean row maximum",
+    dla: "mean direct logit attribution toward the actual next token, over positions",
   };
   const METRIC_SHORT = {
     entropy: "entropy", entropy_norm: "entropy/log", first: "first", prev: "prev",
-    diag: "self", induction: "induction", max: "max",
+    diag: "self", dup: "dup", induction: "induction", max: "max", dla: "DLA",
   };
 
   // viridis (matplotlib's, CC0), 256 RGB entries
@@ -128,6 +132,13 @@
     tip.style.top = Math.max(0, top) + "px";
   }
   function hideTip() { tip.hidden = true; }
+  /** The pointer's position in a canvas's own pixels. CSS may draw a canvas at another size
+   * than its pixel grid (a flex column stretches it), so scale by the drawn content box. */
+  function canvasPoint(c, e) {
+    const b = c.getBoundingClientRect();
+    return [(e.clientX - b.left - c.clientLeft) * (c.width / (c.clientWidth || c.width)),
+      (e.clientY - b.top - c.clientTop) * (c.height / (c.clientHeight || c.height))];
+  }
 
   // ------------------------------------------------------------------ decoding
 
@@ -226,6 +237,7 @@
   LENS.chunk = (key, obj) => deliver("chunk:" + key, obj);
   LENS.prompt = (key, obj) => deliver("prompt:" + key, obj);
   LENS.lens = (key, obj) => deliver("lens:" + key, obj);
+  LENS.top = (key, obj) => deliver("top:" + key, obj);
 
   const PRED_ARRAYS = ["loss", "entropy", "rank", "top_ids", "top_lp"];
   /** A predictions object (see lens_cache/viewer/_predictions.py) with its arrays decoded. */
@@ -264,8 +276,37 @@
       p.pred = pred;
       bytes += predBytes;
     }
+    if (obj.heads) {
+      const [heads, headBytes] = await decodeHeads(obj.heads);
+      p.heads = heads;
+      bytes += headBytes;
+    }
     return [p, bytes + 64 * obj.tokens.length];
   }
+
+  /** Head contributions (lens_cache/viewer_heads.py) with value_norms, dla and thumb decoded. */
+  async function decodeHeads(obj) {
+    const out = Object.assign({}, obj);
+    let bytes = 0;
+    for (const name of ["value_norms", "dla", "thumb"]) {
+      if (!obj[name]) continue;
+      out[name] = await decodeArray(obj[name]);
+      bytes += out[name].data.byteLength;
+    }
+    return [out, bytes];
+  }
+
+  /** One head's `[T]` row of a decoded `heads` field ("value_norms" or "dla"), or null when
+   * the layer has no head contributions. */
+  function headRow(p, field, layer, head) {
+    const li = p.heads ? p.heads.layers.indexOf(layer) : -1;
+    if (li < 0) return null;
+    const T = p.tokens.length, H = p.heads[field].shape[1];
+    return p.heads[field].data.subarray((li * H + head) * T, (li * H + head + 1) * T);
+  }
+
+  /** Whether patterns are shown value-weighted now: the setting, for a prompt that has norms. */
+  function weighted(p) { return settings.weighting === "value" && !!(p && p.heads); }
 
   function promptData(model, hash) {
     const rel = model.slug + "/" + hash;
@@ -274,6 +315,11 @@
   function lensData(model, hash) {
     const rel = model.slug + "/" + hash;
     return loadScript("lens:" + rel, DATA_DIR + "/" + rel + "/lens.js", decodePred);
+  }
+  function topData(model, layer) {
+    const rel = model.slug + "/" + layer;
+    return loadScript("top:" + rel, DATA_DIR + "/" + model.slug + "/top/L" + layer + ".js",
+      async (obj) => [obj, 256 * 1024]);
   }
   function layerData(model, hash, layer) {
     const rel = model.slug + "/" + hash;
@@ -305,6 +351,18 @@
     return tables[scale];
   }
   function rgb(k) { return `rgb(${VIRIDIS[3 * k]},${VIRIDIS[3 * k + 1]},${VIRIDIS[3 * k + 2]})`; }
+  /** A signed value on a diverging scale: red positive, blue negative, clear at 0, saturated
+   * at |v| = maxAbs; null for NaN. */
+  function signedColor(v, maxAbs) {
+    if (!Number.isFinite(v)) return null;
+    const a = (0.06 + 0.84 * clamp(Math.abs(v) / (maxAbs || 1), 0, 1)).toFixed(3);
+    return v < 0 ? `rgba(38, 110, 220, ${a})` : `rgba(220, 50, 47, ${a})`;
+  }
+  function maxAbs(values) {
+    let m = 0;
+    for (const v of values) if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
+    return m;
+  }
 
   function legend(label) {
     const c = h("canvas", { width: 256, height: 1 });
@@ -320,9 +378,23 @@
   // ------------------------------------------------------------------ settings
 
   // the current settings; router.js changes them and applies them to the page
-  const settings = { scale: "linear", theme: "light" };
+  const settings = { scale: "linear", theme: "light", weighting: "attention" };
   function stored(name) { try { return localStorage.getItem("lens_cache." + name); } catch (e) { return null; } }
   function store(name, v) { try { localStorage.setItem("lens_cache." + name, v); } catch (e) { /* private mode */ } }
+  /** Attention or value-weighted attention (key `v`); the router redraws the current view on
+   * the event. */
+  function toggleWeighting() {
+    settings.weighting = settings.weighting === "value" ? "attention" : "value";
+    store("weighting", settings.weighting);
+    dispatchEvent(new Event("lens-settings"));
+  }
+  /** The toolbar button of the views that show the weighting. */
+  function weightingButton() {
+    const on = settings.weighting === "value";
+    return h("button", { type: "button", class: "weighting", "aria-pressed": on ? "true" : "false",
+      title: "attention / value-weighted attention A·‖v W_O‖ (v)", text: on ? "value-weighted" : "attention",
+      onclick: toggleWeighting });
+  }
 
   // ------------------------------------------------------------------ index and navigation
 
@@ -381,10 +453,10 @@
   Object.assign(UI, {
     LENS, DATA_DIR, ROW_H, METRIC_TITLES, METRIC_SHORT,
     h, clear, fill, fmt, fmtValue, tokLabel, cssVar, clamp, option, select, link, showError,
-    showTip, hideTip,
-    F16, promptData, layerData, lensData,
-    packed, colorIndex, f16Colors, rgb, legend, scaleLegend,
-    settings, stored, store,
+    showTip, hideTip, canvasPoint,
+    F16, promptData, layerData, lensData, topData, headRow, weighted,
+    packed, colorIndex, f16Colors, rgb, signedColor, maxAbs, legend, scaleLegend,
+    settings, stored, store, toggleWeighting, weightingButton,
     INDEX, byName, entryOf, entriesOf, state,
     hashFor, go, headHash, promptHash, modelOf, entryFor, promptName, neighbour, nearestLayer,
     setCrumbs,

@@ -3,8 +3,8 @@
 (function () {
   "use strict";
 
-  const { F16, clamp, cssVar, f16Colors, fmtValue, h, hideTip, settings, showTip,
-    tokLabel } = LENS_UI;
+  const { F16, clamp, colorIndex, cssVar, f16Colors, fmtValue, h, hideTip, packed, settings,
+    showTip, tokLabel } = LENS_UI;
 
   // ------------------------------------------------------------------ one head, on a canvas
 
@@ -61,23 +61,34 @@
       this.resizer.observe(this.viewport);
     }
 
-    /** Show head `head` of a decoded layer chunk; keeps zoom when the length is unchanged. */
-    set(chunk, head, tokens) {
+    /** Show head `head` of a decoded layer chunk; keeps zoom when the length is unchanged.
+     * `weights` (the head's `[T]` value norms ‖v_j W_O‖, or null) shows the value-weighted
+     * pattern A[i, j] · weights[j] instead of the attention. */
+    set(chunk, head, tokens, weights) {
       const sameLength = this.chunk && this.chunk.T === chunk.T;
       this.chunk = chunk;
       this.head = head;
       this.tokens = tokens;
+      this.weights = weights || null;
       this.base = head * chunk.tri;
       if (!sameLength) { this.sel = null; this.cs = 0; this.fitMode = true; }
       this.build();
       this.resize();
     }
 
-    value(i, j) {
+    /** The stored attention A[i, j] (float16), null above the diagonal. */
+    attention(i, j) {
       return j <= i ? F16[this.chunk.u16[this.base + (i * (i + 1)) / 2 + j]] : null;
     }
 
-    /** The T x T image: one colour-table lookup per stored value; masked cells stay clear. */
+    /** What is drawn at (i, j): the attention, or A[i, j] · ‖v_j W_O‖ when weighted. */
+    value(i, j) {
+      const a = this.attention(i, j);
+      return a == null || !this.weights ? a : a * this.weights[j];
+    }
+
+    /** The T x T image: one colour-table lookup per stored value; masked cells stay clear.
+     * Value-weighted, each cell is coloured by its share of the head's largest cell. */
     build() {
       const t0 = performance.now();
       const T = this.chunk.T, u16 = this.chunk.u16, colors = f16Colors(settings.scale);
@@ -87,13 +98,24 @@
       const ctx = this.image.getContext("2d");
       const img = ctx.createImageData(T, T);
       const px = new Uint32Array(img.data.buffer);
+      const w = this.weights;
+      this.max = w ? this.largest() : 1;
       let k = this.base;
       for (let i = 0; i < T; i++) {
         const row = i * T;
-        for (let j = 0; j <= i; j++) px[row + j] = colors[u16[k++]];
+        if (w) for (let j = 0; j <= i; j++) px[row + j] = packed(colorIndex(F16[u16[k++]] * w[j] / this.max, settings.scale));
+        else for (let j = 0; j <= i; j++) px[row + j] = colors[u16[k++]];
       }
       ctx.putImageData(img, 0, 0);
       this.buildMs = performance.now() - t0;
+    }
+
+    /** The largest value-weighted cell of the head (the colour scale's top). */
+    largest() {
+      const T = this.chunk.T, u16 = this.chunk.u16, w = this.weights;
+      let k = this.base, m = 0;
+      for (let i = 0; i < T; i++) for (let j = 0; j <= i; j++) m = Math.max(m, F16[u16[k++]] * w[j]);
+      return m || 1;
     }
 
     fitSize() {
@@ -235,12 +257,17 @@
       const c = this.cellAt(e);
       this.hover = c;
       if (!c) { hideTip(); this.draw(); return; }
-      const v = this.value(c.i, c.j);
-      showTip(e.clientX, e.clientY, [
+      const a = this.attention(c.i, c.j);
+      const lines = [
         `query ${c.i}: ${JSON.stringify(this.tokens[c.i])}`,
         `key   ${c.j}: ${JSON.stringify(this.tokens[c.j])}`,
-        v == null ? "value masked (key after query)" : `value ${fmtValue(v)}`,
-      ]);
+        a == null ? "value masked (key after query)" : `value ${fmtValue(a)}`,
+      ];
+      if (this.weights) {
+        lines.push(`‖v W_O‖ ${fmtValue(this.weights[c.j])}`);
+        if (a != null) lines.push(`value-weighted ${fmtValue(a * this.weights[c.j])}`);
+      }
+      showTip(e.clientX, e.clientY, lines);
       this.draw();
     }
 
@@ -256,6 +283,16 @@
       this.sel = this.sel && this.sel.i === i && this.sel.j === j ? null : { i, j };
       this.draw();
       if (this.opts.onSelect) this.opts.onSelect(this.sel, this);
+    }
+
+    /** Select cell (i, j) and scroll it into the middle of the view. */
+    reveal(i, j) {
+      if (!this.chunk || i < 0 || j < 0 || i >= this.chunk.T || j >= this.chunk.T) return;
+      this.sel = { i, j };
+      const s = this.scroller;
+      s.scrollLeft = (j + 0.5) * this.cs - s.clientWidth / 2;
+      s.scrollTop = (i + 0.5) * this.cs - s.clientHeight / 2;
+      this.draw();
     }
 
     /** The `k` keys row i attends to most, as [j, value]. */

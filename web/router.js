@@ -4,8 +4,8 @@
   "use strict";
 
   const { CompareView, DATA_DIR, HeadView, HomeView, INDEX, LENS, LensView, MetricsView, PromptView,
-    ResidView, byName, clear, entriesOf, entryOf, go, h, hideTip, link, setCrumbs, settings,
-    showError, state, store, stored } = LENS_UI;
+    ResidView, TopView, byName, clear, entriesOf, entryOf, go, h, hideTip, link, setCrumbs, settings,
+    showError, state, store, stored, toggleWeighting } = LENS_UI;
 
   // ------------------------------------------------------------------ theme and colour scale
 
@@ -37,7 +37,7 @@
   // ------------------------------------------------------------------ router
 
   const VIEWS = { home: HomeView, prompt: PromptView, head: HeadView, metrics: MetricsView,
-    compare: CompareView, resid: ResidView, lens: LensView };
+    compare: CompareView, resid: ResidView, lens: LensView, top: TopView };
   let current = null;
 
   function parseHash() {
@@ -79,6 +79,7 @@
     if (typing) return;
     if (e.key === "t") toggleTheme();
     else if (e.key === "l") toggleScale();
+    else if (e.key === "v") toggleWeighting();
     else if (e.key === "?") toggleHelp();
     else if (e.key === "Escape" || e.key === "h") { document.getElementById("help").hidden = true; if (e.key === "h") go("#/"); }
     else return;
@@ -89,7 +90,7 @@
     ["← →", "previous / next head"], ["↑ ↓", "previous / next layer (rows on the home page)"],
     ["j k  n p", "next / previous prompt"], ["Enter", "open"], ["Esc", "up one level"],
     ["+ − 0", "zoom in / out / fit"], ["click", "highlight a token's row and column"],
-    ["c", "compare"], ["l", "linear / log colour"], ["s", "logit lens: colour by p(actual) / p(top-1)"], ["t", "light / dark theme"], ["/", "search"], ["h", "home"],
+    ["c", "compare"], ["l", "linear / log colour"], ["s", "logit lens: colour by p(actual) / p(top-1)"], ["v", "attention / value-weighted (head_contributions)"], ["t", "light / dark theme"], ["/", "search"], ["h", "home"],
   ];
   function toggleHelp() {
     const box = document.getElementById("help");
@@ -114,6 +115,8 @@
     const theme = stored("theme") || (darkQuery.matches ? "dark" : "light");
     applyTheme(theme);
     applyScale(stored("scale") || "linear");
+    settings.weighting = stored("weighting") === "value" ? "value" : "attention";
+    addEventListener("lens-settings", () => { if (current && current.redraw) current.redraw(); });
     darkQuery.addEventListener("change", (e) => { if (!stored("theme")) applyTheme(e.matches ? "dark" : "light"); });
     document.getElementById("theme-toggle").addEventListener("click", toggleTheme);
     document.getElementById("scale-toggle").addEventListener("click", toggleScale);

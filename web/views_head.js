@@ -5,21 +5,53 @@
   "use strict";
 
   const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, clear, entryFor, entryOf, fill, fillTokens, fmt,
-    lossComparison,
+    lossComparison, headRow, hideTip, legend, maxAbs, showTip, signedColor, weighted, weightingButton,
     fmtValue, go, h, hashFor, headHash, layerData, link, modelOf, nearestLayer, neighbour, option,
     promptCrumbs, promptData, promptHash, promptName, promptToolbar, scaleLegend, select, setCrumbs,
     showError, state } = LENS_UI;
 
   // ------------------------------------------------------------------ head view
 
-  /** This head's metrics on this prompt beside uniform attention's, as a small table. */
+  /** This head's metrics on this prompt beside uniform attention's, as a small table; with
+   * head contributions also on the value-weighted pattern, and the head's mean DLA. */
   function metricTable(p, li, head) {
     const row = (label, get) => h("tr", null, h("th", { text: label }),
       ...INDEX.metrics.map((m) => h("td", { class: "num", text: fmt(get(m)) })));
+    const vw = p.heads ? p.heads.metrics : null;
+    const dli = p.heads ? p.heads.layers.indexOf(p.layers[li]) : -1;
     return h("table", { class: "mini" },
       h("tr", null, h("th"), ...INDEX.metrics.map((m) => h("th", { title: METRIC_TITLES[m], text: METRIC_SHORT[m] }))),
       row("head", (m) => (p.metrics[m][li] ? p.metrics[m][li][head] : null)),
-      row("uniform", (m) => p.baseline[m]));
+      vw ? row("value-weighted", (m) => (vw[m][li] ? vw[m][li][head] : null)) : null,
+      row("uniform", (m) => p.baseline[m]),
+      dli >= 0 ? h("tr", null, h("th", { title: METRIC_TITLES.dla, text: "mean DLA" }),
+        h("td", { class: "num", text: fmt(p.heads.dla_mean[dli][head], 5) })) : null);
+  }
+
+  /** The head's direct logit attribution at each position as a token strip: red raises the
+   * logit of the actual next token, blue lowers it; hover shows the stored value. */
+  function fillDla(box, p, layer, head) {
+    const dla = headRow(p, "dla", layer, head);
+    box.hidden = !dla;
+    if (!dla) return;
+    const scale = maxAbs(dla), strip = h("div", { class: "tokens dla" });
+    p.tokens.slice(0, 2048).forEach((t, i) => {
+      const span = h("span", { class: "tok", dataset: { pos: i }, text: t });
+      const bg = signedColor(dla[i], scale);
+      if (bg) span.style.background = bg;
+      strip.append(span);
+    });
+    strip.onmousemove = (e) => {
+      const span = e.target.closest(".tok");
+      if (!span) { hideTip(); return; }
+      const i = Number(span.dataset.pos), T = p.tokens.length;
+      showTip(e.clientX, e.clientY, i + 1 < T
+        ? [`position ${i}: ${JSON.stringify(p.tokens[i])} → next ${JSON.stringify(p.tokens[i + 1])}`, `DLA ${fmtValue(dla[i])}`]
+        : [`position ${i}: ${JSON.stringify(p.tokens[i])}`, "last position: no next token"]);
+    };
+    strip.onmouseleave = hideTip;
+    fill(box, h("div", { class: "note", text: `L${layer} H${head}: direct logit attribution toward the actual next token ` +
+      `(red raises its logit, blue lowers it; |max| ${fmt(scale, 5)})` }), strip);
   }
 
   class HeadView {
@@ -35,7 +67,10 @@
       if (!Number.isInteger(l) || !Number.isInteger(hd) || hd < 0 || hd >= model.n_heads) {
         throw new Error(`no head ${layer}.${head} in ${name} (${model.n_layers} layers × ${model.n_heads} heads)`);
       }
-      return { model, entry, layer: l, head: hd };
+      // ?q=<query>&k=<key>: a cell to select once shown (links from the top-examples page)
+      const q = route.query.get("q"), k = route.query.get("k");
+      const want = q != null && k != null ? { i: Number(q), j: Number(k) } : null;
+      return { model, entry, layer: l, head: hd, want };
     }
 
     mount(route) {
@@ -46,11 +81,13 @@
       this.headSel = h("select", { title: "head (← →)", onchange: (e) => this.goto(this.layer, Number(e.target.value)) });
       for (let hd = 0; hd < this.model.n_heads; hd++) this.headSel.append(option(hd, "head " + hd));
       this.legendBox = h("span", null, scaleLegend());
+      this.weightBox = h("span");
+      this.topLink = h("span");
       const zoomBtn = (text, f, title) => h("button", { type: "button", text, title, onclick: () => this.pane.zoom(f) });
       root.append(promptToolbar(this, this.model, this.entry, [
         this.layerSel, this.headSel,
         zoomBtn("−", 0.8, "zoom out (-)"), zoomBtn("fit", 0, "fit (0)"), zoomBtn("+", 1.25, "zoom in (+)"),
-        this.legendBox,
+        this.legendBox, this.weightBox, this.topLink,
         link("grid", promptHash(this.model, this.entry.h), "all heads of this prompt (Esc)"),
         h("a", { href: "#", text: "compare", title: "side by side with another model or head",
           onclick: (e) => { e.preventDefault(); go(this.compareHash()); } }),
@@ -58,7 +95,8 @@
       this.info = h("div", { class: "side" });
       this.panes = h("div", { class: "panes" });
       this.tokens = h("div", { class: "tokens", hidden: true }); // with predictions only
-      root.append(this.tokens, this.info, this.panes);
+      this.dlaRow = h("div", { class: "dla-row", hidden: true }); // with head contributions only
+      root.append(this.tokens, this.info, this.panes, this.dlaRow);
       this.pane = new HeadPane(this.panes, { onSelect: () => this.showSelection() });
       this.aside = h("aside", { class: "sel-panel" });
       this.panes.append(this.aside);
@@ -71,6 +109,7 @@
       if (next.model !== this.model || next.entry !== this.entry) return false;
       this.layer = next.layer;
       this.head = next.head;
+      this.want = next.want;
       this.load();
       return true;
     }
@@ -111,12 +150,29 @@
         if (this.layer !== layer || this.head !== head) return; // a newer request won
         this.p = p;
         if (p.pred && this.tokens.hidden) { this.tokens.hidden = false; fillTokens(this.tokens, p); }
-        this.pane.set(chunk, head, p.tokens);
+        this.pane.set(chunk, head, p.tokens, this.weights());
         this.pane.el.dataset.shown = layer + "/" + head; // what is drawn now (tests, benchmarks)
+        this.showContributions();
+        if (this.want) { this.pane.reveal(this.want.i, this.want.j); this.want = null; }
         this.showSelection();
       } catch (err) {
         showError(this.info, err);
       }
+    }
+
+    /** The head's value norms when the pattern is shown value-weighted, else null. */
+    weights() { return weighted(this.p) ? headRow(this.p, "value_norms", this.layer, this.head) : null; }
+
+    /** The DLA row, the legend and the link to the head's top examples. */
+    showContributions() {
+      const { model, layer, head, p } = this;
+      fillDla(this.dlaRow, p, layer, head);
+      const w = this.pane.weights;
+      fill(this.legendBox, w ? legend(["0", fmtValue(this.pane.max) + " (A·‖v W_O‖)"]) : scaleLegend());
+      fill(this.weightBox, p.heads ? weightingButton() : null);
+      fill(this.topLink, model.top && model.top.includes(layer)
+        ? link("top examples", hashFor("top", [model.name, layer, head]), "this head's strongest cells across the model's prompts")
+        : null);
     }
 
     showSelection() {
@@ -143,8 +199,11 @@
     }
 
     redraw() {
-      clear(this.legendBox).append(scaleLegend());
+      if (!this.p) return;
+      this.pane.weights = this.weights();
       this.pane.rebuild();
+      this.showContributions();
+      this.showSelection();
     }
 
     onKey(e) {

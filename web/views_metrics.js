@@ -4,10 +4,10 @@
 (function () {
   "use strict";
 
-  const { INDEX, METRIC_SHORT, METRIC_TITLES, clamp, clear, cssVar, entriesOf, entryFor, entryOf,
-    fmt, fmtValue, go, h, hashFor, headHash, hideTip, legend, modelOf, neighbour, option,
+  const { INDEX, METRIC_SHORT, METRIC_TITLES, canvasPoint, clamp, clear, cssVar, entriesOf, entryFor, entryOf,
+    fill, fmt, fmtValue, go, h, hashFor, headHash, hideTip, legend, modelOf, neighbour, option,
     promptCrumbs, promptData, promptHash, promptName, promptToolbar, rgb, select, setCrumbs,
-    settings, showError, showTip, state, tokLabel } = LENS_UI;
+    settings, showError, showTip, state, tokLabel, weighted, weightingButton } = LENS_UI;
 
   // ------------------------------------------------------------------ metrics view
 
@@ -22,10 +22,11 @@
       this.table = h("table", { class: "mtable" });
       this.heat = h("div", { class: "heat" });
       this.caption = h("p", { class: "note" });
+      this.weightBox = h("span");
       const sources = [option("", `average over ${this.model.n_prompts} prompts`)].concat(
         entriesOf[this.model.idx].map((e) => option(e.h, "prompt " + promptName(e), e.h === this.promptHash)));
       root.append(h("div", { class: "toolbar" }, h("span", { class: "title", text: this.model.name }),
-        select(sources, (v) => { this.promptHash = v; this.load(); }, "which prompts")), this.caption,
+        select(sources, (v) => { this.promptHash = v; this.load(); }, "which prompts"), this.weightBox), this.caption,
         h("div", { class: "metrics-wrap" }, h("div", { class: "mtable-wrap" }, this.table), this.heat));
       this.load();
     }
@@ -33,16 +34,25 @@
     async load() {
       const m = this.model;
       try {
+        // value-weighted metrics and the mean DLA come with head contributions (viewer_heads.py)
         if (this.promptHash) {
           const p = await promptData(m, this.promptHash);
-          this.rows = metricRows(m, p.layers, (name, li, hd) => p.metrics[name][li][hd],
-            (li, hd) => (p.labels && p.labels[li] ? p.labels[li][hd] : []), () => 1);
+          const src = weighted(p) ? p.heads.metrics : p.metrics;
+          const dla = p.heads ? (li, hd) => { const k = p.heads.layers.indexOf(p.layers[li]); return k < 0 ? null : p.heads.dla_mean[k][hd]; } : null;
+          this.rows = metricRows(m, p.layers, (name, li, hd) => src[name][li][hd],
+            (li, hd) => (p.labels && p.labels[li] ? p.labels[li][hd] : []), () => 1, dla);
           this.baseline = p.baseline;
+          this.hasHeads = !!p.heads;
         } else {
-          this.rows = metricRows(m, m.layers, (name, li, hd) => m.avg[name][m.layers[li]][hd],
-            (li, hd) => m.labels[m.layers[li]][hd], (li, hd) => m.count[m.layers[li]][hd]);
+          const src = m.heads && weighted(m) ? m.heads.avg : m.avg;
+          const dla = m.heads ? (li, hd) => m.heads.dla[m.layers[li]][hd] : null;
+          this.rows = metricRows(m, m.layers, (name, li, hd) => src[name][m.layers[li]][hd],
+            (li, hd) => m.labels[m.layers[li]][hd], (li, hd) => m.count[m.layers[li]][hd], dla);
           this.baseline = m.baseline;
+          this.hasHeads = !!m.heads;
         }
+        this.metricNames = this.hasHeads ? [...INDEX.metrics, "dla"] : INDEX.metrics;
+        fill(this.weightBox, this.hasHeads ? weightingButton() : null);
         this.caption.textContent = "uniform-attention baseline: " + INDEX.scores.map(
           (s) => `${METRIC_SHORT[s]} ${fmt(this.baseline[s])}`).join(", ") +
           ". A head is labelled when its score covers half the gap from this baseline to 1.";
@@ -61,7 +71,7 @@
         if (y == null) return -1;
         return sign * (x - y) || a.layer - b.layer || a.head - b.head;
       });
-      const cols = ["layer", "head", ...INDEX.metrics];
+      const cols = ["layer", "head", ...this.metricNames];
       const head = h("tr", null, ...cols.map((c) => h("th", {
         text: METRIC_SHORT[c] || c, title: METRIC_TITLES[c] || c, dataset: c === key ? { key: c, dir: this.dir } : { key: c },
         onclick: () => {
@@ -75,7 +85,7 @@
       for (const r of this.rows) {
         body.append(h("tr", { dataset: { layer: r.layer, head: r.head }, onclick: () => this.open(r.layer, r.head) },
           h("td", { text: String(r.layer) }), h("td", { text: String(r.head) }),
-          ...INDEX.metrics.map((mname) => h("td", { text: fmt(r.v[mname]) })),
+          ...this.metricNames.map((mname) => h("td", { text: fmt(r.v[mname], mname === "dla" ? 5 : 3) })),
           h("td", { text: String(r.n) }), h("td", { class: "labels", text: r.labels.join(", ") })));
       }
       clear(this.table).append(h("thead", null, head), body);
@@ -97,7 +107,7 @@
 
     /** Layers x heads, coloured by the sorted metric: induction heads stand out at a glance. */
     drawHeat() {
-      const m = this.model, key = INDEX.metrics.includes(this.sort) ? this.sort : "induction";
+      const m = this.model, key = this.metricNames.includes(this.sort) ? this.sort : "induction";
       const cell = clamp(Math.floor(240 / m.n_heads), 8, 22);
       const c = h("canvas", { width: m.n_heads * cell, height: m.n_layers * cell });
       const ctx = c.getContext("2d");
@@ -113,8 +123,8 @@
         ctx.fillRect(r.head * cell, r.layer * cell, cell - 1, cell - 1);
       }
       const cellAt = (e) => {
-        const b = c.getBoundingClientRect();
-        return at.get(Math.floor((e.clientY - b.top) / cell) + "." + Math.floor((e.clientX - b.left) / cell));
+        const [x, y] = canvasPoint(c, e);
+        return at.get(Math.floor(y / cell) + "." + Math.floor(x / cell));
       };
       c.addEventListener("mousemove", (e) => {
         const r = cellAt(e);
@@ -127,17 +137,18 @@
         legend([fmt(lo), fmt(hi)]));
     }
 
-    redraw() { this.drawHeat(); }
+    redraw() { this.load(); }
     onKey(e) { if (e.key === "Escape") { go("#/"); return true; } return false; }
     unmount() { hideTip(); }
   }
 
-  function metricRows(model, layers, get, labels, count) {
+  function metricRows(model, layers, get, labels, count, dla) {
     const rows = [];
     layers.forEach((layer, li) => {
       for (let hd = 0; hd < model.n_heads; hd++) {
         const v = {};
         for (const name of INDEX.metrics) v[name] = get(name, li, hd);
+        if (dla) v.dla = dla(li, hd);
         rows.push({ layer, head: hd, v, labels: labels(li, hd) || [], n: count(li, hd) });
       }
     });
@@ -227,8 +238,8 @@
         }
       }
       c.addEventListener("mousemove", (e) => {
-        const b = c.getBoundingClientRect();
-        const t = Math.floor((e.clientX - b.left - lw) / cw), li = Math.floor((e.clientY - b.top - th) / ch);
+        const [x, y] = canvasPoint(c, e);
+        const t = Math.floor((x - lw) / cw), li = Math.floor((y - th) / ch);
         if (t < 0 || t >= T || li < 0 || li >= layers.length) { hideTip(); return; }
         showTip(e.clientX, e.clientY, [`layer ${layers[li]}, token ${t}: ${JSON.stringify(p.tokens[t])}`,
           `‖hook_${this.hook}‖ = ${fmtValue(arr[li * T + t])}`]);

@@ -4,10 +4,10 @@
 (function () {
   "use strict";
 
-  const { INDEX, METRIC_SHORT, clamp, clear, colorIndex, entryFor, entryOf, f16Colors, fill,
-    fillTokens, fmt, go, h, hashFor, headHash, hideTip, layerData, link, modelOf, neighbour, option, packed,
-    promptData, promptHash, promptName, scaleLegend, select, setCrumbs, settings, showError,
-    showTip, state } = LENS_UI;
+  const { F16, INDEX, METRIC_SHORT, clamp, clear, colorIndex, entryFor, entryOf, f16Colors, fill,
+    fillTokens, fmt, fmtValue, go, h, hashFor, headHash, headRow, hideTip, layerData, link, maxAbs, modelOf,
+    neighbour, option, packed, promptData, promptHash, promptName, scaleLegend, select, setCrumbs, settings,
+    showError, showTip, signedColor, state, weighted, weightingButton } = LENS_UI;
 
   // ------------------------------------------------------------------ prompt view
 
@@ -56,11 +56,17 @@
       this.gridWrap = h("div", { class: "grid-wrap" }, h("p", { class: "note", text: "loading…" }));
       this.textBox = h("div", { class: "prompt-text", text: INDEX.texts[hash].text });
       this.tokens = h("div", { class: "tokens" });
-      root.append(promptToolbar(this, m, this.entry, [
+      this.dlaGrid = h("div", { class: "dla-grid", hidden: true }); // with head contributions
+      this.weightBox = h("span");
+      this.tokens.addEventListener("click", (e) => {
+        const span = e.target.closest(".tok");
+        if (span) this.showDla(Number(span.dataset.pos));
+      });
+      root.append(promptToolbar(this, m, this.entry, [this.weightBox,
         link("metrics", hashFor("metrics", [m.name], new URLSearchParams({ prompt: hash, sort: "induction", dir: "desc" }))),
         this.entry.r ? link("residual norms", hashFor("resid", [m.name, hash])) : null,
         this.entry.lens ? link("logit lens", hashFor("lens", [m.name, hash])) : null,
-        scaleLegend()]), this.textBox, this.tokens, this.gridWrap);
+        scaleLegend()]), this.textBox, this.tokens, this.dlaGrid, this.gridWrap);
       promptData(m, hash).then((p) => this.show(p), (err) => showError(this.gridWrap, err));
     }
 
@@ -70,6 +76,8 @@
     show(p) {
       this.p = p;
       fillTokens(this.tokens, p);
+      fill(this.weightBox, p.heads ? weightingButton() : null);
+      if (p.heads) this.showDla(null);
       if (p.thumb) { this.buildGrid(); return; }
       // short prompts carry no thumbnails: their layer chunks are as small, so draw from those
       const m = this.model, hash = this.entry.h;
@@ -119,15 +127,65 @@
     }
 
     redraw() {
+      if (this.p) fill(this.weightBox, this.p.heads ? weightingButton() : null);
       if (!this.thumbs) return;
-      const S = this.p.thumb_size, n = (S * (S + 1)) / 2, H = this.model.n_heads;
-      const fromChunks = !this.p.thumb;
+      const p = this.p, S = p.thumb_size, n = (S * (S + 1)) / 2, H = this.model.n_heads;
+      const fromChunks = !p.thumb, vw = weighted(p);
+      const thumbs = vw ? p.heads.thumb : p.thumb; // value-weighted: row shares / head max
       const colors = fromChunks ? f16Colors(settings.scale) : thumbColors(settings.scale);
       this.thumbs.forEach((row, li) => row.forEach((c, hd) => {
-        if (fromChunks) drawThumb(c, this.chunks[li].u16, hd * n, S, colors);
-        else drawThumb(c, this.p.thumb.data, (li * H + hd) * n, S, colors);
+        const norms = vw && fromChunks ? headRow(p, "value_norms", p.layers[li], hd) : null;
+        if (norms) drawWeightedThumb(c, this.chunks[li].u16, hd * n, S, norms);
+        else if (fromChunks) drawThumb(c, this.chunks[li].u16, hd * n, S, colors);
+        else drawThumb(c, thumbs.data, (li * H + hd) * n, S, colors);
         c.classList.toggle("selected", li === this.sel.li && hd === this.sel.head);
       }));
+    }
+
+    /** The layer x head grid of direct logit attributions at position `pos` (a clicked
+     * token), toward the token after it; hover shows the stored value. */
+    showDla(pos) {
+      const p = this.p, T = p.tokens.length;
+      if (!p || !p.heads) return;
+      this.dlaGrid.hidden = false;
+      const note = (text) => h("div", { class: "note", text });
+      if (pos == null || pos >= T - 1) {
+        fill(this.dlaGrid, note(pos == null ? "Click a token to see each head's direct logit attribution toward the token after it."
+          : "The last position has no next token: no logit attribution."));
+        return;
+      }
+      this.dlaPos = pos;
+      const L = p.heads.layers, H = this.model.n_heads, cell = 22;
+      const at = (li, hd) => p.heads.dla.data[(li * H + hd) * T + pos];
+      const values = [];
+      L.forEach((_, li) => { for (let hd = 0; hd < H; hd++) values.push(at(li, hd)); });
+      const scale = maxAbs(values);
+      const grid = h("div", { class: "dla-cells" });
+      grid.style.gridTemplateColumns = `44px repeat(${H}, ${cell}px)`;
+      grid.append(h("span"));
+      for (let hd = 0; hd < H; hd++) grid.append(h("span", { class: "hdr", text: "H" + hd }));
+      L.forEach((layer, li) => {
+        grid.append(h("span", { class: "lbl", text: "L" + layer }));
+        for (let hd = 0; hd < H; hd++) {
+          const c = h("span", { class: "dla-cell", dataset: { layer, head: hd } });
+          c.style.background = signedColor(at(li, hd), scale) || "";
+          grid.append(c);
+        }
+      });
+      grid.onmousemove = (e) => {
+        const c = e.target.closest(".dla-cell");
+        if (!c) { hideTip(); return; }
+        const layer = Number(c.dataset.layer), hd = Number(c.dataset.head);
+        showTip(e.clientX, e.clientY, [`L${layer} H${hd}, position ${pos}: ${JSON.stringify(p.tokens[pos])} → next ${JSON.stringify(p.tokens[pos + 1])}`,
+          `DLA ${fmtValue(at(L.indexOf(layer), hd))}`]);
+      };
+      grid.onmouseleave = hideTip;
+      grid.onclick = (e) => {
+        const c = e.target.closest(".dla-cell");
+        if (c) go(headHash(this.model, this.entry.h, Number(c.dataset.layer), Number(c.dataset.head)));
+      };
+      fill(this.dlaGrid, note(`direct logit attribution of each head at position ${pos} ${JSON.stringify(p.tokens[pos])} ` +
+        `toward ${JSON.stringify(p.tokens[pos + 1])} (red raises its logit, blue lowers it; |max| ${fmt(scale, 5)})`), grid);
     }
 
     open(li, head) { go(headHash(this.model, this.entry.h, this.p.layers[li], head)); }
@@ -174,6 +232,32 @@
     let k = offset;
     for (let i = 0; i < S; i++) {
       for (let j = 0; j <= i; j++) px[i * S + j] = colors[data[k++]];
+    }
+    ctx.putImageData(img, 0, 0);
+  }
+
+  /** A short prompt's value-weighted thumbnail from its chunk: A[i, j] · norms[j], each row
+   * divided by its sum, scaled by the head's largest share (as the stored long-prompt ones). */
+  function drawWeightedThumb(canvas, u16, offset, S, norms) {
+    const shares = new Float32Array((S * (S + 1)) / 2);
+    let k = offset, m = 0, at = 0;
+    for (let i = 0; i < S; i++) {
+      let sum = 0;
+      for (let j = 0; j <= i; j++) sum += F16[u16[k + j]] * norms[j];
+      for (let j = 0; j <= i; j++, at++) {
+        shares[at] = sum > 0 ? (F16[u16[k + j]] * norms[j]) / sum : 0;
+        m = Math.max(m, shares[at]);
+      }
+      k += i + 1;
+    }
+    canvas.width = S;
+    canvas.height = S;
+    const ctx = canvas.getContext("2d");
+    const img = ctx.createImageData(S, S);
+    const px = new Uint32Array(img.data.buffer);
+    at = 0;
+    for (let i = 0; i < S; i++) {
+      for (let j = 0; j <= i; j++) px[i * S + j] = packed(colorIndex(shares[at++] / (m || 1), settings.scale));
     }
     ctx.putImageData(img, 0, 0);
   }

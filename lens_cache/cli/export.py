@@ -108,7 +108,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=[PATTERN, "resid_post"],
         help="what to store: attention patterns, residual stream hooks, what the model "
         "predicts: logits (per-token loss, entropy, top-k, rank of the actual token) and "
-        "logit_lens (the same read out of each selected layer's resid_post), and any "
+        "logit_lens (the same read out of each selected layer's resid_post), "
+        "head_contributions (value norms and direct logit attribution per head), and any "
         "per-token TransformerLens hook by name or glob (blocks.*.hook_mlp_out, "
         "'blocks.{3,5}.attn.hook_z', ln_final.hook_normalized) or block site at each "
         "--layers (mlp.hook_post)",

@@ -65,8 +65,6 @@ def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentPar
     return p
 
 
-
-
 def _common_args(sp: argparse.ArgumentParser) -> None:
     a = sp.add_argument
     a("--repo", required=True, help="the dataset repo, ORG/NAME")

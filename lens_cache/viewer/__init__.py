@@ -48,7 +48,9 @@ never from a colour. ``prompt.js`` holds:
 - ``resid``: ``{"layers": [...], "norms": {hook: f4 [layers, T]}}`` (L2 norm of each token's
   residual, hook one of ``resid_pre``, ``resid_mid``, ``resid_post``) or ``null``;
 - ``pred``: what the model predicted at each position (``null`` without the ``logits`` kind;
-  format in ``lens_cache.viewer._predictions``).
+  format in ``lens_cache.viewer._predictions``);
+- ``heads``: value norms, DLA and value-weighted metrics (``null`` without the
+  ``head_contributions`` kind; format in ``lens_cache.viewer._heads``).
 
 URL hash format
 ---------------
@@ -64,9 +66,13 @@ Every view has an address; back and forward work. Model names are URI-encoded.
 - ``#/resid/<model>/<hash>?hook=resid_post``: residual-stream norms per layer and token
 - ``#/lens/<model>/<hash>[?colour=top]``: the logit lens, layers x positions (with the
   ``logit_lens`` kind; data in ``lens.js``, see ``lens_cache.viewer._predictions``)
+- ``#/top/<model>/<layer>/<head>[?by=attention|value_weighted|dla]``: the head's top examples
+  across the model's prompts (with ``head_contributions``; data in ``<slug>/top/L<layer>.js``,
+  see ``lens_cache.viewer._heads``); ``#/head/...?q=<query>&k=<key>`` selects a cell
 
 Keys: arrows move layer/head, ``j``/``k`` or ``n``/``p`` next/previous prompt, Enter opens,
-Escape goes up, ``+``/``-``/``0`` zoom, ``l`` log scale, ``t`` theme, ``?`` help.
+Escape goes up, ``+``/``-``/``0`` zoom, ``l`` log scale, ``v`` attention / value-weighted,
+``t`` theme, ``?`` help.
 """
 
 from lens_cache.viewer._build import (
@@ -82,7 +88,7 @@ from lens_cache.viewer._build import (
     refresh_store,
     write_viewer,
 )
-from lens_cache.viewer._encode import THUMB_SIZE
+from lens_cache.viewer._encode import THUMB_SIZE, read_data_script
 from lens_cache.viewer._inline import INLINE_BUDGET, inline_page
 
 __all__ = [
@@ -98,6 +104,7 @@ __all__ = [
     "inline_page",
     "model_slug",
     "read_bf16",
+    "read_data_script",
     "refresh_store",
     "write_viewer",
 ]

@@ -22,13 +22,13 @@ from lens_cache.damage import reading
 from lens_cache.errors import DamagedFileError, StoreCorruptError, StoreNotFoundError
 from lens_cache.indexer import write_indexes
 from lens_cache.layout import (
+    DATA_NAMES,
+    HEADS_NAME,
     INDEX_HTML,
-    LOGIT_LENS_NAME,
     MODEL_CFG_NAME,
     MODELS_INDEX,
     NPZ_NAME,
     PATTERN,
-    PREDICTIONS_NAME,
     PROMPT_NAME,
     RESID_KINDS,
     RESIDUALS_NAME,
@@ -44,6 +44,7 @@ from lens_cache.progress import log as progress_log
 from lens_cache.progress import warn
 from lens_cache.reader import Store
 from lens_cache.store import remove_orphaned_tmps, write_bytes
+from lens_cache.viewer import _heads as viewer_heads
 from lens_cache.viewer import metrics as M
 from lens_cache.viewer._encode import (
     THUMB_SIZE,
@@ -56,7 +57,7 @@ from lens_cache.viewer._encode import (
 )
 from lens_cache.viewer._predictions import prediction_data
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 6  # 4: predictions; 5: the duplicate-token metric; 6: head contributions
 DATA_DIR = VIEWER_DATA_DIR
 # The viewer's classic scripts (not ES modules: those do not load from file:// in Chromium), in
 # the order index.html loads them: core.js first, router.js (which boots the page) last.
@@ -69,6 +70,7 @@ SCRIPTS = (
     "views_head.js",
     "views_metrics.js",
     "views_lens.js",
+    "views_top.js",
     "router.js",
 )
 ASSETS = (*SCRIPTS, "viewer.css")
@@ -157,8 +159,7 @@ def file_sig(path: Path) -> list[int] | None:
 
 
 def source_sig(prompt_dir: Path) -> dict:
-    names = (PROMPT_NAME, NPZ_NAME, STACKED_NAME, RESIDUALS_NAME, PREDICTIONS_NAME, LOGIT_LENS_NAME)
-    return {name: file_sig(prompt_dir / name) for name in names}
+    return {name: file_sig(prompt_dir / name) for name in (PROMPT_NAME, *DATA_NAMES)}
 
 
 def _safetensors_header(path: Path) -> tuple[dict, int]:
@@ -290,12 +291,18 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
     tokens = prompt_tokens(prompt, n_tokens)
     layers, per_layer, thumbs, written = [], [], [], 0
     pattern_file = src / (NPZ_NAME if (src / NPZ_NAME).is_file() else STACKED_NAME)
+    with reading(src / HEADS_NAME, save):
+        contributions = viewer_heads.read_contributions(src)
+    heads = contributions and viewer_heads.PromptHeads(contributions)
+    thumbs_too = n_tokens > THUMB_SIZE  # shorter prompts: the page draws from the chunks
     with reading(pattern_file, save):
         for layer, pat in iter_patterns(src, prompt, n_heads, n_tokens):
             layers.append(layer)
             per_layer.append(M.head_metrics(pat, tokens))
-            if n_tokens > THUMB_SIZE:  # shorter prompts: the page draws from the chunks
+            if thumbs_too:
                 thumbs.append(thumbnail(pat))
+            if heads:
+                heads.add_layer(layer, pat, tokens, thumbnail if thumbs_too else None)
             chunk = script_call("chunk", f"{key}/{layer}", layer_chunk(pat))
             written += write_atomic(out / f"L{layer}.js", chunk)
     summary = metric_summary(per_layer, tokens)
@@ -303,6 +310,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
         resid = resid_norms(src / RESIDUALS_NAME, n_tokens, log)
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
     payload["pred"], lens = prediction_data(src, encode_array)
+    payload["heads"] = heads.payload(encode_array, nan_to_none) if heads else None
     if lens is not None:
         written += write_atomic(out / "lens.js", script_call("lens", key, lens))
     written += write_atomic(out / "prompt.js", script_call("prompt", key, payload))
@@ -319,11 +327,15 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
         "mean_loss": payload["pred"]["mean_loss"] if payload["pred"] else None,
     }
     written += write_atomic(out / "stamp.json", json.dumps(stamp).encode())
+    return {**stamp, **stamp_metrics(payload), "bytes_written": written}
+
+
+def stamp_metrics(payload: dict) -> dict:
+    """What the index needs of a ``prompt.js`` payload beside its stamp."""
     return {
-        **stamp,
-        "metrics": summary["metrics"],
-        "baseline": summary["baseline"],
-        "bytes_written": written,
+        "metrics": payload["metrics"],
+        "baseline": payload["baseline"],
+        "heads": viewer_heads.stamp_part(payload.get("heads")),
     }
 
 
@@ -357,6 +369,11 @@ def prompt_payload(prompt, tokens, layers, summary, thumbs, resid) -> dict:
     }
 
 
+def emit_script(path: Path, func: str, *args) -> int:
+    """Write the data script ``LENS.<func>(<args>);`` unless `path` already holds it."""
+    return write_if_changed(path, script_call(func, *args))
+
+
 def fresh_stamp(save: Path, cfg: dict, prompt: dict, out: Path) -> dict | None:
     """The recorded stamp, with the metrics from ``prompt.js``, when the prompt's viewer data
     is up to date; else None."""
@@ -377,7 +394,7 @@ def fresh_stamp(save: Path, cfg: dict, prompt: dict, out: Path) -> dict | None:
         payload = read_data_script(out / "prompt.js")[1]
     except (ValueError, IndexError):
         return None  # damaged: rebuild
-    return {**stamp, "metrics": payload["metrics"], "baseline": payload["baseline"]}
+    return {**stamp, **stamp_metrics(payload)}
 
 
 # ---------------------------------------------------------------- the index
@@ -397,6 +414,28 @@ def prompt_summary(stamp: dict) -> dict:
     return out
 
 
+def average_metrics(cfg: dict, per_prompt) -> tuple[dict, dict]:
+    """Per-head means over prompts, NaN-skipping: `per_prompt` is ``[(metrics, layers)]``
+    with ``metrics`` name -> per listed layer, per head (None for NaN).
+
+    Returns:
+        ``({name: [n_layers, n_heads] float64 mean}, {name: [n_layers, n_heads] count})``.
+    """
+    n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
+    sums, counts = {}, {}
+    for metrics, layers in per_prompt:
+        for name, per_layer in metrics.items():
+            s = sums.setdefault(name, np.zeros((n_layers, n_heads)))
+            c = counts.setdefault(name, np.zeros((n_layers, n_heads)))
+            values = np.array(per_layer, dtype=np.float64).reshape(-1, n_heads)
+            for row, layer in zip(values, layers, strict=True):
+                ok = np.isfinite(row)
+                s[layer, ok] += row[ok]
+                c[layer, ok] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {n: sums[n] / counts[n] for n in sums}, counts
+
+
 def model_summary(cfg: dict, stamps: list[dict]) -> dict:
     """Per-head metrics averaged over the model's prompts (NaN-skipping), with labels.
 
@@ -404,26 +443,25 @@ def model_summary(cfg: dict, stamps: list[dict]) -> dict:
     (induction needs a repeated token); ``count`` says how many prompts that was.
     """
     n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
-    sums = {n: np.zeros((n_layers, n_heads)) for n in M.METRIC_NAMES}
-    counts = {n: np.zeros((n_layers, n_heads)) for n in M.METRIC_NAMES}
-    for stamp in stamps:
-        for name in M.METRIC_NAMES:
-            values = np.array(stamp["metrics"][name], dtype=np.float64).reshape(-1, n_heads)
-            for row, layer in zip(values, stamp["layers"], strict=True):
-                ok = np.isfinite(row)
-                sums[name][layer, ok] += row[ok]
-                counts[name][layer, ok] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        avg = {n: sums[n] / counts[n] for n in M.METRIC_NAMES}
+    avg, counts = average_metrics(cfg, [(s["metrics"], s["layers"]) for s in stamps])
+    for name in M.METRIC_NAMES:  # a model without patterns: every head NaN
+        avg.setdefault(name, np.full((n_layers, n_heads), np.nan))
     base = {n: _nanmean([s["baseline"].get(n) for s in stamps]) for n in M.METRIC_NAMES}
     labels = [
         M.label_heads({n: avg[n][layer] for n in M.SCORE_NAMES}, base) for layer in range(n_layers)
     ]
+    heads = viewer_heads.model_part(cfg, stamps, average_metrics)
     return {
         "avg": {n: nan_to_none(v) for n, v in avg.items()},
-        "count": counts["first"].astype(int).tolist(),
+        "count": counts.get("first", np.zeros((n_layers, n_heads))).astype(int).tolist(),
         "baseline": {n: nan_to_none(v) for n, v in base.items()},
         "labels": labels,
+        "heads": None
+        if heads is None
+        else {
+            "avg": {n: nan_to_none(v) for n, v in heads["avg"].items()},
+            "dla": nan_to_none(heads["dla"]),
+        },
     }
 
 
@@ -483,11 +521,14 @@ def prune(data_root: Path, keep: set[Path]) -> int:
     removed = 0
     if not data_root.is_dir():
         return 0
+    models = {out.parent for out in keep}
     for model_dir in [p for p in data_root.iterdir() if p.is_dir()]:
         for prompt_dir in [p for p in model_dir.iterdir() if p.is_dir()]:
             if prompt_dir not in keep and (prompt_dir / "stamp.json").is_file():
                 shutil.rmtree(prompt_dir)
                 removed += 1
+        if model_dir not in models:  # a model that is gone: its top examples go too
+            shutil.rmtree(model_dir / viewer_heads.TOP_DIR, ignore_errors=True)
         if not any(model_dir.iterdir()):
             model_dir.rmdir()
     return removed
@@ -551,6 +592,10 @@ def write_viewer(
     for m_index, (cfg, prompts) in enumerate(jobs_by_model(jobs, stamps)):
         model_stamps = [stamps[(cfg["model_name"], p["hash"])] for p in prompts]
         models.append(model_entry(cfg, prompts, model_stamps))
+        top_bytes, models[-1]["top"] = viewer_heads.write_top(
+            save, data_root / models[-1]["slug"], cfg, prompts, emit_script
+        )
+        written += top_bytes
         for prompt, stamp in zip(prompts, model_stamps, strict=True):
             entries.append(entry_of(m_index, prompt, stamp))
             texts[prompt["hash"]] = {
@@ -664,6 +709,7 @@ def entry_of(m_index: int, prompt: dict, stamp: dict) -> dict:
         "r": int(stamp["resid"]),
         "ml": stamp.get("mean_loss"),
         "lens": int(stamp.get("lens", False)),
+        "hc": int(bool(stamp.get("heads"))),
         "s": prompt_summary(stamp),
     }
 

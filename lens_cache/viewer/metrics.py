@@ -21,16 +21,17 @@ from collections.abc import Sequence
 import numpy as np
 
 #: Metric names in the order the viewer shows them.
-METRIC_NAMES = ("entropy", "entropy_norm", "first", "prev", "diag", "induction", "max")
+METRIC_NAMES = ("entropy", "entropy_norm", "first", "prev", "diag", "dup", "induction", "max")
 
 #: Metrics that are "scores" in [0, 1] where higher means "does this more".
-SCORE_NAMES = ("first", "prev", "diag", "induction", "max")
+SCORE_NAMES = ("first", "prev", "diag", "dup", "induction", "max")
 
 #: Label given to a head whose score clears its baseline; see :func:`label_heads`.
 LABELS = {
     "first": "first-token",
     "prev": "previous-token",
     "diag": "self",
+    "dup": "duplicate-token",
     "induction": "induction",
 }
 
@@ -130,6 +131,33 @@ def induction_targets(tokens: Sequence) -> np.ndarray:
     return mask
 
 
+def duplicate_targets(tokens: Sequence) -> np.ndarray:
+    """Boolean ``[T, T]`` mask: ``mask[i, j]`` when ``j < i`` holds the same token as ``i``."""
+    codes: dict = {}
+    ids = np.array(
+        [
+            codes.setdefault(t.item() if isinstance(t, np.generic) else t, len(codes))
+            for t in tokens
+        ],
+        dtype=np.int64,
+    )
+    return np.tril(ids[:, None] == ids[None, :], k=-1)
+
+
+def duplicate_token(patterns: np.ndarray, tokens: Sequence) -> np.ndarray:
+    """Duplicate-token score: attention from each query to earlier occurrences of its token.
+
+    For every query ``i`` whose token appeared before, sum the attention to all earlier
+    positions holding the same token, then average over those queries.
+
+    Returns:
+        `np.ndarray`: ``[n_heads]``; all NaN when no token repeats.
+    """
+    a = _as_patterns(patterns)
+    _check_tokens(a, tokens)
+    return _mean_over_target_rows(a, duplicate_targets(tokens))
+
+
 def induction(patterns: np.ndarray, tokens: Sequence) -> np.ndarray:
     """Induction score: attention from each query to the token after an earlier occurrence of it.
 
@@ -146,7 +174,14 @@ def induction(patterns: np.ndarray, tokens: Sequence) -> np.ndarray:
         `np.ndarray`: ``[n_heads]``; all NaN when no token repeats (no query qualifies).
     """
     a = _as_patterns(patterns)
-    qi, ki = np.nonzero(_check_tokens(a, tokens))  # row-major: qi is sorted
+    _check_tokens(a, tokens)
+    return _mean_over_target_rows(a, induction_targets(tokens))
+
+
+def _mean_over_target_rows(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per head: the attention each row puts on its masked keys, averaged over the rows that
+    have any (float64); NaN when no row has one."""
+    qi, ki = np.nonzero(mask)  # row-major: qi is sorted
     if qi.size == 0:
         return np.full(a.shape[0], np.nan)
     _, starts = np.unique(qi, return_index=True)
@@ -154,13 +189,12 @@ def induction(patterns: np.ndarray, tokens: Sequence) -> np.ndarray:
     return per_row.mean(axis=-1)
 
 
-def _check_tokens(a: np.ndarray, tokens: Sequence) -> np.ndarray:
+def _check_tokens(a: np.ndarray, tokens: Sequence) -> None:
     if len(tokens) != a.shape[-1]:
         raise ValueError(
             f"got {len(tokens)} tokens for patterns over {a.shape[-1]} positions; pass the "
             "prompt's stored tokens (BOS included when the model prepends one)"
         )
-    return induction_targets(tokens)
 
 
 def head_metrics(patterns: np.ndarray, tokens: Sequence) -> dict[str, np.ndarray]:
@@ -173,6 +207,7 @@ def head_metrics(patterns: np.ndarray, tokens: Sequence) -> dict[str, np.ndarray
         "first": first_token(a),
         "prev": previous_token(a),
         "diag": diagonal(a),
+        "dup": duplicate_token(a, tokens),
         "induction": induction(a, tokens),
         "max": max_attention(a),
     }

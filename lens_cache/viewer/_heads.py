@@ -1,0 +1,210 @@
+"""The viewer's data about what each head moves (export kind `head_contributions`).
+
+``prompt.js`` gains ``heads`` (``null`` without the kind)::
+
+    {"layers": [...],                 layers whose contributions are stored
+     "value_norms": f4 [L, H, T],     ||v_j W_O^h|| per key position j (the stored float32)
+     "dla": f4 [L, H, T],             direct logit attribution per query position (NaN: last)
+     "metrics": {name: [layer][head]},  the attention metrics of the value-weighted pattern,
+                                      per stored *pattern* layer (``prompt.js``'s ``layers``)
+     "dla_mean": [layer][head],       mean DLA over positions, per ``heads.layers`` layer
+     "thumb": u1 [layers, H, S(S+1)/2] | null}   value-weighted thumbnails, as ``thumb``
+
+The value-weighted pattern is ``A[i, j] * value_norms[h, j]`` (Kobayashi et al. 2020); the page
+computes it from the stored attention and the norms, so nothing ``[T, T]`` is written twice.
+Its metrics (and thumbnails) are taken on each row divided by its sum: the share of what the
+head moves into position ``i`` that comes from each key, which sums to 1 like attention does.
+
+Per model, ``<viewer_data>/<slug>/top/L<layer>.js`` calls ``LENS.top("<slug>/<layer>", obj)``::
+
+    {"layer": l, "by": {"attention" | "value_weighted" | "dla": [head][rank] =
+        [prompt hash, query, key, value, segments]}}
+
+with ``segments`` ``[[start, [token, ...]], ...]``: the tokens around the key and the query
+(``CONTEXT`` before, 2 after), so the page shows a snippet without loading the prompt. The
+rows are ``store.top_examples`` merged over every prompt the store holds (the same ties).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lens_cache import top_examples as T
+from lens_cache.layout import HEAD_FIELDS, HEADS_NAME, PROMPTS_DIR, heads_member, parse_heads_member
+from lens_cache.viewer import metrics as M
+
+CONTEXT = 6  # tokens shown before the key and before the query in a top-example snippet
+TOP_DIR = "top"  # <viewer_data>/<slug>/top/L<layer>.js
+
+
+def read_contributions(prompt_dir: Path) -> dict | None:
+    """``{"layers", "value_norms": [L, H, T], "dla": [L, H, T]}`` of one prompt, or None."""
+    path = prompt_dir / HEADS_NAME
+    if not path.is_file():
+        return None
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(path))
+    parsed = (parse_heads_member(k) for k in tensors)
+    layers = sorted({p[0] for p in parsed if p and p[1] in HEAD_FIELDS})
+    if not layers:
+        return None
+    stack = {f: np.stack([tensors[heads_member(i, f)] for i in layers]) for f in HEAD_FIELDS}
+    return {"layers": layers, **stack}
+
+
+def value_weighted_shares(pattern: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """``[H, T, T]``: ``A[i, j] * norms[h, j]``, each row divided by its sum (0 rows stay 0)."""
+    weighted = pattern * norms[:, None, :].astype(np.float32)
+    sums = weighted.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
+    return np.divide(weighted, sums, out=np.zeros_like(weighted), where=sums > 0)
+
+
+class PromptHeads:
+    """Collects one prompt's value-weighted metrics and thumbnails while the viewer build reads
+    its pattern layers one at a time, then makes the ``heads`` payload."""
+
+    def __init__(self, contributions: dict):
+        self.c = contributions
+        self.metrics: list[dict] = []
+        self.thumbs: list[np.ndarray] = []
+
+    def add_layer(self, layer: int, pattern: np.ndarray, tokens, thumbnail) -> None:
+        """One stored pattern layer; `thumbnail` (viewer.thumbnail) or None for short prompts."""
+        if layer in self.c["layers"]:
+            norms = self.c["value_norms"][self.c["layers"].index(layer)]
+        else:  # no norms for this layer: blank thumbnails keep the others in place
+            norms = np.zeros(pattern.shape[::2], dtype=np.float32)
+        shares = value_weighted_shares(pattern, norms)
+        metrics = M.head_metrics(shares, tokens)
+        if layer not in self.c["layers"]:
+            metrics = {n: np.full(pattern.shape[0], np.nan) for n in metrics}
+        self.metrics.append(metrics)
+        if thumbnail is not None:
+            self.thumbs.append(thumbnail(shares / _head_max(shares)))
+
+    def payload(self, encode, to_json) -> dict:
+        """The ``heads`` object of ``prompt.js``; `to_json` is viewer.nan_to_none."""
+        with np.errstate(invalid="ignore"):
+            dla_mean = np.nanmean(self.c["dla"].astype(np.float64), axis=-1)
+        return {
+            "layers": self.c["layers"],
+            "value_norms": encode(self.c["value_norms"], "f4"),
+            "dla": encode(self.c["dla"], "f4"),
+            "metrics": {n: to_json([m[n] for m in self.metrics]) for n in M.METRIC_NAMES},
+            "dla_mean": to_json(dla_mean),
+            "thumb": encode(np.stack(self.thumbs), "u1") if self.thumbs else None,
+        }
+
+
+def _head_max(shares: np.ndarray) -> np.ndarray:
+    """Per head, the largest share (at least a tiny positive number), ``[H, 1, 1]``."""
+    return np.maximum(shares.max(axis=(1, 2), keepdims=True), np.float32(1e-30))
+
+
+def stamp_part(payload: dict | None) -> dict | None:
+    """What the index needs of a prompt's ``heads`` (kept in its stamp)."""
+    if payload is None:
+        return None
+    return {k: payload[k] for k in ("layers", "metrics", "dla_mean")}
+
+
+def model_part(cfg: dict, stamps: list[dict], average) -> dict | None:
+    """``{"avg": {metric: [L][H]}, "dla": [L][H]}``: the value-weighted metrics and the mean
+    DLA averaged over the model's prompts (`average`: viewer.average_metrics, NaN-skipping),
+    or None when no prompt stores head contributions."""
+    parts = [s for s in stamps if s.get("heads")]
+    if not parts:
+        return None
+    avg, _ = average(cfg, [(s["heads"]["metrics"], s["layers"]) for s in parts])
+    dla, _ = average(cfg, [({"dla": s["heads"]["dla_mean"]}, s["heads"]["layers"]) for s in parts])
+    return {"avg": avg, "dla": dla["dla"]}
+
+
+# ---------------------------------------------------------------- top examples per model
+
+
+def write_top(save: Path, out_dir: Path, cfg: dict, prompts: list[dict], emit) -> tuple[int, list]:
+    """Write ``top/L<layer>.js`` of one model (see the module docstring); remove stale ones.
+    `emit(path, func, key, obj)` writes one data script and returns the bytes written.
+
+    Returns:
+        (bytes written, layers with top examples).
+    """
+    found = _read_candidates(save / cfg["model_name"] / PROMPTS_DIR, prompts)
+    written, layers = 0, sorted({layer for _, layer in found})
+    tokens = {p["hash"]: [str(t) for t in p.get("tokens") or []] for p in prompts}
+    for layer in layers:
+        body = {"layer": layer, "by": {}}
+        for by in T.BY:
+            hashes, cells = found.get((by, layer), ([], None))
+            if cells is not None:
+                body["by"][by] = _merged(hashes, cells, tokens)
+        key = f"{out_dir.name}/{layer}"
+        written += emit(out_dir / TOP_DIR / f"L{layer}.js", "top", key, body)
+    for old in (out_dir / TOP_DIR).glob("L*.js"):
+        if int(old.stem[1:]) not in layers:
+            old.unlink()
+    return written, layers
+
+
+def _read_candidates(prompts_dir: Path, prompts: list[dict]) -> dict:
+    """``{(by, layer): ([hash per prompt], [P, H, K, 3])}`` over the prompts that store them."""
+    from safetensors import safe_open
+
+    per: dict[tuple[str, int], tuple[list, list]] = {}
+    for record in prompts:  # sorted by hash: the merge's tie order
+        path = prompts_dir / record["hash"] / HEADS_NAME
+        if not path.is_file():
+            continue
+        with safe_open(str(path), "numpy") as f:
+            for name in f.keys():
+                layer, field = parse_heads_member(name) or (None, "")
+                if field.startswith("top_"):
+                    hashes, arrays = per.setdefault((field[4:], layer), ([], []))
+                    hashes.append(record["hash"])
+                    arrays.append(_padded(f.get_tensor(name)))
+    return {key: (h, np.stack(a)) for key, (h, a) in per.items()}
+
+
+def _padded(cells: np.ndarray) -> np.ndarray:
+    """``[H, K, 3]``: a prompt with fewer than K cells gets rows of -inf that never win."""
+    out = np.full((cells.shape[0], T.K, 3), -np.inf, dtype=np.float32)
+    out[:, : cells.shape[1]] = cells
+    return out
+
+
+def _merged(hashes: list[str], cells: np.ndarray, tokens: dict) -> list[list]:
+    """Per head, the K best rows over every prompt, best first; ties by hash, query, key (as
+    `lens_cache.top_examples.merge`)."""
+    heads = []
+    for head in range(cells.shape[1]):
+        rows = cells[:, head].reshape(-1, 3).astype(np.float64)  # prompt-major: hash order
+        prompt = np.repeat(np.arange(len(hashes)), T.K)
+        keep = np.isfinite(rows[:, 0])
+        rows, prompt = rows[keep], prompt[keep]
+        order = np.lexsort((rows[:, 2], rows[:, 1], prompt, -rows[:, 0]))[: T.K]
+        heads.append([_example(hashes[prompt[r]], rows[r], tokens) for r in order])
+    return heads
+
+
+def _example(h: str, row: np.ndarray, tokens: dict) -> list:
+    value, query, key = float(row[0]), int(row[1]), int(row[2])
+    return [h, query, key, value, _segments(tokens.get(h, []), query, key)]
+
+
+def _segments(tokens: list[str], query: int, key: int) -> list:
+    """The runs of tokens around the key and the query: ``[[start, [tokens]], ...]``."""
+    wanted = set()
+    for at in (query, key):
+        if at >= 0:
+            wanted.update(range(max(0, at - CONTEXT), min(len(tokens), at + 3)))
+    runs: list = []
+    for i in sorted(wanted):
+        if runs and runs[-1][0] + len(runs[-1][1]) == i:
+            runs[-1][1].append(tokens[i])
+        else:
+            runs.append([i, [tokens[i]]])
+    return runs
