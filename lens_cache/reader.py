@@ -390,7 +390,7 @@ class Store:
         if not path.is_file():
             raise ActivationsMissingError(
                 f"no {VOCAB_NAME} for model {model} in {self.path}; run: "
-                f"{self._command(model, ['logits'])}"
+                f"{self.export_command(model, ['logits'])}"
             )
         return read_json(path)
 
@@ -504,7 +504,7 @@ class Store:
         if not any_file:
             raise ActivationsMissingError(
                 f"no prompt of model {model} in {self.path} stores head contributions; run: "
-                f"{self._command(model, [PATTERN, HEAD_CONTRIBUTIONS])}"
+                f"{self.export_command(model, [PATTERN, HEAD_CONTRIBUTIONS])}"
             )
 
     def _head_field(self, model: str, prompt, field: str, layers) -> np.ndarray:

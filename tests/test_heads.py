@@ -247,7 +247,7 @@ def test_promised_in_prompt_json_and_missing_named(exported, tmp_path):
     assert (folder / HEADS_NAME).is_file() and (folder / PROMPT_NAME).is_file()
     plain = tmp_path / "plain"
     lens_cache.export(live, prompts=PROMPTS[:1], save_path=plain, hooks=("pattern",), quiet=True)
-    with pytest.raises(ActivationsMissingError, match="--hooks pattern head_contributions"):
+    with pytest.raises(ActivationsMissingError, match="--hooks pattern,head_contributions"):
         lens_cache.open(plain).value_norms(model, PROMPTS[0])
 
 
