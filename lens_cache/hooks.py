@@ -27,7 +27,15 @@ import torch
 
 from lens_cache.adapter import LensModel
 from lens_cache.errors import NotPerTokenHookError, UnknownHookError
-from lens_cache.layout import HOOK_KINDS, PATTERN, RESID_KINDS, hook_site, pool_site, site_hook
+from lens_cache.layout import (
+    HOOK_KINDS,
+    PATTERN,
+    RESID_KINDS,
+    could_name_hook_point,
+    hook_site,
+    pool_site,
+    site_hook,
+)
 
 PROBE_LENGTHS = (3, 5)  # two lengths: an axis that follows the prompt's length is a position
 _GLOB = re.compile(r"[*?\[{]")
@@ -139,7 +147,7 @@ def split_hook_requests(hooks, kinds=HOOK_KINDS) -> tuple[tuple[str, ...], tuple
     requests = tuple(h for h in hooks if h not in kinds)
     # Every TransformerLens hook point's name has `hook` in it: anything else is a typo, told
     # here, before a model is loaded.
-    unknown = [h for h in requests if "hook" not in h and not _GLOB.search(h)]
+    unknown = [h for h in requests if not could_name_hook_point(h)]
     if unknown or not hooks:
         raise UnknownHookError(
             f"unknown hooks {unknown}; choose from {', '.join(kinds)}, or hook points by name "

@@ -178,6 +178,15 @@ _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _EMBED_PREFIXES = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.", "rotary_emb.")
 
 
+_GLOB = re.compile(r"[*?\[{]")
+
+
+def could_name_hook_point(word: str) -> bool:
+    """Whether a `--hooks` word that is no stored kind may name TransformerLens hook points:
+    every hook point's name has `hook` in it; a glob or brace list may match some."""
+    return "hook" in word or bool(_GLOB.search(word))
+
+
 def hook_site(name: str) -> tuple[str, int | None]:
     """`"blocks.3.attn.hook_z"` -> `("attn.hook_z", 3)`; a hook outside the blocks
     (`"ln_final.hook_normalized"`) is its own site, with no layer."""

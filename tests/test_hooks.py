@@ -159,3 +159,11 @@ def _activation_cache_type():
     from transformer_lens import ActivationCache
 
     return ActivationCache
+
+
+def test_cli_hooks_take_hook_point_words_and_keep_brace_lists_whole():
+    from lens_cache.cli.export import build_parser
+
+    words = ["pattern,blocks.{3,5}.attn.hook_z", "hook_mlp_out", "blocks.*.mlp.hook_post"]
+    args = build_parser().parse_args(["--hooks", *words])
+    assert args.hooks == ["pattern", "blocks.{3,5}.attn.hook_z", "hook_mlp_out", words[2]]

@@ -62,9 +62,12 @@ class ListOption(argparse.Action):
     """A list option taking words, commas, or both: `--hooks pattern,resid_post` is
     `--hooks pattern resid_post`. Repeating the flag adds to the list. `aliases` maps other
     spellings to a choice (`patterns` -> `pattern`); `join` stores one comma-joined string, for
-    options parsed later (`--layers 0 5-7` is `--layers 0,5-7`)."""
+    options parsed later (`--layers 0 5-7` is `--layers 0,5-7`); `accept(word)` lets through
+    words outside `choices` that are checked later (`--hooks` takes hook point names)."""
 
-    def __init__(self, option_strings, dest, choices=None, aliases=None, join=False, **kwargs):
+    def __init__(
+        self, option_strings, dest, choices=None, aliases=None, join=False, accept=None, **kwargs
+    ):
         kwargs.setdefault("nargs", "+")
         if choices is not None:
             kwargs.setdefault("metavar", "{" + ",".join(map(str, choices)) + "}")
@@ -72,13 +75,15 @@ class ListOption(argparse.Action):
         self.valid = None if choices is None else tuple(choices)
         self.aliases = aliases or {}
         self.join = join
+        self.accept = accept  # other words it takes (hook point names), checked later
 
     def __call__(self, parser, namespace, values, option_string=None):
         # A comma inside braces belongs to a hook glob (`blocks.{3,5}.attn.hook_z`).
         items = [item for word in values for item in _LIST_COMMA.split(word) if item]
         items = [self.aliases.get(item, item) for item in items]
         for item in items:
-            if self.valid is not None and item not in self.valid:
+            taken = self.accept is not None and self.accept(item)
+            if self.valid is not None and item not in self.valid and not taken:
                 raise argparse.ArgumentError(self, invalid_choice(item, self.valid))
         if self.join:
             setattr(namespace, self.dest, ",".join(items))

@@ -15,10 +15,13 @@ import sys
 from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
 from lens_cache.layout import (
     DTYPES,
+    HOOK_KINDS,
     INDEX_HTML,
     PATTERN,
     PATTERN_DTYPES,
     POOLS,
+    PREDICTION_KINDS,
+    could_name_hook_point,
     default_save_path,
 )
 from lens_cache.models import DEFAULT_MODEL
@@ -104,7 +107,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     a(
         "--hooks",
         action=ListOption,
+        choices=HOOK_KINDS + PREDICTION_KINDS,
         aliases={"patterns": PATTERN},  # the Hub's spelling of the same kind
+        accept=could_name_hook_point,  # TransformerLens hook points, checked per model
         default=[PATTERN, "resid_post"],
         help="what to store: attention patterns, residual stream hooks, what the model "
         "predicts: logits (per-token loss, entropy, top-k, rank of the actual token) and "
