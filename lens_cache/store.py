@@ -389,9 +389,10 @@ def write_prompt_dir(
 def _write_contributions(directory: Path, contributions: dict, top: dict, model_name: str) -> None:
     """head_contributions.safetensors: value norms, DLA and the top-example candidates. Written
     after the patterns: a prompt captured in layer groups fills its contributions (and the
-    attention candidates in `top`) as the patterns generator runs the passes."""
+    attention candidates in `top`) as the patterns generator runs the passes. Candidates already
+    in `contributions` (a Hub pull brings them) are kept as they came."""
     top.update(top_examples.dla_members(contributions))
-    tensors = {**contributions, **{n: torch.from_numpy(a) for n, a in top.items()}}
+    tensors = {**{n: torch.from_numpy(a) for n, a in top.items()}, **contributions}
     metadata = {"model": model_name, "format": f"lens_cache/{FORMAT_VERSION}"}
     write_safetensors(directory / HEADS_NAME, tensors, metadata)
 

@@ -36,7 +36,7 @@ from lens_cache.hub._layout import (
 )
 from lens_cache.hub._select import Selection
 from lens_cache.hub._shards import BuiltFile
-from lens_cache.layout import DTYPES, RESID_KINDS
+from lens_cache.layout import DTYPES, HEAD_CONTRIBUTIONS, RESID_KINDS
 
 # --- tables, card, manifest ------------------------------------------------------------------
 
@@ -168,6 +168,8 @@ def card_bytes(repo_id: str, plans: list[ModelPlan], dtype: str) -> bytes:
     if with_tensors:
         fetch = _CARD_FETCH.format(repo_id=repo_id, example=_example_path(with_tensors[0]))
     fetch += _card_prompt_kinds(repo_id, plans)
+    if any(HEAD_CONTRIBUTIONS in p.tensors for p in plans):
+        fetch += _CARD_HEADS
     text = _CARD.format(
         repo_id=repo_id,
         name=repo_id.split("/")[-1],
@@ -219,10 +221,11 @@ def _card_row(p: ModelPlan) -> str:
 
 def _card_prompt_kinds(repo_id: str, plans: list[ModelPlan]) -> str:
     """The card's section on predictions and the logit lens ("" when there are none)."""
-    first = next((p for p in plans if set(p.tensors) & set(PROMPT_KINDS)), None)
+    predicting = [k for k in PROMPT_KINDS if k != HEAD_CONTRIBUTIONS]
+    first = next((p for p in plans if set(p.tensors) & set(predicting)), None)
     if first is None:
         return ""
-    kind = next(k for k in PROMPT_KINDS if k in first.tensors)
+    kind = next(k for k in predicting if k in first.tensors)
     layer = next(iter(first.tensors[kind]))
     return _CARD_PROMPT_KINDS.format(
         repo_id=repo_id,
@@ -320,6 +323,17 @@ pattern = shard[prompt["hash"]]  # [T, T], T == prompt["n_tokens"], unpadded
 
 A shard holds a run of prompts (in hash order); `lens_cache.json` says which run each file
 holds (`first`, `last`).
+
+"""
+
+_CARD_HEADS = """## What each head moves
+
+`head_contributions` holds, per layer, under `<hash>/<field>`: `value_norms` (float32
+`[heads, T]`, the norm of what each key position writes through each head, `||v_j W_O^h||`),
+`dla` (float32 `[heads, T]`, each head's direct logit attribution toward the actual next token;
+NaN at the last position) and each prompt's top-example candidates `top_attention`,
+`top_value_weighted`, `top_dla` (float32 `[heads, k, 3]` rows of `(value, query, key)`). Pulled
+with lens_cache, they come back as each prompt's `head_contributions.safetensors`, bit for bit.
 
 """
 

@@ -23,12 +23,13 @@ cover every prompt their model had when they were written, whatever the prompt o
 selection. A manifest that lists one says format version 2, so an older lens_cache refuses the
 dataset with "upgrade" instead of taking `pooled/` for a foreign file.
 
-Per-prompt kinds (`PROMPT_KINDS`: `predictions`, `logit_lens`) are store files of several
-small tensors per prompt (and per layer), each with its own dtype: a shard holds one layer (or
-the whole file, for a kind without layers) of a run of prompts, under `<hash>/<field>`, in the
-stored dtypes (never cast: ids are int32, and these files are small), so a pull writes the
-prompt's file back bit for bit. Files of the model folder they need (`vocab.json`, to read
-top-k ids) go as is to `models/<model>/`. A manifest that lists either says format version 3.
+Per-prompt kinds (`PROMPT_KINDS`: `predictions`, `logit_lens`, `head_contributions`) are
+store files of several small tensors per prompt (and per layer), each with its own dtype: a
+shard holds one layer (or the whole file, for a kind without layers) of a run of prompts, under
+`<hash>/<field>`, in the stored dtypes (never cast: ids are int32, and these files are small),
+so a pull writes the prompt's file back bit for bit. Files of the model folder they need
+(`vocab.json`, to read top-k ids) go as is to `models/<model>/`. A manifest that lists one says
+format version 3.
 A new per-prompt kind is one more `PromptKind` in `PROMPT_KINDS`.
 """
 
@@ -41,6 +42,9 @@ from pathlib import Path
 
 from lens_cache.errors import HubSelectionError, UnsafeRepoPathError
 from lens_cache.layout import (
+    HEAD_CONTRIBUTIONS,
+    HEAD_FIELDS,
+    HEADS_NAME,
     LOGIT_LENS,
     LOGIT_LENS_NAME,
     LOGITS,
@@ -48,8 +52,11 @@ from lens_cache.layout import (
     PREDICTION_FIELDS,
     PREDICTIONS_NAME,
     RESID_KINDS,
+    TOP_BY,
     VOCAB_NAME,
+    heads_member,
     lens_member,
+    parse_heads_member,
     parse_lens_member,
 )
 
@@ -86,6 +93,9 @@ class PromptKind:
         model_files (`tuple[str]`): files of the model's folder that go along with it.
         position_axis (`int`): the axis of every field that runs over the prompt's tokens
             (0 for `[T]` and `[T, k]`; 1 for `[heads, T]`), checked on pull.
+        side_fields (`tuple[str]`): tensors a prompt may also have, sent when it has them,
+            whose shape does not run over its tokens (head_contributions' top-example
+            candidates `[heads, k, 3]`; those by attention need patterns).
     """
 
     name: str
@@ -98,6 +108,7 @@ class PromptKind:
     layered: bool
     model_files: tuple[str, ...] = ()
     position_axis: int = 0
+    side_fields: tuple[str, ...] = ()
 
 
 def _prediction_field(name: str) -> tuple[None, str] | None:
@@ -126,6 +137,18 @@ PROMPT_KINDS = {
         parse_lens_member,
         layered=True,
         model_files=(VOCAB_NAME,),
+    ),
+    HEAD_CONTRIBUTIONS: PromptKind(
+        HEAD_CONTRIBUTIONS,
+        HEAD_CONTRIBUTIONS,
+        HEADS_NAME,
+        "contributions",
+        HEAD_FIELDS,
+        heads_member,
+        parse_heads_member,
+        layered=True,
+        position_axis=1,
+        side_fields=tuple(f"top_{by}" for by in TOP_BY),
     ),
 }
 MODEL_FILES = tuple(sorted({f for k in PROMPT_KINDS.values() for f in k.model_files}))

@@ -31,10 +31,12 @@ from lens_cache.hub._reports import PullReport
 from lens_cache.hub._select import Selection, as_selection, needed_shards, select_remote
 from lens_cache.hub._shards import ShardReader
 from lens_cache.layout import (
+    HOOK_KINDS,
     MODEL_CFG_NAME,
     PARTIAL_HEADS_NAME,
     PATTERN,
     POOLED_DIR,
+    PREDICTION_KINDS,
     PROMPT_NAME,
     RESID_KINDS,
     default_save_path,
@@ -221,13 +223,17 @@ class _PulledLayout:
         # per-prompt kinds: {kind: sorted layers, [None] for a kind without layers}
         self.per_prompt = {k: sorted(v) for k, v in tensors.items() if k in PROMPT_KINDS}
         lens_layers = {x for v in self.per_prompt.values() for x in v if x is not None}
+        # a per-prompt kind is a prediction kind (logits, logit_lens) or a hook kind
+        # (head_contributions) of the exporter
+        exported = [PROMPT_KINDS[k].export_kind for k in self.per_prompt]
         hooks = ([PATTERN] if self.complete else []) + list(self.resid)
+        hooks += [k for k in exported if k in HOOK_KINDS]
         self.settings = store.ExportSettings(
             hooks=tuple(hooks),
             layers=tuple(sorted(set(self.complete) | set(resid_layers) | lens_layers)),
             resid_dtype=self.dtype if self.resid else "float32",
             model_dtype=(self.plan.cfg.get("lens_cache") or {}).get("model_dtype", "float32"),
-            predictions=tuple(PROMPT_KINDS[k].export_kind for k in self.per_prompt),
+            predictions=tuple(k for k in exported if k in PREDICTION_KINDS),
             top_k=self.plan.top_k,
         )
         self.resid_layers = resid_layers

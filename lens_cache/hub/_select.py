@@ -371,7 +371,7 @@ def _stored_tensors(cfg: dict) -> dict[str, dict[int, tuple[int, ...]]]:
         if kind in lc.get("hooks", []):
             available[kind] = {int(layer): () for layer in lc.get("resid_layers", layers)}
     for kind in PROMPT_KINDS.values():
-        if kind.export_kind in lc.get("predictions", []):
+        if kind.export_kind in lc.get("predictions", []) + lc.get("hooks", []):
             kind_layers = lc.get(f"{kind.name}_layers", layers)  # a pulled store may hold fewer
             available[kind.name] = _prompt_kind_layers(kind.name, kind_layers)
     return available

@@ -188,7 +188,7 @@ def prompt_members(save_path: Path, model: str, hash_: str, kind: PromptKind) ->
                 (parsed[1], _DTYPE_NAMES[info["dtype"]], tuple(info["shape"]))
             )
     for layer, members in found.items():
-        if sorted(m[0] for m in members) != sorted(kind.fields):
+        if not set(kind.fields) <= {m[0] for m in members}:
             raise HubIntegrityError(f"{path}: layer {layer} lacks some of {list(kind.fields)}")
     return {layer: tuple(sorted(m)) for layer, m in found.items()}
 
@@ -335,18 +335,21 @@ class ShardReader:
     def fields(self, hash_: str, kind: PromptKind, n_tokens: int) -> dict[str, torch.Tensor]:
         """One prompt's tensors of a per-prompt kind, `{field: tensor}` in their stored
         dtypes: exactly the kind's fields, each with the prompt's positions on the kind's
-        `position_axis`.
+        `position_axis`, and the side fields it has.
 
         Raises:
             HubIntegrityError: a field missing or of another length, or an unknown dtype.
         """
         out = {}
-        for name in kind.fields:
+        for name in (*kind.fields, *kind.side_fields):
             info = self.header.get(f"{hash_}/{name}")
+            if info is None and name in kind.side_fields:
+                continue  # a side field the prompt did not have
             shape = tuple(info.get("shape", [])) if isinstance(info, dict) else ()
             dtype = _DTYPE_NAMES.get(info.get("dtype")) if isinstance(info, dict) else None
             axis = kind.position_axis
-            if dtype is None or len(shape) <= axis or shape[axis] != n_tokens:
+            sized = name in kind.fields and (len(shape) <= axis or shape[axis] != n_tokens)
+            if dtype is None or sized:
                 raise HubIntegrityError(
                     f"{self.where}: no {name} of {n_tokens} positions for prompt {hash_}"
                 )
@@ -391,8 +394,10 @@ def _fill_prompt_kind(save_path: Path, plan: ModelPlan, writer: ShardWriter) -> 
         path = _prompt_file(save_path, plan.name, hash_, kind)
         try:
             with safe_open(str(path), "pt") as f:
-                for name in sorted(kind.fields):
-                    writer.add(f"{hash_}/{name}", f.get_tensor(kind.member(layer, name)))
+                stored = set(f.keys())
+                for name in sorted((*kind.fields, *kind.side_fields)):
+                    if kind.member(layer, name) in stored:  # a side field may be absent
+                        writer.add(f"{hash_}/{name}", f.get_tensor(kind.member(layer, name)))
         except (OSError, RuntimeError, ValueError) as e:
             raise HubIntegrityError(f"{path}: cannot read it ({e})") from None
 
