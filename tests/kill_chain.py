@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def finished_files(save: Path) -> dict[str, tuple[int, int]]:
 def run_child(job: dict, err_path: Path) -> str:
     pid = os.fork()
     if pid == 0:  # the child: one export, as `python -m lens_cache.activations` runs it
+        # Ctrl-C interrupts, as in a terminal, even when this chain runs in the background
+        # (where a non-interactive shell starts commands with SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(fd, 2)
         os.environ.pop("LENS_CACHE_FAULT_AT", None)
