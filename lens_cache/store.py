@@ -15,9 +15,9 @@ import threading
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 try:  # optional speed-up: standard deflate, written faster (see _use_fast_deflate)
     from isal import isal_zlib as _isal_zlib
@@ -54,6 +54,9 @@ from lens_cache.layout import (
     STACKED_NAME,
     hook_name,
 )
+
+if TYPE_CHECKING:  # only the writers need torch; `cache` and `view` never import it
+    import torch
 
 FORMAT_VERSION = 1
 # ZipInfo's per-entry compression level: public from Python 3.13, private before.
