@@ -90,6 +90,7 @@ from lens_cache.viewer._build import (
 )
 from lens_cache.viewer._encode import THUMB_SIZE, read_data_script
 from lens_cache.viewer._inline import INLINE_BUDGET, inline_page
+from lens_cache.viewer._produce import PromptDataProducer
 
 __all__ = [
     "APP_DIR",
@@ -98,6 +99,7 @@ __all__ = [
     "FORMAT_VERSION",
     "INLINE_BUDGET",
     "OLD_ASSETS",
+    "PromptDataProducer",
     "SCRIPTS",
     "THUMB_SIZE",
     "assets_dir",

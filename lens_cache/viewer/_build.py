@@ -130,8 +130,7 @@ def model_slug(name: str) -> str:
 
 def read_models(save: Path) -> list[dict]:
     """Every model's `model_cfg.json`, sorted by name, as the reader lists them."""
-    store = Store(save)
-    models = [{**store.model_cfg(name), "model_name": name} for name in store.models()]
+    models = [read_model(save, name) for name in Store(save).models()]
     for cfg in models:
         if cfg["model_name"] == DATA_DIR:
             raise StoreCorruptError(
@@ -187,20 +186,30 @@ def resid_norms(path: Path, n_tokens: int, log: Callable[[str], None]) -> dict |
         return None
     from safetensors import safe_open
 
-    found: dict[str, dict[int, np.ndarray]] = {}
     with safe_open(str(path), framework="numpy") as f:
-        for key in f.keys():
-            parsed = parse_hook_name(key)
-            if not parsed or parsed[0] == PATTERN:
-                continue
-            dtype = f.get_slice(key).get_dtype()
-            arr = read_bf16(path, key) if dtype == "BF16" else f.get_tensor(key)
-            arr = np.asarray(arr, dtype=np.float32).reshape(-1, arr.shape[-1])
-            if arr.shape[0] != n_tokens:
-                log(f"viewer: skipping {key} in {path}: {arr.shape[0]} rows, {n_tokens} tokens")
-                continue
-            kind, layer = parsed
-            found.setdefault(kind, {})[layer] = np.linalg.norm(arr, axis=-1)
+
+        def read(key: str) -> np.ndarray:
+            bf16 = f.get_slice(key).get_dtype() == "BF16"
+            return read_bf16(path, key) if bf16 else f.get_tensor(key)
+
+        return norms_of(f.keys(), read, n_tokens, log, path)
+
+
+def norms_of(keys, read: Callable[[str], np.ndarray], n_tokens: int, log, where) -> dict | None:
+    """:func:`resid_norms` of the residual tensors among `keys`, each read by `read(key)`
+    (from the file, or from the tensors an export holds in memory: the same numbers)."""
+    found: dict[str, dict[int, np.ndarray]] = {}
+    for key in keys:
+        parsed = parse_hook_name(key)
+        if not parsed or parsed[0] == PATTERN:
+            continue
+        arr = read(key)
+        arr = np.asarray(arr, dtype=np.float32).reshape(-1, arr.shape[-1])
+        if arr.shape[0] != n_tokens:
+            log(f"viewer: skipping {key} in {where}: {arr.shape[0]} rows, {n_tokens} tokens")
+            continue
+        kind, layer = parsed
+        found.setdefault(kind, {})[layer] = np.linalg.norm(arr, axis=-1)
     return _stack_norms(found)
 
 
@@ -277,11 +286,28 @@ def stored_layers(prompt: dict, keys: list[str]) -> list[int]:
     return sorted(int(i) for i in layers)
 
 
-def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
+class StoredArrays:
+    """Where :func:`build_prompt` takes a prompt's patterns and residual norms from: its files
+    in the store. (`lens_cache.viewer._produce.CapturedArrays` takes the same numbers from the
+    tensors an export has just written.)"""
+
+    def __init__(self, src: Path):
+        self.src = src
+
+    def patterns(self, prompt: dict, n_heads: int, n_tokens: int):
+        return iter_patterns(self.src, prompt, n_heads, n_tokens)
+
+    def resid_norms(self, n_tokens: int, log) -> dict | None:
+        return resid_norms(self.src / RESIDUALS_NAME, n_tokens, log)
+
+
+def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=None) -> dict:
     """Write the data scripts of one prompt of one model; return its stamp plus its metrics.
 
     ``stamp.json`` (written last, so an interrupted build is redone) records the source files'
     sizes and mtimes; the metrics live in ``prompt.js``, where a later run reads them back.
+    `arrays` (default: :class:`StoredArrays` of the prompt's folder) gives the patterns and
+    residual norms; every other kind of data is read from the prompt's files.
     """
     src = source_dir(save, cfg, prompt)
     sig = source_sig(src)  # before reading: a file changed while we read gets rebuilt next time
@@ -289,6 +315,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
     n_heads = int(cfg["n_heads"])
     n_tokens = int(prompt.get("n_tokens") or len(prompt.get("tokens") or []))
     tokens = prompt_tokens(prompt, n_tokens)
+    arrays = arrays or StoredArrays(src)
     layers, per_layer, thumbs, written = [], [], [], 0
     pattern_file = src / (NPZ_NAME if (src / NPZ_NAME).is_file() else STACKED_NAME)
     with reading(src / HEADS_NAME, save):
@@ -296,7 +323,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
     heads = contributions and viewer_heads.PromptHeads(contributions)
     thumbs_too = n_tokens > THUMB_SIZE  # shorter prompts: the page draws from the chunks
     with reading(pattern_file, save):
-        for layer, pat in iter_patterns(src, prompt, n_heads, n_tokens):
+        for layer, pat in arrays.patterns(prompt, n_heads, n_tokens):
             layers.append(layer)
             per_layer.append(M.head_metrics(pat, tokens))
             if thumbs_too:
@@ -307,7 +334,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
             written += write_atomic(out / f"L{layer}.js", chunk)
     summary = metric_summary(per_layer, tokens)
     with reading(src / RESIDUALS_NAME, save):
-        resid = resid_norms(src / RESIDUALS_NAME, n_tokens, log)
+        resid = arrays.resid_norms(n_tokens, log)
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
     payload["pred"], lens = prediction_data(src, encode_array)
     payload["heads"] = heads.payload(encode_array, nan_to_none) if heads else None
@@ -625,6 +652,11 @@ def write_viewer(
         f"{pruned} removed) in {report['seconds']} s -> {report['index_html']}"
     )
     return report
+
+
+def read_model(save: Path, name: str) -> dict:
+    """One model's `model_cfg.json` in :func:`read_models`' form."""
+    return {**Store(save).model_cfg(name), "model_name": name}
 
 
 def plan_jobs(save: Path, data_root: Path):
