@@ -55,9 +55,11 @@ from lens_cache.viewer._encode import (
     script_call,
     thumbnail,
 )
+from lens_cache.viewer._manifest import MANIFEST_NAME, Manifest, write_manifest
 from lens_cache.viewer._predictions import prediction_data
 
 FORMAT_VERSION = 6  # 4: predictions; 5: the duplicate-token metric; 6: head contributions
+MANIFEST_VERSION = {"format": FORMAT_VERSION, "thumb_size": THUMB_SIZE}
 DATA_DIR = VIEWER_DATA_DIR
 # The viewer's classic scripts (not ES modules: those do not load from file:// in Chromium), in
 # the order index.html loads them: core.js first, router.js (which boots the page) last.
@@ -430,6 +432,8 @@ def fresh_stamp(save: Path, cfg: dict, prompt: dict, out: Path) -> dict | None:
 def prompt_summary(stamp: dict) -> dict:
     """Per-prompt numbers for the home table: the max over heads of each score (is there a
     head doing this on this prompt?) and the mean over heads of the entropies."""
+    if "summary" in stamp:  # kept in the manifest
+        return stamp["summary"]
     out = {}
     for name in M.METRIC_NAMES:
         values = np.array(stamp["metrics"][name], dtype=np.float64).ravel()
@@ -470,9 +474,15 @@ def model_summary(cfg: dict, stamps: list[dict]) -> dict:
     (induction needs a repeated token); ``count`` says how many prompts that was.
     """
     n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
-    avg, counts = average_metrics(cfg, [(s["metrics"], s["layers"]) for s in stamps])
-    for name in M.METRIC_NAMES:  # a model without patterns: every head NaN
-        avg.setdefault(name, np.full((n_layers, n_heads), np.nan))
+    shape = (len(M.METRIC_NAMES), n_layers, n_heads)
+    every = np.stack([metrics_array(s, shape) for s in stamps]) if stamps else np.zeros((0, *shape))
+    finite = np.isfinite(every)
+    # summed prompt after prompt (a reduction over the outer axis), whichever path the stamps
+    # came by: the same numbers from the manifest as from a full build
+    sums, count = np.where(finite, every, 0.0).sum(axis=0), finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avg = {n: sums[k] / count[k] for k, n in enumerate(M.METRIC_NAMES)}
+    counts = {n: count[k] for k, n in enumerate(M.METRIC_NAMES)}
     base = {n: _nanmean([s["baseline"].get(n) for s in stamps]) for n in M.METRIC_NAMES}
     labels = [
         M.label_heads({n: avg[n][layer] for n in M.SCORE_NAMES}, base) for layer in range(n_layers)
@@ -490,6 +500,18 @@ def model_summary(cfg: dict, stamps: list[dict]) -> dict:
             "dla": nan_to_none(heads["dla"]),
         },
     }
+
+
+def metrics_array(stamp: dict, shape: tuple[int, int, int]) -> np.ndarray:
+    """A stamp's per-head metrics as float64 ``[metrics, n_layers, n_heads]``, NaN where not
+    defined or the layer not stored (kept as is in the manifest)."""
+    if "metrics_array" not in stamp:
+        arr = np.full(shape, np.nan)
+        for k, name in enumerate(M.METRIC_NAMES):
+            values = np.array(stamp["metrics"][name], dtype=np.float64).reshape(-1, shape[-1])
+            arr[k, stamp["layers"]] = values
+        stamp["metrics_array"] = arr
+    return stamp["metrics_array"]
 
 
 def _nanmean(values) -> float:
@@ -614,8 +636,9 @@ def write_viewer(
     data_root = save / DATA_DIR
     remove_build_orphans(save / APP_DIR, data_root)
     jobs, keep = plan_jobs(save, data_root)
-    stamps, built, written = run_jobs(save, jobs, log, workers, force)
-    models, entries, texts = [], [], {}
+    manifest = Manifest(data_root, MANIFEST_VERSION)
+    stamps, built, written = run_jobs(save, jobs, log, workers, force, manifest)
+    models, entries, texts, kept = [], [], {}, []
     for m_index, (cfg, prompts) in enumerate(jobs_by_model(jobs, stamps)):
         model_stamps = [stamps[(cfg["model_name"], p["hash"])] for p in prompts]
         models.append(model_entry(cfg, prompts, model_stamps))
@@ -623,6 +646,7 @@ def write_viewer(
             save, data_root / models[-1]["slug"], cfg, prompts, emit_script
         )
         written += top_bytes
+        kept.append((cfg["model_name"], [p["hash"] for p in prompts], model_stamps))
         for prompt, stamp in zip(prompts, model_stamps, strict=True):
             entries.append(entry_of(m_index, prompt, stamp))
             texts[prompt["hash"]] = {
@@ -633,6 +657,8 @@ def write_viewer(
     written += write_if_changed(data_root / "lens_index.js", index)
     written += write_page(save)
     pruned = prune(data_root, keep)
+    if built or pruned or set(manifest.entries) != set(stamps):
+        written += write_manifest(data_root / MANIFEST_NAME, MANIFEST_VERSION, kept)
     report = {
         "index_html": save / INDEX_HTML,
         "models": len(models),
@@ -679,11 +705,12 @@ def jobs_by_model(jobs, stamps: dict):
     return list(grouped.values())
 
 
-def run_jobs(save: Path, jobs, log, workers: int | None, force: bool):
-    """Build what is stale, in threads; return ``({(model, hash): stamp}, built, bytes)``."""
+def run_jobs(save: Path, jobs, log, workers: int | None, force: bool, manifest: Manifest):
+    """Build what is stale, in threads; return ``({(model, hash): stamp}, built, bytes)``.
+    Each stamp comes with its home-table `summary` (from the manifest, or computed)."""
     stamps, todo = {}, []
     for cfg, prompt, out in jobs:
-        stamp = None if force else fresh_stamp(save, cfg, prompt, out)
+        stamp = None if force else known_stamp(save, cfg, prompt, out, manifest)
         if stamp is None:
             todo.append((cfg, prompt, out))
         else:
@@ -697,6 +724,7 @@ def run_jobs(save: Path, jobs, log, workers: int | None, force: bool):
             if stamp is None:
                 continue
             written += stamp.pop("bytes_written")
+            stamp["summary"] = prompt_summary(stamp)
             stamps[(cfg["model_name"], prompt["hash"])] = stamp
             if (k + 1) % 100 == 0:
                 log(f"viewer: built {k + 1}/{len(todo)} prompts")
@@ -713,6 +741,18 @@ def _built_or_skipped(future, save: Path) -> dict | None:
     except DamagedFileError as e:
         warn(f"viewer: skipped a prompt: {e}")
         return None
+
+
+def known_stamp(save: Path, cfg: dict, prompt: dict, out: Path, manifest: Manifest):
+    """The up-to-date stamp of a prompt's viewer data, from the manifest (no per-prompt file
+    read) or else from its `stamp.json` and `prompt.js`; None when it must be built."""
+    source = source_sig(source_dir(save, cfg, prompt))
+    stamp = manifest.fresh(cfg["model_name"], prompt["hash"], source, out)
+    if stamp is None:
+        stamp = fresh_stamp(save, cfg, prompt, out)
+        if stamp is not None:
+            stamp["summary"] = prompt_summary(stamp)
+    return stamp
 
 
 def model_entry(cfg: dict, prompts: list[dict], stamps: list[dict]) -> dict:
