@@ -93,3 +93,14 @@ def test_max_diff_sees_a_difference_and_a_missing_prompt(tmp_path):
     assert max_diff(reference, _store(tmp_path / "off", 0.25)) == pytest.approx(0.25)
     with pytest.raises(SystemExit, match="did not store the prompts the reference did"):
         max_diff(reference, _store(tmp_path / "fewer", 0.5, hashes=("a",)))
+
+
+def test_viewer_row_builds_rebuilds_and_draws_a_head():
+    import shutil
+
+    from lens_cache.bench import viewer_timing
+
+    row = viewer_timing(4, long_head=False)
+    assert row["prompts"] == 4 and row["build_s"] > 0 and row["rebuild_unchanged_s"] > 0
+    if shutil.which("chromium"):
+        assert row["home_ready_ms"] > 0 and row["head_draw_ms"] > 0
