@@ -318,6 +318,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     n_tokens = int(prompt.get("n_tokens") or len(prompt.get("tokens") or []))
     tokens = prompt_tokens(prompt, n_tokens)
     arrays = arrays or StoredArrays(src)
+    remove_orphaned_tmps(out)  # of an interrupted build of this prompt
     layers, per_layer, thumbs, written = [], [], [], 0
     pattern_file = src / (NPZ_NAME if (src / NPZ_NAME).is_file() else STACKED_NAME)
     with reading(src / HEADS_NAME, save):
@@ -583,15 +584,32 @@ def prune(data_root: Path, keep: set[Path]) -> int:
     return removed
 
 
-def remove_build_orphans(*roots: Path) -> None:
-    """Temp files an interrupted build left (their writer is dead; see `store.tmp_name`)."""
-    for root in roots:
-        for folder in [root, *(p.parent for p in root.rglob(".*.tmp-*"))]:
-            remove_orphaned_tmps(folder)
+def remove_build_orphans(app_dir: Path, data_root: Path) -> None:
+    """Temp files an interrupted build left (their writer is dead; see `store.tmp_name`) in the
+    page's folders and each model's: not a walk over every prompt's folder, which an unchanged
+    rebuild must not pay. A prompt's own are removed when it is built again, which an
+    interrupted prompt always is (its stamp.json is written last)."""
+    models = [p for p in data_root.iterdir() if p.is_dir()] if data_root.is_dir() else []
+    for folder in (app_dir, data_root, *models):
+        remove_orphaned_tmps(folder)
 
 
-def dir_bytes(root: Path, pattern: str) -> int:
-    return sum(p.stat().st_size for p in root.rglob(pattern) if p.is_file())
+def dir_bytes(root: Path, pattern: str, recursive: bool = True) -> int:
+    found = root.rglob(pattern) if recursive else root.glob(pattern)
+    return sum(p.stat().st_size for p in found if p.is_file())
+
+
+def pattern_bytes(stamp: dict) -> int:
+    """The size of the pattern file a prompt's viewer data was built from (as its stamp
+    recorded, and checked still true)."""
+    return sum(
+        stamp["source"][name][0] for name in (NPZ_NAME, STACKED_NAME) if stamp["source"].get(name)
+    )
+
+
+def data_bytes(out: Path, stamp: dict) -> int:
+    """The size of a prompt's viewer files (those its stamp lists, and the stamp)."""
+    return sum((out / name).stat().st_size for name in [*stamp["files"], "stamp.json"])
 
 
 # ---------------------------------------------------------------- entry point
@@ -667,10 +685,12 @@ def write_viewer(
         "skipped": len(entries) - built,
         "pruned": pruned,
         "bytes_written": written,
-        "viewer_bytes": dir_bytes(data_root, "*")
+        # from the stamps, not a walk over every file: an unchanged rebuild stays cheap
+        "viewer_bytes": sum(s["data_bytes"] for s in stamps.values())
+        + dir_bytes(data_root, "*", recursive=False)
         + dir_bytes(save / APP_DIR, "*")
         + (save / INDEX_HTML).stat().st_size,
-        "npz_bytes": dir_bytes(save, NPZ_NAME) + dir_bytes(save, STACKED_NAME),
+        "npz_bytes": sum(pattern_bytes(s) for s in stamps.values()),
         "seconds": round(time.perf_counter() - start, 3),
     }
     log(
@@ -723,7 +743,8 @@ def run_jobs(save: Path, jobs, log, workers: int | None, force: bool, manifest: 
             stamp = _built_or_skipped(fut, save)
             if stamp is None:
                 continue
-            written += stamp.pop("bytes_written")
+            stamp["data_bytes"] = stamp.pop("bytes_written")
+            written += stamp["data_bytes"]
             stamp["summary"] = prompt_summary(stamp)
             stamps[(cfg["model_name"], prompt["hash"])] = stamp
             if (k + 1) % 100 == 0:
@@ -752,6 +773,7 @@ def known_stamp(save: Path, cfg: dict, prompt: dict, out: Path, manifest: Manife
         stamp = fresh_stamp(save, cfg, prompt, out)
         if stamp is not None:
             stamp["summary"] = prompt_summary(stamp)
+            stamp["data_bytes"] = data_bytes(out, stamp)
     return stamp
 
 
