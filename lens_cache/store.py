@@ -394,6 +394,8 @@ def _write_contributions(directory: Path, contributions: dict, top: dict, model_
     after the patterns: a prompt captured in layer groups fills its contributions (and the
     attention candidates in `top`) as the patterns generator runs the passes."""
     top.update(top_examples.dla_members(contributions))
+    import torch
+
     tensors = {**contributions, **{n: torch.from_numpy(a) for n, a in top.items()}}
     metadata = {"model": model_name, "format": f"lens_cache/{FORMAT_VERSION}"}
     write_safetensors(directory / HEADS_NAME, tensors, metadata)
