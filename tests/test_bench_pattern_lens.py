@@ -4,13 +4,14 @@ rows are compared against it. pattern-lens imports only under TransformerLens 3.
 in `make test-tl3` and skips under 4.x (as tests/test_pattern_lens.py does)."""
 
 import json
+import os
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import TL_MAJOR, run_cli
+from tests.helpers import REPO, TL_MAJOR, run_cli
 
 pytestmark = pytest.mark.skipif(
     TL_MAJOR >= 4, reason="pattern-lens 0.6.0 imports only under TransformerLens 3.x"
@@ -29,7 +30,7 @@ def bench_run(gpt2_dir, tmp_path_factory):
     args += ["--device", "cpu", "--no-scaling", "--no-viewer", "--no-storage", "--out", str(out)]
     args += ["--pattern-lens-python", sys.executable, "--keep", str(keep)]
     args += ["--variants", "pattern-lens", "default"]
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}  # this checkout's code
     result = run_cli(args, env, module="lens_cache.bench")
     assert result.returncode == 0, result.stderr
     return json.loads(out.read_text()), next(keep.iterdir())
