@@ -75,3 +75,20 @@ def test_reexport_remove_and_prune_update_the_manifest(tmp_path):
 
     (save / VIEWER_DATA_DIR / SMALL / hashes["repeat-01"] / "L1.js").unlink()  # lost by hand
     assert write_viewer(save, log=quiet)["built"] == 1
+
+
+def test_data_an_export_made_since_the_last_build_go_into_the_manifest(tmp_path):
+    from lens_cache.viewer._build import build_prompt, read_model, read_prompts
+
+    info = write_store(tmp_path, models=[SMALL_MODEL])
+    save, h = info["save_path"], info["hashes"]["prose-01"]
+    write_viewer(save, log=quiet)
+    npz = save / SMALL / "prompts" / h / "activations.npz"  # re-exported ...
+    st = npz.stat()
+    os.utime(npz, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    prompt = next(p for p in read_prompts(save, SMALL) if p["hash"] == h)
+    out = save / VIEWER_DATA_DIR / SMALL / h  # ... and its data made by the export's writers
+    build_prompt(save, read_model(save, SMALL), prompt, out, quiet)
+    assert write_viewer(save, log=quiet)["built"] == 0  # read from its stamp.json ...
+    (out / "stamp.json").write_text("garbled")  # ... and now kept in the manifest
+    assert write_viewer(save, log=quiet)["built"] == 0

@@ -675,7 +675,7 @@ def write_viewer(
     written += write_if_changed(data_root / "lens_index.js", index)
     written += write_page(save)
     pruned = prune(data_root, keep)
-    if built or pruned or set(manifest.entries) != set(stamps):
+    if pruned or not manifest.gave_all(stamps):
         written += write_manifest(data_root / MANIFEST_NAME, MANIFEST_VERSION, kept)
     report = {
         "index_html": save / INDEX_HTML,

@@ -61,6 +61,13 @@ class Manifest:
             return None
         return entry if present.issuperset([*entry["files"], "stamp.json"]) else None
 
+    def gave_all(self, stamps: dict) -> bool:
+        """Whether every stamp of this build came from the manifest, and only those: else it
+        is rewritten (a prompt built here, or by an export's writers since, or removed)."""
+        return set(self.entries) == set(stamps) and all(
+            stamp is self.entries[key] for key, stamp in stamps.items()
+        )
+
 
 def write_manifest(
     path: Path, version: dict, models: list[tuple[str, list[str], list[dict]]]
