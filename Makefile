@@ -55,8 +55,9 @@ test: $(VENV)/.installed browser
 test-tl3: $(VENV_TL3)/.installed $(VENV_TL3)/.pattern-lens-deps browser
 	LENS_CACHE_REQUIRE_BROWSERS=1 $(VENV_TL3)/bin/python -m pytest $(PYTEST_ARGS)
 
-# Side-by-side timings (reference algorithm, forward-only bound, lens_cache); writes bench/results.json.
-bench: $(VENV)/.installed
+# Side-by-side timings (the real pattern-lens 0.6.0, run in .venv-tl3, as the reference; the
+# forward-only bound; lens_cache in-process and as whole processes); writes bench/results.json.
+bench: $(VENV)/.installed $(VENV_TL3)/.pattern-lens-deps
 	$(VENV)/bin/python -m lens_cache.bench $(BENCH_ARGS)
 
 # ruff, then the import contracts in pyproject.toml ([tool.importlinter]): layers, no cycles.

@@ -1,13 +1,18 @@
 """`make bench`: lens_cache's export against the reference algorithm and the forward-pass bound.
 
 Variants, all on the same model, prompts and machine, in one run:
-  reference  pattern-lens's batched algorithm, re-implemented faithfully: count-based batches of
-             length-sorted prompts, `run_with_cache` with every hook cached (and the logits),
-             trim, then `np.savez_compressed` per prompt inside the loop, one thread.
+  pattern-lens  the real pattern-lens 0.6.0 (`activations_main`), run in the TransformerLens 3
+             venv (`.venv-tl3`; see `lens_cache.bench_pattern_lens`): the reference, `vs ref`.
+  reimplemented  pattern-lens's batched algorithm re-implemented here (count-based batches of
+             length-sorted prompts, `run_with_cache` with every hook cached, trim,
+             `np.savez_compressed` per prompt in the loop, one thread): the reference only
+             when pattern-lens cannot run; it is slower than the real thing.
   forward    our batches through the model caching the pattern hooks, nothing saved: the bound.
   forward_copy  the same plus the device-to-host copy of every cached pattern: the bound on a
              GPU (run by default only when the device is not the CPU, where it is `forward`).
-  default    `lens_cache.export` with its defaults (deflate-1 npz, 2 writer threads).
+  default    `lens_cache.export` with its defaults (deflate-1 npz, 2 writer threads), without
+             the viewer (`index_html=False`).
+  default+viewer  the same with the viewer built, as `make demo` does.
   fastest    `lens_cache.export` storing float16 patterns (opt-in, lossy: error <= 2.4e-4).
   logits     `lens_cache.export --hooks logits`: per-token loss, entropy, top-k and rank read
              out of the model's own prediction; its `x bound` is its cost over the forward
@@ -19,7 +24,10 @@ Variants, all on the same model, prompts and machine, in one run:
 Each variant runs in a fresh subprocess so that its peak RSS is its own; the wall time excludes
 imports and model loading (the same for all). Patterns only (`--hooks pattern`) but for the two
 prediction variants, and the table's `max diff` column checks that each variant stored the
-reference's patterns.
+reference's patterns. Every
+variant reads one prompts file written here (the selected prompts, taken as written).
+Then whole processes (`lens_cache.bench_process`): the command line against pattern-lens's
+process, imports and model load included, and start-up (`--help`, launch to first batch).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,8 +55,18 @@ from lens_cache.layout import (
 
 PREDICTING = ("logits", "logit_lens")  # the variants that store predictions, not patterns
 HEADS = "head_contributions"
-VARIANTS = ("reference", "forward", "forward_copy", "default", "fastest", *PREDICTING, HEADS)
-CPU_VARIANTS = ("reference", "forward", "default", "fastest", *PREDICTING, HEADS)
+VARIANTS = (
+    "pattern-lens",
+    "reimplemented",
+    "forward",
+    "forward_copy",
+    "default",
+    "default+viewer",
+    "fastest",
+    *PREDICTING,
+    HEADS,
+)
+CPU_VARIANTS = tuple(v for v in VARIANTS if v != "forward_copy")
 MODELS = ("gpt2-small-shape", "smollm2-135m")
 SHARED_PROMPTS = Path("shared") / "prompts" / "pile_100.jsonl"
 # Headless Chromium on a machine with no network: without the background-networking flags it
@@ -119,12 +138,14 @@ def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size
         quiet=True,
         raw=True,
     )
-    if variant == "reference":
+    if variant == "reimplemented":
         reference_export(model, prompts, save, batch_size)
     elif variant in ("forward", "forward_copy"):
         forward_only(model, prompts, batch_size, copy=variant == "forward_copy")
     elif variant == "default":
         export(model, prompts, **common)
+    elif variant == "default+viewer":
+        export(model, prompts, **{**common, "index_html": True})
     elif variant == "fastest":
         export(model, prompts, pattern_dtype="float16", **common)
     elif variant in PREDICTING:
@@ -136,7 +157,8 @@ def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size
 
 
 def reference_export(model, prompts: list[dict], save: Path, batch_size: int) -> None:
-    """pattern-lens 0.6's `compute_activations_batched`, on either TransformerLens major."""
+    """pattern-lens 0.6's `compute_activations_batched` re-implemented, on either
+    TransformerLens major."""
     import numpy as np
     import torch
 
@@ -191,7 +213,7 @@ def child(args) -> None:
     from lens_cache.prompts import read_prompts, select_prompts
 
     model = bench_model(args.model, args.device)
-    prompts = select_prompts(read_prompts(args.prompts), max_chars=args.max_chars, n_samples=args.n)
+    prompts = select_prompts(read_prompts(args.prompts), raw=True)  # as `write_prompts` chose
     n_tokens = sum(len(model.tokenize(p["text"])) for p in prompts)
     save = Path(args.save)
     start = time.perf_counter()
@@ -219,38 +241,73 @@ def child(args) -> None:
 # --- the parent: run every variant, print one table ----------------------------------------------
 
 
-def run_all(args) -> tuple[list[dict], list[dict]]:
-    """The variants' rows, and the storage choices measured on the first model's patterns."""
-    rows, storage = [], []
+def run_all(args) -> tuple[list[dict], list[dict], list[dict]]:
+    """The variants' rows, the whole-process rows, and the storage choices measured on the
+    first model's patterns."""
+    from lens_cache.bench_process import process_rows
+
+    rows, processes, storage = [], [], []
     for model in args.models:
-        with tempfile.TemporaryDirectory(prefix="lens-bench-") as tmp:
-            saves = {variant: Path(tmp) / variant for variant in args.variants}
-            for variant, save in saves.items():
-                print(f"... {model} / {variant}", file=sys.stderr, flush=True)
-                rows.append(run_child(args, model, variant, save))
-            if "reference" in saves:
-                for row in rows[-len(saves) :]:
-                    if row["variant"] in STORING:
-                        row["max_diff"] = max_diff(saves["reference"], saves[row["variant"]])
-            if args.storage and "default" in saves and not storage:
-                print(f"... {model} / storage choices", file=sys.stderr, flush=True)
-                storage.extend(storage_choices(saves["default"], Path(tmp) / "formats", model))
-    return add_ratios(rows), storage
+        tmp = tempfile.mkdtemp(prefix="lens-bench-", dir=args.keep)
+        prompts = write_prompts(args, Path(tmp) / "prompts.jsonl")
+        saves = {variant: Path(tmp) / variant for variant in args.variants}
+        for variant, save in saves.items():
+            print(f"... {model} / {variant}", file=sys.stderr, flush=True)
+            rows.append(run_child(args, model, variant, save, prompts))
+        ours = rows[-len(saves) :]
+        reference = next((v for v in REFERENCES if v in saves), None)
+        for row in ours:
+            if reference and row["variant"] in STORING:
+                row["max_diff"] = max_diff(saves[reference], saves[row["variant"]])
+        if args.storage and "default" in saves and not storage:
+            print(f"... {model} / storage choices", file=sys.stderr, flush=True)
+            storage.extend(storage_choices(saves["default"], Path(tmp) / "formats", model))
+        if args.processes:
+            print(f"... {model} / whole processes", file=sys.stderr, flush=True)
+            pl = next((r for r in ours if r["variant"] == "pattern-lens"), None)
+            processes.extend(process_rows(args, model, model_spec(model), prompts, pl))
+        if not args.keep:
+            shutil.rmtree(tmp)
+    return add_ratios(rows), processes, storage
 
 
-STORING = ("reference", "default", "fastest", HEADS)  # the variants that write patterns
+REFERENCES = ("pattern-lens", "reimplemented")  # the first that ran is `vs ref`'s reference
+STORING = ("pattern-lens", "reimplemented", "default", "default+viewer", "fastest", HEADS)
 
 
-def run_child(args, model: str, variant: str, save: Path) -> dict:
-    cmd = [sys.executable, "-m", "lens_cache.bench", "--child", variant, "--model", model]
-    cmd += ["--prompts", args.prompts, "-n", str(args.n), "--save", str(save)]
-    cmd += ["--batch-size", str(args.batch_size), "--max-chars", str(args.max_chars)]
+def model_spec(model: str) -> str:
+    """What `load_model` (and so the command line) takes for a bench model name."""
+    return str(bench_model_dir(model)) if model == "gpt2-small-shape" else model
+
+
+def write_prompts(args, path: Path) -> Path:
+    """The prompts every variant runs, selected once (split at `--max-chars`, the first `-n`)
+    and written as `{"text"}` lines that each variant takes as written."""
+    from lens_cache.prompts import read_prompts, select_prompts
+
+    prompts = select_prompts(read_prompts(args.prompts), max_chars=args.max_chars, n_samples=args.n)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": p["text"]}) + "\n" for p in prompts))
+    return path
+
+
+def run_child(args, model: str, variant: str, save: Path, prompts: Path) -> dict:
+    """One variant in a fresh process; its row, with `process_s`, the whole process's time."""
+    if variant == "pattern-lens":
+        cmd = [args.pattern_lens_python, "-m", "lens_cache.bench_pattern_lens"]
+        cmd += ["--model", model_spec(model), "--save", str(save)]
+    else:
+        cmd = [sys.executable, "-m", "lens_cache.bench", "--child", variant, "--model", model]
+        cmd += ["--save", str(save)]
+    cmd += ["--prompts", str(prompts), "--batch-size", str(args.batch_size)]
     cmd += ["--device", args.device]
+    start = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.stderr.write(out.stderr)
         raise SystemExit(f"bench variant {variant} on {model} failed")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**row, "model": model, "process_s": time.perf_counter() - start}
 
 
 def max_diff(reference: Path, other: Path) -> float:
@@ -346,7 +403,8 @@ def add_ratios(rows: list[dict]) -> list[dict]:
     else forward alone."""
     by = {(r["model"], r["variant"]): r for r in rows}
     for r in rows:
-        ref = by.get((r["model"], "reference"))
+        ref = next((by[r["model"], v] for v in REFERENCES if (r["model"], v) in by), None)
+        r["reference"] = ref["variant"] if ref else None
         bound = by.get((r["model"], "forward_copy")) or by.get((r["model"], "forward"))
         r["speedup_vs_reference"] = ref["wall_s"] / r["wall_s"] if ref else None
         r["x_bound"] = r["wall_s"] / bound["wall_s"] if bound else None
@@ -357,7 +415,7 @@ def add_ratios(rows: list[dict]) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     head = (
-        f"{'model':<18}{'variant':<13}{'wall s':>8}{'prompts/s':>10}{'tokens/s':>9}"
+        f"{'model':<18}{'variant':<15}{'wall s':>8}{'prompts/s':>10}{'tokens/s':>9}"
         f"{'RSS MB':>8}{'MB/prompt':>10}{'vs ref':>8}{'x bound':>8}{'RSS/ref':>8}{'max diff':>10}"
     )
     lines = [head, "-" * len(head)]
@@ -367,7 +425,7 @@ def table(rows: list[dict]) -> str:
 
     for r in rows:
         lines.append(
-            f"{Path(r['model']).name:<18}{r['variant']:<13}{r['wall_s']:>8.1f}"
+            f"{Path(r['model']).name:<18}{r['variant']:<15}{r['wall_s']:>8.1f}"
             f"{r['prompts'] / r['wall_s']:>10.2f}{r['tokens'] / r['wall_s']:>9.0f}"
             f"{r['peak_rss_mb']:>8.0f}{r['bytes_per_prompt'] / 2**20:>10.2f}"
             f"{cell(r['speedup_vs_reference'], 7, '.2f')}x{cell(r['x_bound'], 7, '.2f')}x"
@@ -375,22 +433,21 @@ def table(rows: list[dict]) -> str:
         )
     bound = {r["bound"] for r in rows if r["bound"]}
     lines.append(f"x bound: wall time over {' / '.join(sorted(bound)) or 'forward'}'s")
+    refs = {r["reference"] for r in rows if r["reference"]}
+    lines.append(f"vs ref, RSS/ref: against {' / '.join(sorted(refs)) or '-'}")
+    lines.append("wall s: in-process (model loaded); whole processes below")
     return "\n".join(lines)
 
 
 def scaling(args, model: str) -> list[dict]:
     """1 process against 2 under torchrun (gloo, one thread each), end to end on the CLI, so
     both pay imports and model loading; the same prompts as the table above."""
-    from lens_cache.prompts import read_prompts, select_prompts
-
-    prompts = select_prompts(read_prompts(args.prompts), max_chars=args.max_chars, n_samples=args.n)
     rows = []
     with tempfile.TemporaryDirectory(prefix="lens-scale-") as tmp:
-        path = Path(tmp) / "prompts.jsonl"
-        path.write_text("".join(json.dumps({"text": p["text"]}) + "\n" for p in prompts))
-        spec = model if model != "gpt2-small-shape" else str(bench_model_dir(model))
-        base = ["-m", spec, "-p", str(path), "--hooks", "pattern", "-q", "--no-index-html", "-r"]
-        base += ["--device", "cpu"]  # the CPU figure; one GPU cannot host two ranks
+        path = write_prompts(args, Path(tmp) / "prompts.jsonl")
+        n_prompts = len(path.read_text().splitlines())
+        base = ["-m", model_spec(model), "-p", str(path), "--hooks", "pattern", "-q", "-r"]
+        base += ["--no-index-html", "--device", "cpu"]  # the CPU figure: one GPU, one rank
         runs = {
             "1 process": [sys.executable, "-m", "lens_cache.activations"],
             "2 processes": [
@@ -419,22 +476,25 @@ def scaling(args, model: str) -> list[dict]:
                     "model": model,
                     "variant": label,
                     "wall_s": time.perf_counter() - start,
-                    "prompts": len(prompts),
+                    "prompts": n_prompts,
                 }
             )
     rows[1]["speedup"] = rows[0]["wall_s"] / rows[1]["wall_s"]
     return rows
 
 
-def viewer_timing(n_prompts: int = 1000) -> dict:
-    """Build the viewer of a synthetic store (1,000 prompts x 30 layers x 9 heads, written by
-    lens_cache.synthetic), rebuild it with nothing changed, and time the page's first
-    paint and its home table in Chromium when it is installed."""
+def viewer_timing(n_prompts: int = 10_000, long_head: bool = True) -> dict:
+    """Build the viewer of a synthetic store (10,000 prompts x 30 layers x 9 heads, written by
+    lens_cache.synthetic), rebuild it with nothing changed (which reads the viewer's manifest),
+    and time, in Chromium when it is installed, the page's first paint, its home table and
+    one head of that store drawn; with `long_head`, also a head of a 1,024-token prompt."""
     from lens_cache.synthetic import BENCH_MODEL, write_store
     from lens_cache.viewer import write_viewer
 
     with tempfile.TemporaryDirectory(prefix="lens-viewer-") as tmp:
-        write_store(tmp, models=[BENCH_MODEL], n_prompts=n_prompts, special=False, compress=False)
+        info = write_store(
+            tmp, models=[BENCH_MODEL], n_prompts=n_prompts, special=False, compress=False
+        )
         first = write_viewer(tmp, log=lambda _: None)
         again = write_viewer(tmp, log=lambda _: None)
         result = {
@@ -445,7 +505,11 @@ def viewer_timing(n_prompts: int = 1000) -> dict:
             "npz_mb": first["npz_bytes"] / 2**20,
         }
         result.update(page_timing(Path(tmp) / "index.html"))
-    result.update(head_timing())
+        some_prompt = next(iter(info["hashes"].values()))
+        head = f"#/head/{BENCH_MODEL.name}/{some_prompt}/12/4"
+        result.update(page_timing(Path(tmp) / "index.html", head, label="head"))
+    if long_head:
+        result.update(head_timing())
     return result
 
 
@@ -463,7 +527,7 @@ def head_timing(n_tokens: int = 1024) -> dict:
         return page_timing(Path(tmp) / "index.html", fragment)
 
 
-def page_timing(index: Path, fragment: str = "") -> dict:
+def page_timing(index: Path, fragment: str = "", label: str = "head_1024") -> dict:
 
     import shutil
 
@@ -480,8 +544,8 @@ def page_timing(index: Path, fragment: str = "") -> dict:
         if fragment:
             pane = page.wait_for_selector(".pane[data-draw-ms]")
             result = {
-                "head_1024_draw_ms": float(pane.get_attribute("data-draw-ms")),
-                "head_1024_navigation_ms": (time.perf_counter() - start) * 1000,
+                f"{label}_draw_ms": float(pane.get_attribute("data-draw-ms")),
+                f"{label}_navigation_ms": (time.perf_counter() - start) * 1000,
             }
         else:
             page.wait_for_selector("#app > :not(#boot-note)")
@@ -493,6 +557,22 @@ def page_timing(index: Path, fragment: str = "") -> dict:
             }
         browser.close()
     return result
+
+
+def pattern_lens_runs(args) -> bool:
+    """Whether `--pattern-lens-python` imports pattern-lens; says why not on stderr."""
+    check = [args.pattern_lens_python, "-c", "import pattern_lens.activations"]
+    try:
+        ok = subprocess.run(check, capture_output=True, check=False).returncode == 0
+    except OSError:
+        ok = False
+    if not ok:
+        print(
+            f"bench: no pattern-lens 0.6.0 in {args.pattern_lens_python} (`make test-tl3` "
+            "builds .venv-tl3 with it); the re-implementation is the reference",
+            file=sys.stderr,
+        )
+    return ok
 
 
 def machine(device: str) -> str:
@@ -533,7 +613,10 @@ def main(argv=None) -> int:
         "--no-viewer",
         dest="viewer",
         action="store_false",
-        help="skip timing the viewer on a synthetic 1,000-prompt store",
+        help="skip timing the viewer on a synthetic store",
+    )
+    p.add_argument(
+        "--viewer-prompts", type=int, default=10_000, help="prompts of the synthetic store"
     )
     p.add_argument(
         "--no-storage",
@@ -541,6 +624,18 @@ def main(argv=None) -> int:
         action="store_false",
         help="skip timing the storage formats on the first model's patterns",
     )
+    p.add_argument(
+        "--no-processes",
+        dest="processes",
+        action="store_false",
+        help="skip the whole-process and start-up rows",
+    )
+    p.add_argument(
+        "--pattern-lens-python",
+        default=str(Path(__file__).resolve().parents[1] / ".venv-tl3" / "bin" / "python"),
+        help="a Python with pattern-lens 0.6.0 and TransformerLens 3 (default: .venv-tl3's)",
+    )
+    p.add_argument("--keep", help="keep every variant's store in a folder under this one")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--save", help=argparse.SUPPRESS)
@@ -554,12 +649,17 @@ def main(argv=None) -> int:
         return 0
     if args.variants is None:
         args.variants = list(CPU_VARIANTS if args.device == "cpu" else VARIANTS)
-    rows, storage = run_all(args)
+    args.variants = [v for v in args.variants if v != "pattern-lens" or pattern_lens_runs(args)]
+    rows, processes, storage = run_all(args)
     print(
         f"machine: {machine(args.device)}, device {args.device}; prompts: {args.prompts} "
         f"(n={args.n}, max {args.max_chars} chars)"
     )
     print(table(rows))
+    if processes:
+        from lens_cache.bench_process import process_table
+
+        print(process_table(processes))
     if storage:
         print(storage_table(storage))
     scale = scaling(args, args.models[0]) if args.scaling else []
@@ -567,14 +667,14 @@ def main(argv=None) -> int:
         extra = f"  ({r['speedup']:.2f}x)" if "speedup" in r else ""
         name = Path(r["model"]).name
         print(f"{name:<18}{r['variant']:<13}{r['wall_s']:>8.1f} s end to end{extra}")
-    viewer = viewer_timing() if args.viewer else {}
+    viewer = viewer_timing(args.viewer_prompts) if args.viewer else {}
     if viewer:
         shown = [f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in viewer.items()]
         print("viewer, synthetic store: " + ", ".join(shown))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(args.device), "device": args.device, "rows": rows}
-    results.update(scaling=scale, storage=storage)
+    results.update(processes=processes, scaling=scale, storage=storage)
     results["viewer"] = viewer
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")

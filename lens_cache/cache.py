@@ -273,6 +273,17 @@ def _check_npy(path: Path, n_tokens: int | None) -> list[Problem]:
     return []
 
 
+def _framework(path: Path) -> str:
+    """numpy where it can hold the file's dtypes (so `cache verify` never imports torch),
+    torch for bfloat16, which numpy lacks. A damaged header is `safe_open`'s to report."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(min(int.from_bytes(f.read(8), "little"), 100 * 2**20))
+    except OSError:
+        return "numpy"
+    return "pt" if b'"BF16"' in header else "numpy"
+
+
 def _check_safetensors(
     path: Path, keys: list[str], n_tokens: int | None, pos_axis: int = 0, only_keys: bool = False
 ) -> list[Problem]:
@@ -281,7 +292,7 @@ def _check_safetensors(
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), _framework(path)) as f:
             names = list(f.keys())
             for name in names:
                 tensor = f.get_tensor(name)

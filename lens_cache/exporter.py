@@ -44,7 +44,7 @@ from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, write_pooled
 from lens_cache.predictions import mean_loss, readout_layers
 from lens_cache.progress import Progress, log, warn
 from lens_cache.prompts import DEFAULT_PROMPTS, make_prompt, read_prompts, select_prompts
-from lens_cache.viewer import refresh_store
+from lens_cache.viewer import PromptDataProducer, refresh_store
 from lens_cache.writer import WriterPool
 
 DEFAULT_HOOKS = (PATTERN, "resid_post")
@@ -153,7 +153,7 @@ def export(
     store.ensure_writable(save_path)
     if isinstance(models, (str, Path)) or not isinstance(models, (list, tuple)):
         models = [models]
-    plan = _Plan(batch_size, token_budget, max_batch_mb, writers, on_long, force, quiet)
+    plan = _Plan(batch_size, token_budget, max_batch_mb, writers, on_long, force, quiet, index_html)
     rank = distributed.join(device)
     try:
         reports = []
@@ -209,6 +209,7 @@ class _Plan:
     on_long: str
     force: bool
     quiet: bool
+    viewer: bool  # make each prompt's viewer data in the writers (the page is built at the end)
 
 
 def _check_limits(**values) -> None:
@@ -312,6 +313,9 @@ def _run_batches(model, todo, save_path, settings, plan: _Plan, report: ModelRep
         bytes_per_prompt=lambda t: _cache_bytes(model, settings, t),
     )
     progress = Progress(label, len(todo), sum(lengths), quiet=plan.quiet)
+    viewer_data = None
+    if plan.viewer:
+        viewer_data = PromptDataProducer(save_path, model.name, quiet=plan.quiet)
 
     def write(capture: Capture) -> None:
         directory = store.prompt_dir(save_path, model.name, capture.prompt["hash"])
@@ -319,6 +323,8 @@ def _run_batches(model, todo, save_path, settings, plan: _Plan, report: ModelRep
             return  # another export into this store finished it meanwhile: the same bytes
         record = _prompt_record(model, capture, settings)
         store.write_prompt_dir(directory, record, capture, settings, model.name)
+        if viewer_data:  # from the tensors in hand, not re-read from disk at the end
+            viewer_data(record, capture, directory)
 
     # Bytes waiting for writers are capped at one batch's worth: memory stays ~2 batches.
     pool = WriterPool(write, workers=plan.writers, max_bytes=int(plan.max_batch_mb * 2**20))

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-
-import torch
+from collections.abc import Mapping
 
 from lens_cache.errors import LayerSelectionError, UnknownHookError
 
@@ -67,6 +66,8 @@ DATA_NAMES = (
     HOOKS_NAME,
     HEADS_NAME,
 )
+
+DEFAULT_MODEL = "smollm2-135m"  # the embedded model: `-m` when none is given
 
 
 def default_save_path() -> str:
@@ -210,11 +211,34 @@ def hook_depth(name: str) -> int | None:
 
 # --- dtypes ----------------------------------------------------------------------------------
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-PATTERN_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # numpy has no bfloat16
+
+class _TorchDtypes(Mapping):
+    """Dtype name -> `torch.dtype`, importing torch only when a dtype is looked up: the
+    commands that only read names (`--help`, `cache`, `hub`, `view`) never pay torch's
+    import (about a second)."""
+
+    def __init__(self, *names: str):
+        self._names = names
+
+    def __getitem__(self, name: str):
+        if name not in self._names:
+            raise KeyError(name)
+        import torch
+
+        return getattr(torch, name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+DTYPES = _TorchDtypes("float32", "float16", "bfloat16")
+PATTERN_DTYPES = _TorchDtypes("float32", "float16")  # numpy has no bfloat16
 # Every dtype a stored safetensors member has: the floats above, and the predictions' ids and
 # ranks (int32).
-TENSOR_DTYPES = {**DTYPES, "int32": torch.int32}
+TENSOR_DTYPES = _TorchDtypes("float32", "float16", "bfloat16", "int32")
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "int32": "I32"}
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4}
 

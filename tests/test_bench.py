@@ -18,25 +18,32 @@ TEXTS = [
 ]
 
 
+# pattern-lens itself runs only under TransformerLens 3: tests/test_bench_pattern_lens.py
+OURS = [v for v in VARIANTS if v != "pattern-lens"]
+
+
 def test_every_variant_runs_and_stores_the_reference_patterns(gpt2_dir, tmp_path, cli_env):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
     out = tmp_path / "results.json"
     args = ["--models", str(gpt2_dir), "--prompts", str(prompts), "-n", "4", "--batch-size", "2"]
-    args += ["--device", "cpu", "--no-scaling", "--no-viewer", "--out", str(out), "--variants"]
-    result = run_cli([*args, *VARIANTS], cli_env, module="lens_cache.bench")
+    args += ["--device", "cpu", "--no-scaling", "--no-viewer", "--no-processes"]
+    args += ["--out", str(out), "--variants"]
+    result = run_cli([*args, *OURS], cli_env, module="lens_cache.bench")
     assert result.returncode == 0, result.stderr
     rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == set(VARIANTS)
+    assert set(rows) == set(OURS)
     assert {r["prompts"] for r in rows.values()} == {4}
-    assert rows["default"]["max_diff"] < 1e-5  # the same float32 patterns, batched the same
+    assert {r["reference"] for r in rows.values()} == {"reimplemented"}
+    for variant in ("default", "default+viewer"):  # the same float32 patterns, batched the same
+        assert rows[variant]["max_diff"] < 1e-5
     assert rows["head_contributions"]["max_diff"] < 1e-5  # and with the contributions beside
     heads, default = rows["head_contributions"], rows["default"]
     assert heads["bytes_per_prompt"] > default["bytes_per_prompt"]
     assert 0 < rows["fastest"]["max_diff"] < 1e-3  # float16 rounding, and no more
     assert rows["fastest"]["bytes_per_prompt"] < rows["default"]["bytes_per_prompt"]
     assert 0 < rows["logits"]["bytes_per_prompt"] < rows["logit_lens"]["bytes_per_prompt"]
-    bound, ref = rows["forward_copy"], rows["reference"]
+    bound, ref = rows["forward_copy"], rows["reimplemented"]
     for r in rows.values():  # the ratio columns are the ratios of the measured columns
         assert r["bound"] == "forward_copy"
         assert r["x_bound"] == pytest.approx(r["wall_s"] / bound["wall_s"])
@@ -86,3 +93,14 @@ def test_max_diff_sees_a_difference_and_a_missing_prompt(tmp_path):
     assert max_diff(reference, _store(tmp_path / "off", 0.25)) == pytest.approx(0.25)
     with pytest.raises(SystemExit, match="did not store the prompts the reference did"):
         max_diff(reference, _store(tmp_path / "fewer", 0.5, hashes=("a",)))
+
+
+def test_viewer_row_builds_rebuilds_and_draws_a_head():
+    import shutil
+
+    from lens_cache.bench import viewer_timing
+
+    row = viewer_timing(4, long_head=False)
+    assert row["prompts"] == 4 and row["build_s"] > 0 and row["rebuild_unchanged_s"] > 0
+    if shutil.which("chromium"):
+        assert row["home_ready_ms"] > 0 and row["head_draw_ms"] > 0

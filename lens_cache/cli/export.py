@@ -14,6 +14,7 @@ import sys
 
 from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
 from lens_cache.layout import (
+    DEFAULT_MODEL,
     DTYPES,
     HOOK_KINDS,
     INDEX_HTML,
@@ -24,7 +25,6 @@ from lens_cache.layout import (
     could_name_hook_point,
     default_save_path,
 )
-from lens_cache.models import DEFAULT_MODEL
 from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES
 from lens_cache.prompts import DEFAULT_PROMPTS
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from lens_cache import store
-from lens_cache.capture import Capture
 from lens_cache.errors import HubIntegrityError, SettingsMismatchError, UnsafeRepoPathError
 from lens_cache.hub._client import check_repo_id, download, hub_errors, read_manifest
 from lens_cache.hub._layout import (
@@ -310,6 +309,8 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
         side.unlink(missing_ok=True)
     full = {**record, "lens_cache": {**layout.describe(), "model": plan.name, "hub": hub_info}}
     ids = list(record.get("token_ids") or [])
+    from lens_cache.capture import Capture  # imports torch: only once something is pulled
+
     capture = Capture(prompt=record, ids=ids, patterns=patterns, residuals=residuals)
     for kind, layers in layout.per_prompt.items():
         spec, tensors = PROMPT_KINDS[kind], getattr(capture, PROMPT_KINDS[kind].capture_field)

@@ -11,9 +11,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lens_cache.errors import HubIntegrityError
 from lens_cache.hub._layout import (
@@ -41,6 +41,9 @@ from lens_cache.layout import (
 )
 from lens_cache.progress import warn
 from lens_cache.reader import Store
+
+if TYPE_CHECKING:  # imported where tensors are made: `hub --help` stays light
+    import torch
 
 # --- shards ----------------------------------------------------------------------------------
 
@@ -248,6 +251,8 @@ def safetensors_header(entries, metadata: dict) -> bytes:
 
 def tensor_bytes(array, dtype: str) -> memoryview:
     """The little-endian bytes of `array` (numpy or torch) cast to `dtype`."""
+    import torch
+
     tensor = torch.as_tensor(
         np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array
     )
@@ -330,6 +335,8 @@ class ShardReader:
         with open(self.local, "rb") as f:
             f.seek(self.base + start)
             raw = bytearray(f.read(expected))
+        import torch
+
         return torch.frombuffer(raw, dtype=TENSOR_DTYPES[dtype]).reshape(shape)
 
     def fields(self, hash_: str, kind: PromptKind, n_tokens: int) -> dict[str, torch.Tensor]:

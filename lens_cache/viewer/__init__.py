@@ -16,6 +16,12 @@ Files written
                                           thumbnails, per-head metrics, residual norms
     <save>/viewer_data/<model>/<hash>/L<layer>.js LENS.chunk(key, {...}): one layer's patterns
     <save>/viewer_data/<model>/<hash>/stamp.json  what the data was built from (incremental)
+    <save>/viewer_data/manifest.npz      every prompt's stamp and per-head metrics in one file:
+                                          what an unchanged rebuild reads (``_manifest``)
+
+An export makes each prompt's data in its writer threads, from the tensors it has just written
+(:class:`PromptDataProducer`, ``_produce``); a build from disk (``write_viewer``) makes the same
+bytes for stores written by pattern-lens, by older versions, or pulled from the Hub.
 
 ``<model>`` is the model name made safe for a file name (``models[].slug`` in the index).
 
@@ -90,6 +96,7 @@ from lens_cache.viewer._build import (
 )
 from lens_cache.viewer._encode import THUMB_SIZE, read_data_script
 from lens_cache.viewer._inline import INLINE_BUDGET, inline_page
+from lens_cache.viewer._produce import PromptDataProducer
 
 __all__ = [
     "APP_DIR",
@@ -98,6 +105,7 @@ __all__ = [
     "FORMAT_VERSION",
     "INLINE_BUDGET",
     "OLD_ASSETS",
+    "PromptDataProducer",
     "SCRIPTS",
     "THUMB_SIZE",
     "assets_dir",

@@ -55,9 +55,11 @@ from lens_cache.viewer._encode import (
     script_call,
     thumbnail,
 )
+from lens_cache.viewer._manifest import MANIFEST_NAME, Manifest, write_manifest
 from lens_cache.viewer._predictions import prediction_data
 
 FORMAT_VERSION = 6  # 4: predictions; 5: the duplicate-token metric; 6: head contributions
+MANIFEST_VERSION = {"format": FORMAT_VERSION, "thumb_size": THUMB_SIZE}
 DATA_DIR = VIEWER_DATA_DIR
 # The viewer's classic scripts (not ES modules: those do not load from file:// in Chromium), in
 # the order index.html loads them: core.js first, router.js (which boots the page) last.
@@ -130,8 +132,7 @@ def model_slug(name: str) -> str:
 
 def read_models(save: Path) -> list[dict]:
     """Every model's `model_cfg.json`, sorted by name, as the reader lists them."""
-    store = Store(save)
-    models = [{**store.model_cfg(name), "model_name": name} for name in store.models()]
+    models = [read_model(save, name) for name in Store(save).models()]
     for cfg in models:
         if cfg["model_name"] == DATA_DIR:
             raise StoreCorruptError(
@@ -187,20 +188,30 @@ def resid_norms(path: Path, n_tokens: int, log: Callable[[str], None]) -> dict |
         return None
     from safetensors import safe_open
 
-    found: dict[str, dict[int, np.ndarray]] = {}
     with safe_open(str(path), framework="numpy") as f:
-        for key in f.keys():
-            parsed = parse_hook_name(key)
-            if not parsed or parsed[0] == PATTERN:
-                continue
-            dtype = f.get_slice(key).get_dtype()
-            arr = read_bf16(path, key) if dtype == "BF16" else f.get_tensor(key)
-            arr = np.asarray(arr, dtype=np.float32).reshape(-1, arr.shape[-1])
-            if arr.shape[0] != n_tokens:
-                log(f"viewer: skipping {key} in {path}: {arr.shape[0]} rows, {n_tokens} tokens")
-                continue
-            kind, layer = parsed
-            found.setdefault(kind, {})[layer] = np.linalg.norm(arr, axis=-1)
+
+        def read(key: str) -> np.ndarray:
+            bf16 = f.get_slice(key).get_dtype() == "BF16"
+            return read_bf16(path, key) if bf16 else f.get_tensor(key)
+
+        return norms_of(f.keys(), read, n_tokens, log, path)
+
+
+def norms_of(keys, read: Callable[[str], np.ndarray], n_tokens: int, log, where) -> dict | None:
+    """:func:`resid_norms` of the residual tensors among `keys`, each read by `read(key)`
+    (from the file, or from the tensors an export holds in memory: the same numbers)."""
+    found: dict[str, dict[int, np.ndarray]] = {}
+    for key in keys:
+        parsed = parse_hook_name(key)
+        if not parsed or parsed[0] == PATTERN:
+            continue
+        arr = read(key)
+        arr = np.asarray(arr, dtype=np.float32).reshape(-1, arr.shape[-1])
+        if arr.shape[0] != n_tokens:
+            log(f"viewer: skipping {key} in {where}: {arr.shape[0]} rows, {n_tokens} tokens")
+            continue
+        kind, layer = parsed
+        found.setdefault(kind, {})[layer] = np.linalg.norm(arr, axis=-1)
     return _stack_norms(found)
 
 
@@ -277,11 +288,28 @@ def stored_layers(prompt: dict, keys: list[str]) -> list[int]:
     return sorted(int(i) for i in layers)
 
 
-def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
+class StoredArrays:
+    """Where :func:`build_prompt` takes a prompt's patterns and residual norms from: its files
+    in the store. (`lens_cache.viewer._produce.CapturedArrays` takes the same numbers from the
+    tensors an export has just written.)"""
+
+    def __init__(self, src: Path):
+        self.src = src
+
+    def patterns(self, prompt: dict, n_heads: int, n_tokens: int):
+        return iter_patterns(self.src, prompt, n_heads, n_tokens)
+
+    def resid_norms(self, n_tokens: int, log) -> dict | None:
+        return resid_norms(self.src / RESIDUALS_NAME, n_tokens, log)
+
+
+def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=None) -> dict:
     """Write the data scripts of one prompt of one model; return its stamp plus its metrics.
 
     ``stamp.json`` (written last, so an interrupted build is redone) records the source files'
     sizes and mtimes; the metrics live in ``prompt.js``, where a later run reads them back.
+    `arrays` (default: :class:`StoredArrays` of the prompt's folder) gives the patterns and
+    residual norms; every other kind of data is read from the prompt's files.
     """
     src = source_dir(save, cfg, prompt)
     sig = source_sig(src)  # before reading: a file changed while we read gets rebuilt next time
@@ -289,6 +317,8 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
     n_heads = int(cfg["n_heads"])
     n_tokens = int(prompt.get("n_tokens") or len(prompt.get("tokens") or []))
     tokens = prompt_tokens(prompt, n_tokens)
+    arrays = arrays or StoredArrays(src)
+    remove_orphaned_tmps(out)  # of an interrupted build of this prompt
     layers, per_layer, thumbs, written = [], [], [], 0
     pattern_file = src / (NPZ_NAME if (src / NPZ_NAME).is_file() else STACKED_NAME)
     with reading(src / HEADS_NAME, save):
@@ -296,7 +326,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
     heads = contributions and viewer_heads.PromptHeads(contributions)
     thumbs_too = n_tokens > THUMB_SIZE  # shorter prompts: the page draws from the chunks
     with reading(pattern_file, save):
-        for layer, pat in iter_patterns(src, prompt, n_heads, n_tokens):
+        for layer, pat in arrays.patterns(prompt, n_heads, n_tokens):
             layers.append(layer)
             per_layer.append(M.head_metrics(pat, tokens))
             if thumbs_too:
@@ -307,7 +337,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log) -> dict:
             written += write_atomic(out / f"L{layer}.js", chunk)
     summary = metric_summary(per_layer, tokens)
     with reading(src / RESIDUALS_NAME, save):
-        resid = resid_norms(src / RESIDUALS_NAME, n_tokens, log)
+        resid = arrays.resid_norms(n_tokens, log)
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
     payload["pred"], lens = prediction_data(src, encode_array)
     payload["heads"] = heads.payload(encode_array, nan_to_none) if heads else None
@@ -403,6 +433,8 @@ def fresh_stamp(save: Path, cfg: dict, prompt: dict, out: Path) -> dict | None:
 def prompt_summary(stamp: dict) -> dict:
     """Per-prompt numbers for the home table: the max over heads of each score (is there a
     head doing this on this prompt?) and the mean over heads of the entropies."""
+    if "summary" in stamp:  # kept in the manifest
+        return stamp["summary"]
     out = {}
     for name in M.METRIC_NAMES:
         values = np.array(stamp["metrics"][name], dtype=np.float64).ravel()
@@ -443,9 +475,15 @@ def model_summary(cfg: dict, stamps: list[dict]) -> dict:
     (induction needs a repeated token); ``count`` says how many prompts that was.
     """
     n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
-    avg, counts = average_metrics(cfg, [(s["metrics"], s["layers"]) for s in stamps])
-    for name in M.METRIC_NAMES:  # a model without patterns: every head NaN
-        avg.setdefault(name, np.full((n_layers, n_heads), np.nan))
+    shape = (len(M.METRIC_NAMES), n_layers, n_heads)
+    every = np.stack([metrics_array(s, shape) for s in stamps]) if stamps else np.zeros((0, *shape))
+    finite = np.isfinite(every)
+    # summed prompt after prompt (a reduction over the outer axis), whichever path the stamps
+    # came by: the same numbers from the manifest as from a full build
+    sums, count = np.where(finite, every, 0.0).sum(axis=0), finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avg = {n: sums[k] / count[k] for k, n in enumerate(M.METRIC_NAMES)}
+    counts = {n: count[k] for k, n in enumerate(M.METRIC_NAMES)}
     base = {n: _nanmean([s["baseline"].get(n) for s in stamps]) for n in M.METRIC_NAMES}
     labels = [
         M.label_heads({n: avg[n][layer] for n in M.SCORE_NAMES}, base) for layer in range(n_layers)
@@ -463,6 +501,18 @@ def model_summary(cfg: dict, stamps: list[dict]) -> dict:
             "dla": nan_to_none(heads["dla"]),
         },
     }
+
+
+def metrics_array(stamp: dict, shape: tuple[int, int, int]) -> np.ndarray:
+    """A stamp's per-head metrics as float64 ``[metrics, n_layers, n_heads]``, NaN where not
+    defined or the layer not stored (kept as is in the manifest)."""
+    if "metrics_array" not in stamp:
+        arr = np.full(shape, np.nan)
+        for k, name in enumerate(M.METRIC_NAMES):
+            values = np.array(stamp["metrics"][name], dtype=np.float64).reshape(-1, shape[-1])
+            arr[k, stamp["layers"]] = values
+        stamp["metrics_array"] = arr
+    return stamp["metrics_array"]
 
 
 def _nanmean(values) -> float:
@@ -534,15 +584,32 @@ def prune(data_root: Path, keep: set[Path]) -> int:
     return removed
 
 
-def remove_build_orphans(*roots: Path) -> None:
-    """Temp files an interrupted build left (their writer is dead; see `store.tmp_name`)."""
-    for root in roots:
-        for folder in [root, *(p.parent for p in root.rglob(".*.tmp-*"))]:
-            remove_orphaned_tmps(folder)
+def remove_build_orphans(app_dir: Path, data_root: Path) -> None:
+    """Temp files an interrupted build left (their writer is dead; see `store.tmp_name`) in the
+    page's folders and each model's: not a walk over every prompt's folder, which an unchanged
+    rebuild must not pay. A prompt's own are removed when it is built again, which an
+    interrupted prompt always is (its stamp.json is written last)."""
+    models = [p for p in data_root.iterdir() if p.is_dir()] if data_root.is_dir() else []
+    for folder in (app_dir, data_root, *models):
+        remove_orphaned_tmps(folder)
 
 
-def dir_bytes(root: Path, pattern: str) -> int:
-    return sum(p.stat().st_size for p in root.rglob(pattern) if p.is_file())
+def dir_bytes(root: Path, pattern: str, recursive: bool = True) -> int:
+    found = root.rglob(pattern) if recursive else root.glob(pattern)
+    return sum(p.stat().st_size for p in found if p.is_file())
+
+
+def pattern_bytes(stamp: dict) -> int:
+    """The size of the pattern file a prompt's viewer data was built from (as its stamp
+    recorded, and checked still true)."""
+    return sum(
+        stamp["source"][name][0] for name in (NPZ_NAME, STACKED_NAME) if stamp["source"].get(name)
+    )
+
+
+def data_bytes(out: Path, stamp: dict) -> int:
+    """The size of a prompt's viewer files (those its stamp lists, and the stamp)."""
+    return sum((out / name).stat().st_size for name in [*stamp["files"], "stamp.json"])
 
 
 # ---------------------------------------------------------------- entry point
@@ -587,8 +654,9 @@ def write_viewer(
     data_root = save / DATA_DIR
     remove_build_orphans(save / APP_DIR, data_root)
     jobs, keep = plan_jobs(save, data_root)
-    stamps, built, written = run_jobs(save, jobs, log, workers, force)
-    models, entries, texts = [], [], {}
+    manifest = Manifest(data_root, MANIFEST_VERSION)
+    stamps, built, written = run_jobs(save, jobs, log, workers, force, manifest)
+    models, entries, texts, kept = [], [], {}, []
     for m_index, (cfg, prompts) in enumerate(jobs_by_model(jobs, stamps)):
         model_stamps = [stamps[(cfg["model_name"], p["hash"])] for p in prompts]
         models.append(model_entry(cfg, prompts, model_stamps))
@@ -596,6 +664,7 @@ def write_viewer(
             save, data_root / models[-1]["slug"], cfg, prompts, emit_script
         )
         written += top_bytes
+        kept.append((cfg["model_name"], [p["hash"] for p in prompts], model_stamps))
         for prompt, stamp in zip(prompts, model_stamps, strict=True):
             entries.append(entry_of(m_index, prompt, stamp))
             texts[prompt["hash"]] = {
@@ -606,6 +675,8 @@ def write_viewer(
     written += write_if_changed(data_root / "lens_index.js", index)
     written += write_page(save)
     pruned = prune(data_root, keep)
+    if pruned or not manifest.gave_all(stamps):
+        written += write_manifest(data_root / MANIFEST_NAME, MANIFEST_VERSION, kept)
     report = {
         "index_html": save / INDEX_HTML,
         "models": len(models),
@@ -614,10 +685,12 @@ def write_viewer(
         "skipped": len(entries) - built,
         "pruned": pruned,
         "bytes_written": written,
-        "viewer_bytes": dir_bytes(data_root, "*")
+        # from the stamps, not a walk over every file: an unchanged rebuild stays cheap
+        "viewer_bytes": sum(s["data_bytes"] for s in stamps.values())
+        + dir_bytes(data_root, "*", recursive=False)
         + dir_bytes(save / APP_DIR, "*")
         + (save / INDEX_HTML).stat().st_size,
-        "npz_bytes": dir_bytes(save, NPZ_NAME) + dir_bytes(save, STACKED_NAME),
+        "npz_bytes": sum(pattern_bytes(s) for s in stamps.values()),
         "seconds": round(time.perf_counter() - start, 3),
     }
     log(
@@ -625,6 +698,11 @@ def write_viewer(
         f"{pruned} removed) in {report['seconds']} s -> {report['index_html']}"
     )
     return report
+
+
+def read_model(save: Path, name: str) -> dict:
+    """One model's `model_cfg.json` in :func:`read_models`' form."""
+    return {**Store(save).model_cfg(name), "model_name": name}
 
 
 def plan_jobs(save: Path, data_root: Path):
@@ -647,11 +725,12 @@ def jobs_by_model(jobs, stamps: dict):
     return list(grouped.values())
 
 
-def run_jobs(save: Path, jobs, log, workers: int | None, force: bool):
-    """Build what is stale, in threads; return ``({(model, hash): stamp}, built, bytes)``."""
+def run_jobs(save: Path, jobs, log, workers: int | None, force: bool, manifest: Manifest):
+    """Build what is stale, in threads; return ``({(model, hash): stamp}, built, bytes)``.
+    Each stamp comes with its home-table `summary` (from the manifest, or computed)."""
     stamps, todo = {}, []
     for cfg, prompt, out in jobs:
-        stamp = None if force else fresh_stamp(save, cfg, prompt, out)
+        stamp = None if force else known_stamp(save, cfg, prompt, out, manifest)
         if stamp is None:
             todo.append((cfg, prompt, out))
         else:
@@ -664,7 +743,9 @@ def run_jobs(save: Path, jobs, log, workers: int | None, force: bool):
             stamp = _built_or_skipped(fut, save)
             if stamp is None:
                 continue
-            written += stamp.pop("bytes_written")
+            stamp["data_bytes"] = stamp.pop("bytes_written")
+            written += stamp["data_bytes"]
+            stamp["summary"] = prompt_summary(stamp)
             stamps[(cfg["model_name"], prompt["hash"])] = stamp
             if (k + 1) % 100 == 0:
                 log(f"viewer: built {k + 1}/{len(todo)} prompts")
@@ -681,6 +762,19 @@ def _built_or_skipped(future, save: Path) -> dict | None:
     except DamagedFileError as e:
         warn(f"viewer: skipped a prompt: {e}")
         return None
+
+
+def known_stamp(save: Path, cfg: dict, prompt: dict, out: Path, manifest: Manifest):
+    """The up-to-date stamp of a prompt's viewer data, from the manifest (no per-prompt file
+    read) or else from its `stamp.json` and `prompt.js`; None when it must be built."""
+    source = source_sig(source_dir(save, cfg, prompt))
+    stamp = manifest.fresh(cfg["model_name"], prompt["hash"], source, out)
+    if stamp is None:
+        stamp = fresh_stamp(save, cfg, prompt, out)
+        if stamp is not None:
+            stamp["summary"] = prompt_summary(stamp)
+            stamp["data_bytes"] = data_bytes(out, stamp)
+    return stamp
 
 
 def model_entry(cfg: dict, prompts: list[dict], stamps: list[dict]) -> dict:
