@@ -39,10 +39,20 @@ def top_cells(
     n_heads, _, t = scores.shape
     flat = scores.reshape(n_heads, -1).astype(np.float64)
     flat[np.isnan(flat)] = -np.inf
-    k = min(k, int(np.isfinite(flat[0]).sum()))
-    order = np.argsort(-flat, axis=1, kind="stable")[:, :k]  # the same mask for every head
+    k = min(k, int(np.isfinite(flat[0]).sum()))  # the same mask for every head
+    order = np.stack([_best(row, k) for row in flat]) if k else np.zeros((n_heads, 0), int)
     values = np.take_along_axis(flat, order, axis=1)
     return np.stack([values, order // t, order % t], axis=-1).astype(np.float32)
+
+
+def _best(row: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the `k` largest values of `row`, largest first, ties by index: what a
+    stable descending sort gives, found by a partition (a full sort of a layer's T^2 cells
+    per head cost more than the forward pass)."""
+    kth = np.partition(row, row.size - k)[row.size - k]  # the k-th largest value
+    above = np.flatnonzero(row > kth)
+    chosen = np.concatenate([above, np.flatnonzero(row == kth)[: k - above.size]])
+    return chosen[np.lexsort((chosen, -row[chosen]))]
 
 
 def pattern_candidates(
