@@ -363,7 +363,7 @@ class Store:
             A `transformer_lens.ActivationCache` (`has_batch_dim=True`).
 
         Raises:
-            ActivationsMissingError: nothing is stored for the prompt.
+            ActivationsMissingError: the model or the prompt is not in the store.
         """
         import torch
         from safetensors import safe_open
