@@ -32,17 +32,18 @@ from jaxtyping import Float, Int
 
 from lens_cache.errors import HookNotFiredError
 from lens_cache.layout import heads_member as member_name
+from lens_cache.layout import hook_name, site_hook
 
 
 def cache_names(layers, n_layers: int) -> list[str]:
     """The hooks a batch must cache: each stored layer's values and head outputs, and the
     final residual (the final norm's input, whose scale the DLA freezes)."""
-    names = [f"blocks.{i}.attn.hook_{v}" for i in layers for v in ("v", "z")]
+    names = [site_hook(f"attn.hook_{v}", i) for i in layers for v in ("v", "z")]
     return [*names, final_resid_name(n_layers)]
 
 
 def final_resid_name(n_layers: int) -> str:
-    return f"blocks.{n_layers - 1}.hook_resid_post"
+    return hook_name("resid_post", n_layers - 1)
 
 
 def value_norms(
@@ -100,7 +101,7 @@ def contributions(model, cache: dict, ids: Int[torch.Tensor, "batch pos"], layer
         directions = dla_directions(ids, scale, model.W_U, weight, model.final_norm_centres)
         for layer in layers:
             W_O = model.W_O(layer)
-            v, z = (cache[f"blocks.{layer}.attn.hook_{k}"] for k in ("v", "z"))
+            v, z = (cache[site_hook(f"attn.hook_{k}", layer)] for k in ("v", "z"))
             _check(v, z, W_O, ids.shape, layer)
             out[member_name(layer, "value_norms")] = value_norms(v, W_O)
             out[member_name(layer, "dla")] = head_dla(z, W_O, directions)

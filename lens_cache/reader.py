@@ -65,6 +65,7 @@ from lens_cache.layout import (
     hook_site,
     lens_member,
     parse_heads_member,
+    parse_lens_member,
     resid_kind,
     site_hook,
 )
@@ -76,7 +77,6 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: listing a store n
 
 # prompt.json keys that are not metadata; pattern-lens keeps metadata beside them.
 RECORD_KEYS = ("text", "hash", "n_tokens", "tokens", "token_ids", "meta", "lens_cache", "mean_loss")
-_LENS_KEY = re.compile(r"^blocks\.(\d+)\.logit_lens\.loss$")
 _HASH = re.compile(r"^[A-Za-z0-9_-]+$")  # url-safe base64: never a path such as ".."
 
 
@@ -437,7 +437,8 @@ class Store:
         directory = self._prompt_dir(model, prompt)
         path = self._kind_path(model, directory, "logit_lens", LOGIT_LENS_NAME)
         with safe_open(str(path), "np") as f:
-            stored = sorted(int(m.group(1)) for k in f.keys() if (m := _LENS_KEY.match(k)))
+            members = (parse_lens_member(k) for k in f.keys())
+            stored = sorted(p[0] for p in members if p and p[1] == "loss")
             where = f"prompt {directory.name} of model {model} (logit_lens)"
             chosen = select_layers(layers, stored, self._n_layers(model, stored), where)
             return {

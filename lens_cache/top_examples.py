@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 from jaxtyping import Float
 
-from lens_cache.layout import TOP_BY, parse_heads_member, parse_hook_name
+from lens_cache.layout import TOP_BY, heads_member, parse_heads_member, parse_hook_name
 from lens_cache.layout import top_member as member_name
 
 K = 32
@@ -92,7 +92,7 @@ def watch(patterns, contributions: dict, found: dict) -> Iterator[tuple[str, np.
     adding each layer's attention and value-weighted candidates to `found` on the way."""
     for name, array in patterns:
         _, layer = parse_hook_name(name)
-        norms = contributions.get(f"blocks.{layer}.attn.value_norms")
+        norms = contributions.get(heads_member(layer, "value_norms"))
         norms = None if norms is None else _np(norms)
         for by, rows in pattern_candidates(array[0], norms).items():
             found[member_name(layer, by)] = rows
