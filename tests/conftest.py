@@ -111,6 +111,18 @@ def boot(path: Path):
     return load_model(str(path), device="cpu")
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one CPU thread for this test: two runs that must give the same bytes then do the
+    same arithmetic. With two threads, how a reduction is split can change the last bit of a
+    float from one run to the next when the machine is loaded (seen only with both suites
+    running at once)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def gpt2_model(gpt2_dir):
     return boot(gpt2_dir)

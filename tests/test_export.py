@@ -301,7 +301,7 @@ def test_out_of_memory_halves_the_batch(gqa_model, tmp_path):
             np.testing.assert_allclose(a[key], b[key], atol=1e-5, rtol=0)
 
 
-def test_pipelined_and_sequential_writes_are_byte_identical(gqa_model, tmp_path):
+def test_pipelined_and_sequential_writes_are_byte_identical(gqa_model, tmp_path, one_thread):
     for writers in (0, 3):
         export(
             gqa_model,
@@ -337,7 +337,7 @@ def test_float16_patterns_are_opt_in_and_close(gqa_model, tmp_path):
 GROUPED_HOOKS = ["pattern", "resid_post", "head_contributions"]
 
 
-def test_a_prompt_over_the_byte_cap_is_captured_in_layer_groups(gqa_model, tmp_path):
+def test_a_prompt_over_the_byte_cap_is_captured_in_layer_groups(gqa_model, tmp_path, one_thread):
     """With a cap below one prompt's cache, each pass caches one layer; the files are the same
     bytes as a whole-prompt capture (layers in order, same deflate)."""
     seen = []
