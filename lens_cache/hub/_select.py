@@ -29,6 +29,7 @@ from lens_cache.hub._layout import (
     ModelPlan,
     check_hash,
     check_model_name,
+    hook_fields,
     pooled_entries,
     pooled_files_complete,
     read_table,
@@ -57,8 +58,10 @@ class Selection:
         heads (`str | list`, *optional*): `"5.1,5.3"` or `[(5, 1), (5, 3)]`.
         kinds (`tuple[str]`, *optional*): any of `patterns`, `resid_pre`, `resid_mid`,
             `resid_post`, `predictions` (or `logits`: what the model predicted, whole),
-            `logit_lens` (by layer), `pooled` (every pooled dataset of the selected models,
-            whole); `pattern` is `patterns`.
+            `logit_lens` (by layer), `head_contributions` (by layer), `hooks` (every other
+            hook point stored, by layer; those outside the blocks go whatever `layers` says),
+            `pooled` (every pooled dataset of the selected models, whole); `pattern` is
+            `patterns`.
 
     Raises:
         HubSelectionError: an unknown kind, a `meta` item without `=`, or `layers` / `heads`
@@ -262,14 +265,14 @@ def choose_tensors(
 
 
 def _kind_tensors(name, kind, layers, have: dict, heads: dict, where: str) -> dict:
-    if None in have:  # a per-prompt kind without layers goes whole
-        return {None: ()}
-    out = {}
+    """`{layer: heads or fields}` of one kind; what has no layer (a kind without layers, hook
+    points outside the blocks) goes whatever the layers."""
+    out = {None: have[None]} if None in have else {}
     for layer in layers:
         if layer not in have:
             continue
         if kind != PATTERNS:
-            out[layer] = ()
+            out[layer] = have[layer]  # `()`, or a named kind's fields at that layer
             continue
         wanted = heads.get(layer, have[layer])
         absent = sorted(set(wanted) - set(have[layer]))
@@ -371,17 +374,22 @@ def _stored_tensors(cfg: dict) -> dict[str, dict[int, tuple[int, ...]]]:
         if kind in lc.get("hooks", []):
             available[kind] = {int(layer): () for layer in lc.get("resid_layers", layers)}
     for kind in PROMPT_KINDS.values():
-        if kind.export_kind in lc.get("predictions", []) + lc.get("hooks", []):
+        if kind.named and lc.get("extra_hooks"):
+            available[kind.name] = hook_fields(lc["extra_hooks"])
+        elif kind.export_kind in lc.get("predictions", []) + lc.get("hooks", []):
             kind_layers = lc.get(f"{kind.name}_layers", layers)  # a pulled store may hold fewer
             available[kind.name] = _prompt_kind_layers(kind.name, kind_layers)
     return available
 
 
-def _prompt_kind_layers(kind: str, layers) -> dict:
-    """`{layer: ()}` of a per-prompt kind: `{None: ()}` for one without layers."""
+def _prompt_kind_layers(kind: str, listed) -> dict:
+    """`{layer: ()}` of a per-prompt kind from its layers: `{None: ()}` for one without layers;
+    `{layer: fields}` of a named kind from its member names."""
+    if PROMPT_KINDS[kind].named:
+        return hook_fields(listed)
     if not PROMPT_KINDS[kind].layered:
         return {None: ()}
-    return {int(layer): () for layer in layers}
+    return {int(layer): () for layer in listed}
 
 
 def build_plans(candidates, sel: Selection, where: str, pooled_hint: str = "") -> list[ModelPlan]:
