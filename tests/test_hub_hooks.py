@@ -137,6 +137,8 @@ def test_pull_of_one_layer_takes_its_hooks_and_those_outside_the_blocks(hooked, 
             assert json.loads(f.metadata()["hooks"]) == wanted  # in the exported (firing) order
         assert all(torch.equal(got[n], want[n]) for n in wanted)
         assert back.prompt(m, r["hash"])["lens_cache"]["extra_hooks"] == wanted
+        mlp = back.activations(m, r["hash"], "hook_mlp_out")  # [layers pulled, T, d_model]
+        assert torch.equal(mlp, want["blocks.1.hook_mlp_out"][None])
     assert verify_store(used["work"] / "one", quiet=True)[0] == []  # checks the promised hooks
 
 
