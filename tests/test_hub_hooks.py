@@ -24,7 +24,7 @@ from tests.hubserver import HubServer
 from tests.test_hooks import _live
 from tests.test_hub import PROMPTS, TOKENS, _blob, _head, run_child
 
-REPO_ID, HALF_ID = "alice/hooks", "alice/hooks16"
+REPO_ID, HALF_ID, SOME_ID = "alice/hooks", "alice/hooks16", "alice/some-hooks"
 # a glob over every layer, a block site at each of --layers, hooks before and after the blocks
 # (so their firing order is not their sorted order)
 OUTSIDE = ["hook_embed", "ln_final.hook_normalized"]
@@ -54,7 +54,9 @@ def hooked(gpt2_model, gqa_model, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def used(hub, hooked, tmp_path_factory) -> dict:
     """One child pushes the hook points alone with the CLI, pulls them whole, then layer 1 of
-    one model; then pushes them with resid_post as float16, dry-runs that push, and pulls it."""
+    one model; then pushes them with resid_post as float16, dry-runs that push, and pulls it;
+    then pushes some hook points (a brace list and a name), pulls one block site, and asks for
+    a hook point that is not there and for hook points without the kind."""
     work = tmp_path_factory.mktemp("hooks-hub")
     save, m = str(hooked["save_path"]), sorted(hooked["hooks"])[0]
     out = run_child(
@@ -69,6 +71,12 @@ def used(hub, hooked, tmp_path_factory) -> dict:
         out["half"] = cli("push", "--repo", {HALF_ID!r}, "-s", {save!r}, *half)
         out["dry"] = cli("push", "--repo", {HALF_ID!r}, "-s", {save!r}, *half, "--dry-run")
         out["half_pull"] = cli("pull", "--repo", {HALF_ID!r}, "-s", "half", "-q")
+        some = ["--kinds", "hooks", "--hooks", "blocks.{{0,1}}.hook_mlp_out", "hook_embed"]
+        out["some"] = cli("push", "--repo", {SOME_ID!r}, "-s", {save!r}, *some)
+        out["z"] = cli("pull", "--repo", {REPO_ID!r}, "-s", "z", "--hooks", "attn.hook_z", "-q")
+        out["nope"] = cli("pull", "--repo", {REPO_ID!r}, "-s", "nope", "--hooks", "hook_nope")
+        out["no_kind"] = cli("push", "--repo", {SOME_ID!r}, "-s", {save!r}, "--hooks",
+                             "hook_embed", "--dry-run")
         """,
     )
     out["work"] = work
@@ -156,3 +164,23 @@ def test_a_float16_push_casts_hooks_like_residuals_with_exact_dry_run_sizes(hub,
             assert all(torch.equal(got[n], want[n].to(torch.float16)) for n in want)
             resid = back.residuals(m, r["hash"], hook="resid_post")
             assert resid.dtype == torch.float16
+
+
+def test_hooks_choose_hook_points_by_name_brace_list_or_site(hub, hooked, used):
+    for step in ("some", "z"):
+        _check(used[step])
+    manifest = json.loads(_blob(hub, SOME_ID, "lens_cache.json"))
+    z, store = lens_cache.open(used["work"] / "z"), hooked["store"]
+    for m in hooked["hooks"]:
+        mlp = ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
+        assert manifest["models"][m]["prompt_kinds"] == {"hooks": ["hook_embed", *mlp]}
+        for r in store.prompts(m):
+            got = z.hooks(m, r["hash"])
+            assert list(got) == ["blocks.0.attn.hook_z", "blocks.1.attn.hook_z"]
+            assert all(torch.equal(v, store.hooks(m, r["hash"], [n])[n]) for n, v in got.items())
+    assert used["nope"]["rc"] == 2, used["nope"]["err"]
+    assert (
+        "--hooks hook_nope: no such hook point in this dataset (it holds: blocks.0.attn"
+        in used["nope"]["err"]
+    )
+    assert used["no_kind"]["rc"] == 2 and "add hooks to --kinds" in used["no_kind"]["err"]
