@@ -32,6 +32,7 @@ from lens_cache.layout import (
     PATTERN,
     RESID_KINDS,
     could_name_hook_point,
+    expand_braces,
     hook_site,
     pool_site,
     site_hook,
@@ -180,7 +181,7 @@ def _resolve_one(model: LensModel, points: dict, request: str, layers) -> list[s
     if f"blocks.0.{request}" in points:
         return [_per_token(model, points[site_hook(request, i)]) for i in layers]
     if _GLOB.search(request):
-        matched = [n for p in _braces(request) for n in points if fnmatch.fnmatchcase(n, p)]
+        matched = [n for p in expand_braces(request) for n in points if fnmatch.fnmatchcase(n, p)]
         kept = [n for n in matched if points[n].per_token]
         if kept:
             return kept
@@ -202,15 +203,6 @@ def _per_token(model: LensModel, point: HookPoint) -> str:
             f"vector per token; only per-token hooks can be stored{use}"
         )
     return point.name
-
-
-def _braces(pattern: str) -> list[str]:
-    """`blocks.{3,5}.hook_z` -> `blocks.3.hook_z`, `blocks.5.hook_z` (shell brace lists)."""
-    m = re.search(r"\{([^{}]*)\}", pattern)
-    if not m:
-        return [pattern]
-    head, tail = pattern[: m.start()], pattern[m.end() :]
-    return [out for part in m.group(1).split(",") for out in _braces(head + part + tail)]
 
 
 def _run_all(model: LensModel, n_tokens: int) -> dict[str, torch.Tensor]:

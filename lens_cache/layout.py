@@ -25,6 +25,7 @@ earlier versions read with these.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from collections.abc import Mapping
@@ -186,6 +187,25 @@ def could_name_hook_point(word: str) -> bool:
     """Whether a `--hooks` word that is no stored kind may name TransformerLens hook points:
     every hook point's name has `hook` in it; a glob or brace list may match some."""
     return "hook" in word or bool(_GLOB.search(word))
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """`blocks.{3,5}.hook_z` -> `blocks.3.hook_z`, `blocks.5.hook_z` (shell brace lists)."""
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if not m:
+        return [pattern]
+    head, tail = pattern[: m.start()], pattern[m.end() :]
+    return [out for part in m.group(1).split(",") for out in expand_braces(head + part + tail)]
+
+
+def matches_hook_request(name: str, request: str) -> bool:
+    """Whether a hook point `name` is what a `--hooks` request names: the name itself, its
+    block site (`attn.hook_z` names every layer's), or a glob or brace list matching it."""
+    if request in (name, hook_site(name)[0]):
+        return True
+    return bool(_GLOB.search(request)) and any(
+        fnmatch.fnmatchcase(name, p) for p in expand_braces(request)
+    )
 
 
 def hook_site(name: str) -> tuple[str, int | None]:

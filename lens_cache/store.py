@@ -363,7 +363,11 @@ def write_prompt_dir(
             write_npy(directory / STACKED_NAME, stacked)
         else:
             write_npz(directory / NPZ_NAME, patterns, settings.compress_level)
-    for name, tensors in ((RESIDUALS_NAME, capture.residuals), (HOOKS_NAME, capture.hooks)):
+    # the hooks file lists its hooks in the settings' order (the order they fire), whoever
+    # filled the capture (a Hub pull fills it layer by layer)
+    hooks = {n: capture.hooks[n] for n in settings.extra_hooks if n in capture.hooks}
+    hooks.update(capture.hooks)
+    for name, tensors in ((RESIDUALS_NAME, capture.residuals), (HOOKS_NAME, hooks)):
         if tensors:
             metadata = {
                 "model": model_name,

@@ -56,6 +56,20 @@ def test_scores_equal_detect_head_on_the_live_model(stored, name, exclude):
     np.testing.assert_allclose(ours, theirs.double().numpy(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("name", sorted(TL_NAMES))
+def test_detect_head_on_a_stored_activation_cache_equals_a_live_run(stored, name):
+    """TransformerLens's own detect_head, handed a stored prompt's ActivationCache (without its
+    batch axis, as detect_head's own run makes it) instead of running the model, scores every
+    head as it does on a live run of the same prompt."""
+    live, store, model = stored
+    text = PROMPTS[0]
+    cache = store.activation_cache(model, text, tl_model=live.model).remove_batch_dim()
+    ours = head_detector.detect_head(live.model, text, TL_NAMES[name], cache=cache)
+    theirs = head_detector.detect_head(live.model, text, TL_NAMES[name])
+    assert bool((theirs >= 0).all())  # every head was scored (-1 marks one left out)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
 def test_a_user_function_scores_like_the_builtin(stored):
     _, store, model = stored
     mine = lens_cache.head_scores(store, model, lambda ids: D.induction_target(ids).astype(int))

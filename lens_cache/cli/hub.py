@@ -80,6 +80,12 @@ def _common_args(sp: argparse.ArgumentParser) -> None:
         help="all, first, middle, last, 3, -1, 0,2,4, 2-5 (default: all stored)",
     )
     a("--heads", action=ListOption, join=True, help="only these heads, LAYER.HEAD, e.g. 5.1,5.3")
+    a(
+        "--hooks",
+        action=ListOption,
+        help="only these hook points of --kinds hooks: names, globs or block sites, "
+        "e.g. blocks.*.hook_mlp_out attn.hook_z (default: all stored)",
+    )
     a("--revision", help="branch (push) or branch/tag/commit (pull)")
     a("--endpoint", help="the Hub's URL (default: $HF_ENDPOINT or huggingface.co)")
     a("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -94,6 +100,7 @@ def _selection_kwargs(args) -> dict:
         layers=args.layers,
         heads=args.heads,
         kinds=args.kinds,
+        hooks=args.hooks,
         revision=args.revision,
         endpoint=args.endpoint,
         quiet=args.quiet,

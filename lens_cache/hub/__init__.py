@@ -15,6 +15,10 @@ With kind `pooled`, every pooled dataset of the selected models (`<save>/<model>
 `pooled/<model>/<hook>-<pool>/`, and a pull puts it back where it was: prompt, layer and head
 selections never filter its rows or columns.
 
+With kind `hooks`, each prompt's other hook points (`hooks.safetensors`: what the export's
+`--hooks` named) go by layer, all of them or those `--hooks` chooses, and come back as that
+file, which `Store.hooks` and `Store.activation_cache` read.
+
 The public surface is this module: `push_to_hub`, `pull`, `Selection` (what both take), the
 report types and the errors they raise; the private modules behind it are `_layout` (the
 dataset's files and names), `_select` (the selection), `_shards` (building and reading shards),

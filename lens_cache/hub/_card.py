@@ -12,15 +12,17 @@ from lens_cache.errors import NotALensCacheDatasetError, UnsafeRepoPathError
 from lens_cache.hub._layout import (
     CARD_NAME,
     FORMAT,
+    HOOKS,
     KINDS,
     MANIFEST_NAME,
     MODEL_FILE,
     MODEL_FILES,
     MODELS_TABLE,
+    NEWEST_FORMAT_VERSION,
     PATTERNS,
     POOLED,
+    PREDICTIONS,
     PROMPT_KINDS,
-    PROMPT_KINDS_FORMAT_VERSION,
     PROMPTS_TABLE,
     ModelPlan,
     check_hash,
@@ -36,7 +38,7 @@ from lens_cache.hub._layout import (
 )
 from lens_cache.hub._select import Selection
 from lens_cache.hub._shards import BuiltFile
-from lens_cache.layout import DTYPES, HEAD_CONTRIBUTIONS, RESID_KINDS
+from lens_cache.layout import DTYPES, HEAD_CONTRIBUTIONS, LOGIT_LENS, RESID_KINDS
 
 # --- tables, card, manifest ------------------------------------------------------------------
 
@@ -158,7 +160,12 @@ def manifest_bytes(
 def card_bytes(repo_id: str, plans: list[ModelPlan], dtype: str) -> bytes:
     """The dataset card: YAML for `datasets` and the Hub, then how to use the data."""
     kinds = sorted({k for p in plans for k in p.tensors if k not in PROMPT_KINDS})
-    per_prompt = [k for k in PROMPT_KINDS if any(k in p.tensors for p in plans)]
+    kinds += [
+        k for k in PROMPT_KINDS if PROMPT_KINDS[k].cast and any(k in p.tensors for p in plans)
+    ]
+    per_prompt = [
+        k for k in PROMPT_KINDS if not PROMPT_KINDS[k].cast and any(k in p.tensors for p in plans)
+    ]
     stored = [f"{', '.join(kinds)}, as `{dtype}`"] if kinds else []
     stored += [f"{' and '.join(per_prompt)} (as exported)"] if per_prompt else []
     stored += ["pooled residuals (float32)"] if any(p.pooled for p in plans) else []
@@ -170,6 +177,7 @@ def card_bytes(repo_id: str, plans: list[ModelPlan], dtype: str) -> bytes:
     fetch += _card_prompt_kinds(repo_id, plans)
     if any(HEAD_CONTRIBUTIONS in p.tensors for p in plans):
         fetch += _CARD_HEADS
+    fetch += _card_hooks(repo_id, plans, dtype)
     text = _CARD.format(
         repo_id=repo_id,
         name=repo_id.split("/")[-1],
@@ -210,18 +218,40 @@ def _card_row(p: ModelPlan) -> str:
     resid = ", ".join(
         f"{k} ({_ranges(sorted(v))})" for k, v in p.tensors.items() if k in RESID_KINDS
     )
-    per_prompt = ", ".join(
-        k if None in v else f"{k} ({_ranges(sorted(v))})"
-        for k, v in p.tensors.items()
-        if k in PROMPT_KINDS
-    )
+    per_prompt = ", ".join(_per_prompt_cell(p, k) for k in p.tensors if k in PROMPT_KINDS)
     cells = [p.name, str(p.n_layers), str(p.n_heads), str(p.d_model), str(len(p.records))]
     return "| " + " | ".join([*cells, heads, resid or "none", per_prompt or "none"]) + " |"
 
 
+def _per_prompt_cell(p: ModelPlan, kind: str) -> str:
+    if PROMPT_KINDS[kind].named:
+        return f"{kind} ({len(p.named_members(kind))} hook points)"
+    layers = p.tensors[kind]
+    return kind if None in layers else f"{kind} ({_ranges(sorted(layers))})"
+
+
+def _card_hooks(repo_id: str, plans: list[ModelPlan], dtype: str) -> str:
+    """The card's section naming the hook points pushed ("" when there are none)."""
+    with_hooks = [p for p in plans if HOOKS in p.tensors]
+    if not with_hooks:
+        return ""
+    items = "\n".join(
+        f"- `{p.name}`: " + ", ".join(f"`{n}`" for n in p.named_members(HOOKS)) for p in with_hooks
+    )
+    first = with_hooks[0]
+    layer, sites = next(iter(sorted(first.tensors[HOOKS].items(), key=lambda x: x[0] is None)))
+    return _CARD_HOOKS.format(
+        repo_id=repo_id,
+        items=items,
+        dtype=dtype,
+        example=tensor_path(first.name, HOOKS, layer, None, 0),
+        site=sites[0],
+    )
+
+
 def _card_prompt_kinds(repo_id: str, plans: list[ModelPlan]) -> str:
     """The card's section on predictions and the logit lens ("" when there are none)."""
-    predicting = [k for k in PROMPT_KINDS if k != HEAD_CONTRIBUTIONS]
+    predicting = [PREDICTIONS, LOGIT_LENS]
     first = next((p for p in plans if set(p.tensors) & set(predicting)), None)
     if first is None:
         return ""
@@ -269,7 +299,7 @@ Activations of {n_models} model(s) over {n_prompts} prompt(s), exported from Tra
 with lens_cache. Stored: {stored}. The licence is `other`: the licences of the
 prompts' sources and of the models apply.
 
-| model | layers | heads | d_model | prompts | attention patterns | residual streams | predictions |
+| model | layers | heads | d_model | prompts | attention patterns | residual streams | other |
 |---|---|---|---|---|---|---|---|
 {rows}
 
@@ -334,6 +364,34 @@ _CARD_HEADS = """## What each head moves
 NaN at the last position) and each prompt's top-example candidates `top_attention`,
 `top_value_weighted`, `top_dla` (float32 `[heads, k, 3]` rows of `(value, query, key)`). Pulled
 with lens_cache, they come back as each prompt's `head_contributions.safetensors`, bit for bit.
+
+"""
+
+_CARD_HOOKS = """## Other hook points
+
+Each prompt's activations at these TransformerLens hook points (3.x names), one vector per
+token, as `{dtype}`:
+
+{items}
+
+A hook inside the blocks, `blocks.<L>.<site>`, is in
+`tensors/<model>/hooks/layer_LL-NNNNN.safetensors` under `<hash>/<site>`; one outside them
+(`ln_final.hook_normalized`) in
+`tensors/<model>/hooks-NNNNN.safetensors` under `<hash>/<name>`; each `[T, ...]` (e.g.
+`[T, heads, d_head]` for `attn.hook_z`).
+
+```python
+from datasets import load_dataset
+from huggingface_hub import hf_hub_download
+from safetensors.torch import load_file
+
+prompt = load_dataset("{repo_id}", split="train")[0]
+shard = load_file(hf_hub_download("{repo_id}", "{example}", repo_type="dataset"))
+values = shard[prompt["hash"] + "/{site}"]  # [T, ...]
+```
+
+Pulled with lens_cache, they come back as each prompt's `hooks.safetensors`, which
+`store.hooks(...)` and `store.activation_cache(...)` (a TransformerLens `ActivationCache`) read.
 
 """
 
@@ -413,7 +471,7 @@ def validate_manifest(manifest: dict, repo_id: str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise NotALensCacheDatasetError(f"{repo_id}: {MANIFEST_NAME} is not a lens_cache manifest")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > PROMPT_KINDS_FORMAT_VERSION:
+    if not isinstance(version, int) or version > NEWEST_FORMAT_VERSION:
         raise NotALensCacheDatasetError(
             f"{repo_id} was made by a newer lens_cache (format {version}); upgrade lens_cache"
         )

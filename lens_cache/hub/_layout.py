@@ -8,6 +8,8 @@
     tensors/<model>/resid_post/layer_05-00000.safetensors         {<hash>: [T, d_model]}
     tensors/<model>/predictions-00000.safetensors                 {<hash>/<field>: [T] or [T, k]}
     tensors/<model>/logit_lens/layer_05-00000.safetensors         {<hash>/<field>: [T] or [T, k]}
+    tensors/<model>/hooks/layer_05-00000.safetensors              {<hash>/<site>: [T, ...]}
+    tensors/<model>/hooks-00000.safetensors                       hooks outside the blocks
     models/<model>/vocab.json                                     a model's file, as stored
     pooled/<model>/resid_post-mean/data-00000-of-00001.parquet    a pooled dataset, as stored
 
@@ -30,6 +32,14 @@ shard holds one layer (or the whole file, for a kind without layers) of a run of
 so a pull writes the prompt's file back bit for bit. Files of the model folder they need
 (`vocab.json`, to read top-k ids) go as is to `models/<model>/`. A manifest that lists one says
 format version 3.
+
+The kind `hooks` (each prompt's `hooks.safetensors`: whatever hook points `--hooks` named) has
+no fixed fields: its fields are the model's block sites (`attn.hook_z`, `hook_mlp_out`) at each
+layer, and the hooks outside the blocks (`ln_final.hook_normalized`) under layer `None`. Which
+it has come from the store's settings (`extra_hooks`) and go in the plan, as heads do for
+patterns (`ModelPlan.tensors["hooks"] = {layer: sites}`); the manifest lists the hook names.
+Like residuals they go in the push's `--dtype`. A manifest that lists them says format
+version 4.
 A new per-prompt kind is one more `PromptKind` in `PROMPT_KINDS`.
 """
 
@@ -45,6 +55,7 @@ from lens_cache.layout import (
     HEAD_CONTRIBUTIONS,
     HEAD_FIELDS,
     HEADS_NAME,
+    HOOKS_NAME,
     LOGIT_LENS,
     LOGIT_LENS_NAME,
     LOGITS,
@@ -55,14 +66,16 @@ from lens_cache.layout import (
     TOP_BY,
     VOCAB_NAME,
     heads_member,
+    hook_site,
     lens_member,
     parse_heads_member,
     parse_lens_member,
+    site_hook,
 )
 
 FORMAT = "lens_cache"
 FORMAT_VERSION = 1  # of shards, and of manifests that list no pooled file
-POOLED_FORMAT_VERSION = 2  # of manifests that list pooled files; the newest this module reads
+POOLED_FORMAT_VERSION = 2  # of manifests that list pooled files
 MANIFEST_NAME = "lens_cache.json"
 CARD_NAME = "README.md"
 PROMPTS_TABLE = "data/prompts-00000-of-00001.parquet"
@@ -70,6 +83,9 @@ MODELS_TABLE = "data/models-00000-of-00001.parquet"
 PROMPT_KINDS_FORMAT_VERSION = 3  # of manifests that list a per-prompt kind or a model file
 PATTERNS = "patterns"
 PREDICTIONS = "predictions"
+HOOKS = "hooks"  # any other per-token hook points (hooks.safetensors)
+HOOKS_FORMAT_VERSION = 4  # of manifests that list hook points
+NEWEST_FORMAT_VERSION = HOOKS_FORMAT_VERSION  # the newest manifest this module reads
 POOLED = "pooled"
 MODEL_FILE = "model_file"  # the manifest's kind of a file of a model's folder (vocab.json)
 _ST = ".safetensors"
@@ -96,6 +112,12 @@ class PromptKind:
         side_fields (`tuple[str]`): tensors a prompt may also have, sent when it has them,
             whose shape does not run over its tokens (head_contributions' top-example
             candidates `[heads, k, 3]`; those by attention need patterns).
+        named (`bool`): its fields differ by model (the hook points an export stored): `fields`
+            is empty, the store's settings (`extra_hooks`) and the manifest list the members
+            by name, and the plan says which fields each layer has (layer `None`: members
+            outside the blocks, which go whatever `--layers` says).
+        cast (`bool`): sent in the push's `--dtype`, as residuals are (otherwise as stored).
+        format_version (`int`): the oldest manifest format that knows the kind.
     """
 
     name: str
@@ -109,10 +131,33 @@ class PromptKind:
     model_files: tuple[str, ...] = ()
     position_axis: int = 0
     side_fields: tuple[str, ...] = ()
+    named: bool = False
+    cast: bool = False
+    format_version: int = PROMPT_KINDS_FORMAT_VERSION
 
 
 def _prediction_field(name: str) -> tuple[None, str] | None:
     return (None, name) if name in PREDICTION_FIELDS else None
+
+
+def _hook_member(layer: int | None, site: str) -> str:
+    return site_hook(site, layer)
+
+
+def _parse_hook_member(name: str) -> tuple[int | None, str]:
+    site, layer = hook_site(name)
+    return layer, site
+
+
+def hook_fields(names) -> dict[int | None, tuple[str, ...]]:
+    """Hook names -> `{layer: sites}` (`None`: hooks outside the blocks), sites in the order
+    given: `["blocks.0.hook_mlp_out", "ln_final.hook_normalized"]` ->
+    `{0: ("hook_mlp_out",), None: ("ln_final.hook_normalized",)}`."""
+    fields: dict[int | None, list[str]] = {}
+    for name in names:
+        site, layer = hook_site(name)
+        fields.setdefault(layer, []).append(site)
+    return {layer: tuple(sites) for layer, sites in fields.items()}
 
 
 PROMPT_KINDS = {
@@ -150,6 +195,19 @@ PROMPT_KINDS = {
         position_axis=1,
         side_fields=tuple(f"top_{by}" for by in TOP_BY),
     ),
+    HOOKS: PromptKind(
+        HOOKS,
+        HOOKS,
+        HOOKS_NAME,
+        "hooks",
+        (),
+        _hook_member,
+        _parse_hook_member,
+        layered=True,
+        named=True,
+        cast=True,
+        format_version=HOOKS_FORMAT_VERSION,
+    ),
 }
 MODEL_FILES = tuple(sorted({f for k in PROMPT_KINDS.values() for f in k.model_files}))
 KINDS = (PATTERNS, *RESID_KINDS, *PROMPT_KINDS)  # tensor kinds, sharded by prompt
@@ -163,7 +221,8 @@ WHOLE_KINDS = (POOLED, *(k for k, v in PROMPT_KINDS.items() if not v.layered))
 _MODEL_RE = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}"
 _HASH_RE = re.compile(r"[A-Za-z0-9_-]{22}")  # urlsafe base64 of an md5, padding stripped
 _LAYERED = "|".join([*RESID_KINDS, *(k for k, v in PROMPT_KINDS.items() if v.layered)])
-_WHOLE = "|".join(k for k, v in PROMPT_KINDS.items() if not v.layered)
+# kinds with a shard outside layers: those without layers, and hook points outside the blocks
+_WHOLE = "|".join(k for k, v in PROMPT_KINDS.items() if not v.layered or v.named)
 _TENSOR_RE = re.compile(
     rf"tensors/(?P<model>{_MODEL_RE})/(?:patterns/layer_(?P<pl>\d+)/head_(?P<head>\d+)"
     rf"|(?P<kind>{_LAYERED})/layer_(?P<rl>\d+)|(?P<whole>{_WHOLE}))-(?P<index>\d{{5}})"
@@ -271,7 +330,7 @@ def manifest_version(kinds: set[str], pooled: bool) -> int:
     """The oldest format version that can read a dataset with these tensor kinds (and pooled
     files or not): older versions then refuse it with "upgrade"."""
     if kinds & set(PROMPT_KINDS):
-        return PROMPT_KINDS_FORMAT_VERSION
+        return max(PROMPT_KINDS[k].format_version for k in kinds & set(PROMPT_KINDS))
     return POOLED_FORMAT_VERSION if pooled else FORMAT_VERSION
 
 
@@ -381,14 +440,26 @@ class ModelPlan:
         }
 
     def _prompt_kinds(self) -> dict:
-        """`{"prompt_kinds": {kind: layers, or None for a kind without layers}}`, or nothing
-        (so a manifest without them keeps its bytes)."""
-        kinds = {
-            k: (sorted(v) if PROMPT_KINDS[k].layered else None)
-            for k, v in self.tensors.items()
-            if k in PROMPT_KINDS
-        }
+        """`{"prompt_kinds": {kind: layers, None for a kind without layers, or the member
+        names of a named kind}}`, or nothing (so a manifest without them keeps its bytes)."""
+        kinds = {k: self._kind_summary(k) for k in self.tensors if k in PROMPT_KINDS}
         return {"prompt_kinds": kinds} if kinds else {}
+
+    def _kind_summary(self, kind: str) -> list | None:
+        spec = PROMPT_KINDS[kind]
+        if spec.named:
+            return self.named_members(kind)
+        return sorted(self.tensors[kind]) if spec.layered else None
+
+    def named_members(self, kind: str) -> list[str]:
+        """The members of a named kind (hook names) that the plan takes, in the order the
+        store's settings list them (the order the model fires them)."""
+        spec = PROMPT_KINDS[kind]
+        chosen = {
+            spec.member(layer, f) for layer, fs in self.tensors.get(kind, {}).items() for f in fs
+        }
+        stored = (self.cfg.get("lens_cache") or {}).get("extra_hooks") or []
+        return [n for n in stored if n in chosen] + sorted(chosen - set(stored))
 
     @property
     def top_k(self) -> int:

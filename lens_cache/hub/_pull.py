@@ -172,10 +172,11 @@ class ShardIndex:
     def get(self, model: str, kind: str, layer: int, head, hash_: str, shape):
         return self._reader(model, kind, layer, head, hash_).get(hash_, shape)
 
-    def fields(self, model: str, kind: str, layer: int | None, hash_: str, n_tokens: int):
-        """One prompt's `{field: tensor}` of a per-prompt kind at one layer, as stored."""
+    def fields(self, model: str, kind: str, layer: int | None, hash_: str, n_tokens: int, names):
+        """One prompt's `{field: tensor}` of a per-prompt kind at one layer, as stored
+        (`names`: a named kind's fields there, `()` for a kind with fixed fields)."""
         reader = self._reader(model, kind, layer, None, hash_)
-        return reader.fields(hash_, PROMPT_KINDS[kind], n_tokens)
+        return reader.fields(hash_, PROMPT_KINDS[kind], n_tokens, names)
 
     def _reader(self, model: str, kind: str, layer, head, hash_: str) -> ShardReader:
         runs = self.runs.get((model, kind, layer, head), [])
@@ -219,9 +220,15 @@ class _PulledLayout:
         tensors = self.plan.tensors
         self.resid = {k: sorted(v) for k, v in tensors.items() if k in RESID_KINDS}
         resid_layers = sorted({x for v in self.resid.values() for x in v})
-        # per-prompt kinds: {kind: sorted layers, [None] for a kind without layers}
-        self.per_prompt = {k: sorted(v) for k, v in tensors.items() if k in PROMPT_KINDS}
+        # per-prompt kinds: {kind: sorted layers, None (no layer) first}
+        self.per_prompt = {
+            k: sorted(v, key=lambda x: -1 if x is None else x)
+            for k, v in tensors.items()
+            if k in PROMPT_KINDS
+        }
         lens_layers = {x for v in self.per_prompt.values() for x in v if x is not None}
+        named = [k for k in self.per_prompt if PROMPT_KINDS[k].named]
+        extra_hooks = tuple(n for k in named for n in self.plan.named_members(k))
         # a per-prompt kind is a prediction kind (logits, logit_lens) or a hook kind
         # (head_contributions) of the exporter
         exported = [PROMPT_KINDS[k].export_kind for k in self.per_prompt]
@@ -230,10 +237,11 @@ class _PulledLayout:
         self.settings = store.ExportSettings(
             hooks=tuple(hooks),
             layers=tuple(sorted(set(self.complete) | set(resid_layers) | lens_layers)),
-            resid_dtype=self.dtype if self.resid else "float32",
+            resid_dtype=self.dtype if self.resid or extra_hooks else "float32",
             model_dtype=(self.plan.cfg.get("lens_cache") or {}).get("model_dtype", "float32"),
             predictions=tuple(k for k in exported if k in PREDICTION_KINDS),
             top_k=self.plan.top_k,
+            extra_hooks=extra_hooks,
         )
         self.resid_layers = resid_layers
 
@@ -249,8 +257,10 @@ class _PulledLayout:
         }
         if self.settings.predictions:
             d["top_k"] = self.settings.top_k
+        if self.settings.extra_hooks:  # what hooks.safetensors holds, as an export records it
+            d["extra_hooks"] = list(self.settings.extra_hooks)
         for kind, layers in self.per_prompt.items():
-            if PROMPT_KINDS[kind].layered:
+            if PROMPT_KINDS[kind].layered and not PROMPT_KINDS[kind].named:  # named: extra_hooks
                 d[f"{kind}_layers"] = layers
         if self.complete:
             d["pattern_layers"] = self.complete
@@ -315,7 +325,8 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
     for kind, layers in layout.per_prompt.items():
         spec, tensors = PROMPT_KINDS[kind], getattr(capture, PROMPT_KINDS[kind].capture_field)
         for layer in layers:
-            got = index.fields(plan.name, kind, layer, record["hash"], t)
+            names = plan.tensors[kind][layer]
+            got = index.fields(plan.name, kind, layer, record["hash"], t, names)
             tensors.update({spec.member(layer, name): value for name, value in got.items()})
     store.write_prompt_dir(directory, full, capture, layout.settings, plan.name)
 

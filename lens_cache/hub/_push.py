@@ -55,9 +55,10 @@ def push_to_hub(
             layers, heads, kinds); a `Selection` whose `kinds` is `None` pushes every kind
             there is, pooled datasets included (which go whole: the prompt, layer and head
             filters do not apply to them).
-        dtype (`str`, defaults to `"float32"`): dtype of the uploaded patterns and residuals
-            (`float16` and `bfloat16` halve the size; patterns pulled back are float32 again,
-            not exact); `predictions` and `logit_lens` always go in their stored dtypes.
+        dtype (`str`, defaults to `"float32"`): dtype of the uploaded patterns, residuals and
+            other hook points (`float16` and `bfloat16` halve the size; patterns pulled back
+            are float32 again, not exact); `predictions`, `logit_lens` and
+            `head_contributions` always go in their stored dtypes.
         private (`bool`): create the repo private (and make an existing public one private).
         revision (`str`, *optional*): branch to commit to (created from main if missing).
         message (`str`, *optional*): commit message.

@@ -18,6 +18,7 @@ from lens_cache.errors import (
     NothingSelectedError,
 )
 from lens_cache.hub._layout import (
+    HOOKS,
     KIND_ALIASES,
     MODELS_TABLE,
     PATTERNS,
@@ -29,12 +30,20 @@ from lens_cache.hub._layout import (
     ModelPlan,
     check_hash,
     check_model_name,
+    hook_fields,
     pooled_entries,
     pooled_files_complete,
     read_table,
     split_pooled_name,
 )
-from lens_cache.layout import PATTERN, POOLED_DIR, RESID_KINDS, resolve_layers
+from lens_cache.layout import (
+    PATTERN,
+    POOLED_DIR,
+    RESID_KINDS,
+    matches_hook_request,
+    resolve_layers,
+    site_hook,
+)
 from lens_cache.progress import warn
 from lens_cache.reader import Store, prompt_records
 
@@ -57,12 +66,18 @@ class Selection:
         heads (`str | list`, *optional*): `"5.1,5.3"` or `[(5, 1), (5, 3)]`.
         kinds (`tuple[str]`, *optional*): any of `patterns`, `resid_pre`, `resid_mid`,
             `resid_post`, `predictions` (or `logits`: what the model predicted, whole),
-            `logit_lens` (by layer), `pooled` (every pooled dataset of the selected models,
-            whole); `pattern` is `patterns`.
+            `logit_lens` (by layer), `head_contributions` (by layer), `hooks` (every other
+            hook point stored, by layer; those outside the blocks go whatever `layers` says),
+            `pooled` (every pooled dataset of the selected models, whole); `pattern` is
+            `patterns`.
+        hooks (`tuple[str]`, *optional*): only these hook points of the kind `hooks`, as the
+            exporter's `--hooks` names them: a hook name (`blocks.3.attn.hook_z`), a glob or
+            brace list (`blocks.*.hook_mlp_out`, `blocks.{3,5}.attn.hook_z`), or a block site
+            (`attn.hook_z`: every selected layer's).
 
     Raises:
         HubSelectionError: an unknown kind, a `meta` item without `=`, or `layers` / `heads`
-            with no kind they could select.
+            / `hooks` with no kind they could select.
 
     Example:
         >>> Selection(models="gpt2", heads="5.1,5.3", kinds=["patterns"])
@@ -75,12 +90,14 @@ class Selection:
     layers: object = None
     heads: object = None
     kinds: tuple[str, ...] | None = None
+    hooks: tuple[str, ...] | None = None
 
     def __post_init__(self):
         kinds = _as_tuple(self.kinds)
         kinds = None if kinds is None else tuple(KIND_ALIASES.get(k, k) for k in kinds)
-        _check_kinds(kinds, self.layers, self.heads)
+        _check_kinds(kinds, self.layers, self.heads, self.hooks)
         normal = {
+            "hooks": _as_tuple(self.hooks),
             "models": _as_tuple(self.models),
             "prompts": _as_tuple(self.prompts),
             "search": self.search or None,
@@ -100,6 +117,8 @@ class Selection:
             "layers": self.layers if self.layers is None else str(self.layers),
             "heads": None if self.heads is None else str(self.heads),
             "kinds": list(self.kinds) if self.kinds else None,
+            # only when given: a manifest made without it keeps its bytes
+            **({"hooks": list(self.hooks)} if self.hooks is not None else {}),
         }
 
 
@@ -107,7 +126,7 @@ def _as_tuple(value) -> tuple | None:
     return None if value is None else ((value,) if isinstance(value, str) else tuple(value))
 
 
-def _check_kinds(kinds, layers, heads) -> None:
+def _check_kinds(kinds, layers, heads, hooks) -> None:
     unknown = [k for k in kinds or () if k not in SELECTABLE_KINDS]
     if unknown or kinds == ():
         raise HubSelectionError(
@@ -115,6 +134,8 @@ def _check_kinds(kinds, layers, heads) -> None:
         )
     if heads is not None and kinds is not None and PATTERNS not in kinds:
         raise HubSelectionError("--heads selects attention heads: add patterns to --kinds")
+    if hooks is not None and kinds is not None and HOOKS not in kinds:
+        raise HubSelectionError("--hooks selects hook points: add hooks to --kinds")
     if layers is not None and kinds is not None and set(kinds) <= set(WHOLE_KINDS):
         raise HubSelectionError(
             f"--layers selects tensors by layer, and {' and '.join(kinds)} go whole (every "
@@ -123,10 +144,17 @@ def _check_kinds(kinds, layers, heads) -> None:
 
 
 def make_selection(
-    models=None, prompts=None, search=None, meta=None, layers=None, heads=None, kinds=None
+    models=None,
+    prompts=None,
+    search=None,
+    meta=None,
+    layers=None,
+    heads=None,
+    kinds=None,
+    hooks=None,
 ) -> Selection:
     """A `Selection` from the keywords `push_to_hub` and `pull` also take."""
-    return Selection(models, prompts, search, meta, layers, heads, kinds)
+    return Selection(models, prompts, search, meta, layers, heads, kinds, hooks)
 
 
 def as_selection(selection: Selection | None, keywords: dict) -> Selection:
@@ -262,14 +290,14 @@ def choose_tensors(
 
 
 def _kind_tensors(name, kind, layers, have: dict, heads: dict, where: str) -> dict:
-    if None in have:  # a per-prompt kind without layers goes whole
-        return {None: ()}
-    out = {}
+    """`{layer: heads or fields}` of one kind; what has no layer (a kind without layers, hook
+    points outside the blocks) goes whatever the layers."""
+    out = {None: have[None]} if None in have else {}
     for layer in layers:
         if layer not in have:
             continue
         if kind != PATTERNS:
-            out[layer] = ()
+            out[layer] = have[layer]  # `()`, or a named kind's fields at that layer
             continue
         wanted = heads.get(layer, have[layer])
         absent = sorted(set(wanted) - set(have[layer]))
@@ -371,17 +399,22 @@ def _stored_tensors(cfg: dict) -> dict[str, dict[int, tuple[int, ...]]]:
         if kind in lc.get("hooks", []):
             available[kind] = {int(layer): () for layer in lc.get("resid_layers", layers)}
     for kind in PROMPT_KINDS.values():
-        if kind.export_kind in lc.get("predictions", []) + lc.get("hooks", []):
+        if kind.named and lc.get("extra_hooks"):
+            available[kind.name] = hook_fields(lc["extra_hooks"])
+        elif kind.export_kind in lc.get("predictions", []) + lc.get("hooks", []):
             kind_layers = lc.get(f"{kind.name}_layers", layers)  # a pulled store may hold fewer
             available[kind.name] = _prompt_kind_layers(kind.name, kind_layers)
     return available
 
 
-def _prompt_kind_layers(kind: str, layers) -> dict:
-    """`{layer: ()}` of a per-prompt kind: `{None: ()}` for one without layers."""
+def _prompt_kind_layers(kind: str, listed) -> dict:
+    """`{layer: ()}` of a per-prompt kind from its layers: `{None: ()}` for one without layers;
+    `{layer: fields}` of a named kind from its member names."""
+    if PROMPT_KINDS[kind].named:
+        return hook_fields(listed)
     if not PROMPT_KINDS[kind].layered:
         return {None: ()}
-    return {int(layer): () for layer in layers}
+    return {int(layer): () for layer in listed}
 
 
 def build_plans(candidates, sel: Selection, where: str, pooled_hint: str = "") -> list[ModelPlan]:
@@ -394,10 +427,12 @@ def build_plans(candidates, sel: Selection, where: str, pooled_hint: str = "") -
             `{model}` stands for the model, says what to do).
         NothingSelectedError: nothing matches.
     """
-    plans, found_hashes, found_kinds = [], set(), set()
+    plans, found_hashes, found_kinds, found_hooks, held_hooks = [], set(), set(), set(), set()
     tensor_kinds = None if sel.kinds is None else {k for k in sel.kinds if k != POOLED}
     for name, cfg, records, available, pooled in candidates:
         found_kinds.update(available)
+        held_hooks.update(site_hook(s, x) for x, ss in available.get(HOOKS, {}).items() for s in ss)
+        available = _pick_hooks(available, sel.hooks, found_hooks)
         found_kinds.update([POOLED] if pooled else [])
         found_hashes.update(r["hash"] for r in records)
         chosen = choose_prompts(records, sel)
@@ -414,11 +449,39 @@ def build_plans(candidates, sel: Selection, where: str, pooled_hint: str = "") -
         if chosen and (tensors or pooled):
             plans.append(ModelPlan(name, cfg, chosen, tensors, pooled))
     _check_found(sel, found_hashes, found_kinds, where)
+    _check_hooks_found(sel, found_hooks, held_hooks, where)
     if not plans:
         raise NothingSelectedError(
             f"nothing selected: no prompt of {where} matches {_describe(sel)}"
         )
     return plans
+
+
+def _pick_hooks(available: dict, requests, found: set) -> dict:
+    """`available` with the kind `hooks` cut to the hook points `requests` name (all of them
+    when `None`); the requests that named one are added to `found`."""
+    if requests is None or HOOKS not in available:
+        return available
+    picked: dict = {}
+    for layer, sites in available[HOOKS].items():
+        for site in sites:
+            hits = [r for r in requests if matches_hook_request(site_hook(site, layer), r)]
+            found.update(hits)
+            if hits:
+                picked.setdefault(layer, []).append(site)
+    rest = {k: v for k, v in available.items() if k != HOOKS}
+    return {**rest, HOOKS: {k: tuple(v) for k, v in picked.items()}} if picked else rest
+
+
+def _check_hooks_found(sel: Selection, found: set, held: set, where: str) -> None:
+    """Every `--hooks` request named a hook point (when there are any: else `--kinds hooks`
+    is what is missing, and `_check_found` says so)."""
+    unmatched = [r for r in sel.hooks or () if r not in found]
+    if unmatched and held:
+        some = ", ".join(sorted(held)[:6]) + (", ..." if len(held) > 6 else "")
+        raise HubSelectionError(
+            f"--hooks {' '.join(unmatched)}: no such hook point in {where} (it holds: {some})"
+        )
 
 
 def _check_found(sel: Selection, hashes: set, kinds: set, where: str) -> None:

@@ -128,7 +128,7 @@ def plan_shards(
     for kind, layers in plan.tensors.items():
         if kind in PROMPT_KINDS:
             shards += _plan_prompt_kind(
-                plan, PROMPT_KINDS[kind], layers, save_path, shard_max_bytes
+                plan, PROMPT_KINDS[kind], layers, save_path, shard_max_bytes, dtype
             )
             continue
         shapes = [(t, t if kind == PATTERNS else plan.d_model) for t in lengths]
@@ -144,12 +144,17 @@ def plan_shards(
     return shards
 
 
-def _plan_prompt_kind(plan, kind: PromptKind, layers, save_path, max_bytes) -> list[Shard]:
+def _plan_prompt_kind(
+    plan, kind: PromptKind, layers: dict, save_path, max_bytes, dtype: str
+) -> list[Shard]:
     """The shards of a per-prompt kind: one per layer (or one, without layers) and run of
-    prompts, holding each prompt's fields of that layer as stored."""
-    stored = [prompt_members(save_path, plan.name, r["hash"], kind) for r in plan.records]
-    for record, members in zip(plan.records, stored, strict=True):
-        absent = sorted(set(layers) - set(members), key=str)
+    prompts, holding each prompt's fields of that layer (a named kind: those the plan lists)
+    as stored, or in `dtype` for a kind that is cast."""
+    stored = []
+    for record in plan.records:
+        members = prompt_members(save_path, plan.name, record["hash"], kind)
+        stored.append(_planned_members(members, layers, kind, dtype))
+        absent = sorted(set(layers) - set(stored[-1]), key=str)
         if absent:
             where = _prompt_file(save_path, plan.name, record["hash"], kind)
             raise HubIntegrityError(f"{where}: no layer {absent[0]}; the store changed?")
@@ -164,7 +169,7 @@ def _plan_prompt_kind(plan, kind: PromptKind, layers, save_path, max_bytes) -> l
                 for i in run
                 for f, dt, sh in stored[i][layer]
             )
-            meta = _shard_metadata(plan.name, kind.name, layer, None, None)
+            meta = _shard_metadata(plan.name, kind.name, layer, None, dtype if kind.cast else None)
             shards.append(
                 Shard(plan.name, kind.name, layer, None, index, hashes, (), "", meta, members)
             )
@@ -194,6 +199,20 @@ def prompt_members(save_path: Path, model: str, hash_: str, kind: PromptKind) ->
         if not set(kind.fields) <= {m[0] for m in members}:
             raise HubIntegrityError(f"{path}: layer {layer} lacks some of {list(kind.fields)}")
     return {layer: tuple(sorted(m)) for layer, m in found.items()}
+
+
+def _planned_members(members: dict, layers: dict, kind: PromptKind, dtype: str) -> dict:
+    """A prompt's `{layer: members}` cut to the plan: a named kind's layers keep the fields
+    the plan lists (a layer lacking one is left out, so the caller names it), and a kind
+    that is cast takes `dtype`."""
+    out = {}
+    for layer, found in members.items():
+        if kind.named:
+            found = tuple(m for m in found if m[0] in layers.get(layer, ()))
+            if len(found) != len(layers.get(layer, ())):
+                continue
+        out[layer] = tuple((f, dtype, sh) for f, _, sh in found) if kind.cast else found
+    return out
 
 
 def _prompt_file(save_path: Path, model: str, hash_: str, kind: PromptKind) -> Path:
@@ -290,7 +309,8 @@ class ShardWriter:
         """Append the tensor for `key`; its shape (and, for a per-prompt kind, its dtype) must
         be the planned one."""
         planned, dtype, shape = self.shard.tensors()[self._next]
-        exact = self.shard.kind in PROMPT_KINDS  # stored dtypes go as they are, never cast
+        spec = PROMPT_KINDS.get(self.shard.kind)
+        exact = spec is not None and not spec.cast  # stored dtypes go as they are, never cast
         got = str(array.dtype).removeprefix("torch.")
         if key != planned or tuple(array.shape) != shape or (exact and got != dtype):
             raise HubIntegrityError(
@@ -339,16 +359,18 @@ class ShardReader:
 
         return torch.frombuffer(raw, dtype=TENSOR_DTYPES[dtype]).reshape(shape)
 
-    def fields(self, hash_: str, kind: PromptKind, n_tokens: int) -> dict[str, torch.Tensor]:
+    def fields(
+        self, hash_: str, kind: PromptKind, n_tokens: int, names: tuple[str, ...] = ()
+    ) -> dict[str, torch.Tensor]:
         """One prompt's tensors of a per-prompt kind, `{field: tensor}` in their stored
-        dtypes: exactly the kind's fields, each with the prompt's positions on the kind's
-        `position_axis`, and the side fields it has.
+        dtypes: exactly the kind's fields (a named kind: `names`), each with the prompt's
+        positions on the kind's `position_axis`, and the side fields it has.
 
         Raises:
             HubIntegrityError: a field missing or of another length, or an unknown dtype.
         """
         out = {}
-        for name in (*kind.fields, *kind.side_fields):
+        for name in (*(names or kind.fields), *kind.side_fields):
             info = self.header.get(f"{hash_}/{name}")
             if info is None and name in kind.side_fields:
                 continue  # a side field the prompt did not have
@@ -397,14 +419,16 @@ def _fill_prompt_kind(save_path: Path, plan: ModelPlan, writer: ShardWriter) -> 
     from safetensors import safe_open
 
     kind, layer = PROMPT_KINDS[writer.shard.kind], writer.shard.layer
+    planned: dict[str, list[str]] = {}  # the shard's fields of each prompt, in file order
+    for key, _, _ in writer.shard.members:
+        hash_, name = key.split("/", 1)
+        planned.setdefault(hash_, []).append(name)
     for hash_ in writer.shard.hashes:
         path = _prompt_file(save_path, plan.name, hash_, kind)
         try:
             with safe_open(str(path), "pt") as f:
-                stored = set(f.keys())
-                for name in sorted((*kind.fields, *kind.side_fields)):
-                    if kind.member(layer, name) in stored:  # a side field may be absent
-                        writer.add(f"{hash_}/{name}", f.get_tensor(kind.member(layer, name)))
+                for name in planned.get(hash_, ()):
+                    writer.add(f"{hash_}/{name}", f.get_tensor(kind.member(layer, name)))
         except (OSError, RuntimeError, ValueError) as e:
             raise HubIntegrityError(f"{path}: cannot read it ({e})") from None
 
