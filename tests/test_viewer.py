@@ -352,6 +352,27 @@ def _center(pg, i, j):
 
 
 @pytest.mark.browser
+def test_keys_faster_than_hashchange_each_move_from_where_the_last_left(page):
+    """Three arrow keys in one task, before any "hashchange" can run: each must move from the
+    head the previous key chose, not from the one the page showed before the keys."""
+    page.open()
+    page.page.wait_for_selector(".vrow")
+    page.page.keyboard.press("j")
+    page.page.keyboard.press("Enter")
+    page.page.wait_for_selector("canvas.thumb")
+    page.page.keyboard.press("Enter")
+    page.page.wait_for_selector(".pane[data-draw-ms]")
+    start = page.page.evaluate("location.hash")
+    assert start.endswith("/0/0")
+    page.page.evaluate(
+        """() => { for (const key of ["ArrowRight", "ArrowDown", "ArrowRight"])
+                     dispatchEvent(new KeyboardEvent("keydown", { key })); }"""
+    )
+    assert page.page.evaluate("location.hash") == start[: -len("/0/0")] + "/1/2"
+    page.page.wait_for_function("() => document.querySelector('.pane').dataset.shown === '1/2'")
+
+
+@pytest.mark.browser
 def test_keyboard_reaches_head_and_moves(page):
     page.open()
     page.page.wait_for_selector(".vrow")

@@ -410,7 +410,13 @@
     const q = query && String(query) ? "?" + query : "";
     return "#/" + [view, ...args.map((a) => encodeURIComponent(String(a)))].join("/") + q;
   }
-  function go(hash) { if (location.hash !== hash) location.hash = hash; }
+  /* Navigate and show the new route now, not when "hashchange" arrives: a key pressed in between
+   * would otherwise act on the view of the old hash (router.js skips the late event). */
+  function go(hash) {
+    if (location.hash === hash) return;
+    location.hash = hash;
+    if (state.route) state.route();
+  }
   function headHash(model, hash, layer, head) { return hashFor("head", [model.name, hash, layer, head]); }
   function promptHash(model, hash) { return hashFor("prompt", [model.name, hash]); }
 

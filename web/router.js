@@ -49,7 +49,10 @@
     return { view: args[0] || "home", args: args.slice(1), query: new URLSearchParams(qi >= 0 ? raw.slice(qi + 1) : "") };
   }
 
+  let routed = null; // the hash the current view shows
   function route() {
+    if (current && location.hash === routed) return; // go() already showed it
+    routed = location.hash;
     const r = parseHash();
     const View = VIEWS[r.view];
     hideTip();
@@ -112,6 +115,7 @@
   };
 
   function boot() {
+    state.route = () => { if (state.indexed) route(); };
     const theme = stored("theme") || (darkQuery.matches ? "dark" : "light");
     applyTheme(theme);
     applyScale(stored("scale") || "linear");
