@@ -85,3 +85,28 @@ def test_lens_cache_reads_what_pattern_lens_wrote(written):
         assert store.exists(NAME, text, "pattern") and not store.exists(NAME, text, "resid_post")
         with pytest.raises(ActivationsMissingError, match="no residuals"):
             store.residuals(NAME, text)
+
+
+@pytest.mark.browser
+def test_viewer_built_on_a_pattern_lens_store_draws_a_head(written, browser, artifacts, tmp_path):
+    import shutil
+
+    from lens_cache.viewer import write_viewer
+    from tests.browser import Page, hover_cell, shown_value, value_line, wait_head
+    from tests.helpers import quiet
+
+    save, model = written
+    copy = tmp_path / "store"  # the viewer writes into the store: keep the module's one as written
+    shutil.copytree(save, copy)
+    write_viewer(copy, log=quiet)
+    text = TEXTS[False][0]
+    (record,) = [r for r in open_store(copy).prompts(NAME) if r["text"] == text]
+    with torch.inference_mode():  # the independent reference: the live model's own pattern
+        _, cache = model.run_with_cache(model.to_tokens(text))
+    live = cache["blocks.1.attn.hook_pattern"][0, 2].numpy()
+    page = Page(browser, {"save_path": copy}, artifacts)
+    wait_head(page, NAME, record["hash"], 1, 2)
+    for i, j in ((3, 1), (5, 5)):
+        assert value_line(hover_cell(page, i, j)) == shown_value(live[i, j])
+    page.check_clean()
+    page.page.close()

@@ -281,6 +281,22 @@ def prompt_tokens(prompt: dict, n_tokens: int) -> list[str]:
     return tokens
 
 
+PATTERN_LENS_BOS = "<bos>"  # pattern-lens does not store the BOS string; a label stands in
+
+
+def pattern_axis(prompt: dict) -> tuple[int, list[str]]:
+    """The length and string tokens of a prompt's pattern axes.
+
+    pattern-lens's prompt.json (the one without a ``lens_cache`` block) counts its tokens
+    without the BOS its patterns include (see `lens_cache.reader`), so there the axis is one
+    longer and starts with a stand-in for the BOS.
+    """
+    n_tokens = int(prompt.get("n_tokens") or len(prompt.get("tokens") or []))
+    if "lens_cache" in prompt:
+        return n_tokens, prompt_tokens(prompt, n_tokens)
+    return n_tokens + 1, [PATTERN_LENS_BOS, *prompt_tokens(prompt, n_tokens)]
+
+
 def stored_layers(prompt: dict, keys: list[str]) -> list[int]:
     layers = (prompt.get("lens_cache") or {}).get("layers")
     if layers is None:  # pattern-lens stores: every pattern key in the npz
@@ -315,8 +331,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     sig = source_sig(src)  # before reading: a file changed while we read gets rebuilt next time
     key = f"{out.parent.name}/{prompt['hash']}"
     n_heads = int(cfg["n_heads"])
-    n_tokens = int(prompt.get("n_tokens") or len(prompt.get("tokens") or []))
-    tokens = prompt_tokens(prompt, n_tokens)
+    n_tokens, tokens = pattern_axis(prompt)
     arrays = arrays or StoredArrays(src)
     remove_orphaned_tmps(out)  # of an interrupted build of this prompt
     layers, per_layer, thumbs, written = [], [], [], 0
