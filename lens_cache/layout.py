@@ -47,6 +47,8 @@ PROMPTS_DIR = "prompts"
 POOLED_DIR = "pooled"
 
 PROMPT_NAME = "prompt.json"
+# prompt.json keys that are not metadata; pattern-lens keeps metadata beside them.
+RECORD_KEYS = ("text", "hash", "n_tokens", "tokens", "token_ids", "meta", "lens_cache", "mean_loss")
 NPZ_NAME = "activations.npz"
 STACKED_NAME = "activations-blocks.-.attn.hook_pattern.npy"  # pattern-lens's stacked name
 RESIDUALS_NAME = "residuals.safetensors"

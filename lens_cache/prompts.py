@@ -20,6 +20,7 @@ from lens_cache.errors import (
     PromptsError,
     PromptsFileNotFoundError,
 )
+from lens_cache.layout import RECORD_KEYS
 
 DEFAULT_PROMPTS = "default"
 
@@ -77,6 +78,8 @@ def _parse_json_line(line: str, path: Path, lineno: int) -> dict:
     meta = record.pop("meta", None) or {}
     if not isinstance(meta, dict):
         raise MalformedPromptError(f'{where}: "meta" is not an object', str(path), lineno)
+    if record.get("hash") == prompt_hash(text):  # a store's record (its prompts.jsonl): what
+        record = {k: v for k, v in record.items() if k not in RECORD_KEYS}  # it computed is no meta
     return make_prompt(text, {**meta, **record})
 
 

@@ -55,6 +55,7 @@ from lens_cache.layout import (
     PROMPT_NAME,
     PROMPTS_DIR,
     PROMPTS_INDEX,
+    RECORD_KEYS,
     RESID_KINDS,
     RESIDUALS_NAME,
     STACKED_NAME,
@@ -75,8 +76,6 @@ from lens_cache.store import read_json
 if TYPE_CHECKING:  # torch is imported where tensors are made: listing a store never needs it
     import torch
 
-# prompt.json keys that are not metadata; pattern-lens keeps metadata beside them.
-RECORD_KEYS = ("text", "hash", "n_tokens", "tokens", "token_ids", "meta", "lens_cache", "mean_loss")
 _HASH = re.compile(r"^[A-Za-z0-9_-]+$")  # url-safe base64: never a path such as ".."
 
 
@@ -130,18 +129,42 @@ def open_store(save_path) -> Store:
     return Store(path)
 
 
-def _export_command(save_path, spec: str | None = None, hooks: list[str] | None = None) -> str:
-    """`python -m lens_cache.activations ...` writing into `save_path`; PROMPTS (and MODEL when
-    no `spec`) are placeholders the message explains."""
+def _export_command(
+    save_path, spec: str | None = None, options: list[str] = (), prompts: Path | None = None
+) -> str:
+    """`python -m lens_cache.activations ...` writing into `save_path`; PROMPTS (when no
+    `prompts` file) and MODEL (when no `spec`) are placeholders the message explains."""
     model = shlex.quote(spec) if spec else "MODEL"
-    store = shlex.quote(str(save_path))
-    command = f"python -m lens_cache.activations -m {model} -p PROMPTS -s {store}"
-    if hooks:
-        command += f" --hooks {','.join(hooks)} --force"
-    explained = "PROMPTS: a .jsonl or .txt file holding the prompts"
+    source = shlex.quote(str(prompts)) if prompts else "PROMPTS"
+    command = (
+        f"python -m lens_cache.activations -m {model} -p {source} -s {shlex.quote(str(save_path))}"
+    )
+    command = " ".join([command, *map(shlex.quote, options)])
+    explained = [] if prompts else ["PROMPTS: a .jsonl or .txt file holding the prompts"]
     if not spec:
-        explained += "; MODEL: an alias, a local directory, a .gguf file or a Hub name"
-    return f"{command} ({explained})"
+        explained.append("MODEL: an alias, a local directory, a .gguf file or a Hub name")
+    return f"{command} ({'; '.join(explained)})" if explained else command
+
+
+def _settings_options(stored: dict, add=()) -> list[str]:
+    """Export options that store again what `stored` (model_cfg.json's `lens_cache`) holds,
+    plus the kinds or hook points in `add`: any setting left out would take its default, and a
+    changed setting makes the exporter drop what was stored under the old ones."""
+    kinds = {*stored.get("hooks", [PATTERN]), *stored.get("predictions", []), *add}
+    known = [k for k in HOOK_KINDS + PREDICTION_KINDS if k in kinds]
+    points = dict.fromkeys([*stored.get("extra_hooks", []), *(k for k in add if k not in known)])
+    options = ["--hooks", ",".join([*known, *points])]
+    if stored.get("layers"):
+        options += ["--layers", ",".join(map(str, stored["layers"]))]
+    for option, key in (("--dtype", "resid_dtype"), ("--pattern-dtype", "pattern_dtype")):
+        options += [option, stored.get(key, "float32")]
+    options += ["--model-dtype", stored.get("model_dtype", "float32")]
+    if set(known) & set(PREDICTION_KINDS):
+        options += ["--top-k", str(stored.get("top_k", 10))]
+    return options + (["--stacked-heads"] if stored.get("stacked_heads") else [])
+
+
+_EVERY_PROMPT = " (PROMPTS must hold every stored prompt: --force removes those it lacks)"
 
 
 def _loadable(source: str) -> str | None:
@@ -565,23 +588,31 @@ class Store:
             )
         return directory
 
-    def export_command(self, model: str, hooks: list[str] | None = None) -> str:
+    def export_command(self, model: str, add: list[str] | None = None) -> str:
         """The export command that would write what is missing of a stored model: `-m` is what
-        loads it again (its alias, local path or Hub name), not its recorded description."""
-        source = self.model_cfg(model).get("lens_cache", {}).get("source") or ""
-        return _export_command(self.path, _loadable(source) or model, hooks)
+        loads it again (its alias, local path or Hub name), not its recorded description; the
+        options restate the stored settings, so the run stores what is there again. With kinds
+        to `add`, the prompts are the model's own `prompts.jsonl` (every stored prompt, with its
+        metadata) and `--force` lets the settings grow by those kinds: --force removes every
+        prompt the new settings do not cover, and this prompt set recomputes each of them."""
+        stored = self.model_cfg(model).get("lens_cache", {})
+        spec = _loadable(stored.get("source") or "") or model
+        options = _settings_options(stored, add or ())
+        index = self.path / model / PROMPTS_INDEX
+        if not add:  # more prompts under the same settings: no --force, nothing is removed
+            return _export_command(self.path, spec, options)
+        if not index.is_file():  # no list of what is stored (an older store): ask for one
+            return _export_command(self.path, spec, [*options, "--force"]) + _EVERY_PROMPT
+        return _export_command(self.path, spec, [*options, "--force"], prompts=index)
 
     def _missing(self, model: str, directory: Path, kind: str, what: str):
         """An `ActivationsMissingError` for a kind of activation this prompt was stored without."""
         settings = read_json(directory / PROMPT_NAME).get("lens_cache") or {}
         have = settings.get("hooks", [PATTERN]) + settings.get("predictions", [])
-        known = HOOK_KINDS + PREDICTION_KINDS
-        hooks = [k for k in known if k in have or k == kind]
-        hooks += [] if kind in known else [shlex.quote(kind)]
         have = have + settings.get("extra_hooks", [])
         return ActivationsMissingError(
             f"{what} for prompt {directory.name} of model {model} in {self.path} (stored: "
-            f"{', '.join(have)}); run: {self.export_command(model, hooks)}"
+            f"{', '.join(have)}); run: {self.export_command(model, [kind])}"
         )
 
     def _site_files(self, model: str, directory: Path, site: str) -> dict[int, Path]:

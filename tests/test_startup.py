@@ -1,12 +1,18 @@
 """Start-up: the commands that never run a model never import torch or TransformerLens.
 
+README's Speed section claims exactly COMMANDS: `--help` everywhere, `cache info/list/verify`
+(this store holds no bfloat16 file, which verify reads with torch) and `view`. `hub pull`,
+`hub push` of residual and hook kinds and `pool` import torch once they convert data.
+
 Each command runs in a fresh interpreter (a module imported by an earlier test would hide an
 import), and the child reports which of the heavy modules ended up in `sys.modules`.
 """
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +77,12 @@ def test_command_imports_no_model_library(module, argv, small_store, cli_env):
     if "--help" in argv:
         assert "usage:" in result.stdout  # the command really ran
     assert found["heavy"] == [], f"{module} {' '.join(argv)} imported {found['heavy']}"
+
+
+def test_readme_claims_what_this_test_runs():
+    """The README's start-up sentence names the commands above, no more (`--help` for all)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    sentence = readme.split("Start-up: ", 1)[1].split("import neither torch", 1)[0]
+    claimed = set(re.findall(r"`([^`]+)`", sentence))
+    runs = {" ".join(a for a in argv if not a.startswith(("-s", "{"))) for _, argv in COMMANDS}
+    assert claimed == {"--help"} | {r for r in runs if "--help" not in r}, sentence

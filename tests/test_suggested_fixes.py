@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from lens_cache import errors
 from lens_cache.cli import export, pool, run_cli
@@ -72,3 +75,83 @@ def test_a_described_source_suggests_the_model_name(gpt2_dir, prompts, tmp_path)
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(errors.ActivationsMissingError, match=f"-m {gpt2_dir.name} -p"):
         open_store(save).patterns(gpt2_dir.name, "a prompt not stored yet")
+
+
+# --- a printed fix keeps what the store holds (issue #18 item 1) ------------------------------
+
+SETTINGS_TEXTS = ["One prompt about cats.", "Another about dogs.", "A third, about birds."]
+KEPT_ARGS = ["--layers", "1", "--top-k", "3", "--dtype", "float16", "--pattern-dtype", "float16"]
+KEPT_HOOKS = "pattern,resid_pre,logits,blocks.1.hook_mlp_out"
+
+READS = {  # a read of a kind the store lacks -> the kind its printed command must add
+    "logit_lens": lambda store, model, text: store.logit_lens(model, text),
+    "head_contributions": lambda store, model, text: store.value_norms(model, text),
+    "top_examples": lambda store, model, text: store.top_examples(model, 1, 0),
+    "hooks": lambda store, model, text: store.hooks(model, text, ["blocks.1.hook_attn_out"]),
+}
+
+
+def _store_with_settings(gpt2_dir, tmp_path, hooks: str) -> tuple:
+    """Several prompts with metadata, exported with a layer subset, top-k and dtypes."""
+    source = tmp_path / "many.jsonl"
+    lines = [json.dumps({"text": t, "meta": {"n": i}}) for i, t in enumerate(SETTINGS_TEXTS)]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    save = tmp_path / "store"
+    argv = ["-m", str(gpt2_dir), "-p", str(source), "-s", str(save), "--hooks", hooks, "-q"]
+    assert run_cli(export.main, [*argv, *KEPT_ARGS]) == 0
+    return open_store(save), gpt2_dir.name
+
+
+def _what_is_stored(store, model) -> dict:
+    """Every stored prompt (text, meta) and its pattern and residual data, and the settings."""
+    settings = store.model_cfg(model)["lens_cache"]
+    data = {
+        p["text"]: (p["meta"], store.patterns(model, p["text"]).tobytes())
+        for p in store.prompts(model)
+    }
+    return {"data": data, "settings": {k: settings.get(k) for k in SETTING_KEYS}}
+
+
+SETTING_KEYS = ("layers", "resid_dtype", "pattern_dtype", "model_dtype", "top_k", "stacked_heads")
+
+
+def _run_as_printed(error: Exception, prompts, env) -> str:
+    """Run the printed command in a real process, a smaller prompts file for any PROMPTS."""
+    command = str(error).split("run: ", 1)[1].split(" (PROMPTS:")[0]
+    argv = shlex.split(command.replace("PROMPTS", str(prompts)))
+    assert argv[:3] == ["python", "-m", "lens_cache.activations"], command
+    done = subprocess.run(
+        [sys.executable, *argv[1:], "-q"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, (command, done.stderr)
+    return command
+
+
+@pytest.mark.parametrize("read", list(READS))
+def test_a_printed_fix_keeps_every_prompt_and_setting(read, gpt2_dir, prompts, tmp_path, cli_env):
+    store, model = _store_with_settings(gpt2_dir, tmp_path, KEPT_HOOKS)
+    before = _what_is_stored(store, model)
+    text = SETTINGS_TEXTS[0]
+    with pytest.raises(errors.ActivationsMissingError) as missing:
+        READS[read](store, model, text)
+    command = _run_as_printed(missing.value, prompts, cli_env)
+    READS[read](store, model, text)  # the fix wrote what was missing
+    after = _what_is_stored(store, model)
+    assert after == before, command  # every prompt, its meta and patterns; the same settings
+    assert store.residuals(model, text, hook="resid_pre").dtype == torch.float16
+    assert "blocks.1.hook_mlp_out" in store.hooks(model, SETTINGS_TEXTS[2])
+    assert store.predictions(model, SETTINGS_TEXTS[1])["top_ids"].shape[-1] == 3
+
+
+def test_a_printed_vocabulary_fix_keeps_every_prompt(gpt2_dir, prompts, tmp_path, cli_env):
+    store, model = _store_with_settings(gpt2_dir, tmp_path, "pattern,resid_pre")
+    before = _what_is_stored(store, model)
+    with pytest.raises(errors.ActivationsMissingError) as missing:
+        store.vocab(model)
+    command = _run_as_printed(missing.value, prompts, cli_env)
+    assert len(store.vocab(model)) == 512
+    after = _what_is_stored(store, model)
+    assert after["data"] == before["data"], command
+    del before["settings"]["top_k"], after["settings"]["top_k"]  # none stored before: default
+    assert after["settings"] == before["settings"], command
+    assert store.residuals(model, SETTINGS_TEXTS[0], hook="resid_pre").dtype == torch.float16
