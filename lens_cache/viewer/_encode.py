@@ -80,8 +80,31 @@ def layer_chunk(patterns: np.ndarray) -> dict:
     """The chunk object of one layer: each head's lower triangle, row by row, as float16."""
     h, t, _ = patterns.shape
     lower = np.tri(t, dtype=bool)  # boolean indexing keeps row-major order: row by row
-    tril = patterns[:, lower].astype(np.float16)  # [H, T(T+1)/2], half the values converted
+    tril = float16_bits(patterns[:, lower]).view(np.float16)  # [H, T(T+1)/2]
     return {"n_heads": h, "n_tokens": t, "layout": "tril", "data": encode_array(tril, "f2")}
+
+
+def float16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 values as IEEE float16 bit patterns (uint16, same shape): the bits numpy's
+    ``astype(np.float16)`` gives (round to nearest even, subnormals, overflow to inf; NaN
+    stays NaN), without its per-value slow path for results below float16's normal range,
+    which a peaked attention row is full of (6 ms for 126k such values against 0.6 ms here).
+
+    The branch-free method of Maratyszcza's FP16 library (PyTorch's too): scaling by 2**112
+    then 2**-110 rounds the magnitude at float16's precision in float32 arithmetic, and
+    adding a power of two aligned to the value's exponent puts the float16 bits at the bottom.
+    """
+    f = np.ascontiguousarray(values, dtype=np.float32)
+    w = f.view(np.uint32)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN pass through as such
+        base = (np.abs(f) * np.float32(2.0**112)) * np.float32(2.0**-110)
+    shl1 = w << np.uint32(1)  # the value without its sign, shifted up one bit
+    bias = np.maximum(shl1 & np.uint32(0xFF000000), np.uint32(0x71000000))
+    base = ((bias >> np.uint32(1)) + np.uint32(0x07800000)).view(np.float32) + base
+    bits = base.view(np.uint32)
+    magnitude = ((bits >> np.uint32(13)) & np.uint32(0x7C00)) + (bits & np.uint32(0x0FFF))
+    magnitude = np.where(shl1 > np.uint32(0xFF000000), np.uint32(0x7E00), magnitude)  # NaN
+    return (((w >> np.uint32(16)) & np.uint32(0x8000)) | magnitude).astype(np.uint16)
 
 
 def read_data_script(path: Path) -> list:
