@@ -28,6 +28,7 @@ from lens_cache.viewer import (
     model_slug,
     write_viewer,
 )
+from lens_cache.viewer._encode import float16_bits
 from tests.browser import (
     HEAT_CENTRE_JS,
     HEAT_RESIZE_JS,
@@ -97,6 +98,22 @@ def test_layer_chunk_round_trips_within_float16(store):
     tril = decode(chunk["data"]).astype(np.float32)
     rows, cols = np.tril_indices(t)
     np.testing.assert_allclose(tril, pat[:, rows, cols], atol=2.5e-4)
+
+
+def test_float16_bits_are_numpys_rounding_everywhere():
+    # every float16 value and the float32s around each of its rounding midpoints (ties to
+    # even, both sides), subnormals, overflow to inf, both signs; numpy's astype is the
+    # reference (its slow path for tiny values is what float16_bits replaces)
+    halves = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    exact = halves[np.isfinite(halves)].astype(np.float32).view(np.uint32).astype(np.int64)
+    near = np.concatenate([exact + d for d in (-4097, -4096, -4095, -1, 0, 1, 4095, 4096)])
+    near = near[(near >= 0) & (near < 2**32)].astype(np.uint32).view(np.float32)
+    values = np.concatenate([near, np.float32([65519.0, 65520.0, 1e30, -1e-30, np.inf])])
+    values = values[~np.isnan(values)]
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16).view(np.uint16)
+    np.testing.assert_array_equal(float16_bits(values), expected)
+    assert np.isnan(float16_bits(np.float32([np.nan, -np.nan])).view(np.float16)).all()
 
 
 def test_partial_layers_write_only_stored_layers(store):

@@ -7,13 +7,16 @@ from __future__ import annotations
 import base64
 import json
 import re
-import zlib
 from pathlib import Path
 
 import numpy as np
+from isal import isal_zlib
 
 THUMB_SIZE = 48
-ZLIB_LEVEL = 6
+# ISA-L at level 2 writes standard zlib-format deflate (what the page's DecompressionStream
+# reads) ~19x faster than zlib at level 6, for ~3% more bytes on float16 patterns: this
+# compression was most of the viewer data's cost in an export (measured, README: Speed).
+DEFLATE_LEVEL = 2
 
 
 _JS_ESCAPES = {
@@ -32,6 +35,9 @@ def js_literal(obj) -> str:
     same character, so the value is unchanged. NaN (not JSON) must already be ``None``.
     """
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    # `in` scans ~100x faster than the regex, and most texts (the base64 of a layer) hold none
+    if not any(c in text for c in _JS_ESCAPES):
+        return text
     return re.sub("[<>&\u2028\u2029]", lambda m: _JS_ESCAPES[m.group()], text)
 
 
@@ -44,7 +50,7 @@ def encode_array(arr: np.ndarray, dtype: str) -> dict:
     """``{"dtype", "shape", "b64"}``: little-endian values of `dtype`, deflated, base64."""
     dtypes = {"f2": "<f2", "f4": "<f4", "u1": "u1", "i4": "<i4"}
     values = np.ascontiguousarray(arr, dtype=dtypes[dtype])
-    packed = zlib.compress(values.tobytes(), ZLIB_LEVEL)
+    packed = isal_zlib.compress(values.tobytes(), DEFLATE_LEVEL)
     return {"dtype": dtype, "shape": list(values.shape), "b64": base64.b64encode(packed).decode()}
 
 
@@ -63,7 +69,8 @@ def thumbnail(patterns: np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
     t = patterns.shape[-1]
     if t > size:
         edges = (np.arange(size) * t) // size
-        patterns = np.maximum.reduceat(np.maximum.reduceat(patterns, edges, axis=-1), edges, -2)
+        # rows first: whole contiguous rows are maxed together, ~15% faster than columns first
+        patterns = np.maximum.reduceat(np.maximum.reduceat(patterns, edges, axis=-2), edges, -1)
     s = patterns.shape[-1]
     rows, cols = np.tril_indices(s)  # pooled blocks right of the diagonal block are all masked
     return np.clip(np.rint(patterns[:, rows, cols] * 255.0), 0, 255).astype(np.uint8)
@@ -72,9 +79,32 @@ def thumbnail(patterns: np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
 def layer_chunk(patterns: np.ndarray) -> dict:
     """The chunk object of one layer: each head's lower triangle, row by row, as float16."""
     h, t, _ = patterns.shape
-    rows, cols = np.tril_indices(t)
-    tril = patterns.astype(np.float16)[:, rows, cols]  # [H, T(T+1)/2], row-major order
+    lower = np.tri(t, dtype=bool)  # boolean indexing keeps row-major order: row by row
+    tril = float16_bits(patterns[:, lower]).view(np.float16)  # [H, T(T+1)/2]
     return {"n_heads": h, "n_tokens": t, "layout": "tril", "data": encode_array(tril, "f2")}
+
+
+def float16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 values as IEEE float16 bit patterns (uint16, same shape): the bits numpy's
+    ``astype(np.float16)`` gives (round to nearest even, subnormals, overflow to inf; NaN
+    stays NaN), without its per-value slow path for results below float16's normal range,
+    which a peaked attention row is full of (6 ms for 126k such values against 0.6 ms here).
+
+    The branch-free method of Maratyszcza's FP16 library (PyTorch's too): scaling by 2**112
+    then 2**-110 rounds the magnitude at float16's precision in float32 arithmetic, and
+    adding a power of two aligned to the value's exponent puts the float16 bits at the bottom.
+    """
+    f = np.ascontiguousarray(values, dtype=np.float32)
+    w = f.view(np.uint32)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN pass through as such
+        base = (np.abs(f) * np.float32(2.0**112)) * np.float32(2.0**-110)
+    shl1 = w << np.uint32(1)  # the value without its sign, shifted up one bit
+    bias = np.maximum(shl1 & np.uint32(0xFF000000), np.uint32(0x71000000))
+    base = ((bias >> np.uint32(1)) + np.uint32(0x07800000)).view(np.float32) + base
+    bits = base.view(np.uint32)
+    magnitude = ((bits >> np.uint32(13)) & np.uint32(0x7C00)) + (bits & np.uint32(0x0FFF))
+    magnitude = np.where(shl1 > np.uint32(0xFF000000), np.uint32(0x7E00), magnitude)  # NaN
+    return (((w >> np.uint32(16)) & np.uint32(0x8000)) | magnitude).astype(np.uint16)
 
 
 def read_data_script(path: Path) -> list:
