@@ -18,11 +18,12 @@ Three rankings (``by``), each keeping the ``K = 32`` largest values per prompt a
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterator
 
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 from lens_cache.layout import TOP_BY, heads_member, parse_heads_member, parse_hook_name
 from lens_cache.layout import top_member as member_name
@@ -37,36 +38,69 @@ def top_cells(
     """Per head, the `k` largest finite cells as ``(value, query, key)`` rows, best first
     (ties: the earlier cell first). Cells to leave out must be ``-inf`` or NaN."""
     n_heads, _, t = scores.shape
-    flat = scores.reshape(n_heads, -1).astype(np.float64)
-    flat[np.isnan(flat)] = -np.inf
-    k = min(k, int(np.isfinite(flat[0]).sum()))  # the same mask for every head
-    order = np.stack([_best(row, k) for row in flat]) if k else np.zeros((n_heads, 0), int)
-    values = np.take_along_axis(flat, order, axis=1)
-    return np.stack([values, order // t, order % t], axis=-1).astype(np.float32)
+    cells = np.arange(scores.shape[1] * t)
+    return _top_rows(scores.reshape(n_heads, -1), cells // t, cells % t, k)
 
 
-def _best(row: np.ndarray, k: int) -> np.ndarray:
-    """The indices of the `k` largest values of `row`, largest first, ties by index: what a
-    stable descending sort gives, found by a partition (a full sort of a layer's T^2 cells
-    per head cost more than the forward pass)."""
-    kth = np.partition(row, row.size - k)[row.size - k]  # the k-th largest value
-    above = np.flatnonzero(row > kth)
-    chosen = np.concatenate([above, np.flatnonzero(row == kth)[: k - above.size]])
-    return chosen[np.lexsort((chosen, -row[chosen]))]
+def _top_rows(
+    values: Float[np.ndarray, "n_heads cells"],
+    query: Int[np.ndarray, " cells"],
+    key: Int[np.ndarray, " cells"],
+    k: int,
+) -> Float[np.ndarray, "n_heads k 3"]:
+    """`top_cells` over a list of cells given in flat (row-major) order, each with its query
+    and key: the cell order is the tie order."""
+    values = np.asarray(values, dtype=np.float32)  # float32 values rank as they are stored
+    if np.isnan(values).any():
+        values = np.where(np.isnan(values), np.float32(-np.inf), values)
+    n_heads = values.shape[0]
+    k = min(k, int(np.isfinite(values[0]).sum()))  # the same mask for every head
+    order = _best(values, k) if k else np.zeros((n_heads, 0), int)
+    best = np.take_along_axis(values, order, axis=1)
+    return np.stack([best, query[order], key[order]], axis=-1).astype(np.float32)
+
+
+def _best(values: Float[np.ndarray, "n_heads cells"], k: int) -> Int[np.ndarray, "n_heads k"]:
+    """Per head, the indices of the `k` largest values, largest first, ties by index: what a
+    stable descending sort gives. Only the k-th largest value is found by selection (torch's
+    topk, several times faster than `np.partition` here; a full sort of a layer's T^2 cells
+    cost more than the forward pass); every cell at or above it is then ordered by value and
+    index, and each head keeps its first `k`."""
+    import torch  # not at import time: the reader merges candidates without torch
+
+    writable = values if values.flags.writeable else values.copy()  # torch wants writable
+    kth = torch.from_numpy(writable).topk(k, dim=1).values[:, -1].numpy()
+    head, cell = np.nonzero(values >= kth[:, None])  # at least k per head; more on ties
+    ordered = np.lexsort((cell, -values[head, cell], head))
+    head, cell = head[ordered], cell[ordered]
+    first = np.searchsorted(head, np.arange(values.shape[0]))
+    return cell[first[:, None] + np.arange(k)]
+
+
+@functools.lru_cache(maxsize=8)
+def _causal_cells(t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The flat indices, queries and keys of the causal cells (key <= query) of a `[t, t]`
+    pattern, in flat order."""
+    query, key = np.tril_indices(t)
+    return query * t + key, query, key
 
 
 def pattern_candidates(
     pattern: Float[np.ndarray, "n_heads query_pos key_pos"],
     norms: Float[np.ndarray, "n_heads key_pos"] | None,
 ) -> dict[str, np.ndarray]:
-    """``{"attention": ..., "value_weighted": ...}`` candidates of one layer's pattern."""
-    a = np.asarray(pattern, dtype=np.float32)
-    t = a.shape[-1]
-    causal = np.tril(np.ones((t, t), dtype=bool))
-    keys_after_first = causal & (np.arange(t)[None, :] >= 1)
-    out = {"attention": top_cells(np.where(keys_after_first, a, -np.inf))}
+    """``{"attention": ..., "value_weighted": ...}`` candidates of one layer's pattern.
+
+    Only the causal cells are gathered (about half the pattern), once, in flat order, so
+    nothing `[T, T]` is masked or copied whole."""
+    n_heads, t, _ = pattern.shape
+    flat, query, key = _causal_cells(t)
+    causal = np.take(np.asarray(pattern).reshape(n_heads, -1), flat, axis=1).astype(np.float32)
+    past_first = key >= 1
+    out = {"attention": _top_rows(causal[:, past_first], query[past_first], key[past_first], K)}
     if norms is not None:
-        out["value_weighted"] = top_cells(np.where(causal, a * norms[:, None, :], -np.inf))
+        weighted = causal * np.asarray(norms, dtype=np.float32)[:, key]
+        out["value_weighted"] = _top_rows(weighted, query, key, K)
     return out
 
 

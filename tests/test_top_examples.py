@@ -83,3 +83,22 @@ def test_left_out_cells_are_never_candidates():
     assert dla_candidates(np.array([[1.0, 2.0, np.nan]], dtype=np.float32)).tolist() == [
         [[2.0, 1.0, -1.0], [1.0, 0.0, -1.0]]
     ]
+
+
+def test_top_cells_equal_a_stable_sort_with_ties():
+    """The selection (k-th value, then order) against a stable descending sort of every cell,
+    on coarsely rounded values (many ties), with left-out cells (-inf, NaN) and every k."""
+    from lens_cache.top_examples import top_cells
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random((3, 9, 9)), 1).astype(np.float32)
+    scores[:, :, 0] = -np.inf
+    scores[:, 8, 8] = np.nan
+    flat = np.where(np.isnan(scores), -np.inf, scores).reshape(3, -1)
+    for k in (1, 5, 32, 72, 100):
+        got = top_cells(scores, k)
+        for head in range(3):
+            order = np.argsort(-flat[head], kind="stable")
+            order = order[np.isfinite(flat[head][order])][:k]
+            want = np.stack([flat[head][order], order // 9, order % 9], axis=-1)
+            np.testing.assert_array_equal(got[head], want)
