@@ -82,24 +82,51 @@ def _resolve(spec: str) -> tuple[str, str, str]:
         return str(convert_gguf(path)), path.stem, str(path.resolve())
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not "org/name"
         raise ModelLoadError(f"{spec}: no such model directory")
-    if _hub_offline() and not _hub_cached(spec):
-        raise ModelLoadError(_unknown_model(spec))
+    if not _hub_cached(spec):
+        if _hub_offline():
+            raise ModelLoadError(_unknown_model(spec, "the network is off (HF_HUB_OFFLINE)"))
+        unreachable = _hub_unreachable()
+        if unreachable:  # a bare name may be a Hub or TransformerLens name (gpt2): say why
+            why = f"the Hub cannot be reached ({unreachable})"
+            raise ModelLoadError(_unknown_model(spec, why, always=True))
     return spec, spec.split("/")[-1], spec
 
 
-def _unknown_model(spec: str) -> str:
-    """One line for a name nothing here has; the network only when a Hub name was plausible."""
+def _unknown_model(spec: str, why: str, always: bool = False) -> str:
+    """One line for a name nothing here has; the network when a Hub name was plausible."""
     message = (
         f"no local directory, GGUF file, alias or cached Hub model is named {spec!r} "
         f"(aliases: {DEFAULT_MODEL})"
     )
     if "/" in spec:
-        message += "; it looks like a Hub name, but the network is off (HF_HUB_OFFLINE)"
+        message += f"; it looks like a Hub name, but {why}"
+    elif always:
+        message += f"; if it is a Hub or TransformerLens name, {why}"
     return message
 
 
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hub's endpoint cannot be reached, or None. One TCP connection, so that a name
+    nothing has fails in a second instead of after the loaders' half-minute of retries. Behind
+    a proxy a direct connection says nothing, so then the loaders decide."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.hostname}:{port}: {e.strerror or type(e).__name__}"
+    return None
 
 
 def _hub_cached(name: str) -> bool:

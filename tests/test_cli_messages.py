@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -85,6 +88,22 @@ def test_a_user_error_is_one_line_with_its_exit_code(
     assert lines[0].startswith("error: ") and says in lines[0], lines[0]
     assert "network" not in lines[0] or "org/" in " ".join(argv)
     assert not (tmp_path / "new").exists()  # a failed run leaves no empty store folder
+
+
+@pytest.mark.parametrize("name", ["nonexistent-model-xyz", "org/nonexistent-xyz"])
+def test_an_unknown_model_with_the_hub_unreachable_is_one_line_at_once(name, tmp_path):
+    """Network not switched off, but the Hub's endpoint refuses (a closed local port stands in
+    for a machine without network): one line naming the aliases and why, no loader retries."""
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    new = [a.format(tmp=tmp_path) for a in NEW]
+    cmd = [sys.executable, "-m", "lens_cache.activations", "-m", name, *new]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: no local directory") and "(aliases: smollm2-135m)" in line
+    assert "the Hub cannot be reached (127.0.0.1:9: " in line
+    assert not (tmp_path / "new").exists()
 
 
 def test_layers_are_range_checked_after_loading_before_writing(gpt2_dir, tmp_path):
