@@ -111,6 +111,15 @@ def boot(path: Path):
     return load_model(str(path), device="cpu")
 
 
+@pytest.fixture(scope="module")
+def hub():
+    """A local Hub-compatible server for one test module (tests/hubserver.py)."""
+    from tests.hubserver import TOKENS, HubServer
+
+    with HubServer(tokens=TOKENS).start() as server:
+        yield server
+
+
 @pytest.fixture
 def one_thread():
     """Torch on one CPU thread for this test: two runs that must give the same bytes then do the

@@ -75,6 +75,9 @@ GITATTRIBUTES = "".join(
 TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 NOT_FOUND = "EntryNotFound"
+# The test accounts: token -> user name. ALICE may write to alice/*, BOB only read.
+ALICE, BOB = "test-token", "bob-token"
+TOKENS = {ALICE: "alice", BOB: "bob"}
 
 
 class HubError(Exception):

@@ -37,10 +37,8 @@ from lens_cache.hub._select import make_selection, parse_heads
 from lens_cache.hub._shards import ShardReader, ShardWriter, group_prompts, plan_shards
 from lens_cache.prompts import prompt_hash
 from tests.helpers import REPO, read_jsonl, read_npz, read_safetensors
-from tests.hubserver import HubServer, client_env
+from tests.hubserver import ALICE, TOKENS, HubServer, client_env
 
-ALICE, BOB = "test-token", "bob-token"
-TOKENS = {ALICE: "alice", BOB: "bob"}
 MARK = "@@hub-result@@"
 PROMPTS = [
     {"text": "The cat sat on the mat because it was warm.", "meta": {"kind": "prose", "id": 1}},
@@ -127,12 +125,6 @@ def store(gqa_model, tmp_path_factory) -> dict:
     export(gqa_model, prompts=PROMPTS, save_path=path, hooks=["pattern", "resid_post"], quiet=True)
     hashes = sorted(prompt_hash(p["text"]) for p in PROMPTS)
     return {"path": path, "model": gqa_model.name, "hashes": hashes}
-
-
-@pytest.fixture(scope="module")
-def hub():
-    with HubServer(tokens=TOKENS).start() as server:
-        yield server
 
 
 def _head(hub: HubServer, repo: str, branch: str = "main") -> dict:

@@ -17,17 +17,10 @@ import lens_cache
 from lens_cache.hub._layout import tensor_path
 from lens_cache.layout import HEADS_NAME, PROMPTS_DIR
 from lens_cache.viewer import model_slug
-from tests.hubserver import HubServer
-from tests.test_hub import TOKENS, _blob, run_child
+from tests.test_hub import _blob, run_child
 
 REPO_ID = "alice/heads"
 FIELDS = ("dla", "top_attention", "top_dla", "top_value_weighted", "value_norms")
-
-
-@pytest.fixture(scope="module")
-def hub():
-    with HubServer(tokens=TOKENS).start() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

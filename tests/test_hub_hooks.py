@@ -20,21 +20,14 @@ import lens_cache
 from lens_cache.cache import verify_store
 from lens_cache.hub._layout import tensor_path
 from lens_cache.layout import HOOKS_NAME, PROMPTS_DIR, hook_site
-from tests.hubserver import HubServer
 from tests.test_hooks import _live
-from tests.test_hub import PROMPTS, TOKENS, _blob, _head, run_child
+from tests.test_hub import PROMPTS, _blob, _head, run_child
 
 REPO_ID, HALF_ID, SOME_ID = "alice/hooks", "alice/hooks16", "alice/some-hooks"
 # a glob over every layer, a block site at each of --layers, hooks before and after the blocks
 # (so their firing order is not their sorted order)
 OUTSIDE = ["hook_embed", "ln_final.hook_normalized"]
 HOOKS = ["resid_post", "blocks.*.hook_mlp_out", "attn.hook_z", *OUTSIDE]
-
-
-@pytest.fixture(scope="module")
-def hub():
-    with HubServer(tokens=TOKENS).start() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -41,17 +41,10 @@ from tests.browser import (
     check_token_tip,
     chromium_point,
 )
-from tests.hubserver import HubServer
-from tests.test_hub import TOKENS, _added, _blob, _commit_chain, _head, run_child
+from tests.test_hub import _added, _blob, _commit_chain, _head, run_child
 
 REPO_ID = "alice/predictions"
 FIELDS = ("entropy", "loss", "target_rank", "top_ids", "top_logprobs")
-
-
-@pytest.fixture(scope="module")
-def hub():
-    with HubServer(tokens=TOKENS).start() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

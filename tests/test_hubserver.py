@@ -22,10 +22,8 @@ from typing import Any, Callable
 import pytest
 
 from tests.helpers import REPO
-from tests.hubserver import HubServer, client_env
+from tests.hubserver import ALICE, BOB, TOKENS, HubServer, client_env
 
-ALICE, BOB = "test-token", "bob-token"
-TOKENS = {ALICE: "alice", BOB: "bob"}
 RESULT_MARK = "@@hubserver-result@@"
 
 
