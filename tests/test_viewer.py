@@ -28,7 +28,7 @@ from lens_cache.viewer import (
     model_slug,
     write_viewer,
 )
-from lens_cache.viewer._encode import float16_bits
+from lens_cache.viewer._encode import float16_bits, float16_bits_numpy
 from tests.browser import (
     HEAT_CENTRE_JS,
     HEAT_RESIZE_JS,
@@ -100,10 +100,14 @@ def test_layer_chunk_round_trips_within_float16(store):
     np.testing.assert_allclose(tril, pat[:, rows, cols], atol=2.5e-4)
 
 
-def test_float16_bits_are_numpys_rounding_everywhere():
+@pytest.mark.parametrize("convert", [float16_bits, float16_bits_numpy], ids=["torch", "numpy"])
+def test_float16_bits_are_numpys_rounding_everywhere(convert):
     # every float16 value and the float32s around each of its rounding midpoints (ties to
     # even, both sides), subnormals, overflow to inf, both signs; numpy's astype is the
-    # reference (its slow path for tiny values is what float16_bits replaces)
+    # reference (its slow path for tiny values is what float16_bits replaces). An export
+    # converts with torch (loaded there), a viewer build from disk with numpy: same bits.
+    import torch  # noqa: F401  (loaded, as in an export: float16_bits converts with it)
+
     halves = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
     exact = halves[np.isfinite(halves)].astype(np.float32).view(np.uint32).astype(np.int64)
     near = np.concatenate([exact + d for d in (-4097, -4096, -4095, -1, 0, 1, 4095, 4096)])
@@ -112,8 +116,8 @@ def test_float16_bits_are_numpys_rounding_everywhere():
     values = values[~np.isnan(values)]
     with np.errstate(over="ignore"):
         expected = values.astype(np.float16).view(np.uint16)
-    np.testing.assert_array_equal(float16_bits(values), expected)
-    assert np.isnan(float16_bits(np.float32([np.nan, -np.nan])).view(np.float16)).all()
+    np.testing.assert_array_equal(convert(values), expected)
+    assert np.isnan(convert(np.float32([np.nan, -np.nan])).view(np.float16)).all()
 
 
 def test_partial_layers_write_only_stored_layers(store):

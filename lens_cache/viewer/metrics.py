@@ -16,6 +16,7 @@ that uniform attention over the causal prefix would get on the same prompt (see
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -155,7 +156,7 @@ def duplicate_token(patterns: np.ndarray, tokens: Sequence) -> np.ndarray:
     """
     a = _as_patterns(patterns)
     _check_tokens(a, tokens)
-    return _mean_over_target_rows(a, duplicate_targets(tokens))
+    return _mean_over_target_rows(a, _target_cells(duplicate_targets, _hashable(tokens)))
 
 
 def induction(patterns: np.ndarray, tokens: Sequence) -> np.ndarray:
@@ -175,16 +176,30 @@ def induction(patterns: np.ndarray, tokens: Sequence) -> np.ndarray:
     """
     a = _as_patterns(patterns)
     _check_tokens(a, tokens)
-    return _mean_over_target_rows(a, induction_targets(tokens))
+    return _mean_over_target_rows(a, _target_cells(induction_targets, _hashable(tokens)))
 
 
-def _mean_over_target_rows(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per head: the attention each row puts on its masked keys, averaged over the rows that
+def _hashable(tokens: Sequence) -> tuple:
+    return tuple(t.item() if isinstance(t, np.generic) else t for t in tokens)
+
+
+@functools.lru_cache(maxsize=32)
+def _target_cells(targets, tokens: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cells of ``targets(tokens)`` (row-major) and where each row's run starts: a
+    prompt's layers share them, and making them was a third of a layer's metrics."""
+    qi, ki = np.nonzero(targets(tokens))  # row-major: qi is sorted
+    _, starts = np.unique(qi, return_index=True)
+    for cells in (qi, ki, starts):
+        cells.flags.writeable = False  # shared by every caller of the cache
+    return qi, ki, starts
+
+
+def _mean_over_target_rows(a: np.ndarray, cells: tuple) -> np.ndarray:
+    """Per head: the attention each row puts on its target cells, averaged over the rows that
     have any (float64); NaN when no row has one."""
-    qi, ki = np.nonzero(mask)  # row-major: qi is sorted
+    qi, ki, starts = cells
     if qi.size == 0:
         return np.full(a.shape[0], np.nan)
-    _, starts = np.unique(qi, return_index=True)
     per_row = np.add.reduceat(a[:, qi, ki].astype(np.float64), starts, axis=1)
     return per_row.mean(axis=-1)
 
