@@ -28,7 +28,7 @@ from lens_cache.viewer import (
     model_slug,
     write_viewer,
 )
-from lens_cache.viewer._encode import float16_bits, float16_bits_numpy
+from lens_cache.viewer._encode import THUMB_SIZE, float16_bits, float16_bits_numpy, thumbnail
 from tests.browser import (
     HEAT_CENTRE_JS,
     HEAT_RESIZE_JS,
@@ -98,6 +98,25 @@ def test_layer_chunk_round_trips_within_float16(store):
     tril = decode(chunk["data"]).astype(np.float32)
     rows, cols = np.tril_indices(t)
     np.testing.assert_allclose(tril, pat[:, rows, cols], atol=2.5e-4)
+
+
+@pytest.mark.parametrize("n_tokens", [5, 48, 49, 97, 200])
+def test_thumbnail_is_the_max_of_each_block(n_tokens):
+    # brute force: block (i, j) covers rows/columns [i*T//S, (i+1)*T//S), its max scaled to
+    # 0..255; the thumbnail keeps the pooled lower triangle row by row
+    rng = np.random.default_rng(n_tokens)
+    patterns = np.tril(rng.random((3, n_tokens, n_tokens), dtype=np.float32))
+    size = min(n_tokens, THUMB_SIZE)
+    edges = [i * n_tokens // size for i in range(size + 1)]
+    expected = [
+        [
+            round(float(patterns[h, edges[i] : edges[i + 1], edges[j] : edges[j + 1]].max()) * 255)
+            for i in range(size)
+            for j in range(i + 1)
+        ]
+        for h in range(3)
+    ]
+    np.testing.assert_array_equal(thumbnail(patterns), np.array(expected, dtype=np.uint8))
 
 
 @pytest.mark.parametrize("convert", [float16_bits, float16_bits_numpy], ids=["torch", "numpy"])
