@@ -23,6 +23,8 @@ from lens_cache.errors import (
 from lens_cache.faults import fault_point
 from lens_cache.hooks import hooks_width, pool_sites, resolve_hooks, split_hook_requests
 from lens_cache.layout import (
+    DEFAULT_DTYPE,
+    DEFAULT_TOP_K,
     DTYPES,
     HEAD_CONTRIBUTIONS,
     HOOK_KINDS,
@@ -72,17 +74,17 @@ def export(
     *,
     hooks=DEFAULT_HOOKS,
     layers="all",
-    resid_dtype: str = "float32",
-    pattern_dtype: str = "float32",
+    resid_dtype: str = DEFAULT_DTYPE,
+    pattern_dtype: str = DEFAULT_DTYPE,
     stacked_heads: bool = False,
-    top_k: int = 10,
+    top_k: int = DEFAULT_TOP_K,
     batch_size: int = 8,
     token_budget: int | None = None,
     max_batch_mb: float = 1024,
     force: bool = False,
     on_long: str = "skip",
     device: str | None = None,
-    model_dtype: str = "float32",
+    model_dtype: str = DEFAULT_DTYPE,
     writers: int = 2,
     compress_level: int = 1,
     index_html: bool = True,
@@ -451,7 +453,7 @@ def _settings_diff(stored: dict, asked: dict) -> str:
 
 def _settings_words(d: dict) -> dict[str, str]:
     """What a fingerprint stands for, each setting as words (a missing dtype is float32)."""
-    d = {"pattern_dtype": "float32", "model_dtype": "float32", **d}
+    d = {"pattern_dtype": DEFAULT_DTYPE, "model_dtype": DEFAULT_DTYPE, **d}
     hooks = [*d.get("hooks", []), *d.get("extra_hooks", []), *d.get("predictions", [])]
     words = {"hooks": " ".join(hooks), "layers": _ranges(d.get("layers", []))}
     if d.get("predictions"):

@@ -104,6 +104,7 @@ LOGIT_LENS = "logit_lens"
 PREDICTION_KINDS = (LOGITS, LOGIT_LENS)
 PREDICTION_FILES = {LOGITS: PREDICTIONS_NAME, LOGIT_LENS: LOGIT_LENS_NAME}
 PREDICTION_FIELDS = ("loss", "entropy", "top_ids", "top_logprobs", "target_rank")
+DEFAULT_TOP_K = 10  # top tokens stored per position when `--top-k` is not given
 
 
 def lens_member(layer: int, field: str) -> str:
@@ -257,6 +258,7 @@ class _TorchDtypes(Mapping):
 
 
 DTYPES = _TorchDtypes("float32", "float16", "bfloat16")
+DEFAULT_DTYPE = "float32"  # of residuals, patterns and the model's compute, unless chosen
 PATTERN_DTYPES = _TorchDtypes("float32", "float16")  # numpy has no bfloat16
 # Every dtype a stored safetensors member has: the floats above, and the predictions' ids and
 # ranks (int32).

@@ -40,6 +40,8 @@ from lens_cache.errors import (
 )
 from lens_cache.layout import (
     DATA_NAMES,
+    DEFAULT_DTYPE,
+    DEFAULT_TOP_K,
     HEAD_CONTRIBUTIONS,
     HEADS_NAME,
     HOOK_KINDS,
@@ -157,10 +159,10 @@ def _settings_options(stored: dict, add=()) -> list[str]:
     if stored.get("layers"):
         options += ["--layers", ",".join(map(str, stored["layers"]))]
     for option, key in (("--dtype", "resid_dtype"), ("--pattern-dtype", "pattern_dtype")):
-        options += [option, stored.get(key, "float32")]
-    options += ["--model-dtype", stored.get("model_dtype", "float32")]
+        options += [option, stored.get(key, DEFAULT_DTYPE)]
+    options += ["--model-dtype", stored.get("model_dtype", DEFAULT_DTYPE)]
     if set(known) & set(PREDICTION_KINDS):
-        options += ["--top-k", str(stored.get("top_k", 10))]
+        options += ["--top-k", str(stored.get("top_k", DEFAULT_TOP_K))]
     return options + (["--stacked-heads"] if stored.get("stacked_heads") else [])
 
 

@@ -35,6 +35,8 @@ from lens_cache.errors import (
 from lens_cache.faults import fault_point
 from lens_cache.layout import (
     DATA_NAMES,
+    DEFAULT_DTYPE,
+    DEFAULT_TOP_K,
     DTYPES,
     HEAD_CONTRIBUTIONS,
     HEADS_NAME,
@@ -70,12 +72,12 @@ class ExportSettings:
 
     hooks: tuple[str, ...] = ("pattern", "resid_post")
     layers: tuple[int, ...] = (0,)
-    resid_dtype: str = "float32"
-    pattern_dtype: str = "float32"  # float16 halves the bytes; lossy (abs error <= 2.4e-4)
+    resid_dtype: str = DEFAULT_DTYPE
+    pattern_dtype: str = DEFAULT_DTYPE  # float16 halves the bytes; lossy (abs error <= 2.4e-4)
     stacked_heads: bool = False
-    model_dtype: str = "float32"  # what the model computed in: float16/bfloat16 move patterns
+    model_dtype: str = DEFAULT_DTYPE  # what the model computed in: float16/bfloat16 move patterns
     predictions: tuple[str, ...] = ()  # `logits`, `logit_lens` (lens_cache.predictions)
-    top_k: int = 10  # top tokens stored per position by the prediction kinds
+    top_k: int = DEFAULT_TOP_K  # top tokens stored per position by the prediction kinds
     extra_hooks: tuple[str, ...] = ()  # any other per-token hooks, resolved (lens_cache.hooks)
     compress_level: int = 1  # how, not what: left out of the fingerprint
     chunk_mb: float = 1024  # how: most MB of vocabulary rows read out at once; not fingerprinted

@@ -14,7 +14,9 @@ import sys
 
 from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
 from lens_cache.layout import (
+    DEFAULT_DTYPE,
     DEFAULT_MODEL,
+    DEFAULT_TOP_K,
     DTYPES,
     HOOK_KINDS,
     INDEX_HTML,
@@ -122,7 +124,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     a(
         "--top-k",
         type=int,
-        default=10,
+        default=DEFAULT_TOP_K,
         help="most likely next tokens stored per position by logits and logit_lens",
     )
     a(
@@ -140,20 +142,20 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     a(
         "--dtype",
-        default="float32",
+        default=DEFAULT_DTYPE,
         choices=sorted(DTYPES),
         dest="resid_dtype",
         help="dtype of stored residuals",
     )
     a(
         "--pattern-dtype",
-        default="float32",
+        default=DEFAULT_DTYPE,
         choices=list(PATTERN_DTYPES),
         help="dtype of stored patterns; float16 halves the bytes but is lossy (error <= 2.4e-4)",
     )
     a(
         "--model-dtype",
-        default="float32",
+        default=DEFAULT_DTYPE,
         choices=sorted(DTYPES),
         help="dtype the model computes in (float16/bfloat16 change the patterns slightly)",
     )
