@@ -21,8 +21,10 @@ Example:
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import struct
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,8 +193,11 @@ def model_cfg(spec: ModelSpec) -> dict:
     }
 
 
-def write_prompt(save: Path, rng, spec: ModelSpec, text: str, meta: dict, compress: bool) -> dict:
-    """Write one prompt's folder for one model and return its prompt.json object."""
+def write_prompt(
+    save: Path, rng, spec: ModelSpec, text: str, meta: dict, compress: bool, dtype: str = "float32"
+) -> dict:
+    """Write one prompt's folder for one model (patterns stored as `dtype`) and return its
+    prompt.json object."""
     tokens = tokenize(text)
     layers = list(range(spec.n_layers))
     if meta.get("kind") in spec.partial_layers_for:
@@ -200,7 +205,10 @@ def write_prompt(save: Path, rng, spec: ModelSpec, text: str, meta: dict, compre
     h = prompt_hash(text)
     folder = save / spec.name / PROMPTS_DIR / h
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {hook_name(PATTERN, i): layer_patterns(rng, spec, i, tokens) for i in layers}
+    arrays = {
+        hook_name(PATTERN, i): layer_patterns(rng, spec, i, tokens).astype(dtype, copy=False)
+        for i in layers
+    }
     (np.savez_compressed if compress else np.savez)(folder / NPZ_NAME, **arrays)
     if spec.resid_dtype and meta.get("kind") != "xss":  # the XSS prompt has no residuals
         write_resid(
@@ -220,6 +228,22 @@ def write_prompt(save: Path, rng, spec: ModelSpec, text: str, meta: dict, compre
     return prompt
 
 
+def write_prompts(save: Path, rng, spec: ModelSpec, prompts, how: tuple, workers: int) -> list:
+    """:func:`write_prompt` of each ``(text, meta)`` in `prompts`; `how` is (compress, dtype)."""
+    if workers == 1:
+        return [write_prompt(save, rng, spec, t, m, *how) for t, m in prompts]
+    seeds = rng.integers(2**63, size=len(prompts))
+    jobs = [(save, seed, spec, t, m, *how) for seed, (t, m) in zip(seeds, prompts, strict=True)]
+    fork = multiprocessing.get_context("fork")  # spawn would re-run a caller's unguarded script
+    with ProcessPoolExecutor(workers, mp_context=fork) as pool:
+        return list(pool.map(write_seeded_prompt, jobs, chunksize=64))
+
+
+def write_seeded_prompt(job: tuple) -> dict:
+    save, seed, *rest = job
+    return write_prompt(save, np.random.default_rng(seed), *rest)
+
+
 def write_store(
     save_path: Path,
     *,
@@ -229,6 +253,8 @@ def write_store(
     lengths: tuple[int, int] = (8, 48),
     seed: int = 0,
     compress: bool = True,
+    dtype: str = "float32",
+    workers: int = 1,
 ) -> dict:
     """Write a synthetic store under `save_path` and return what tests need to know about it.
 
@@ -240,6 +266,11 @@ def write_store(
         lengths (`tuple[int, int]`, *optional*): token-count range of the random prompts.
         seed (`int`, *optional*, defaults to 0): the store is deterministic given the seed.
         compress (`bool`, *optional*, defaults to `True`): `np.savez_compressed` or `np.savez`.
+        dtype (`str`, *optional*, defaults to ``"float32"``): the patterns' stored dtype
+            (``"float16"`` halves a bench store's size; the viewer reads float32 either way).
+        workers (`int`, *optional*, defaults to 1): above 1, each prompt draws from its own
+            seeded generator (the same store for any number of workers, another than with 1)
+            and that many processes write them.
 
     Returns:
         `dict`: ``save_path``, ``hashes`` (prompt id -> hash), ``induction_heads``
@@ -250,7 +281,7 @@ def write_store(
     rng = np.random.default_rng(seed)
     prompts = (special_prompts(rng) if special else []) + random_prompts(rng, n_prompts, lengths)
     for spec in models:
-        rows = [write_prompt(save, rng, spec, t, m, compress) for t, m in prompts]
+        rows = write_prompts(save, rng, spec, prompts, (compress, dtype), workers)
         (save / spec.name / MODEL_CFG_NAME).write_text(json.dumps(model_cfg(spec)))
         write_jsonl(save / spec.name / PROMPTS_INDEX, sorted(rows, key=lambda r: r["hash"]))
     cfgs = sorted((model_cfg(s) for s in models), key=lambda c: c["model_name"])
@@ -266,9 +297,18 @@ def write_store(
 
 
 if __name__ == "__main__":  # python -m lens_cache.synthetic OUT [N_PROMPTS]: a bench store
+    import os
     import sys
 
     out = Path(sys.argv[1])
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    write_store(out, models=[BENCH_MODEL], n_prompts=n, special=False, compress=False)
+    write_store(
+        out,
+        models=[BENCH_MODEL],
+        n_prompts=n,
+        special=False,
+        compress=False,
+        dtype="float16",
+        workers=os.cpu_count() or 1,
+    )
     print(out)

@@ -233,6 +233,31 @@ def test_incremental_skips_rebuilds_and_prunes(tmp_path):
     assert pruned["viewer_bytes"] < first["viewer_bytes"]
 
 
+def viewer_files(save) -> dict[str, bytes]:
+    return {str(p.relative_to(save)): p.read_bytes() for p in sorted(save.rglob("*.js"))}
+
+
+def test_worker_processes_write_what_threads_write_and_skip_damaged_files(
+    tmp_path, monkeypatch, capfd
+):
+    from lens_cache.viewer import _build
+
+    info = write_store(tmp_path, models=[SMALL_MODEL], n_prompts=3)
+    save = info["save_path"]
+    write_viewer(save, log=quiet, workers=1)
+    threads = viewer_files(save)
+    monkeypatch.setattr(_build, "PROCESSES_FROM", 1)  # a store this small gets processes too
+    assert write_viewer(save, log=quiet, force=True)["built"] == 8
+    assert viewer_files(save) == threads
+
+    npz = save / SMALL / "prompts" / info["hashes"]["prose-01"] / "activations.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])  # truncated
+    capfd.readouterr()
+    damaged = write_viewer(save, log=quiet, force=True)  # the error crosses back from a worker
+    assert (damaged["built"], damaged["prompts"]) == (8, 7)
+    assert f"skipped a prompt: {npz}" in capfd.readouterr().err
+
+
 def test_stacked_heads_npy_replaces_the_npz(tmp_path):
     info = write_store(tmp_path, models=[SMALL_MODEL])
     save, h = info["save_path"], info["hashes"]["repeat-01"]
