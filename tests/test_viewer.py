@@ -12,6 +12,7 @@ import re
 import threading
 import urllib.request
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,8 @@ def test_worker_processes_write_what_threads_write_and_skip_damaged_files(
     write_viewer(save, log=quiet, workers=1)
     threads = viewer_files(save)
     monkeypatch.setattr(_build, "PROCESSES_FROM", 1)  # a store this small gets processes too
+    with _build.build_pool(8, None) as pool:  # else the comparison below would be vacuous
+        assert isinstance(pool, ProcessPoolExecutor), threading.enumerate()
     assert write_viewer(save, log=quiet, force=True)["built"] == 8
     assert viewer_files(save) == threads
 

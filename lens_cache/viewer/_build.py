@@ -53,6 +53,7 @@ from lens_cache.viewer._encode import (
     encode_array,
     layer_chunk,
     nan_to_none,
+    numpy_only,
     read_data_script,
     script_call,
     thumbnail,
@@ -818,7 +819,8 @@ def build_pool(n_todo: int, workers: int | None):
     cores = os.cpu_count() or 1
     forkable = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
     if workers is None and n_todo >= PROCESSES_FROM and cores > 1 and forkable:
-        return ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("fork"))
+        fork = multiprocessing.get_context("fork")
+        return ProcessPoolExecutor(cores, mp_context=fork, initializer=numpy_only)
     return ThreadPoolExecutor(max_workers=max(1, workers or min(4, cores)))
 
 

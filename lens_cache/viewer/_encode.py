@@ -116,6 +116,17 @@ def layer_chunk(patterns: np.ndarray) -> dict:
     return {"n_heads": h, "n_tokens": t, "layout": "tril", "data": encode_array(tril, "f2")}
 
 
+_torch_allowed = True
+
+
+def numpy_only() -> None:
+    """Never convert with torch in this process: for a child forked from one that has used
+    torch's OpenMP threads, where a parallel region could wait on threads the fork left
+    behind (the viewer build's worker processes call this first)."""
+    global _torch_allowed
+    _torch_allowed = False
+
+
 @functools.lru_cache(maxsize=8)
 def lower_triangle(n: int) -> np.ndarray:
     """Flat indices of an ``n x n`` matrix's lower triangle, row by row (a layer's tokens are
@@ -136,7 +147,7 @@ def float16_bits(values: np.ndarray) -> np.ndarray:
     (start-up). Both are IEEE's one rounding, so the bits are the same (a test compares
     them over every float16 and the midpoints around each).
     """
-    torch = sys.modules.get("torch")
+    torch = sys.modules.get("torch") if _torch_allowed else None
     if torch is None:
         return float16_bits_numpy(values)
     f = np.require(values, dtype=np.float32, requirements=["C", "W"])  # torch wants writable
