@@ -4,6 +4,8 @@ value-weighted pattern computed here, the top-example scripts equal a brute-forc
 Chromium from file://, the value-weighted toggle, the DLA row and grid, the metrics view's DLA
 column and the top-examples page show the stored numbers. (Firefox: test_viewer_firefox.py.)"""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -91,9 +93,41 @@ def test_top_scripts_follow_the_store_after_a_clear_and_a_prune(heads_store, tmp
     tops = {m: save / "viewer_data" / model_slug(m) / "top" for m in (model, other)}
     clear_model(save, other)
     assert not tops[other].exists()
-    assert sorted(p.name for p in tops[model].iterdir()) == ["L0.js", "L1.js"]
+    assert sorted(p.name for p in tops[model].glob("L*.js")) == ["L0.js", "L1.js"]
     removed, _ = prune(save, max_bytes=1)
     assert len(removed) == 3 and not tops[model].exists()
+
+
+def test_unchanged_rebuild_reads_no_candidates_and_a_changed_file_redoes_the_merge(
+    heads_store, tmp_path, monkeypatch
+):
+    """The top-example merge reads every prompt's head-contribution file: an unchanged rebuild
+    skips it (constant work per prompt), and a file rewritten since redoes it."""
+    import os
+    import shutil
+
+    from lens_cache.viewer import _heads, write_viewer
+
+    save = tmp_path / "store"
+    shutil.copytree(heads_store["save_path"], save)
+    top = save / "viewer_data" / model_slug(heads_store["model"]) / "top"
+    before = {p.name: p.read_bytes() for p in top.glob("L*.js")}
+    reads, read = [], _heads._read_candidates
+
+    def counted(*args):
+        reads.append(args)
+        return read(*args)
+
+    monkeypatch.setattr(_heads, "_read_candidates", counted)
+    assert write_viewer(save, log=lambda _: None)["built"] == 0
+    assert reads == []
+    heads_file = save / heads_store["model"] / "prompts" / heads_store["long"]
+    heads_file = heads_file / "head_contributions.safetensors"
+    stat = heads_file.stat()
+    os.utime(heads_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as a rewrite would
+    write_viewer(save, log=lambda _: None)
+    assert [Path(a[0]).parent.name for a in reads] == [heads_store["model"]]
+    assert {p.name: p.read_bytes() for p in top.glob("L*.js")} == before
 
 
 # ---------------------------------------------------------------- in Chromium

@@ -714,7 +714,7 @@ def write_viewer(
         model_stamps = [stamps[(cfg["model_name"], p["hash"])] for p in prompts]
         models.append(model_entry(cfg, prompts, model_stamps))
         top_bytes, models[-1]["top"] = viewer_heads.write_top(
-            save, data_root / models[-1]["slug"], cfg, prompts, emit_script
+            save, data_root / models[-1]["slug"], cfg, prompts, model_stamps, emit_script
         )
         written += top_bytes
         kept.append((cfg["model_name"], [p["hash"] for p in prompts], model_stamps))

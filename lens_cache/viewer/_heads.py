@@ -27,12 +27,15 @@ rows are ``store.top_examples`` merged over every prompt the store holds (the sa
 
 from __future__ import annotations
 
+import json
+from hashlib import md5
 from pathlib import Path
 
 import numpy as np
 
 from lens_cache import top_examples as T
 from lens_cache.layout import HEAD_FIELDS, HEADS_NAME, PROMPTS_DIR, heads_member, parse_heads_member
+from lens_cache.store import write_bytes
 from lens_cache.viewer import metrics as M
 
 CONTEXT = 6  # tokens shown before the key and before the query in a top-example snippet
@@ -126,13 +129,25 @@ def model_part(cfg: dict, stamps: list[dict], average) -> dict | None:
 # ---------------------------------------------------------------- top examples per model
 
 
-def write_top(save: Path, out_dir: Path, cfg: dict, prompts: list[dict], emit) -> tuple[int, list]:
+def write_top(
+    save: Path, out_dir: Path, cfg: dict, prompts: list[dict], stamps: list[dict], emit
+) -> tuple[int, list]:
     """Write ``top/L<layer>.js`` of one model (see the module docstring); remove stale ones.
+    `stamps` are the prompts' viewer stamps (their `source` holds each file's size and mtime);
     `emit(path, func, key, obj)` writes one data script and returns the bytes written.
+
+    The merge reads every prompt's candidates, so it is skipped when the prompts and their
+    head-contribution files are those it was last made from (``top/source.json``): an
+    unchanged rebuild then does constant work per prompt here too.
 
     Returns:
         (bytes written, layers with top examples).
     """
+    top_dir = out_dir / TOP_DIR
+    made_from = _top_sources(prompts, stamps)
+    layers = _unchanged_top(top_dir, made_from)
+    if layers is not None:
+        return 0, layers
     found = _read_candidates(save / cfg["model_name"] / PROMPTS_DIR, prompts)
     written, layers = 0, sorted({layer for _, layer in found})
     tokens = {p["hash"]: [str(t) for t in p.get("tokens") or []] for p in prompts}
@@ -143,11 +158,44 @@ def write_top(save: Path, out_dir: Path, cfg: dict, prompts: list[dict], emit) -
             if cells is not None:
                 body["by"][by] = _merged(hashes, cells, tokens)
         key = f"{out_dir.name}/{layer}"
-        written += emit(out_dir / TOP_DIR / f"L{layer}.js", "top", key, body)
-    for old in (out_dir / TOP_DIR).glob("L*.js"):
+        written += emit(top_dir / f"L{layer}.js", "top", key, body)
+    for old in top_dir.glob("L*.js"):
         if int(old.stem[1:]) not in layers:
             old.unlink()
+    if layers:  # last: a merge interrupted before this is made again
+        record = json.dumps({"source": made_from, "layers": layers}).encode()
+        write_bytes(top_dir / TOP_SOURCE, record, stage="viewer")
+    else:
+        (top_dir / TOP_SOURCE).unlink(missing_ok=True)
     return written, layers
+
+
+TOP_SOURCE = "source.json"
+
+
+def _top_sources(prompts: list[dict], stamps: list[dict]) -> str:
+    """A digest of what the merge reads: each prompt's hash, tokens and head-contribution
+    file's size and mtime."""
+    parts = [
+        [p["hash"], p.get("tokens"), (s.get("source") or {}).get(HEADS_NAME)]
+        for p, s in zip(prompts, stamps, strict=True)
+    ]
+    return md5(json.dumps(parts).encode()).hexdigest()
+
+
+def _unchanged_top(top_dir: Path, made_from: str) -> list | None:
+    """The layers of the top scripts in `top_dir` when they were made from `made_from` and are
+    all there; else None."""
+    try:
+        record = json.loads((top_dir / TOP_SOURCE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    layers = record.get("layers") or []
+    if record.get("source") != made_from:
+        return None
+    if not all((top_dir / f"L{layer}.js").is_file() for layer in layers):
+        return None
+    return layers
 
 
 def _read_candidates(prompts_dir: Path, prompts: list[dict]) -> dict:
