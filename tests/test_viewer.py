@@ -9,10 +9,11 @@ import base64
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import urllib.request
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -238,27 +239,38 @@ def viewer_files(save) -> dict[str, bytes]:
     return {str(p.relative_to(save)): p.read_bytes() for p in sorted(save.rglob("*.js"))}
 
 
-def test_worker_processes_write_what_threads_write_and_skip_damaged_files(
-    tmp_path, monkeypatch, capfd
-):
-    from lens_cache.viewer import _build
+# A build in worker processes, in a child process of its own: forking needs a process with no
+# other thread, and a test session has some (tqdm's monitor, Playwright's runner).
+BUILD_IN_PROCESSES = """
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from lens_cache.viewer import _build, write_viewer
+_build.PROCESSES_FROM = 1  # a store this small gets processes too
+with _build.build_pool(8, None) as pool:  # else the comparison would be vacuous
+    assert isinstance(pool, ProcessPoolExecutor), pool
+result = write_viewer(sys.argv[1], log=lambda _: None, force=True)
+print(result["built"], result["prompts"])
+"""
 
+
+def test_worker_processes_write_what_threads_write_and_skip_damaged_files(tmp_path):
     info = write_store(tmp_path, models=[SMALL_MODEL], n_prompts=3)
     save = info["save_path"]
     write_viewer(save, log=quiet, workers=1)
     threads = viewer_files(save)
-    monkeypatch.setattr(_build, "PROCESSES_FROM", 1)  # a store this small gets processes too
-    with _build.build_pool(8, None) as pool:  # else the comparison below would be vacuous
-        assert isinstance(pool, ProcessPoolExecutor), threading.enumerate()
-    assert write_viewer(save, log=quiet, force=True)["built"] == 8
+
+    def build() -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-c", BUILD_IN_PROCESSES, str(save)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+
+    assert build().stdout.split() == ["8", "8"]
     assert viewer_files(save) == threads
 
     npz = save / SMALL / "prompts" / info["hashes"]["prose-01"] / "activations.npz"
     npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])  # truncated
-    capfd.readouterr()
-    damaged = write_viewer(save, log=quiet, force=True)  # the error crosses back from a worker
-    assert (damaged["built"], damaged["prompts"]) == (8, 7)
-    assert f"skipped a prompt: {npz}" in capfd.readouterr().err
+    damaged = build()  # the error crosses back from a worker
+    assert damaged.stdout.split() == ["8", "7"]
+    assert f"skipped a prompt: {npz}" in damaged.stderr
 
 
 def test_stacked_heads_npy_replaces_the_npz(tmp_path):

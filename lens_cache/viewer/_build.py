@@ -246,6 +246,13 @@ def _stack_norms(found: dict[str, dict[int, np.ndarray]]) -> dict | None:
 # ---------------------------------------------------------------- one prompt
 
 
+# numpy parses each .npy header with `ast.literal_eval`, and CPython 3.11's ast is not
+# thread-safe: two builder threads parsing at once raised "SystemError: AST constructor
+# recursion depth mismatch" in a full test run (3.11.7). So one thread reads an array at a
+# time; the decoding of layers, most of the work, still runs in parallel.
+_NPY_HEADER_LOCK = threading.Lock()
+
+
 def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
     """Yield ``(layer, [n_heads, T, T] float32)`` for each stored layer, one at a time.
 
@@ -260,9 +267,12 @@ def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
                     raise StoreCorruptError(
                         f"{src}: no array {key!r}; prompt.json lists it as stored"
                     )
-                yield layer, check_layer(npz[key], key, n_heads, n_tokens, src)
+                with _NPY_HEADER_LOCK:
+                    array = npz[key]
+                yield layer, check_layer(array, key, n_heads, n_tokens, src)
     elif (src / STACKED_NAME).is_file():
-        stacked = np.load(src / STACKED_NAME, mmap_mode="r")
+        with _NPY_HEADER_LOCK:
+            stacked = np.load(src / STACKED_NAME, mmap_mode="r")
         listed = (prompt.get("lens_cache") or {}).get("layers")
         layers = sorted(listed) if listed is not None else range(stacked.shape[1])
         for k, layer in enumerate(layers):
