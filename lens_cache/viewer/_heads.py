@@ -40,6 +40,7 @@ from lens_cache.viewer import metrics as M
 
 CONTEXT = 6  # tokens shown before the key and before the query in a top-example snippet
 TOP_DIR = "top"  # <viewer_data>/<slug>/top/L<layer>.js
+TOP_SOURCE = "source.json"  # top/source.json: what the top scripts were merged from
 
 
 def read_contributions(prompt_dir: Path) -> dict | None:
@@ -168,9 +169,6 @@ def write_top(
     else:
         (top_dir / TOP_SOURCE).unlink(missing_ok=True)
     return written, layers
-
-
-TOP_SOURCE = "source.json"
 
 
 def _top_sources(prompts: list[dict], stamps: list[dict]) -> str:
