@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lens_cache import formats
 from lens_cache.errors import ModelNotInStoreError
 from lens_cache.layout import (
     HEAD_CONTRIBUTIONS,
@@ -58,7 +59,7 @@ from lens_cache.layout import (
     lens_member,
 )
 from lens_cache.progress import log
-from lens_cache.reader import model_names, open_store
+from lens_cache.reader import model_names, open_store, pattern_length
 from lens_cache.store import read_json
 from lens_cache.viewer import OLD_ASSETS as OLD_VIEWER_ASSETS
 from lens_cache.viewer import refresh_store
@@ -146,14 +147,19 @@ def verify_store(save_path: Path, *, quiet: bool = False) -> tuple[list[Problem]
     n_prompts = 0
     for model in _model_folders(store.path):
         mdir = store.path / model
+        links = _links(mdir, [PROMPTS_DIR, MODEL_CFG_NAME, PROMPTS_INDEX])
+        if links:
+            problems += links
+            continue
         cfg_path = mdir / MODEL_CFG_NAME
         if not cfg_path.is_file():
             problems.append(Problem("missing", cfg_path, "the model's config"))
         problems += _check_json(cfg_path) + _check_json(mdir / PROMPTS_INDEX, lines=True)
+        n_heads = _n_heads(cfg_path)
         folders = sorted(p for p in (mdir / PROMPTS_DIR).glob("*") if p.is_dir())
         log(f"[{model}] verifying {len(folders)} prompt folders", quiet=quiet)
         for folder in folders:
-            problems += check_prompt_dir(folder)
+            problems += check_prompt_dir(folder, n_heads)
         n_prompts += len(folders)
         for path in sorted((mdir / POOLED_DIR).glob("*/*.parquet")):
             problems += _check_parquet(path)
@@ -161,10 +167,29 @@ def verify_store(save_path: Path, *, quiet: bool = False) -> tuple[list[Problem]
 
 
 def _model_folders(root: Path) -> list[str]:
-    """The store's models, and folders holding prompts whose `model_cfg.json` was lost (a
-    damaged model, which verify reports)."""
-    damaged = [p.name for p in root.iterdir() if (p / PROMPTS_DIR).is_dir()]
+    """The store's models, folders holding prompts whose `model_cfg.json` was lost (a
+    damaged model, which verify reports), and links that stand where a model would."""
+    damaged = [p.name for p in root.iterdir() if (p / PROMPTS_DIR).is_dir() or p.is_symlink()]
     return sorted(set(model_names(root)) | set(damaged))
+
+
+def _links(folder: Path, names) -> list[Problem]:
+    """A problem for `folder` itself or each of its entries `names` that is a symbolic link:
+    reported, never followed (see `lens_cache.damage.refuse_links`)."""
+    paths = [folder] if folder.is_symlink() else [folder / n for n in names]
+    return [
+        Problem("corrupt", p, f"a symbolic link (to {os.readlink(p)}), never followed")
+        for p in paths
+        if p.is_symlink()
+    ]
+
+
+def _n_heads(cfg_path: Path) -> int | None:
+    try:
+        heads = read_json(cfg_path).get("n_heads")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return heads if isinstance(heads, int) and heads > 0 else None
 
 
 def _check_json(path: Path, lines: bool = False) -> list[Problem]:
@@ -181,8 +206,12 @@ def _check_json(path: Path, lines: bool = False) -> list[Problem]:
     return []
 
 
-def check_prompt_dir(folder: Path) -> list[Problem]:
-    """Check one prompt folder: prompt.json, the files it promises, and every data file there."""
+def check_prompt_dir(folder: Path, n_heads: int | None = None) -> list[Problem]:
+    """Check one prompt folder: prompt.json, the files it promises, and every data file there.
+    A folder that is or holds a link is reported and not read."""
+    links = _links(folder, sorted(os.listdir(folder)) if not folder.is_symlink() else [])
+    if links:
+        return links
     try:
         record = read_json(folder / PROMPT_NAME)
     except FileNotFoundError:
@@ -195,13 +224,14 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
     hooks = settings["hooks"] if "hooks" in settings else [PATTERN]  # pattern-lens: patterns
     layers = settings.get("layers")
     problems = _promised(folder, hooks + settings.get("predictions", []))
-    n = record.get("n_tokens") if settings else None  # pattern-lens counts tokens without BOS
+    n = pattern_length(record)
     problems += _check_hooks_file(folder, settings.get("extra_hooks") or [], n)
+    shape = (1, n_heads, n, n)
     if (folder / NPZ_NAME).is_file():
         keys = [hook_name(PATTERN, i) for i in layers or []]
-        problems += _check_npz(folder / NPZ_NAME, keys, n)
+        problems += _check_npz(folder / NPZ_NAME, keys, shape)
     if (folder / STACKED_NAME).is_file():
-        problems += _check_npy(folder / STACKED_NAME, n)
+        problems += _check_npy(folder / STACKED_NAME, shape)
     if (folder / RESIDUALS_NAME).is_file():
         kinds = [k for k in hooks if k in RESID_KINDS]
         keys = [hook_name(k, i) for k in kinds for i in layers or []]
@@ -239,33 +269,29 @@ def _promised(folder: Path, hooks: list[str]) -> list[Problem]:
     return problems
 
 
-def _check_npz(path: Path, keys: list[str], n_tokens: int | None) -> list[Problem]:
+def _check_npz(path: Path, keys: list[str], shape: tuple) -> list[Problem]:
+    """Every member's header against `shape` first, then its bytes streamed through the CRC
+    check: memory stays bounded (1 MB) whatever a member claims."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+            names = formats.npz_names(zf)
+            if len(names) != len(zf.namelist()):
+                raise formats.FileFormatError("a member that is not an .npy array")
             for name in names:
-                with zf.open(name) as f:
-                    array = np.lib.format.read_array(f, allow_pickle=False)
-                    # Reading to the end makes zipfile compare the member's CRC-32.
-                    if f.read(1):
-                        raise ValueError(f"{name}: bytes after the array")
-                _check_pattern_shape(array, n_tokens, name)
+                formats.check_npz_member(zf, name, shape)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         return [Problem("corrupt", path, f"{type(e).__name__}: {e}")]
-    missing = [k for k in keys if f"{k}.npy" not in names]
+    missing = [k for k in keys if k not in names]
     return [Problem("missing", path, f"no {', '.join(missing)}")] if missing else []
 
 
-def _check_pattern_shape(array: np.ndarray, n_tokens: int | None, name: str) -> None:
-    t = array.shape[-1] if array.ndim else None
-    if array.ndim < 4 or array.shape[-2] != t or (n_tokens is not None and t != n_tokens):
-        raise ValueError(f"{name}: shape {array.shape} is not [..., heads, T, T] with T={n_tokens}")
+def _check_npy(path: Path, shape: tuple) -> list[Problem]:
+    def check(found: tuple) -> None:
+        if not formats.shape_matches(found, (1, None, *shape[1:])):
+            raise formats.FileFormatError(f"shape {found}, expected [1, layers, *{shape[1:]}]")
 
-
-def _check_npy(path: Path, n_tokens: int | None) -> list[Problem]:
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-        _check_pattern_shape(array, n_tokens, path.name)
+        array = formats.open_npy(path, check)
         for layer in range(array.shape[1]):  # one layer at a time: bounded memory
             np.array(array[:, layer])
     except (OSError, ValueError, EOFError) as e:
@@ -275,13 +301,11 @@ def _check_npy(path: Path, n_tokens: int | None) -> list[Problem]:
 
 def _framework(path: Path) -> str:
     """numpy where it can hold the file's dtypes (so `cache verify` never imports torch),
-    torch for bfloat16, which numpy lacks. A damaged header is `safe_open`'s to report."""
-    try:
-        with open(path, "rb") as f:
-            header = f.read(min(int.from_bytes(f.read(8), "little"), 100 * 2**20))
-    except OSError:
-        return "numpy"
-    return "pt" if b'"BF16"' in header else "numpy"
+    torch for bfloat16, which numpy lacks. The header is checked against the file's size
+    first (`formats.safetensors_header`), so no tensor can claim more bytes than the file has.
+    """
+    header, _, _ = formats.safetensors_header(path)
+    return "pt" if any(e["dtype"] == "BF16" for e in header.values()) else "numpy"
 
 
 def _check_safetensors(
@@ -292,7 +316,8 @@ def _check_safetensors(
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), _framework(path)) as f:
+        framework = _framework(path)
+        with safe_open(str(path), framework) as f:
             names = list(f.keys())
             for name in names:
                 tensor = f.get_tensor(name)

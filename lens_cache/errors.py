@@ -211,6 +211,19 @@ class DamagedFileError(StoreCorruptError):
         self.path = path
 
 
+class StoreLinkError(DamagedFileError):
+    """A symbolic link inside a store (a file or a folder): refused, never followed, so that a
+    store received from elsewhere cannot make a command read or write outside its root.
+    Skipped and reported like any damaged file. Carries the link as `path`."""
+
+
+class FileFormatError(ValueError):
+    """A file is not what its format says: a header longer than the file, an extent past its
+    end, a shape other than the one expected. Raised by `lens_cache.formats` after reading at
+    most the header; `lens_cache.damage.reading` turns it into a `DamagedFileError` naming the
+    file."""
+
+
 class ActivationsMissingError(LensCacheError, FileNotFoundError):
     """The store, model, prompt or kind of activation asked for is not on disk.
 

@@ -34,11 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_cache.errors import InvalidOptionError, MissingLabelError, PooledMissingError
+from lens_cache.damage import refuse_links
+from lens_cache.errors import (
+    InvalidOptionError,
+    MissingLabelError,
+    PooledMissingError,
+    StoreCorruptError,
+)
 from lens_cache.faults import fault_point
 from lens_cache.layout import POOLED_DIR, POOLS, pool_site, pooled_name
 from lens_cache.locking import store_lock
-from lens_cache.progress import log
+from lens_cache.progress import log, warn
 from lens_cache.reader import open_store, select_layers
 from lens_cache.store import atomic_dir
 
@@ -122,21 +128,39 @@ def write_pooled(
     if not records:
         raise _no_prompts(store, model)
     out = Path(out_dir) if out_dir is not None else pooled_dir(save_path, model, kind, pool)
-    layers = store.stored_layers(model, records[0], kind)
+    if out_dir is None:
+        refuse_links(out, store.path)  # a received store cannot aim the write outside it
+    layers = _stored_layers(store, model, records, kind)
     bos = bool(store.model_cfg(model).get("default_prepend_bos", True))
     meta = {**_loss_column(records), **_meta_columns(records)}
 
     def rows():
-        for record in records:
-            value = store.activations(model, record["hash"], kind, layers=layers)
+        """`(index in records, record, pooled)`; a prompt whose file is damaged (or a link) is
+        left out with one line naming the file, as the viewer build leaves it out."""
+        for i, record in enumerate(records):
+            try:
+                value = store.activations(model, record["hash"], kind, layers=layers)
+            except StoreCorruptError as e:
+                warn(f"pool: skipped a prompt: {e}")
+                continue
             flat = value.float().reshape(*value.shape[:2], -1)  # [heads, d_head] -> one vector
-            yield record, pool_residuals(flat.numpy(), pool, bos)
+            yield i, record, pool_residuals(flat.numpy(), pool, bos)
 
     info = {"model": model, "hook": kind, "pool": pool, "layers": layers, "bos": bos}
     with store_lock(save_path, f"writing {out.name} of {model}"):  # see lens_cache.locking
         atomic_dir(out, lambda tmp: _write_shards(tmp, rows(), meta, info, shard_max_bytes))
     log(f"[{model}] pooled {len(records)} prompts ({kind}, {pool}) -> {out}", quiet=quiet)
     return out
+
+
+def _stored_layers(store, model: str, records: list[dict], kind: str) -> list[int]:
+    """The layers of the first prompt whose file can be read (a damaged one is skipped)."""
+    for record in records[:-1]:
+        try:
+            return store.stored_layers(model, record, kind)
+        except StoreCorruptError:
+            continue
+    return store.stored_layers(model, records[-1], kind)
 
 
 def _no_prompts(store, model: str) -> Exception:
@@ -200,31 +224,35 @@ def _arrow_values(values: list):
 def _write_shards(directory: Path, rows, meta: dict, info: dict, max_bytes: int) -> None:
     """Write rows into `shard-*.parquet` files of at most `max_bytes`, then name them
     `data-XXXXX-of-NNNNN.parquet` once the count is known."""
-    shards, batch, size, start = [], [], 0, 0
-    for record, vectors in rows:
+    shards, batch, size = [], [], 0
+    for index, record, vectors in rows:
         row_bytes = vectors.nbytes + len(record["text"].encode()) + 64
         if batch and size + row_bytes > max_bytes:
-            shards.append(_write_shard(directory, len(shards), batch, meta, start, info))
-            start, batch, size = start + len(batch), [], 0
-        batch.append((record, vectors))
+            shards.append(_write_shard(directory, len(shards), batch, meta, info))
+            batch, size = [], 0
+        batch.append((index, record, vectors))
         size += row_bytes
-    shards.append(_write_shard(directory, len(shards), batch, meta, start, info))
+    if not batch:
+        raise StoreCorruptError("no prompt of the model could be read (each is named above)")
+    shards.append(_write_shard(directory, len(shards), batch, meta, info))
     for i, path in enumerate(shards):
         path.rename(directory / f"data-{i:05d}-of-{len(shards):05d}.parquet")
 
 
-def _write_shard(directory: Path, index: int, batch, meta: dict, start: int, info: dict) -> Path:
+def _write_shard(directory: Path, index: int, batch, meta: dict, info: dict) -> Path:
+    """One parquet file of `batch` (`(index in the meta columns, record, pooled)` rows)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    records = [r for r, _ in batch]
-    stacked = np.stack([v for _, v in batch], axis=1)  # [layers, rows, d_model]
+    records = [r for _, r, _ in batch]
+    stacked = np.stack([v for _, _, v in batch], axis=1)  # [layers, rows, d_model]
     columns = {
         "hash": pa.array([r["hash"] for r in records], pa.string()),
         "text": pa.array([r["text"] for r in records], pa.string()),
         "n_tokens": pa.array([r.get("n_tokens") for r in records], pa.int64()),
     }
-    columns.update({name: values[start : start + len(batch)] for name, values in meta.items()})
+    rows = pa.array([i for i, _, _ in batch], pa.int64())
+    columns.update({name: values.take(rows) for name, values in meta.items()})
     d_model = stacked.shape[-1]
     for layer, vectors in zip(info["layers"], stacked, strict=True):
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))

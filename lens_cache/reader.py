@@ -22,21 +22,24 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lens_cache.damage import reading
+from lens_cache import formats
+from lens_cache.damage import reading, refuse_links
 from lens_cache.errors import (
     ActivationsMissingError,
+    FileFormatError,
     HeadSelectionError,
     LayerNotStoredError,
     LayerSelectionError,
     PromptsError,
+    StoreLinkError,
 )
 from lens_cache.layout import (
     DATA_NAMES,
@@ -72,6 +75,7 @@ from lens_cache.layout import (
     resid_kind,
     site_hook,
 )
+from lens_cache.progress import warn
 from lens_cache.prompts import prompt_hash
 from lens_cache.store import read_json
 
@@ -94,8 +98,9 @@ def model_names(save_path) -> list[str]:
 
 
 def is_model_dir(path: Path) -> bool:
-    """Whether a folder is a model of its store: it holds a `model_cfg.json`."""
-    return (Path(path) / MODEL_CFG_NAME).is_file()
+    """Whether a folder is a model of its store: it holds a `model_cfg.json` (a link is never
+    one: see `lens_cache.damage.refuse_links`)."""
+    return not Path(path).is_symlink() and (Path(path) / MODEL_CFG_NAME).is_file()
 
 
 def prompt_records(model_path: Path) -> list[dict]:
@@ -106,6 +111,11 @@ def prompt_records(model_path: Path) -> list[dict]:
         return []
     records = []
     for directory in sorted(prompts_path.iterdir(), key=lambda p: p.name):
+        try:
+            refuse_links(directory / PROMPT_NAME, prompts_path.parents[1])
+        except StoreLinkError as e:
+            warn(f"{e}; that prompt is left out")
+            continue
         try:
             records.append(read_json(directory / PROMPT_NAME))
         except (OSError, ValueError):
@@ -222,10 +232,10 @@ class Store:
             ActivationsMissingError: the model is not in the store.
         """
         mdir = self._model_dir(model)
-        index = mdir / PROMPTS_INDEX
-        with reading(index, self.path):
-            records = _read_jsonl(index) if index.is_file() else prompt_records(mdir)
-        return [normalize_record(r) for r in records]
+        records = _index_records(mdir / PROMPTS_INDEX)
+        if records is None:
+            records = prompt_records(mdir)
+        return [normalize_record(r) for r in records if _is_record(r)]
 
     def prompt_dir(self, model: str, hash_: str) -> Path:
         """The folder of one prompt, by hash (whether or not it is complete)."""
@@ -440,7 +450,8 @@ class Store:
         path = self._kind_path(model, directory, "logits", PREDICTIONS_NAME)
         from safetensors.numpy import load_file
 
-        return load_file(str(path))
+        with reading(path, self.path):
+            return load_file(str(path))
 
     def logit_lens(self, model: str, prompt, layers=None) -> dict[str, np.ndarray]:
         """The logit lens of one prompt: the fields of `predictions` read out of each stored
@@ -461,7 +472,7 @@ class Store:
 
         directory = self._prompt_dir(model, prompt)
         path = self._kind_path(model, directory, "logit_lens", LOGIT_LENS_NAME)
-        with safe_open(str(path), "np") as f:
+        with reading(path, self.path), safe_open(str(path), "np") as f:
             members = (parse_lens_member(k) for k in f.keys())
             stored = sorted(p[0] for p in members if p and p[1] == "loss")
             where = f"prompt {directory.name} of model {model} (logit_lens)"
@@ -529,7 +540,7 @@ class Store:
             if not path.is_file():
                 continue
             any_file = True
-            with safe_open(str(path), "numpy") as f:
+            with reading(path, self.path), safe_open(str(path), "numpy") as f:
                 if member in f.keys():
                     yield record["hash"], f.get_slice(member)[head]
         if not any_file:
@@ -543,7 +554,7 @@ class Store:
 
         directory = self._prompt_dir(model, prompt)
         path = self._kind_path(model, directory, HEAD_CONTRIBUTIONS, HEADS_NAME)
-        with safe_open(str(path), "numpy") as f:
+        with reading(path, self.path), safe_open(str(path), "numpy") as f:
             found = (parse_heads_member(k) for k in f.keys())
             stored = sorted(p[0] for p in found if p and p[1] == field)
             where = f"prompt {directory.name} of model {model} ({HEAD_CONTRIBUTIONS})"
@@ -554,6 +565,7 @@ class Store:
 
     def _kind_path(self, model: str, directory: Path, kind: str, name: str) -> Path:
         path = directory / name
+        refuse_links(path, self.path)
         if not path.is_file():
             raise self._missing(model, directory, kind, f"no {kind}")
         return path
@@ -575,7 +587,7 @@ class Store:
             prompt = prompt.get("hash") or prompt["text"]
         if not isinstance(prompt, str):
             raise PromptsError(f"a prompt is its text or hash (a str), not {type(prompt).__name__}")
-        if _HASH.match(prompt) and (mdir / PROMPTS_DIR / prompt).is_dir():
+        if _HASH.fullmatch(prompt) and (mdir / PROMPTS_DIR / prompt).is_dir():
             return prompt
         return prompt_hash(prompt)
 
@@ -583,6 +595,7 @@ class Store:
         mdir = self._model_dir(model)
         hash_ = self._hash(mdir, prompt)
         directory = mdir / PROMPTS_DIR / hash_
+        refuse_links(directory / PROMPT_NAME, self.path)
         if not (directory / PROMPT_NAME).is_file():
             raise ActivationsMissingError(
                 f"no activations for prompt {_label(prompt, hash_)} of model {model} in "
@@ -640,14 +653,15 @@ class Store:
         return dict(sorted(found.items()))
 
     def _pattern_source(self, model: str, directory: Path) -> _PatternSource:
-        if (directory / NPZ_NAME).is_file():
-            with reading(directory / NPZ_NAME, self.path):
-                return _NpzPatterns(directory / NPZ_NAME)
-        if (directory / STACKED_NAME).is_file():
-            record = self.prompt(model, directory.name)
-            layers = (record.get("lens_cache") or {}).get("layers")
-            with reading(directory / STACKED_NAME, self.path):
-                return _StackedPatterns(directory / STACKED_NAME, layers)
+        """The prompt's pattern file, opened with the shape its every layer must have: the
+        model's heads (`model_cfg.json`) by the prompt's length (`prompt.json`)."""
+        record = self.prompt(model, directory.name)
+        heads = self.model_cfg(model).get("n_heads")
+        shape = (1, int(heads) if heads else None, pattern_length(record), pattern_length(record))
+        for name, source in ((NPZ_NAME, _NpzPatterns), (STACKED_NAME, _StackedPatterns)):
+            with reading(directory / name, self.path):
+                if (directory / name).is_file():
+                    return source(directory / name, shape, (record.get("lens_cache") or {}))
         raise self._missing(model, directory, PATTERN, "no attention patterns")
 
     def _n_layers(self, model: str, stored: list[int]) -> int:
@@ -668,7 +682,20 @@ class _StoredModel:
 # --- pattern files ---------------------------------------------------------------------------
 
 
+def pattern_length(record: dict) -> int:
+    """T, the length of a prompt's pattern axes, from its stored record: lens_cache counts the
+    BOS in `n_tokens`, pattern-lens (a record without a `lens_cache` block) leaves it out."""
+    n_tokens = record.get("n_tokens")
+    if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens < 0:
+        n_tokens = len(record.get("tokens") or [])
+    return n_tokens if "lens_cache" in record else n_tokens + 1
+
+
 class _PatternSource:
+    """A prompt's pattern file. `shape` is what each layer must be, `(1, heads, T, T)` (heads
+    None when the model's config does not say): a file declaring anything else is refused
+    from its header, before any of its data is read."""
+
     layers: list[int]
 
     def read(self, layers: list[int], heads) -> np.ndarray:
@@ -678,16 +705,16 @@ class _PatternSource:
 class _NpzPatterns(_PatternSource):
     """`activations.npz`: one `[1, H, T, T]` member per layer, inflated only when read."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        with np.load(path) as z:  # reads the zip's directory, not the arrays
-            self.layers = hook_layers(z.files, PATTERN)
+    def __init__(self, path: Path, shape: tuple, settings: dict):
+        self.path, self.shape = path, shape
+        with zipfile.ZipFile(path) as zf:  # reads the zip's directory, not the arrays
+            self.layers = hook_layers(formats.npz_names(zf), PATTERN)
 
     def read(self, layers: list[int], heads) -> np.ndarray:
         out = None
-        with np.load(self.path) as z:
+        with zipfile.ZipFile(self.path) as zf:
             for i, layer in enumerate(layers):
-                arr = z[hook_name(PATTERN, layer)][0]
+                arr = formats.read_npz_member(zf, hook_name(PATTERN, layer), self.shape)[0]
                 if out is None:
                     idx = _pick_heads(heads, arr.shape[0])
                     out = np.empty((len(layers), len(idx), *arr.shape[1:]), np.float32)
@@ -700,10 +727,11 @@ class _StackedPatterns(_PatternSource):
     the requested slices are read. Its layers are those in prompt.json, else all (pattern-lens
     stacks every layer)."""
 
-    def __init__(self, path: Path, layers: list[int] | None):
+    def __init__(self, path: Path, shape: tuple, settings: dict):
         self.path = path
-        self.array = np.load(path, mmap_mode="r")
-        self.layers = sorted(layers) if layers is not None else list(range(self.array.shape[1]))
+        listed = settings.get("layers")
+        self.array = formats.open_npy(path, lambda found: _check_stacked(found, shape, listed))
+        self.layers = sorted(listed) if listed is not None else list(range(self.array.shape[1]))
 
     def read(self, layers: list[int], heads) -> np.ndarray:
         idx = _pick_heads(heads, self.array.shape[2])
@@ -728,9 +756,32 @@ def normalize_record(record: dict) -> dict:
     return out
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _index_records(index: Path) -> list | None:
+    """The records of a model's `prompts.jsonl`, or None when it is missing, a link or
+    damaged: the prompt folders then say the same (the index is made from them, and the next
+    export or `view` writes it again)."""
+    if index.is_symlink() or not index.is_file():
+        return None
+    try:
+        return formats.read_jsonl(index)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_record(record) -> bool:
+    """A prompt record whose hash can name a folder: a record from a file (an index someone
+    else wrote) never points a reader outside its model's `prompts/`."""
+    return isinstance(record, dict) and bool(_HASH.fullmatch(str(record.get("hash", ""))))
+
+
+def _check_stacked(found: tuple, shape: tuple, layers: list | None) -> None:
+    """A stacked pattern file's header shape against `[1, L, *shape[1:]]`."""
+    n_layers = len(layers) if layers is not None else (found[1] if len(found) > 1 else None)
+    expect = (1, n_layers, *shape[1:])
+    if not formats.shape_matches(found, expect):
+        raise FileFormatError(
+            f"stacked patterns of shape {found}, expected {tuple(expect)} (None: any)"
+        )
 
 
 def _read_site(hook: str) -> str:

@@ -24,7 +24,8 @@ try:  # optional speed-up: standard deflate, written faster (see _use_fast_defla
 except ImportError:  # pragma: no cover - isal is a dependency, but the fallback stays correct
     _isal_zlib = None
 
-from lens_cache import top_examples
+from lens_cache import formats, top_examples
+from lens_cache.damage import refuse_links
 from lens_cache.errors import (
     WRITE_ERRNOS,
     LensCacheError,
@@ -153,7 +154,11 @@ def model_dir(save_path: Path, model_name: str) -> Path:
 
 
 def prompt_dir(save_path: Path, model_name: str, hash_: str) -> Path:
-    return model_dir(save_path, model_name) / PROMPTS_DIR / hash_
+    """`<save>/<model>/prompts/<hash>`, refused (`StoreLinkError`) when it or a folder above
+    it in the store is a link: an export never writes outside the store through one."""
+    path = model_dir(save_path, model_name) / PROMPTS_DIR / hash_
+    refuse_links(path, save_path)
+    return path
 
 
 # --- atomic writes ---------------------------------------------------------------------------
@@ -330,8 +335,8 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
 
 
 def read_json(path: Path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A store's JSON file, bounded in size (see `lens_cache.formats.read_json`)."""
+    return formats.read_json(path)
 
 
 def prompt_is_complete(directory: Path, settings: ExportSettings) -> bool:

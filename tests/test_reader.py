@@ -3,6 +3,7 @@ for, and reads directories written by pattern-lens."""
 
 import json
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -101,15 +102,15 @@ def test_float16_patterns_come_back_as_float32(gpt2_model, tmp_path):
 
 def test_only_requested_npz_members_are_read(store_path, gqa_model, monkeypatch):
     read = []
-    original = np.lib.npyio.NpzFile.__getitem__
+    original = zipfile.ZipFile.open
 
-    def spy(self, key):
-        read.append(key)
-        return original(self, key)
+    def spy(self, name, *args, **kwargs):
+        read.append(getattr(name, "filename", name))
+        return original(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", spy)
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
     open_store(store_path).patterns(gqa_model.name, TEXTS[0], layers=[2])
-    assert read == ["blocks.2.attn.hook_pattern"]
+    assert read == ["blocks.2.attn.hook_pattern.npy"]
 
 
 def test_stacked_patterns_are_memory_mapped(store_path, gpt2_model, monkeypatch):
@@ -117,9 +118,9 @@ def test_stacked_patterns_are_memory_mapped(store_path, gpt2_model, monkeypatch)
     npy = prompt_dir(store_path, name, TEXTS[2]) / "activations-blocks.-.attn.hook_pattern.npy"
     stacked = np.load(npy)
     modes = []
-    original = np.load
+    original = np.memmap
     monkeypatch.setattr(
-        np, "load", lambda *a, **k: modes.append(k.get("mmap_mode")) or original(*a, **k)
+        np, "memmap", lambda *a, **k: modes.append(k.get("mode")) or original(*a, **k)
     )
     store = open_store(store_path)
     np.testing.assert_array_equal(store.patterns(name, TEXTS[2]), stacked[0])

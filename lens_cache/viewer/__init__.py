@@ -90,7 +90,6 @@ from lens_cache.viewer._build import (
     SCRIPTS,
     assets_dir,
     model_slug,
-    read_bf16,
     refresh_store,
     write_viewer,
 )
@@ -111,7 +110,6 @@ __all__ = [
     "assets_dir",
     "inline_page",
     "model_slug",
-    "read_bf16",
     "read_data_script",
     "refresh_store",
     "write_viewer",

@@ -9,10 +9,10 @@ import multiprocessing
 import os
 import re
 import shutil
-import struct
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from hashlib import md5
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_cache.damage import reading
-from lens_cache.errors import DamagedFileError, StoreCorruptError, StoreNotFoundError
+from lens_cache import formats
+from lens_cache.damage import reading, refuse_links
+from lens_cache.errors import StoreCorruptError, StoreLinkError, StoreNotFoundError
 from lens_cache.indexer import write_indexes
 from lens_cache.layout import (
     DATA_NAMES,
@@ -44,7 +45,7 @@ from lens_cache.layout import (
 from lens_cache.locking import store_lock
 from lens_cache.progress import log as progress_log
 from lens_cache.progress import warn
-from lens_cache.reader import Store
+from lens_cache.reader import Store, pattern_length
 from lens_cache.store import remove_orphaned_tmps, write_bytes
 from lens_cache.viewer import _heads as viewer_heads
 from lens_cache.viewer import metrics as M
@@ -150,13 +151,17 @@ def read_prompts(save: Path, model: str) -> list[dict]:
 
 
 def source_dir(save: Path, cfg: dict, prompt: dict) -> Path:
-    return Store(save).prompt_dir(cfg["model_name"], prompt["hash"])
+    """A prompt's folder in the store, refused (`StoreLinkError`) when it is a link."""
+    path = Store(save).prompt_dir(cfg["model_name"], prompt["hash"])
+    refuse_links(path, save)
+    return path
 
 
 def file_sig(path: Path | str) -> list[int] | None:
-    """``[size, mtime_ns]`` of a file, or None when absent: what "up to date" compares."""
+    """``[size, mtime_ns]`` of a file, or None when absent: what "up to date" compares. A
+    link's own (never its target's), so a file replaced by a link is read again, and refused."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
     return [st.st_size, st.st_mtime_ns]
@@ -177,21 +182,6 @@ def source_sig(prompt_dir: Path) -> dict:
     }
 
 
-def _safetensors_header(path: Path) -> tuple[dict, int]:
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n)), 8 + n
-
-
-def read_bf16(path: Path, key: str) -> np.ndarray:
-    """One BF16 tensor as float32; numpy has no bfloat16, so safetensors cannot hand it over."""
-    header, start = _safetensors_header(path)
-    entry = header[key]
-    lo, hi = entry["data_offsets"]
-    raw = np.fromfile(path, dtype="<u2", count=(hi - lo) // 2, offset=start + lo)
-    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
-
-
 def resid_norms(path: Path, n_tokens: int, log: Callable[[str], None]) -> dict | None:
     """``{"layers": [...], "norms": {hook: [layers, T] float32}}`` from residuals.safetensors.
 
@@ -206,7 +196,7 @@ def resid_norms(path: Path, n_tokens: int, log: Callable[[str], None]) -> dict |
 
         def read(key: str) -> np.ndarray:
             bf16 = f.get_slice(key).get_dtype() == "BF16"
-            return read_bf16(path, key) if bf16 else f.get_tensor(key)
+            return formats.read_tensor(path, key) if bf16 else f.get_tensor(key)
 
         return norms_of(f.keys(), read, n_tokens, log, path)
 
@@ -246,34 +236,30 @@ def _stack_norms(found: dict[str, dict[int, np.ndarray]]) -> dict | None:
 # ---------------------------------------------------------------- one prompt
 
 
-# numpy parses each .npy header with `ast.literal_eval`, and CPython 3.11's ast is not
-# thread-safe: two builder threads parsing at once raised "SystemError: AST constructor
-# recursion depth mismatch" in a full test run (3.11.7). So one thread reads an array at a
-# time; the decoding of layers, most of the work, still runs in parallel.
-_NPY_HEADER_LOCK = threading.Lock()
-
-
 def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
     """Yield ``(layer, [n_heads, T, T] float32)`` for each stored layer, one at a time.
 
     Reads ``activations.npz``, or the stacked ``[1, L, H, T, T]`` .npy that replaces it when the
-    store was exported with stacked heads (memory-mapped: one layer in memory at a time).
+    store was exported with stacked heads (memory-mapped: one layer in memory at a time). Each
+    layer's header is checked against `n_heads` and `n_tokens` before its data is read.
     """
+    shape = (1, n_heads, n_tokens, n_tokens)
     if (src / NPZ_NAME).is_file():
-        with np.load(src / NPZ_NAME) as npz:
-            for layer in stored_layers(prompt, npz.files):
+        with zipfile.ZipFile(src / NPZ_NAME) as npz:
+            names = formats.npz_names(npz)
+            for layer in stored_layers(prompt, names):
                 key = hook_name(PATTERN, layer)
-                if key not in npz.files:
+                if key not in names:
                     raise StoreCorruptError(
                         f"{src}: no array {key!r}; prompt.json lists it as stored"
                     )
-                with _NPY_HEADER_LOCK:
-                    array = npz[key]
+                array = formats.read_npz_member(npz, key, shape)
                 yield layer, check_layer(array, key, n_heads, n_tokens, src)
     elif (src / STACKED_NAME).is_file():
-        with _NPY_HEADER_LOCK:
-            stacked = np.load(src / STACKED_NAME, mmap_mode="r")
         listed = (prompt.get("lens_cache") or {}).get("layers")
+        stacked = formats.open_npy(src / STACKED_NAME, lambda found: None)
+        if not formats.shape_matches(stacked.shape, (1, None, *shape[1:])):
+            raise formats.FileFormatError(f"{STACKED_NAME}: shape {stacked.shape}")
         layers = sorted(listed) if listed is not None else range(stacked.shape[1])
         for k, layer in enumerate(layers):
             yield layer, check_layer(stacked[0, k], f"layer {layer}", n_heads, n_tokens, src)
@@ -315,10 +301,10 @@ def pattern_axis(prompt: dict) -> tuple[int, list[str]]:
     without the BOS its patterns include (see `lens_cache.reader`), so there the axis is one
     longer and starts with a stand-in for the BOS.
     """
-    n_tokens = int(prompt.get("n_tokens") or len(prompt.get("tokens") or []))
+    n_tokens = pattern_length(prompt)
     if "lens_cache" in prompt:
         return n_tokens, prompt_tokens(prompt, n_tokens)
-    return n_tokens + 1, [PATTERN_LENS_BOS, *prompt_tokens(prompt, n_tokens)]
+    return n_tokens, [PATTERN_LENS_BOS, *prompt_tokens(prompt, n_tokens - 1)]
 
 
 def stored_layers(prompt: dict, keys: list[str]) -> list[int]:
@@ -352,6 +338,8 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     residual norms; every other kind of data is read from the prompt's files.
     """
     src = source_dir(save, cfg, prompt)
+    if out.is_relative_to(save):  # a notebook builds one prompt into a folder of its own
+        refuse_links(out, save)
     sig = source_sig(src)  # before reading: a file changed while we read gets rebuilt next time
     key = f"{out.parent.name}/{prompt['hash']}"
     n_heads = int(cfg["n_heads"])
@@ -634,8 +622,8 @@ def prune(data_root: Path, keep: set[Path]) -> int:
     if not data_root.is_dir():
         return 0
     models = {out.parent for out in keep}
-    for model_dir in [p for p in data_root.iterdir() if p.is_dir()]:
-        for prompt_dir in [p for p in model_dir.iterdir() if p.is_dir()]:
+    for model_dir in _folders(data_root):
+        for prompt_dir in _folders(model_dir):
             if prompt_dir not in keep and (prompt_dir / "stamp.json").is_file():
                 shutil.rmtree(prompt_dir)
                 removed += 1
@@ -646,12 +634,21 @@ def prune(data_root: Path, keep: set[Path]) -> int:
     return removed
 
 
+def _folders(root: Path) -> list[Path]:
+    """The folders in `root`. A link found there is unlinked, never followed: the viewer's data
+    is ours to rewrite, and a store from elsewhere cannot aim its writes outside the store."""
+    for path in root.iterdir():
+        if path.is_symlink():
+            path.unlink()
+    return [p for p in root.iterdir() if p.is_dir()]
+
+
 def remove_build_orphans(app_dir: Path, data_root: Path) -> None:
     """Temp files an interrupted build left (their writer is dead; see `store.tmp_name`) in the
     page's folders and each model's: not a walk over every prompt's folder, which an unchanged
     rebuild must not pay. A prompt's own are removed when it is built again, which an
     interrupted prompt always is (its stamp.json is written last)."""
-    models = [p for p in data_root.iterdir() if p.is_dir()] if data_root.is_dir() else []
+    models = _folders(data_root) if data_root.is_dir() else []
     for folder in (app_dir, data_root, *models):
         remove_orphaned_tmps(folder)
 
@@ -715,6 +712,8 @@ def write_viewer(
     if not (save / MODELS_INDEX).is_file() and not any(save.glob(f"*/{MODEL_CFG_NAME}")):
         raise StoreNotFoundError(f"{save}: no models.jsonl; is this a lens_cache save_path?")
     data_root = save / DATA_DIR
+    for path in (save / INDEX_HTML, save / APP_DIR, data_root):
+        refuse_links(path, save)  # a store from elsewhere cannot aim our writes outside it
     remove_build_orphans(save / APP_DIR, data_root)
     jobs, keep = plan_jobs(save, data_root)
     manifest = Manifest(data_root, MANIFEST_VERSION)
@@ -836,12 +835,12 @@ def build_pool(n_todo: int, workers: int | None):
 
 def _built_or_skipped(future, save: Path) -> dict | None:
     """A prompt's stamp, or None (with a warning) where a damaged file (one that cannot be
-    decoded) kept it from being built: one bad file does not stop the viewer of all the others.
-    A file that decodes but disagrees with prompt.json still stops the build (StoreCorruptError).
+    decoded, a link, or one that disagrees with prompt.json) kept it from being built: one bad
+    file does not stop the viewer of all the others.
     """
     try:
         return future.result()
-    except DamagedFileError as e:
+    except StoreCorruptError as e:
         warn(f"viewer: skipped a prompt: {e}")
         return None
 
@@ -849,7 +848,10 @@ def _built_or_skipped(future, save: Path) -> dict | None:
 def known_stamp(save: Path, cfg: dict, prompt: dict, out: Path, manifest: Manifest):
     """The up-to-date stamp of a prompt's viewer data, from the manifest (no per-prompt file
     read) or else from its `stamp.json` and `prompt.js`; None when it must be built."""
-    source = source_sig(source_dir(save, cfg, prompt))
+    try:
+        source = source_sig(source_dir(save, cfg, prompt))
+    except StoreLinkError:
+        return None  # built, where the link is refused and the prompt skipped by name
     stamp = manifest.fresh(cfg["model_name"], prompt["hash"], source, out)
     if stamp is None:
         stamp = fresh_stamp(save, cfg, prompt, out)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from lens_cache import formats
 from lens_cache.store import write_npz
 
 MANIFEST_NAME = "manifest.npz"
@@ -37,20 +37,25 @@ class Manifest:
         self.entries: dict[tuple[str, str], dict] = {}
         try:
             self._read()
-        except (OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile):
+        except (OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile):
             self.entries = {}  # a missing or damaged manifest: every stamp is checked as before
 
     def _read(self) -> None:
-        with np.load(self.path) as z:
-            head = json.loads(z["manifest"].tobytes())
-            if {k: head.get(k) for k in self.version} != self.version:
+        """Only members stored uncompressed are read (as written): their sizes are bounded by
+        the file's, whatever a damaged header claims."""
+        with zipfile.ZipFile(self.path) as z:
+            if z.getinfo("manifest.npy").compress_type != zipfile.ZIP_STORED:
                 return
-            for i, (model, prompts) in enumerate(head["models"].items()):
-                metrics = stored_member(self.path, f"metrics_{i}")
-                if metrics is None:
-                    metrics = z[f"metrics_{i}"]
-                for row, (hash_, entry) in enumerate(prompts.items()):
-                    self.entries[model, hash_] = {**entry, "metrics_array": metrics[row]}
+            raw = formats.read_npz_member(z, "manifest", (None,), (np.dtype(np.uint8),))
+        head = json.loads(raw.tobytes())
+        if {k: head.get(k) for k in self.version} != self.version:
+            return
+        for i, (model, prompts) in enumerate(head["models"].items()):
+            metrics = formats.stored_npz_member(self.path, f"metrics_{i}")
+            if metrics is None:
+                return  # not as this code writes it: rebuilt
+            for row, (hash_, entry) in enumerate(prompts.items()):
+                self.entries[model, hash_] = {**entry, "metrics_array": metrics[row]}
 
     def fresh(self, model: str, hash_: str, source: dict, out: Path) -> dict | None:
         """The recorded stamp (with `metrics_array` and `summary`) when the prompt's sources
@@ -70,33 +75,6 @@ class Manifest:
         return set(self.entries) == set(stamps) and all(
             stamp is self.entries[key] for key, stamp in stamps.items()
         )
-
-
-def stored_member(path: Path, name: str) -> np.ndarray | None:
-    """The uncompressed array `name` of the npz at `path`, memory-mapped in place (read-only),
-    or None when it is compressed: at 10,000 prompts the metrics are 180 MB, which a read into
-    fresh memory takes over a second to copy and an unchanged rebuild only sums."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{name}.npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        return None
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)  # the zip local file header; its name and extra field follow
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        version = np.lib.format.read_magic(f)
-        read_header = {
-            (1, 0): np.lib.format.read_array_header_1_0,
-            (2, 0): np.lib.format.read_array_header_2_0,
-        }.get(version)
-        if read_header is None:
-            return None
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-    if fortran or dtype.hasobject:
-        return None
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
 def write_manifest(
