@@ -19,7 +19,8 @@ import sys
 import time
 
 import pytest
-from hypothesis import assume, example, given, settings
+import torch
+from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from lens_cache.cli.args import split_list_word
@@ -29,6 +30,7 @@ from lens_cache.errors import (
     HubSelectionError,
     LayerSelectionError,
     MalformedPromptError,
+    NotPerTokenHookError,
     UnknownHookError,
 )
 from lens_cache.hooks import split_hook_requests
@@ -302,6 +304,87 @@ def test_hooks_words_are_kinds_requests_or_a_named_error(words):
             split_hook_requests(words)
     else:
         assert split_hook_requests(words) == (tuple(kinds), tuple(requests))
+
+
+@pytest.fixture(scope="module")
+def hook_table(gpt2_model):
+    """The tiny GPT-2's listed hook points, which of them hold one vector per token (by a live
+    5-token run: the position axis first, and no other axis of that length), and the names
+    the live run has beside them (the 4.x bridge's canonical names, which a request may use
+    for their listed alias)."""
+    import lens_cache
+
+    listed = [point.name for point in lens_cache.list_hooks(gpt2_model)]
+    tokens = torch.arange(1, 6).unsqueeze(0)
+    with torch.inference_mode():
+        _, cache = gpt2_model.model.run_with_cache(tokens)
+    shapes = {name: tuple(cache[name].shape[1:]) for name in listed}
+    per_token = {name: s[:1] == (5,) and 5 not in s[1:] for name, s in shapes.items()}
+    return listed, per_token, set(cache.keys()) - set(listed)
+
+
+def ref_resolve(request: str, expanded: list[str], layers, listed, per_token) -> list[str]:
+    """The module docstring of lens_cache.hooks, by brute force: a listed name, else a block
+    site at each layer, else a glob over every listed name."""
+    if request in listed:
+        hits = [request]
+    elif f"blocks.0.{request}" in listed:
+        hits = [f"blocks.{i}.{request}" for i in layers]
+    elif any(c in request for c in "*?[{"):
+        hits = [n for n in listed if any(fnmatch.fnmatchcase(n, p) for p in expanded)]
+        if any(per_token[n] for n in hits):
+            hits = [n for n in hits if per_token[n]]
+    else:
+        raise UnknownHookError(request)
+    if not hits:
+        raise UnknownHookError(request)
+    if not all(per_token[n] for n in hits):
+        raise NotPerTokenHookError(request)
+    return [n for n in listed if n in hits]
+
+
+HOOK_PIECES = st.sampled_from(
+    ["blocks.", "0", "1", ".", "attn.", "mlp.", "hook_", "z", "pattern", "post", "mlp_out",
+     "resid_pre", "hook_embed", "ln_final.hook_normalized", "*", "?", "[01]", "[!0]", "ln1."]
+)  # fmt: skip
+
+
+def _hook_request():
+    """Mostly names, sites and globs shaped like the model's; some free mixtures of pieces."""
+    layer = st.sampled_from(["0", "1", "2", "*", "?", "[01]", ("{", [["0"], ["1"]])])
+    site = st.sampled_from([*SITES, "attn.hook_*", "hook_*", "*", "mlp.hook_p*"])
+    in_block = st.tuples(st.just("blocks."), layer, st.just("."), site).map(list)
+    part = st.recursive(
+        HOOK_PIECES,
+        lambda inner: st.lists(st.lists(inner, max_size=3), min_size=1, max_size=3).map(
+            lambda alts: ("{", alts)
+        ),
+        max_leaves=6,
+    )
+    free = st.lists(part, min_size=1, max_size=5)
+    return st.one_of(in_block, site.map(lambda s: [s]), free)
+
+
+@FEW
+@given(parts=_hook_request(), layers=st.sets(st.integers(0, 1), min_size=1))
+@example(parts=["blocks.", ("{", [["0"], ["1"]]), ".attn.hook_z"], layers={0, 1})
+@example(parts=["attn.hook_pattern"], layers={1})
+def test_hook_requests_resolve_as_the_reference_says(gpt2_model, hook_table, parts, layers):
+    from lens_cache.hooks import resolve_hooks
+
+    listed, per_token, canonical = hook_table
+    request, expanded = render(parts), ref_expand(parts)
+    assume(request not in canonical and len(expanded) <= MAX_BRACE_PATTERNS)
+    try:
+        expected = ref_resolve(request, expanded, sorted(layers), listed, per_token)
+    except UnknownHookError as e:
+        event(type(e).__name__)
+        with pytest.raises(type(e)) as caught:
+            resolve_hooks(gpt2_model, [request], sorted(layers))
+        assert type(caught.value) is type(e)
+        return
+    event(f"{min(len(expected), 3)}+ hooks")
+    assert list(resolve_hooks(gpt2_model, [request], sorted(layers))) == expected
 
 
 # --- list words on the command line -----------------------------------------------------------
