@@ -366,7 +366,8 @@ def _layer_item(item: str, n_layers: int) -> range | list[int]:
         lo, hi = map(_layer_number, item.split("-"))
         chosen = range(lo, hi + 1)
     elif re.fullmatch(r"-?\d+", item):
-        chosen = range(_layer_number(item), _layer_number(item) + 1)
+        layer = _layer_number(item)
+        chosen = range(layer, layer + 1)
     else:
         raise _unreadable_layer(item)
     # Only the ends are checked: `0-99999999999` must fail at once, not list its numbers first.

@@ -74,7 +74,7 @@ def read_prompts(path: str | Path) -> list[dict]:
 
 
 def _lines(path: Path) -> list[str]:
-    """The file's lines, split at `\n`, `\r\n` or `\r` only: `str.splitlines` also splits at
+    """The file's lines, split at `\\n`, `\\r\\n` or `\\r` only: `str.splitlines` also splits at
     U+2028, U+0085 and form feeds, which a JSON string may hold unescaped. A UTF-8 byte order
     mark (Windows editors write one) is not part of the first prompt."""
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
