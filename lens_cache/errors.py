@@ -114,7 +114,7 @@ class PromptsFileNotFoundError(PromptsError, FileNotFoundError):
 
 
 class MalformedPromptError(PromptsError):
-    """A prompt line is not valid JSON, lacks `text`, or is empty.
+    """A prompt line is not valid JSON or not UTF-8, lacks `text`, or is empty.
 
     Carries the file and the 1-based line number.
     """

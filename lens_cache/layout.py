@@ -192,13 +192,33 @@ def could_name_hook_point(word: str) -> bool:
     return "hook" in word or bool(_GLOB.search(word))
 
 
+MAX_BRACE_PATTERNS = 10_000  # more than any model has hook points
+_INNER_BRACES = re.compile(r"\{([^{}]*)\}")
+
+
 def expand_braces(pattern: str) -> list[str]:
-    """`blocks.{3,5}.hook_z` -> `blocks.3.hook_z`, `blocks.5.hook_z` (shell brace lists)."""
-    m = re.search(r"\{([^{}]*)\}", pattern)
-    if not m:
-        return [pattern]
-    head, tail = pattern[: m.start()], pattern[m.end() :]
-    return [out for part in m.group(1).split(",") for out in expand_braces(head + part + tail)]
+    """`blocks.{3,5}.hook_z` -> `blocks.3.hook_z`, `blocks.5.hook_z` (shell brace lists).
+
+    Raises:
+        UnknownHookError: the lists multiply out to more than `MAX_BRACE_PATTERNS` patterns
+            (twenty `{a,b}` are a million: built whole they would fill the memory).
+    """
+    todo, done = [pattern], []
+    while todo:
+        current = todo.pop()
+        m = _INNER_BRACES.search(current)
+        if not m:
+            done.append(current)
+            continue
+        # Each step only adds patterns, so the count can be checked before it grows further.
+        head, tail = current[: m.start()], current[m.end() :]
+        todo += [head + part + tail for part in reversed(m.group(1).split(","))]
+        if len(todo) + len(done) > MAX_BRACE_PATTERNS:
+            raise UnknownHookError(
+                f"hook pattern {pattern!r} expands to more than {MAX_BRACE_PATTERNS} names; "
+                "use * or fewer brace lists"
+            )
+    return done
 
 
 def matches_hook_request(name: str, request: str) -> bool:
@@ -299,7 +319,7 @@ def resolve_layers(spec, n_layers: int) -> tuple[int, ...]:
     Raises:
         LayerSelectionError: a layer the model does not have, or an unreadable item.
     """
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = _layer_items(spec)
     layers: set[int] = set()
     for item in items:
         layers.update(_layer_item(str(item).strip(), n_layers))
@@ -315,10 +335,16 @@ def check_layer_syntax(spec) -> None:
     Raises:
         LayerSelectionError: an unreadable item.
     """
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    for item in items:
+    for item in _layer_items(spec):
         if not re.fullmatch(r"all|first|middle|last|\d+-\d+|-?\d+", str(item).strip()):
             raise _unreadable_layer(str(item).strip())
+
+
+def _layer_items(spec) -> list:
+    """The items of a selection: a comma-separated string, one int (`layers=3`), or a list."""
+    if isinstance(spec, str):
+        return spec.split(",")
+    return [spec] if isinstance(spec, int) else list(spec)
 
 
 def _unreadable_layer(item: str) -> LayerSelectionError:
@@ -337,15 +363,25 @@ def _layer_item(item: str, n_layers: int) -> range | list[int]:
     if item in named:
         return named[item]
     if re.fullmatch(r"\d+-\d+", item):
-        lo, hi = map(int, item.split("-"))
-        chosen = list(range(lo, hi + 1))
+        lo, hi = map(_layer_number, item.split("-"))
+        chosen = range(lo, hi + 1)
     elif re.fullmatch(r"-?\d+", item):
-        chosen = [int(item)]
+        layer = _layer_number(item)
+        chosen = range(layer, layer + 1)
     else:
         raise _unreadable_layer(item)
-    bad = [i for i in chosen if not -n_layers <= i < n_layers]
-    if bad or not chosen:
+    # Only the ends are checked: `0-99999999999` must fail at once, not list its numbers first.
+    if not chosen or chosen[0] < -n_layers or chosen[-1] >= n_layers:
         raise LayerSelectionError(
             f"--layers {item}: the model has layers 0-{n_layers - 1} ({n_layers} layers)"
         )
     return [i % n_layers for i in chosen]
+
+
+def _layer_number(text: str) -> int:
+    """`int(text)`; past 18 digits (no model has that many layers) a stand-in as far out of
+    range, since `int()` refuses strings of over 4,300 digits."""
+    digits = text.lstrip("-").lstrip("0")
+    if len(digits) <= 18:
+        return int(text)
+    return -(10**19) if text.startswith("-") else 10**19

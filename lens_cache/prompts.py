@@ -6,6 +6,7 @@ A prompt is a plain dict: `{"text": str, "hash": str, "meta": dict}`.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import importlib.resources
 import itertools
@@ -31,6 +32,16 @@ def prompt_hash(text: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
+def is_unicode(text: str) -> bool:
+    """False for a string with a lone surrogate (JSON's `"\\ud800"` escape reads as one), which
+    has no UTF-8 bytes: it could be neither hashed nor written."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def make_prompt(text: str, meta: dict | None = None) -> dict:
     """Build a prompt dict from its text and optional metadata."""
     return {"text": text, "hash": prompt_hash(text), "meta": dict(meta or {})}
@@ -50,24 +61,48 @@ def read_prompts(path: str | Path) -> list[dict]:
 
     Raises:
         PromptsFileNotFoundError: the file does not exist.
-        MalformedPromptError: a line is not JSON, has no `text`, or its text is empty.
+        MalformedPromptError: the file is not UTF-8, or a line is not JSON, has no `text`, or
+            its text is empty or not Unicode (a lone surrogate escape).
     """
     path = default_prompts_path() if str(path) == DEFAULT_PROMPTS else Path(path)
     if not path.is_file():
         raise PromptsFileNotFoundError(f"prompts file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = _lines(path)
     if path.suffix == ".jsonl":
         return [_parse_json_line(line, path, n) for n, line in enumerate(lines, 1) if line.strip()]
     return [make_prompt(line) for line in lines if line.strip()]
+
+
+def _lines(path: Path) -> list[str]:
+    """The file's lines, split at `\\n`, `\\r\\n` or `\\r` only: `str.splitlines` also splits at
+    U+2028, U+0085 and form feeds, which a JSON string may hold unescaped. A UTF-8 byte order
+    mark (Windows editors write one) is not part of the first prompt."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = len(_split_lines(data[: e.start].decode("utf-8")))
+        raise MalformedPromptError(
+            f"{path}:{lineno}: not UTF-8 text (byte {data[e.start]:#04x}); save the file as UTF-8",
+            str(path),
+            lineno,
+        ) from e
+    return _split_lines(text)
+
+
+def _split_lines(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _parse_json_line(line: str, path: Path, lineno: int) -> dict:
     where = f"{path}:{lineno}"
     try:
         record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise MalformedPromptError(f"{where}: not valid JSON ({e.msg})", str(path), lineno) from e
+    # json raises a plain ValueError for integers of over 4,300 digits and RecursionError for
+    # deep nesting: both are a malformed line too.
+    except (ValueError, RecursionError) as e:
+        why = getattr(e, "msg", "a number too long or nesting too deep")
+        raise MalformedPromptError(f"{where}: not valid JSON ({why})", str(path), lineno) from e
     if not isinstance(record, dict) or "text" not in record:
         raise MalformedPromptError(f'{where}: no "text" field', str(path), lineno)
     text = record.pop("text")
@@ -75,6 +110,12 @@ def _parse_json_line(line: str, path: Path, lineno: int) -> dict:
         raise MalformedPromptError(f'{where}: "text" is not a string', str(path), lineno)
     if not text.strip():
         raise MalformedPromptError(f"{where}: empty prompt", str(path), lineno)
+    if not is_unicode(text):
+        raise MalformedPromptError(
+            f'{where}: "text" holds a lone surrogate escape (\\ud800-\\udfff), not Unicode text',
+            str(path),
+            lineno,
+        )
     meta = record.pop("meta", None) or {}
     if not isinstance(meta, dict):
         raise MalformedPromptError(f'{where}: "meta" is not an object', str(path), lineno)

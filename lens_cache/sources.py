@@ -33,7 +33,7 @@ from lens_cache.errors import (
     MissingSplitError,
 )
 from lens_cache.progress import warn
-from lens_cache.prompts import make_prompt
+from lens_cache.prompts import is_unicode, make_prompt
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl", ".ndjson", ".json")
 ROWS_PER_BATCH = 1024  # rows decoded at a time from parquet, arrow and `datasets`
@@ -149,6 +149,11 @@ def _prompts(source: _Source, text_column: str, labels: list[str]) -> Iterator[d
                 raise DatasetSourceError(
                     f"{source.name}: column {text_column!r} holds {type(text).__name__} at row "
                     f"{row_number}, not text; choose the text column with --text-column"
+                )
+            if not is_unicode(text):
+                raise DatasetSourceError(
+                    f"{source.name}: row {row_number} holds a lone surrogate escape "
+                    f"(\\ud800-\\udfff) in {text_column!r}, not Unicode text"
                 )
             where = f"{source.name} row {row_number}"
             meta = {c: _jsonable(row.get(c), f"{where} column {c!r}") for c in labels}
@@ -311,8 +316,11 @@ def _json_object(text: str, where: str) -> dict:
 def _parse_json(text: str, where: str):
     try:
         return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DatasetSourceError(f"{where}: not valid JSON ({e.msg})") from e
+    # json raises a plain ValueError for integers of over 4,300 digits and RecursionError for
+    # deep nesting: both are an unreadable row too.
+    except (ValueError, RecursionError) as e:
+        why = getattr(e, "msg", "a number too long or nesting too deep")
+        raise DatasetSourceError(f"{where}: not valid JSON ({why})") from e
 
 
 def _datasets():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import re
 import sys
 
 from lens_cache.errors import EXIT_BAD_INPUT
@@ -55,7 +54,21 @@ def invalid_choice(value, choices) -> str:
     return f"{message}; did you mean {nearest[0]}?" if nearest else message
 
 
-_LIST_COMMA = re.compile(r",(?![^{]*\})")  # a comma that is not inside braces
+def split_list_word(word: str) -> list[str]:
+    """`pattern,blocks.{3,{5,6}}.hook_z` -> `pattern`, `blocks.{3,{5,6}}.hook_z`: split at the
+    commas outside brace pairs (those inside belong to a hook glob's brace list, nested or not;
+    an unclosed `{` is a plain character, as in the shell)."""
+    inside = [False] * len(word)
+    opened = []
+    for i, char in enumerate(word):
+        if char == "{":
+            opened.append(i)
+        elif char == "}" and opened:
+            start = opened.pop()
+            inside[start:i] = [True] * (i - start)
+    cuts = [i for i, char in enumerate(word) if char == "," and not inside[i]]
+    pieces = [word[a + 1 : b] for a, b in zip([-1, *cuts], [*cuts, len(word)], strict=True)]
+    return [piece for piece in pieces if piece]
 
 
 class ListOption(argparse.Action):
@@ -79,7 +92,7 @@ class ListOption(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         # A comma inside braces belongs to a hook glob (`blocks.{3,5}.attn.hook_z`).
-        items = [item for word in values for item in _LIST_COMMA.split(word) if item]
+        items = [item for word in values for item in split_list_word(word)]
         items = [self.aliases.get(item, item) for item in items]
         for item in items:
             taken = self.accept is not None and self.accept(item)

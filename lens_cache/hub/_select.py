@@ -178,21 +178,28 @@ def as_selection(selection: Selection | None, keywords: dict) -> Selection:
 
 
 def parse_meta(meta) -> tuple[tuple[str, str], ...]:
-    """`["kind=code", ...]` or `{"kind": "code"}` -> sorted `(key, value)` pairs."""
+    """`["kind=code", ...]` or `{"kind": "code"}` -> sorted `(key, value)` pairs; a value
+    that is not a string becomes its JSON (`{"done": True}` -> `("done", "true")`)."""
     if not meta:
         return ()
     if isinstance(meta, dict):
-        return tuple(sorted((str(k), str(v)) for k, v in meta.items()))
+        return tuple(sorted((str(k), _meta_text(v)) for k, v in meta.items()))
     pairs = []
     for item in [meta] if isinstance(meta, str) else meta:
         if isinstance(item, (tuple, list)) and len(item) == 2:  # already a pair
-            pairs.append((str(item[0]), str(item[1])))
+            pairs.append((str(item[0]), _meta_text(item[1])))
             continue
         key, sep, value = str(item).partition("=")
         if not sep or not key:
             raise HubSelectionError(f"--meta {item!r}: expected KEY=VALUE, e.g. kind=code")
         pairs.append((key, value))
     return tuple(sorted(pairs))
+
+
+def _meta_text(value) -> str:
+    """A wanted value as `meta_matches` compares it: a string as it is, any other value as its
+    JSON (`True` is `true`, as a stored `true` reads; `str()` would give `True`)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def parse_heads(spec, n_layers: int, n_heads: int) -> dict[int, tuple[int, ...]]:
@@ -217,12 +224,21 @@ def parse_heads(spec, n_layers: int, n_heads: int) -> dict[int, tuple[int, ...]]
 
 
 def _head_item(item) -> tuple[int, int]:
+    unreadable = LayerSelectionError(
+        f"--heads: cannot read {item!r}; write LAYER.HEAD, e.g. 5.1,5.3"
+    )
     if isinstance(item, (tuple, list)) and len(item) == 2:
-        return int(item[0]), int(item[1])
-    m = re.fullmatch(r"\s*(-?\d+)\.(\d+)\s*", str(item))
-    if not m:
-        raise LayerSelectionError(f"--heads: cannot read {item!r}; write LAYER.HEAD, e.g. 5.1,5.3")
-    return int(m[1]), int(m[2])
+        pair = item
+    else:
+        m = re.fullmatch(r"\s*(-?\d+)\.(\d+)\s*", str(item))
+        if not m:
+            raise unreadable
+        pair = m[1], m[2]
+    # int() raises ValueError for a word, or for a number of over 4,300 digits
+    try:
+        return int(pair[0]), int(pair[1])
+    except (TypeError, ValueError) as e:
+        raise unreadable from e
 
 
 def meta_matches(meta: dict, wanted: tuple[tuple[str, str], ...]) -> bool:
