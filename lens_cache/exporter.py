@@ -356,8 +356,10 @@ def _captures(model, items, settings, plan: _Plan, write):
     one_layer = replace(settings, layers=settings.layers[:1])
     per_pass = max(1, cap // _cache_bytes(model, one_layer, n_tokens))
     capture = capture_in_layer_groups(model, items[0], settings, per_pass)
-    write(capture)  # in this thread, which owns the model: writing runs the forward passes
+    # Marked before the write: its patterns are a generator the write consumes, so the viewer
+    # data made in that write must read them back from disk, not from the capture.
     capture.written = True
+    write(capture)  # in this thread, which owns the model: writing runs the forward passes
     return [capture]
 
 

@@ -373,6 +373,21 @@ def test_a_prompt_over_the_byte_cap_is_captured_in_layer_groups(gqa_model, tmp_p
         assert (d_grouped / name).read_bytes() == (d_whole / name).read_bytes(), name
 
 
+def test_a_prompt_captured_in_layer_groups_gets_its_viewer_data(gqa_model, tmp_path):
+    """The viewer data made in the export (index_html on, the default) of a prompt over the
+    cap: the same scripts as a build from the stored files."""
+    save = tmp_path / "grouped"
+    kw = dict(prompts=MIXED[3:4], quiet=True, hooks=GROUPED_HOOKS)
+    export(gqa_model, save_path=save, max_batch_mb=0.01, **kw)
+    data = save / "viewer_data"
+    made = {p.relative_to(data): p.read_bytes() for p in data.rglob("*.js")}
+    assert any(p.name == f"L{gqa_model.n_layers - 1}.js" for p in made)
+    from lens_cache.viewer import write_viewer
+
+    write_viewer(save, log=lambda _: None, force=True)
+    assert {p.relative_to(data): p.read_bytes() for p in data.rglob("*.js")} == made
+
+
 def test_export_without_save_path_uses_lens_cache_dir(gpt2_model, tmp_path, monkeypatch):
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "from-env"))
     monkeypatch.chdir(tmp_path)
