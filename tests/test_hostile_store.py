@@ -251,3 +251,21 @@ def test_a_damaged_index_falls_back_to_the_prompt_folders(case):
     assert result.returncode == 0
     rewritten = [json.loads(line)["hash"] for line in index.read_text().splitlines()]
     assert sorted(rewritten) == sorted(prompt_hash(t) for t in TEXTS)
+
+
+def test_a_viewer_manifest_that_lies_is_not_trusted(case):
+    """viewer_data/manifest.npz listing a file that is gone, then one whose member declares
+    17 GB: `view` rebuilds what the manifest cannot vouch for, within the memory limit."""
+    data = case.store / "viewer_data"
+    gone = next(data.glob(f"*/{case.victim.name}/L0.js"))
+    gone.unlink()
+    result = case.run("view")
+    assert result.returncode == 0, _clean(result)
+    assert gone.is_file()  # rebuilt: the manifest's entry was not taken on its word
+    manifest = data / "manifest.npz"
+    header = {"descr": "|u1", "fortran_order": False, "shape": (2**34,)}
+    _npz_member(manifest, "manifest", header, bytes(2**20))
+    result = case.run("view")
+    assert result.returncode == 0, _clean(result)
+    built = {p.parent.name for p in data.glob("*/*/stamp.json")}
+    assert {prompt_hash(t) for t in TEXTS} <= built
