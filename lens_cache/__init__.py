@@ -11,7 +11,8 @@ The whole public API is here, imported on first use (so `import lens_cache` stay
 - viewer: `write_viewer`, `refresh_store`, `make_server`; in notebooks `show`, `show_patterns`
   (`InlineView`)
 - Hub: `push_to_hub`, `pull`, `Selection`, `PushReport`, `PullReport`
-- heads: `head_scores`
+- heads: `head_scores`; your own per-head metrics: `metric`, `from_pattern_lens` (pattern-lens
+  figure functions), `load_metrics_module`, `read_user_metrics`
 - errors: `LensCacheError` and every named error of `lens_cache.errors`
 """
 
@@ -47,6 +48,10 @@ _LAZY = {
     "PushReport": "lens_cache.hub",
     "PullReport": "lens_cache.hub",
     "head_scores": "lens_cache.detectors",
+    "metric": "lens_cache.user_metrics",
+    "from_pattern_lens": "lens_cache.user_metrics",
+    "load_metrics_module": "lens_cache.user_metrics",
+    "read_user_metrics": "lens_cache.viewer",
 }
 _ERRORS = [
     name

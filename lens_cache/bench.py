@@ -3,6 +3,9 @@
 Variants, all on the same model, prompts and machine, in one run:
   pattern-lens  the real pattern-lens 0.6.0 (`activations_main`), run in the TransformerLens 3
              venv (`.venv-tl3`; see `lens_cache.bench_pattern_lens`): the reference, `vs ref`.
+  pl-src-default, pl-src-ours  with `--pattern-lens-src-python` (`make bench
+             PATTERN_LENS_SRC=<a pattern-lens source tree>` builds that venv): that pattern-lens
+             (0.8.0 is not in the package registries) at its own default batch size and at ours.
   reimplemented  pattern-lens's batched algorithm re-implemented here (count-based batches of
              length-sorted prompts, `run_with_cache` with every hook cached, trim,
              `np.savez_compressed` per prompt in the loop, one thread): the reference only
@@ -67,6 +70,8 @@ VARIANTS = (
     HEADS,
 )
 CPU_VARIANTS = tuple(v for v in VARIANTS if v != "forward_copy")
+# the pattern-lens of --pattern-lens-src-python: at its default batch size, and at ours
+PEERS = ("pl-src-default", "pl-src-ours")
 MODELS = ("gpt2-small-shape", "smollm2-135m")
 SHARED_PROMPTS = Path("shared") / "prompts" / "pile_100.jsonl"
 # Headless Chromium on a machine with no network: without the background-networking flags it
@@ -250,7 +255,7 @@ def run_all(args) -> tuple[list[dict], list[dict], list[dict]]:
     for model in args.models:
         tmp = tempfile.mkdtemp(prefix="lens-bench-", dir=args.keep)
         prompts = write_prompts(args, Path(tmp) / "prompts.jsonl")
-        saves = {variant: Path(tmp) / variant for variant in args.variants}
+        saves = {variant: Path(tmp) / variant for variant in run_variants(args)}
         for variant, save in saves.items():
             print(f"... {model} / {variant}", file=sys.stderr, flush=True)
             rows.append(run_child(args, model, variant, save, prompts))
@@ -265,14 +270,20 @@ def run_all(args) -> tuple[list[dict], list[dict], list[dict]]:
         if args.processes:
             print(f"... {model} / whole processes", file=sys.stderr, flush=True)
             pl = next((r for r in ours if r["variant"] == "pattern-lens"), None)
-            processes.extend(process_rows(args, model, model_spec(model), prompts, pl))
+            peers = [r for r in ours if r["variant"] in PEERS]
+            processes.extend(process_rows(args, model, model_spec(model), prompts, pl, peers))
         if not args.keep:
             shutil.rmtree(tmp)
     return add_ratios(rows), processes, storage
 
 
 REFERENCES = ("pattern-lens", "reimplemented")  # the first that ran is `vs ref`'s reference
-STORING = ("pattern-lens", "reimplemented", "default", "default+viewer", "fastest", HEADS)
+STORING = ("pattern-lens", "reimplemented", "default", "default+viewer", "fastest", HEADS, *PEERS)
+
+
+def run_variants(args) -> list[str]:
+    """The chosen variants, and the source tree's pattern-lens rows when it is given."""
+    return [*args.variants, *(PEERS if args.pattern_lens_src_python else ())]
 
 
 def model_spec(model: str) -> str:
@@ -291,23 +302,32 @@ def write_prompts(args, path: Path) -> Path:
     return path
 
 
-def run_child(args, model: str, variant: str, save: Path, prompts: Path) -> dict:
-    """One variant in a fresh process; its row, with `process_s`, the whole process's time."""
-    if variant == "pattern-lens":
-        cmd = [args.pattern_lens_python, "-m", "lens_cache.bench_pattern_lens"]
+def child_command(args, model: str, variant: str, save: Path, prompts: Path) -> list[str]:
+    """The command line of one variant's process."""
+    if variant == "pattern-lens" or variant in PEERS:
+        python = (
+            args.pattern_lens_python if variant == "pattern-lens" else args.pattern_lens_src_python
+        )
+        cmd = [python, "-m", "lens_cache.bench_pattern_lens"]
         cmd += ["--model", model_spec(model), "--save", str(save)]
     else:
         cmd = [sys.executable, "-m", "lens_cache.bench", "--child", variant, "--model", model]
         cmd += ["--save", str(save)]
-    cmd += ["--prompts", str(prompts), "--batch-size", str(args.batch_size)]
-    cmd += ["--device", args.device]
+    batch = "default" if variant == "pl-src-default" else str(args.batch_size)
+    cmd += ["--prompts", str(prompts), "--batch-size", batch]
+    return [*cmd, "--device", args.device]
+
+
+def run_child(args, model: str, variant: str, save: Path, prompts: Path) -> dict:
+    """One variant in a fresh process; its row, with `process_s`, the whole process's time."""
+    cmd = child_command(args, model, variant, save, prompts)
     start = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.stderr.write(out.stderr)
         raise SystemExit(f"bench variant {variant} on {model} failed")
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    return {**row, "model": model, "process_s": time.perf_counter() - start}
+    return {**row, "variant": variant, "model": model, "process_s": time.perf_counter() - start}
 
 
 def max_diff(reference: Path, other: Path) -> float:
@@ -435,8 +455,21 @@ def table(rows: list[dict]) -> str:
     lines.append(f"x bound: wall time over {' / '.join(sorted(bound)) or 'forward'}'s")
     refs = {r["reference"] for r in rows if r["reference"]}
     lines.append(f"vs ref, RSS/ref: against {' / '.join(sorted(refs)) or '-'}")
+    lines.extend(pattern_lens_settings(rows))
     lines.append("wall s: in-process (model loaded); whole processes below")
     return "\n".join(lines)
+
+
+def pattern_lens_settings(rows: list[dict]) -> list[str]:
+    """What each pattern-lens row ran: its version, batch size and zlib level."""
+    seen = {}
+    for r in rows:
+        if "version" in r:
+            seen[r["variant"]] = (
+                f"{r['variant']}: pattern-lens {r['version']}, batch {r['batch_size']}, "
+                f"zlib level {r['compress_level']}"
+            )
+    return list(seen.values())
 
 
 def scaling(args, model: str) -> list[dict]:
@@ -643,6 +676,11 @@ def main(argv=None) -> int:
         "--pattern-lens-python",
         default=str(Path(__file__).resolve().parents[1] / ".venv-tl3" / "bin" / "python"),
         help="a Python with pattern-lens 0.6.0 and TransformerLens 3 (default: .venv-tl3's)",
+    )
+    p.add_argument(
+        "--pattern-lens-src-python",
+        help="a Python with another pattern-lens (make bench PATTERN_LENS_SRC=... builds one "
+        "from a source tree): adds its rows at its default batch size and at ours",
     )
     p.add_argument("--keep", help="keep every variant's store in a folder under this one")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)

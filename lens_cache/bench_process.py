@@ -1,7 +1,8 @@
 """`make bench`'s whole-process rows: what a user waits for, imports and model load included.
 
 - `pattern-lens`: the real pattern-lens 0.6.0's process (the reference row's own run, timed
-  from outside by `lens_cache.bench.run_child`);
+  from outside by `lens_cache.bench.run_child`), and those of a pattern-lens source tree's rows
+  (`pattern-lens <version> batch <n>`) when `make bench` is given one;
 - `lens_cache`: `python -m lens_cache.activations --hooks pattern --no-index-html`, lossless;
 - `lens_cache+viewer`: the same building the viewer, as `make demo` does;
 - start-up: `--help` (the best of three), and launch to the first batch: the moment the
@@ -23,11 +24,15 @@ FIRST_BATCH_LINE = " to export, "  # the exporter's line before its first forwar
 LENS_CACHE = "from lens_cache.cli.main import console_script; raise SystemExit(console_script())"
 
 
-def process_rows(args, model: str, spec: str, prompts: Path, pattern_lens: dict | None):
-    """The whole-process rows of one model (seconds, and the ratio to pattern-lens's process)."""
+def process_rows(args, model: str, spec: str, prompts: Path, pattern_lens: dict | None, peers=()):
+    """The whole-process rows of one model (seconds, and the ratio to pattern-lens's process);
+    `peers`: the rows of another pattern-lens (`bench.PEERS`), named by version and batch."""
     rows = []
     if pattern_lens:
         rows.append(_row(model, "pattern-lens", pattern_lens["process_s"]))
+    for peer in peers:
+        what = f"pattern-lens {peer['version']} batch {peer['batch_size']}"
+        rows.append({**_row(model, what, peer["process_s"]), "peer": True})
     with tempfile.TemporaryDirectory(prefix="lens-process-") as tmp:
         base = [sys.executable, "-m", "lens_cache.activations", "-m", spec, "-p", str(prompts)]
         base += ["-r", "--hooks", "pattern", "-b", str(args.batch_size), "--device", args.device]
@@ -90,7 +95,7 @@ def add_process_ratios(rows: list[dict]) -> list[dict]:
         if r["what"].endswith("--help"):
             ref = by.get("pattern-lens --help")
         else:
-            ref = by.get("pattern-lens") if r["what"] in EXPORT_ROWS else None
+            ref = by.get("pattern-lens") if r["what"] in EXPORT_ROWS or r.get("peer") else None
         r["vs_pattern_lens"] = ref / r["seconds"] if ref and r["seconds"] else None
     return rows
 
@@ -99,11 +104,11 @@ EXPORT_ROWS = ("pattern-lens", "lens_cache", "lens_cache+viewer")
 
 
 def process_table(rows: list[dict]) -> str:
-    head = f"{'model':<18}{'whole process':<24}{'s':>8}{'vs pattern-lens':>17}"
+    head = f"{'model':<18}{'whole process':<28}{'s':>8}{'vs pattern-lens':>17}"
     lines = [head, "-" * len(head)]
     for r in rows:
         seconds = f"{r['seconds']:.2f}" if r["seconds"] is not None else "-"
         ratio = f"{r['vs_pattern_lens']:.2f}x" if r["vs_pattern_lens"] else "-"
-        lines.append(f"{Path(r['model']).name:<18}{r['what']:<24}{seconds:>8}{ratio:>17}")
+        lines.append(f"{Path(r['model']).name:<18}{r['what']:<28}{seconds:>8}{ratio:>17}")
     lines.append("whole process: launch to exit, imports and model load included")
     return "\n".join(lines)

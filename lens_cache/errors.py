@@ -247,6 +247,15 @@ class DetectorError(LensCacheError, ValueError):
     """An unknown head detector, or a detector whose target is not a causal ``[T, T]`` mask."""
 
 
+class UserMetricError(LensCacheError, ValueError):
+    """A user metric (`lens_cache.metric`) that is misnamed, cannot be loaded, raised, or
+    returned a value of the wrong kind; `name` is the metric's name when known."""
+
+    def __init__(self, message: str, name: str | None = None):
+        super().__init__(message)
+        self.name = name
+
+
 # --- pooled residuals ------------------------------------------------------------------------
 
 

@@ -104,3 +104,41 @@ def test_viewer_row_builds_rebuilds_and_draws_a_head():
     assert row["prompts"] == 4 and row["build_s"] > 0 and row["rebuild_unchanged_s"] > 0
     if shutil.which("chromium"):
         assert row["home_ready_ms"] > 0 and row["head_draw_ms"] > 0
+
+
+def test_a_pattern_lens_source_tree_adds_rows_at_its_default_batch_and_ours(tmp_path):
+    """`make bench PATTERN_LENS_SRC=tree` builds a venv for the tree under bench/ and hands its
+    Python to the bench, which runs that pattern-lens at its own default batch size and ours."""
+    import argparse
+    import subprocess
+
+    from lens_cache.bench import child_command, run_variants
+    from tests.helpers import REPO
+
+    args = argparse.Namespace(
+        variants=["pattern-lens", "default"],
+        pattern_lens_python="/v06/bin/python",
+        pattern_lens_src_python="/vsrc/bin/python",
+        batch_size=8,
+        device="cpu",
+    )
+    assert run_variants(args) == ["pattern-lens", "default", "pl-src-default", "pl-src-ours"]
+    expected = {"pattern-lens": "/v06", "pl-src-default": "/vsrc", "pl-src-ours": "/vsrc"}
+    batches = {"pattern-lens": "8", "pl-src-default": "default", "pl-src-ours": "8"}
+    for variant, venv in expected.items():
+        cmd = child_command(args, "m", variant, tmp_path / variant, tmp_path / "p.jsonl")
+        assert cmd[:3] == [f"{venv}/bin/python", "-m", "lens_cache.bench_pattern_lens"]
+        assert cmd[cmd.index("--batch-size") + 1] == batches[variant], variant
+    assert run_variants(argparse.Namespace(**{**vars(args), "pattern_lens_src_python": None})) == [
+        "pattern-lens",
+        "default",
+    ]
+    tree = tmp_path / "pattern-lens"
+    tree.mkdir()
+    (tree / "pyproject.toml").write_text('[project]\nname = "pattern_lens"\nversion = "0.8.0"\n')
+    make = ["make", "-n", "bench", f"PATTERN_LENS_SRC={tree}", "PYTHON=python3"]
+    plan = subprocess.run(make, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    venv = "bench/venv-pattern-lens-pattern-lens"
+    assert f'{venv}/bin/pip install -q --no-deps "{tree}"' in plan
+    assert '"transformer_lens>=3.9,<4"' in plan.split(f"python3 -m venv {venv}")[1]
+    assert f"-m lens_cache.bench --pattern-lens-src-python {venv}/bin/python" in plan

@@ -50,6 +50,13 @@
     entropy: "entropy", entropy_norm: "entropy/log", first: "first", prev: "prev",
     diag: "self", dup: "dup", induction: "induction", max: "max", dla: "DLA",
   };
+  /** A metric column's heading: the built-in short names, else a user metric's own name
+   * (its column key is "u:" + name, so it never collides with a built-in). */
+  function metricShort(key) { return METRIC_SHORT[key] || String(key).replace(/^u:/, ""); }
+  /** The scalar user metrics (lens_cache.metric) stored in this viewer, as column keys. */
+  function userColumns() {
+    return (INDEX.user_metrics || []).filter((u) => u.kind === "scalar").map((u) => "u:" + u.name);
+  }
 
   // viridis (matplotlib's, CC0), 256 RGB entries
   const VIRIDIS_HEX =
@@ -281,6 +288,14 @@
       p.heads = heads;
       bytes += headBytes;
     }
+    if (obj.user) { // metrics registered with lens_cache.metric (lens_cache/viewer/_user.py)
+      const matrices = {};
+      for (const [name, desc] of Object.entries(obj.user.matrices)) {
+        matrices[name] = await decodeArray(desc);
+        bytes += matrices[name].data.byteLength;
+      }
+      p.user = Object.assign({}, obj.user, { matrices });
+    }
     return [p, bytes + 64 * obj.tokens.length];
   }
 
@@ -457,7 +472,7 @@
   }
 
   Object.assign(UI, {
-    LENS, DATA_DIR, ROW_H, METRIC_TITLES, METRIC_SHORT,
+    LENS, DATA_DIR, ROW_H, METRIC_TITLES, METRIC_SHORT, metricShort, userColumns,
     h, clear, fill, fmt, fmtValue, tokLabel, cssVar, clamp, option, select, link, showError,
     showTip, hideTip, canvasPoint,
     F16, promptData, layerData, lensData, topData, headRow, weighted,

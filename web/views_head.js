@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, clear, entryFor, entryOf, fill, fillTokens, fmt,
+  const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, canvasPoint, clamp, cssVar, rgb, clear, entryFor, entryOf, fill, fillTokens, fmt,
     lossComparison, headRow, hideTip, legend, maxAbs, showTip, signedColor, weighted, weightingButton,
     fmtValue, go, h, hashFor, headHash, layerData, link, modelOf, nearestLayer, neighbour, option,
     promptCrumbs, promptData, promptHash, promptName, promptToolbar, scaleLegend, select, setCrumbs,
@@ -26,6 +26,64 @@
       row("uniform", (m) => p.baseline[m]),
       dli >= 0 ? h("tr", null, h("th", { title: METRIC_TITLES.dla, text: "mean DLA" }),
         h("td", { class: "num", text: fmt(p.heads.dla_mean[dli][head], 5) })) : null);
+  }
+
+  /** The user metrics (lens_cache.metric) of this head: scalars as a table, each matrix as a
+   * small heat map coloured on its own range (hover shows the stored value); and the figures
+   * pattern-lens's figures_main wrote for this head, linked (images shown). Null when none. */
+  function userPart(p, li, head) {
+    const u = p.user, figs = p.figures && p.figures.heads[p.layers[li] + "/" + head];
+    if (!u && !figs) return null;
+    const box = h("div", { class: "user-part" });
+    if (u) {
+      const names = Object.keys(u.scalars);
+      if (names.length) {
+        box.append(h("table", { class: "mini user-scalars" },
+          h("tr", null, ...names.map((n) => h("th", { text: n, title: "your metric (lens_cache.metric)" }))),
+          h("tr", null, ...names.map((n) => h("td", { class: "num", dataset: { name: n }, text: fmtUser(u.scalars[n][li][head]) })))));
+      }
+      for (const [name, arr] of Object.entries(u.matrices)) box.append(matrixThumb(name, arr, li, head));
+    }
+    if (figs) box.append(figureList(p.figures.dir, p.layers[li], head, figs));
+    return box;
+  }
+
+  function fmtUser(v) { return v == null ? "–" : fmtValue(v); }
+
+  function matrixThumb(name, arr, li, head) {
+    const [, H, R, C] = arr.shape, off = (li * H + head) * R * C;
+    const vals = arr.data.subarray(off, off + R * C);
+    const finite = Array.from(vals).filter(Number.isFinite);
+    const lo = Math.min(...finite), hi = Math.max(...finite);
+    const cell = clamp(Math.floor(96 / Math.max(R, C)), 1, 12);
+    const c = h("canvas", { class: "user-matrix", width: C * cell, height: R * cell,
+      dataset: { name, rows: R, cols: C, cell } });
+    const ctx = c.getContext("2d");
+    for (let i = 0; i < R; i++) {
+      for (let j = 0; j < C; j++) {
+        const v = vals[i * C + j];
+        ctx.fillStyle = Number.isFinite(v) ? rgb(Math.round(((v - lo) / (hi - lo || 1)) * 255)) : cssVar("--mask");
+        ctx.fillRect(j * cell, i * cell, cell, cell);
+      }
+    }
+    c.addEventListener("mousemove", (e) => {
+      const [x, y] = canvasPoint(c, e), i = Math.floor(y / cell), j = Math.floor(x / cell);
+      if (i < 0 || i >= R || j < 0 || j >= C) { hideTip(); return; }
+      showTip(e.clientX, e.clientY, [`${name} [${i}, ${j}]`, `value ${fmtValue(vals[i * C + j])}`]);
+    });
+    c.addEventListener("mouseleave", hideTip);
+    return h("figure", { class: "user-thumb" }, c, h("figcaption", { class: "note", text: `${name} (${R}×${C})` }));
+  }
+
+  /** Links to the head's figure files (relative to index.html); images shown inline, other
+   * formats (svgz, error notes) linked only, since a browser will not inflate them from disk. */
+  function figureList(dir, layer, head, names) {
+    const path = (n) => [...dir.split("/"), "L" + layer, "H" + head, n].map(encodeURIComponent).join("/");
+    return h("div", { class: "figures" }, h("span", { class: "note", text: "pattern-lens figures:" }),
+      ...names.map((n) => {
+        const inline = /\.(png|svg)$/.test(n) ? h("img", { src: path(n), alt: n, class: "figure" }) : null;
+        return h("a", { href: path(n), target: "_blank", rel: "noopener", title: n, dataset: { figure: n } }, inline || n);
+      }));
   }
 
   /** The head's direct logit attribution at each position as a token strip: red raises the
@@ -182,6 +240,7 @@
         h("span", { class: "title", text: `L${this.layer} H${this.head}` }),
         labels.length ? h("span", { class: "badge", text: labels.join(", ") }) : null,
         metricTable(p, li, this.head),
+        userPart(p, li, this.head),
         h("span", { class: "note", text: "drawn in " + this.pane.el.dataset.drawMs + " ms" }));
       const box = clear(this.aside), sel = this.pane.sel;
       if (!sel) {

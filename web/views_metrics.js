@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  const { INDEX, METRIC_SHORT, METRIC_TITLES, canvasPoint, clamp, clear, cssVar, entriesOf, entryFor, entryOf,
+  const { INDEX, METRIC_SHORT, METRIC_TITLES, metricShort, userColumns, canvasPoint, clamp, clear, cssVar, entriesOf, entryFor, entryOf,
     fill, fmt, fmtValue, go, h, hashFor, headHash, hideTip, legend, modelOf, neighbour, option,
     promptCrumbs, promptData, promptHash, promptName, promptToolbar, rgb, select, setCrumbs,
     settings, showError, showTip, state, tokLabel, weighted, weightingButton } = LENS_UI;
@@ -39,19 +39,22 @@
           const p = await promptData(m, this.promptHash);
           const src = weighted(p) ? p.heads.metrics : p.metrics;
           const dla = p.heads ? (li, hd) => { const k = p.heads.layers.indexOf(p.layers[li]); return k < 0 ? null : p.heads.dla_mean[k][hd]; } : null;
+          const user = p.user ? (name, li, hd) => (p.user.scalars[name] ? p.user.scalars[name][li][hd] : null) : null;
           this.rows = metricRows(m, p.layers, (name, li, hd) => src[name][li][hd],
-            (li, hd) => (p.labels && p.labels[li] ? p.labels[li][hd] : []), () => 1, dla);
+            (li, hd) => (p.labels && p.labels[li] ? p.labels[li][hd] : []), () => 1, dla, user);
           this.baseline = p.baseline;
           this.hasHeads = !!p.heads;
         } else {
           const src = m.heads && weighted(m) ? m.heads.avg : m.avg;
           const dla = m.heads ? (li, hd) => m.heads.dla[m.layers[li]][hd] : null;
+          const avg = m.user ? m.user.avg : {};
+          const user = (name, li, hd) => (avg[name] ? avg[name][m.layers[li]][hd] : null);
           this.rows = metricRows(m, m.layers, (name, li, hd) => src[name][m.layers[li]][hd],
-            (li, hd) => m.labels[m.layers[li]][hd], (li, hd) => m.count[m.layers[li]][hd], dla);
+            (li, hd) => m.labels[m.layers[li]][hd], (li, hd) => m.count[m.layers[li]][hd], dla, user);
           this.baseline = m.baseline;
           this.hasHeads = !!m.heads;
         }
-        this.metricNames = this.hasHeads ? [...INDEX.metrics, "dla"] : INDEX.metrics;
+        this.metricNames = [...INDEX.metrics, ...(this.hasHeads ? ["dla"] : []), ...userColumns()];
         fill(this.weightBox, this.hasHeads ? weightingButton() : null);
         this.caption.textContent = "uniform-attention baseline: " + INDEX.scores.map(
           (s) => `${METRIC_SHORT[s]} ${fmt(this.baseline[s])}`).join(", ") +
@@ -73,7 +76,7 @@
       });
       const cols = ["layer", "head", ...this.metricNames];
       const head = h("tr", null, ...cols.map((c) => h("th", {
-        text: METRIC_SHORT[c] || c, title: METRIC_TITLES[c] || c, dataset: c === key ? { key: c, dir: this.dir } : { key: c },
+        text: metricShort(c), title: METRIC_TITLES[c] || (c.startsWith("u:") ? "your metric (lens_cache.metric)" : c), dataset: c === key ? { key: c, dir: this.dir } : { key: c },
         onclick: () => {
           this.dir = this.sort === c ? (this.dir === "desc" ? "asc" : "desc") : "desc";
           this.sort = c;
@@ -128,12 +131,12 @@
       };
       c.addEventListener("mousemove", (e) => {
         const r = cellAt(e);
-        if (r) showTip(e.clientX, e.clientY, [`L${r.layer} H${r.head}`, `${METRIC_SHORT[key]} ${fmt(r.v[key])}`]);
+        if (r) showTip(e.clientX, e.clientY, [`L${r.layer} H${r.head}`, `${metricShort(key)} ${fmt(r.v[key])}`]);
         else hideTip();
       });
       c.addEventListener("mouseleave", hideTip);
       c.addEventListener("click", (e) => { const r = cellAt(e); if (r) this.open(r.layer, r.head); });
-      clear(this.heat).append(h("span", { class: "note", text: `${METRIC_SHORT[key]}: rows layers, columns heads` }), c,
+      clear(this.heat).append(h("span", { class: "note", text: `${metricShort(key)}: rows layers, columns heads` }), c,
         legend([fmt(lo), fmt(hi)]));
     }
 
@@ -142,13 +145,14 @@
     unmount() { hideTip(); }
   }
 
-  function metricRows(model, layers, get, labels, count, dla) {
+  function metricRows(model, layers, get, labels, count, dla, user) {
     const rows = [];
     layers.forEach((layer, li) => {
       for (let hd = 0; hd < model.n_heads; hd++) {
         const v = {};
         for (const name of INDEX.metrics) v[name] = get(name, li, hd);
         if (dla) v.dla = dla(li, hd);
+        for (const key of userColumns()) v[key] = user ? user(key.slice(2), li, hd) : null;
         rows.push({ layer, head: hd, v, labels: labels(li, hd) || [], n: count(li, hd) });
       }
     });

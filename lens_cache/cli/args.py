@@ -10,6 +10,30 @@ import sys
 from lens_cache.errors import EXIT_BAD_INPUT
 
 SAVE_HELP = "the store (default: $LENS_CACHE_DIR, else lens_cache_data)"
+METRICS_MODULE_HELP = (
+    "a module registering per-head metrics with @lens_cache.metric (an import path or a .py "
+    "file); the viewer computes them for every stored head. Repeat for several"
+)
+
+
+def add_metrics_module(parser: argparse.ArgumentParser) -> None:
+    """`--metrics-module`, shared by `export` and `view`."""
+    parser.add_argument(
+        "--metrics-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help=METRICS_MODULE_HELP,
+    )
+
+
+def load_metrics_modules(specs: list[str]) -> None:
+    """Import each `--metrics-module`: the import registers its metrics."""
+    if specs:
+        from lens_cache.user_metrics import load_metrics_module
+
+        for spec in specs:
+            load_metrics_module(spec)
 
 
 class DefaultsFormatter(argparse.HelpFormatter):

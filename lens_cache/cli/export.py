@@ -12,7 +12,13 @@ import contextlib
 import os
 import sys
 
-from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
+from lens_cache.cli.args import (
+    SAVE_HELP,
+    ListOption,
+    Parser,
+    add_metrics_module,
+    load_metrics_modules,
+)
 from lens_cache.layout import (
     DEFAULT_DTYPE,
     DEFAULT_MODEL,
@@ -208,6 +214,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     a("--no-index-html", action="store_true", help="do not write index.html")
+    add_metrics_module(p)
     a("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -220,6 +227,7 @@ def main(argv=None, prog: str = PROG) -> int:
         return _list_hooks(args.models or [DEFAULT_MODEL], args.device)
     from lens_cache.exporter import export  # after parsing: --help stays fast
 
+    load_metrics_modules(args.metrics_module)  # before any prompt's viewer data is made
     # Libraries print to stdout ("Moving model to device", ...); stdout is for our results.
     with contextlib.redirect_stdout(sys.stderr):
         reports = export(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lens_cache.cli.args import SAVE_HELP, Parser
+from lens_cache.cli.args import SAVE_HELP, Parser, add_metrics_module, load_metrics_modules
 from lens_cache.errors import StoreNotFoundError
 from lens_cache.layout import INDEX_HTML, default_save_path
 from lens_cache.reader import open_store
@@ -25,6 +25,7 @@ def build_parser(prog: str = "lens-cache view") -> argparse.ArgumentParser:
         default=default_save_path(),
         help=SAVE_HELP,
     )
+    add_metrics_module(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -32,6 +33,7 @@ def build_parser(prog: str = "lens-cache view") -> argparse.ArgumentParser:
 def main(argv=None, prog: str = "lens-cache view") -> int:
     args = build_parser(prog).parse_args(argv)
     store = open_store(args.save_path)  # a missing store is an error, not an empty viewer
+    load_metrics_modules(args.metrics_module)
     if refresh_store(store.path, quiet=args.quiet)["viewer"] is None:
         raise StoreNotFoundError(f"{store.path} holds no model; export one first")
     print(Path(args.save_path) / INDEX_HTML)

@@ -56,7 +56,10 @@ never from a colour. ``prompt.js`` holds:
 - ``pred``: what the model predicted at each position (``null`` without the ``logits`` kind;
   format in ``lens_cache.viewer._predictions``);
 - ``heads``: value norms, DLA and value-weighted metrics (``null`` without the
-  ``head_contributions`` kind; format in ``lens_cache.viewer._heads``).
+  ``head_contributions`` kind; format in ``lens_cache.viewer._heads``);
+- ``user`` (only with metrics registered by ``lens_cache.metric``) and ``figures`` (only where
+  pattern-lens's ``figures_main`` wrote figures into the prompt's folder): format in
+  ``lens_cache.viewer._user``.
 
 URL hash format
 ---------------
@@ -96,6 +99,7 @@ from lens_cache.viewer._build import (
 from lens_cache.viewer._encode import THUMB_SIZE, read_data_script
 from lens_cache.viewer._inline import INLINE_BUDGET, inline_page
 from lens_cache.viewer._produce import PromptDataProducer
+from lens_cache.viewer._user_read import read_user_metrics
 
 __all__ = [
     "APP_DIR",
@@ -111,6 +115,7 @@ __all__ = [
     "inline_page",
     "model_slug",
     "read_data_script",
+    "read_user_metrics",
     "refresh_store",
     "write_viewer",
 ]

@@ -47,7 +47,9 @@ from lens_cache.progress import log as progress_log
 from lens_cache.progress import warn
 from lens_cache.reader import Store, pattern_length
 from lens_cache.store import remove_orphaned_tmps, write_bytes
+from lens_cache.user_metrics import compute_layer, registered_metrics
 from lens_cache.viewer import _heads as viewer_heads
+from lens_cache.viewer import _user as viewer_user
 from lens_cache.viewer import metrics as M
 from lens_cache.viewer._encode import (
     THUMB_SIZE,
@@ -176,10 +178,14 @@ def source_sig(prompt_dir: Path) -> dict:
     except FileNotFoundError:
         present = set()
     folder = str(prompt_dir)
-    return {
+    sig = {
         name: file_sig(os.path.join(folder, name)) if name in present else None
         for name in (PROMPT_NAME, *DATA_NAMES)
     }
+    figures = viewer_user.figure_sig(prompt_dir, present)  # pattern-lens's figures_main's
+    if figures:
+        sig["figures"] = figures
+    return sig
 
 
 def resid_norms(path: Path, n_tokens: int, log: Callable[[str], None]) -> dict | None:
@@ -352,10 +358,13 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
         contributions = viewer_heads.read_contributions(src)
     heads = contributions and viewer_heads.PromptHeads(contributions)
     thumbs_too = n_tokens > THUMB_SIZE  # shorter prompts: the page draws from the chunks
+    user, user_layers = registered_metrics(), []
     with reading(pattern_file, save):
         for layer, pat in arrays.patterns(prompt, n_heads, n_tokens):
             layers.append(layer)
             per_layer.append(M.head_metrics(pat, tokens))
+            if user:
+                user_layers.append(compute_layer(user, pat, tokens))
             if thumbs_too:
                 thumbs.append(thumbnail(pat))
             if heads:
@@ -368,6 +377,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
     payload["pred"], lens = prediction_data(src, encode_array)
     payload["heads"] = heads.payload(encode_array, nan_to_none) if heads else None
+    add_user_parts(payload, save, src, sig, user, user_layers)
     if lens is not None:
         written += write_atomic(out / "lens.js", script_call("lens", key, lens))
     written += write_atomic(out / "prompt.js", script_call("prompt", key, payload))
@@ -383,17 +393,37 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
         "lens": lens is not None,
         "mean_loss": payload["pred"]["mean_loss"] if payload["pred"] else None,
     }
+    if user:  # only then: a store without user metrics keeps its bytes
+        stamp["user_metrics"] = [m.signature() for m in user]
     written += write_atomic(out / "stamp.json", json.dumps(stamp).encode())
     return {**stamp, **stamp_metrics(payload), "bytes_written": written}
 
 
+def add_user_parts(payload: dict, save: Path, src: Path, sig: dict, user, user_layers) -> None:
+    """The user metrics and pattern-lens's figures of a prompt (`_user`), each only when
+    there are any: a store without them keeps its bytes."""
+    if user:
+        payload["user"] = viewer_user.prompt_part(user, user_layers, encode_array)
+    figures = viewer_user.figures_part(save, src, sig.get("figures"))
+    if figures:
+        payload["figures"] = figures
+
+
 def stamp_metrics(payload: dict) -> dict:
     """What the index needs of a ``prompt.js`` payload beside its stamp."""
-    return {
+    part = {
         "metrics": payload["metrics"],
         "baseline": payload["baseline"],
         "heads": viewer_heads.stamp_part(payload.get("heads")),
     }
+    if payload.get("user"):
+        part["user"] = viewer_user.stamp_part(payload["user"])
+    return part
+
+
+def same_user_metrics(stamp: dict) -> bool:
+    """Whether a prompt's viewer data holds the metrics registered now (names, kinds, code)."""
+    return stamp.get("user_metrics", []) == viewer_user.signatures()
 
 
 def metric_summary(per_layer: list[dict], tokens: list[str]) -> dict:
@@ -442,6 +472,7 @@ def fresh_stamp(save: Path, cfg: dict, prompt: dict, out: Path) -> dict | None:
     up_to_date = (
         stamp.get("format") == FORMAT_VERSION
         and stamp.get("thumb_size") == THUMB_SIZE
+        and same_user_metrics(stamp)
         and stamp.get("source") == source_sig(src)
         and all((out / name).is_file() for name in stamp.get("files", []))
     )
@@ -516,7 +547,8 @@ def model_summary(cfg: dict, stamps: list[dict]) -> dict:
         M.label_heads({n: avg[n][layer] for n in M.SCORE_NAMES}, base) for layer in range(n_layers)
     ]
     heads = viewer_heads.model_part(cfg, stamps, average_metrics)
-    return {
+    user = viewer_user.model_part(cfg, stamps, average_metrics)
+    summary = {
         "avg": {n: nan_to_none(v) for n, v in avg.items()},
         "count": counts.get("first", np.zeros((n_layers, n_heads))).astype(int).tolist(),
         "baseline": {n: nan_to_none(v) for n, v in base.items()},
@@ -528,6 +560,9 @@ def model_summary(cfg: dict, stamps: list[dict]) -> dict:
             "dla": nan_to_none(heads["dla"]),
         },
     }
+    if user:  # only then: a store without user metrics keeps its bytes
+        summary["user"] = {"avg": {n: nan_to_none(v) for n, v in user["avg"].items()}}
+    return summary
 
 
 def metrics_array(stamp: dict, shape: tuple[int, int, int]) -> np.ndarray:
@@ -570,8 +605,8 @@ def _nanmean(values) -> float:
     return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
 
 
-def index_payload(models: list[dict], entries: list[dict], texts: dict) -> dict:
-    return {
+def index_payload(models: list[dict], entries: list[dict], texts: dict, user=()) -> dict:
+    payload = {
         "format": FORMAT_VERSION,
         "data_dir": DATA_DIR,
         "metrics": list(M.METRIC_NAMES),
@@ -581,6 +616,9 @@ def index_payload(models: list[dict], entries: list[dict], texts: dict) -> dict:
         "texts": texts,
         "entries": entries,
     }
+    if user:  # only then: a store without user metrics keeps its bytes
+        payload["user_metrics"] = list(user)
+    return payload
 
 
 # ---------------------------------------------------------------- page and assets
@@ -733,7 +771,8 @@ def write_viewer(
                 "text": prompt.get("text", ""),
                 "meta": prompt.get("meta") or {},
             }
-    index = script_call("index", index_payload(models, entries, texts))
+    user = viewer_user.index_list(stamps.values())
+    index = script_call("index", index_payload(models, entries, texts, user))
     written += write_if_changed(data_root / "lens_index.js", index)
     written += write_page(save)
     pruned = prune(data_root, keep)
@@ -853,6 +892,8 @@ def known_stamp(save: Path, cfg: dict, prompt: dict, out: Path, manifest: Manife
     except StoreLinkError:
         return None  # built, where the link is refused and the prompt skipped by name
     stamp = manifest.fresh(cfg["model_name"], prompt["hash"], source, out)
+    if stamp is not None and not same_user_metrics(stamp):
+        return None
     if stamp is None:
         stamp = fresh_stamp(save, cfg, prompt, out)
         if stamp is not None:
