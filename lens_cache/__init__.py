@@ -17,8 +17,28 @@ The whole public API is here, imported on first use (so `import lens_cache` stay
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 from lens_cache import errors as _errors
+
+# What IDEs and type checkers see: the names of _LAZY, imported for real only on first use
+# (tests/test_api.py keeps the two lists equal). __all__ is built below, so F401 cannot see it.
+if TYPE_CHECKING:
+    from lens_cache.detectors import head_scores  # noqa: F401
+    from lens_cache.exporter import ModelReport, export  # noqa: F401
+    from lens_cache.hooks import HookPoint, list_hooks  # noqa: F401
+    from lens_cache.hub import PullReport, PushReport, Selection, pull, push_to_hub  # noqa: F401
+    from lens_cache.layout import POOLS  # noqa: F401
+    from lens_cache.models import load_model  # noqa: F401
+    from lens_cache.notebook import InlineView, show, show_patterns  # noqa: F401
+    from lens_cache.pooled import load_pooled, pool_residuals, write_pooled  # noqa: F401
+    from lens_cache.prompts import prompt_hash  # noqa: F401
+    from lens_cache.reader import Store, open_store  # noqa: F401
+    from lens_cache.reader import open_store as open  # noqa: F401
+    from lens_cache.sources import iter_dataset, read_dataset  # noqa: F401
+    from lens_cache.user_metrics import from_pattern_lens, load_metrics_module, metric  # noqa: F401
+    from lens_cache.viewer import read_user_metrics, refresh_store, write_viewer  # noqa: F401
+    from lens_cache.viewer.serve import make_server  # noqa: F401
 
 _LAZY = {
     "export": "lens_cache.exporter",
