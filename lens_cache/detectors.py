@@ -17,7 +17,9 @@ The built-in targets are TransformerLens's, built the same way from token ids:
 - ``duplicate_token``: ``D[i, j] = 1`` for ``j < i`` with ``tokens[j] == tokens[i]``;
 - ``induction``: the duplicate-token target shifted one key to the right,
   ``D[i, j+1] = 1`` for ``j < i`` with ``tokens[j] == tokens[i]`` (so ``j + 1 == i``, a token
-  repeated twice in a row, targets the query itself, as in TransformerLens).
+  repeated twice in a row, targets the query itself, as in TransformerLens). The viewer's
+  ``induction`` column (`lens_cache.viewer.metrics.induction_targets`) is not this target: it
+  leaves that cell out, so that attending to oneself never counts as induction there.
 
 Example:
     >>> store = lens_cache.open("store")

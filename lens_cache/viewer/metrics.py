@@ -118,7 +118,9 @@ def induction_targets(tokens: Sequence) -> np.ndarray:
     ``j + 1 < i``: an induction head at query ``i`` looks back to an earlier occurrence of the
     current token and attends to the token that followed it. ``j + 1 == i`` (the same token
     twice in a row) is skipped, because that target is the query itself and would reward
-    self-attention.
+    self-attention. This is where the viewer's ``induction`` differs from the detector of
+    the same name (`lens_cache.detectors.induction_target`, TransformerLens's target), which
+    keeps that cell: the two scores agree on prompts without a token repeated twice in a row.
     """
     seen: dict = {}
     t = len(tokens)
