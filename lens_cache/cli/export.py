@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 
-from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
+from lens_cache.cli.args import SAVE_HELP, ListOption, Parser, add_no_fsync
 from lens_cache.layout import (
     DEFAULT_DTYPE,
     DEFAULT_MODEL,
@@ -209,6 +209,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     a("--no-index-html", action="store_true", help="do not write index.html")
     a("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_no_fsync(p)
     return p
 
 
