@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 TL4 := "transformer_lens>=4,<5"
 TL3 := "transformer_lens>=3.9,<4"
 
-.PHONY: demo test test-tl3 lint bench browser clean
+.PHONY: demo test test-tl3 lint bench browser strace clean
 
 # matplotlib and pillow: pattern-lens's figure helpers import them (tests/test_user_metrics.py
 # runs its figure functions through lens_cache.from_pattern_lens)
@@ -45,18 +45,25 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; }
 
+# strace for the durability tests (tests/test_durability.py), installed the same way.
+strace:
+	@command -v strace >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q strace; }
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/python -m lens_cache.activations -s $(DEMO_DIR) --hooks pattern resid_post logits head_contributions
 	@echo
 	@echo "Open this file in a browser (no server needed):"
 	@echo "  file://$(abspath $(DEMO_DIR))/index.html"
 
-# The browsers are installed above, so a browser test that cannot start fails, never skips.
-test: $(VENV)/.installed browser
-	LENS_CACHE_REQUIRE_BROWSERS=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+# The browsers and strace are installed above, so a test that needs them fails, never skips.
+REQUIRE := LENS_CACHE_REQUIRE_BROWSERS=1 LENS_CACHE_REQUIRE_STRACE=1
+test: $(VENV)/.installed browser strace
+	$(REQUIRE) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-test-tl3: $(VENV_TL3)/.installed $(VENV_TL3)/.pattern-lens-deps browser
-	LENS_CACHE_REQUIRE_BROWSERS=1 $(VENV_TL3)/bin/python -m pytest $(PYTEST_ARGS)
+test-tl3: $(VENV_TL3)/.installed $(VENV_TL3)/.pattern-lens-deps browser strace
+	$(REQUIRE) $(VENV_TL3)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Side-by-side timings (the real pattern-lens 0.6.0, run in .venv-tl3, as the reference; the
 # forward-only bound; lens_cache in-process and as whole processes); writes bench/results.json.

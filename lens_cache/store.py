@@ -2,6 +2,11 @@
 reading is `lens_cache.reader`). Every write in lens_cache goes through `atomic_write` (or
 `atomic_dir` for a folder): a temporary name, then `os.replace`, so a reader or a crash never
 sees a half-written file. A prompt folder's `prompt.json` is written last: it means complete.
+
+Writes are durable, as SQLite makes its own: the temporary file is flushed to disk before
+the rename and its folder after it, so a power cut never leaves a name pointing at data that
+was never written, and a finished export stays finished. `LENS_CACHE_NO_FSYNC=1` (`--no-fsync`)
+skips the flushes, for scratch stores where speed matters more.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from lens_cache.layout import (
     HOOK_KINDS,
     HOOKS_NAME,
     LOGIT_LENS_NAME,
+    NO_FSYNC_ENV,
     NPZ_NAME,
     PATTERN,
     PATTERN_DTYPES,
@@ -200,8 +206,49 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def fsync_enabled() -> bool:
+    """False under `LENS_CACHE_NO_FSYNC=1`: read at each write, so worker processes and a
+    `--no-fsync` given after import agree."""
+    return os.environ.get(NO_FSYNC_ENV, "") in ("", "0")
+
+
+def sync_file(path: Path) -> None:
+    """Flush a file's data to disk (fdatasync: also the size, which a reader needs)."""
+    if fsync_enabled():
+        _flush(path, os.O_RDONLY, getattr(os, "fdatasync", os.fsync))
+
+
+def sync_dir(path: Path) -> None:
+    """Flush a folder's entries to disk, so a rename or a new name in it survives a power cut."""
+    if fsync_enabled() and hasattr(os, "O_DIRECTORY"):  # Windows opens no folder: nothing to do
+        _flush(path, os.O_RDONLY | os.O_DIRECTORY, os.fsync)
+
+
+def _flush(path: Path, flags: int, flush) -> None:
+    fd = os.open(path, flags)
+    try:
+        flush(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """`mkdir -p`, flushing the folder above each one made: the files later renamed into a new
+    folder are durable only once the folder's own name is."""
+    made, p = [], Path(path)
+    while not p.is_dir():
+        made.append(p)
+        p = p.parent
+    if not made:
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+    for p in reversed(made):
+        sync_dir(p.parent)
+
+
 def atomic_write(path: Path, write, stage: str = "write") -> None:
-    """Call `write(tmp_path)`, then rename over `path`; a crash never leaves `path` half-written.
+    """Call `write(tmp_path)`, flush it, rename it over `path`, flush the folder: a crash or a
+    power cut never leaves `path` half-written, and the write is on disk when this returns.
     `stage` names the write for fault injection (`lens_cache.faults`).
 
     Raises:
@@ -212,7 +259,9 @@ def atomic_write(path: Path, write, stage: str = "write") -> None:
     try:
         write(tmp)
         fault_point(stage, tmp)
+        sync_file(tmp)  # the data first: a name must never point at blocks not yet written
         os.replace(tmp, path)
+        sync_dir(path.parent)  # then the name itself
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, LensCacheError):
@@ -221,17 +270,19 @@ def atomic_write(path: Path, write, stage: str = "write") -> None:
 
 
 def atomic_dir(out: Path, write) -> None:
-    """Call `write(tmp_dir)`, then put `tmp_dir` where the folder `out` was, replacing it.
+    """Call `write(tmp_dir)`, flush everything in it, then put `tmp_dir` where the folder `out`
+    was, replacing it, and flush the folder above.
 
     Raises:
         StoreWriteError: a full disk or a read-only folder; `out` is as it was, no temp left.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out.parent)
     _remove_orphaned_dirs(out.parent)
     tmp, old = tmp_name(out), tmp_name(out.with_name(f"{out.name}.old"))
     tmp.mkdir()
     try:
         write(tmp)
+        sync_tree(tmp)
         if out.exists():
             os.replace(out, old)  # a folder cannot be renamed over a non-empty one
         try:
@@ -240,6 +291,7 @@ def atomic_dir(out: Path, write) -> None:
             if old.exists():
                 os.replace(old, out)
             raise
+        sync_dir(out.parent)
     except OSError as e:
         if e.errno not in WRITE_ERRNOS:  # a read error is the reader's to name
             raise
@@ -247,6 +299,16 @@ def atomic_dir(out: Path, write) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def sync_tree(root: Path) -> None:
+    """Flush every file and folder under `root` (files before the folders naming them)."""
+    if not fsync_enabled():
+        return
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            sync_file(Path(folder, name))
+        sync_dir(Path(folder))
 
 
 def _remove_orphaned_dirs(folder: Path) -> None:
@@ -354,7 +416,7 @@ def write_prompt_dir(
     directory: Path, record: dict, capture, settings: ExportSettings, model_name: str
 ) -> None:
     """Write one prompt's files, prompt.json last, so only a complete directory looks complete."""
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory)
     (directory / PROMPT_NAME).unlink(missing_ok=True)  # a rewrite is incomplete until it ends
     _remove_stale(directory, keep=settings.files())
     patterns, top = capture.patterns, {}

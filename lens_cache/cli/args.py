@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 
 from lens_cache.errors import EXIT_BAD_INPUT
+from lens_cache.layout import NO_FSYNC_ENV
 
 SAVE_HELP = "the store (default: $LENS_CACHE_DIR, else lens_cache_data)"
 METRICS_MODULE_HELP = (
@@ -128,3 +130,25 @@ class ListOption(argparse.Action):
         current = getattr(namespace, self.dest, None)
         fresh = current is None or current is self.default
         setattr(namespace, self.dest, items if fresh else [*current, *items])
+
+
+class NoFsync(argparse.Action):
+    """`--no-fsync`: sets `LENS_CACHE_NO_FSYNC=1` as it is parsed, so the store's writers and
+    any worker process started later (which inherit the environment) all skip the flushes."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[NO_FSYNC_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_no_fsync(parser: argparse.ArgumentParser) -> None:
+    """The `--no-fsync` option of every command that writes a store."""
+    parser.add_argument(
+        "--no-fsync",
+        action=NoFsync,
+        help=f"do not flush written files and folders to disk (also ${NO_FSYNC_ENV}=1): faster, "
+        "for a scratch store that need not survive a power cut",
+    )

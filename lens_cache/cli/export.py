@@ -17,6 +17,7 @@ from lens_cache.cli.args import (
     ListOption,
     Parser,
     add_metrics_module,
+    add_no_fsync,
     load_metrics_modules,
 )
 from lens_cache.layout import (
@@ -216,6 +217,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     a("--no-index-html", action="store_true", help="do not write index.html")
     add_metrics_module(p)
     a("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_no_fsync(p)
     return p
 
 

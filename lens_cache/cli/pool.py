@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lens_cache.cli.args import SAVE_HELP, Parser
+from lens_cache.cli.args import SAVE_HELP, Parser, add_no_fsync
 from lens_cache.layout import POOLS, RESID_KINDS, default_save_path
 from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, write_pooled
 from lens_cache.reader import open_store
@@ -40,6 +40,7 @@ def build_parser(prog: str = "python -m lens_cache.pooled") -> argparse.Argument
         help="most bytes per parquet shard",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_no_fsync(p)
     return p
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lens_cache.cli.args import SAVE_HELP, Parser, add_metrics_module, load_metrics_modules
+from lens_cache.cli.args import (
+    SAVE_HELP,
+    Parser,
+    add_metrics_module,
+    add_no_fsync,
+    load_metrics_modules,
+)
 from lens_cache.errors import StoreNotFoundError
 from lens_cache.layout import INDEX_HTML, default_save_path
 from lens_cache.reader import open_store
@@ -27,6 +33,7 @@ def build_parser(prog: str = "lens-cache view") -> argparse.ArgumentParser:
     )
     add_metrics_module(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_no_fsync(p)
     return p
 
 

@@ -282,7 +282,7 @@ def _claim_pulled_dir(mdir: Path, plan: ModelPlan, layout: _PulledLayout, hub_in
                 f"({layout.describe()['hooks']}, layers {layout.describe()['layers']}); pull "
                 "into another --save-path or remove that directory"
             )
-    mdir.mkdir(parents=True, exist_ok=True)
+    store.make_dirs(mdir)
     cfg = dict(plan.cfg)
     lc = {**(cfg.get("lens_cache") or {}), **layout.settings.describe(), **layout.describe()}
     cfg["lens_cache"] = {**lc, "hub": hub_info}
@@ -305,7 +305,7 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
         for kind, layers in layout.resid.items()
         for layer in layers
     }
-    directory.mkdir(parents=True, exist_ok=True)
+    store.make_dirs(directory)
     (directory / PROMPT_NAME).unlink(missing_ok=True)  # incomplete until rewritten
     side = directory / PARTIAL_HEADS_NAME
     if layout.partial:
@@ -341,7 +341,7 @@ def write_pooled_only_cfg(save_path: Path, plan: ModelPlan, hub_info: dict) -> N
     _check_inside(save_path, mdir)
     if (mdir / MODEL_CFG_NAME).is_file():
         return
-    mdir.mkdir(parents=True, exist_ok=True)
+    store.make_dirs(mdir)
     cfg = dict(plan.cfg)
     lc = cfg.get("lens_cache") or {}
     lc = {k: v for k, v in lc.items() if k in ("source", "processing", "transformer_lens_major")}

@@ -46,7 +46,7 @@ from lens_cache.locking import store_lock
 from lens_cache.progress import log as progress_log
 from lens_cache.progress import warn
 from lens_cache.reader import Store, pattern_length
-from lens_cache.store import remove_orphaned_tmps, write_bytes
+from lens_cache.store import make_dirs, remove_orphaned_tmps, write_bytes
 from lens_cache.user_metrics import compute_layer, registered_metrics
 from lens_cache.viewer import _heads as viewer_heads
 from lens_cache.viewer import _user as viewer_user
@@ -114,7 +114,7 @@ def assets_dir():
 def write_atomic(path: Path, data: bytes) -> int:
     """`store.write_bytes` into a folder made on demand: a reader (the browser, or a second
     write_viewer) never sees a half-written file. Returns the size."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     return write_bytes(path, data, stage="viewer")
 
 
@@ -643,7 +643,7 @@ def render_page(assets) -> bytes:
 def write_page(save: Path) -> int:
     assets = assets_dir()
     written = write_if_changed(save / INDEX_HTML, render_page(assets))
-    (save / APP_DIR).mkdir(exist_ok=True)
+    make_dirs(save / APP_DIR)
     for name in ASSETS:
         written += write_if_changed(save / APP_DIR / name, assets.joinpath(name).read_bytes())
     for name in OLD_ASSETS:
