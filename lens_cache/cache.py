@@ -59,6 +59,7 @@ from lens_cache.layout import (
 )
 from lens_cache.progress import log
 from lens_cache.reader import model_names, open_store
+from lens_cache.records import reader_record
 from lens_cache.store import read_json
 from lens_cache.viewer import OLD_ASSETS as OLD_VIEWER_ASSETS
 from lens_cache.viewer import refresh_store
@@ -195,7 +196,8 @@ def check_prompt_dir(folder: Path) -> list[Problem]:
     hooks = settings["hooks"] if "hooks" in settings else [PATTERN]  # pattern-lens: patterns
     layers = settings.get("layers")
     problems = _promised(folder, hooks + settings.get("predictions", []))
-    n = record.get("n_tokens") if settings else None  # pattern-lens counts tokens without BOS
+    # pattern-lens counts tokens without BOS; lens_cache keeps the pattern side in its block
+    n = reader_record(record).get("n_tokens") if settings else None
     problems += _check_hooks_file(folder, settings.get("extra_hooks") or [], n)
     if (folder / NPZ_NAME).is_file():
         keys = [hook_name(PATTERN, i) for i in layers or []]

@@ -110,13 +110,55 @@ def test_old_store_resumes_reads_and_rebuilds(old_store, gpt2_model, tmp_path):
     assert (viewer["prompts"], viewer["built"]) == (len(TEXTS), len(TEXTS))
     after = {p: (save / p).read_bytes() for p in relative_files(save)}
     # The viewer's own files follow the viewer's format, which has grown since BASE; the store's
-    # data and indexes must be exactly as the old code wrote them.
+    # data must be exactly as the old code wrote them. The records are upgraded in place
+    # (pattern-lens's fields at the top level): prompt.json files and the index, nothing else.
     viewer_files = ("index.html", "viewer/", "viewer_data/")
     changed = sorted(
         p for p in before if after.get(p) != before[p] and not p.startswith(viewer_files)
     )
-    assert changed == [], f"today's code rewrote these files differently: {changed}"
+    records = [f"{model}/prompts/{h}/prompt.json" for h in map(prompt_hash, TEXTS)]
+    assert changed == sorted([f"{model}/prompts.jsonl", *records]), changed
+    for name in records:
+        check_upgraded(json.loads(before[name]), json.loads(after[name]), gpt2_model)
+    # the reader gives what it gave before the upgrade: the old record, as the old code wrote it
+    assert store.prompts(model) == [json.loads(before[n]) for n in sorted(records)]
+    assert viewer_data(save) == viewer_data(rebuilt_without_upgrade(old_store, tmp_path))
     for h in map(prompt_hash, TEXTS):
         assert (save / "viewer_data" / model / h / "prompt.js").is_file()
     assert verify_store(save, quiet=True)[0] == []
     assert json.loads((save / "models.jsonl").read_text())["model_name"] == model
+
+
+def rebuilt_without_upgrade(old_store: Path, tmp_path: Path) -> Path:
+    """A copy of the old store whose viewer today's code rebuilt, its records left as they were."""
+    save = tmp_path / "not-upgraded"
+    subprocess.run(["cp", "-a", str(old_store), str(save)], check=True)
+    write_viewer(save, log=lambda _: None, force=True)
+    return save
+
+
+def viewer_data(save: Path) -> dict[str, bytes]:
+    """The viewer's data scripts (what the page shows), without what records file times."""
+    root = save / "viewer_data"
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*.js")
+    }
+
+
+def check_upgraded(old: dict, new: dict, model) -> None:
+    """The upgraded record holds pattern-lens's fields as pattern-lens computes them (the
+    tokenizer's own strings, no BOS) and every field the old one had, under `lens_cache`."""
+    tokens = model.model.tokenizer.tokenize(old["text"])
+    assert new == {
+        "text": old["text"],
+        **old["meta"],
+        "hash": old["hash"],
+        "n_tokens": len(tokens),
+        "tokens": tokens,
+        "lens_cache": {
+            **{k: old[k] for k in ("n_tokens", "tokens", "token_ids") if k in old},
+            **old["lens_cache"],
+        },
+    }
+    assert old["n_tokens"] == len(tokens) + 1 and old["tokens"][1:] != tokens  # decoded, BOS
