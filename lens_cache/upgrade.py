@@ -18,11 +18,12 @@ from pathlib import Path
 
 from lens_cache.errors import ModelLoadError
 from lens_cache.indexer import write_indexes
-from lens_cache.layout import MODEL_CFG_NAME, PROMPT_NAME, PROMPTS_DIR
+from lens_cache.layout import DEFAULT_MODEL, MODEL_CFG_NAME, PROMPT_NAME, PROMPTS_DIR
 from lens_cache.locking import store_lock
+from lens_cache.models import SMOLLM2_SOURCE, smollm2_dir
 from lens_cache.reader import model_names
 from lens_cache.records import is_old_layout, reader_record, stored_record
-from lens_cache.store import read_json, write_json
+from lens_cache.store import read_json, remove_orphaned_tmps, write_json
 
 Tokenize = Callable[[str], list[str]]  # text -> tokenizer.tokenize(text)
 
@@ -43,6 +44,7 @@ def _is_old(path: Path) -> bool:
 def upgrade_prompt(directory: Path, tokenize: Tokenize) -> bool:
     """Rewrite one `prompt.json` in the current layout; False when it already was."""
     path = Path(directory) / PROMPT_NAME
+    remove_orphaned_tmps(Path(directory))  # an upgrade killed while writing this one
     stored = read_json(path)
     if not is_old_layout(stored):
         return False
@@ -86,20 +88,29 @@ def upgrade_store(
 
 
 def load_tokenize(model_path: Path, source: str | None = None) -> Tokenize:
-    """`tokenizer.tokenize` of a model's tokenizer: `source`, else its cfg's `tokenizer_name`."""
+    """`tokenizer.tokenize` of a model's tokenizer: `source`, else the first that loads of its
+    cfg's `tokenizer_name` (TransformerLens 3), the folder or Hub name it was exported from."""
     cfg = read_json(Path(model_path) / MODEL_CFG_NAME)
-    source = source or cfg.get("tokenizer_name")
     name = Path(model_path).name
-    if not source:
-        raise ModelLoadError(f"{name}'s model_cfg.json names no tokenizer; {_HINT.format(name)}")
+    tried = [source] if source else _tokenizer_sources(name, cfg)
     from transformers import AutoTokenizer  # only an upgrade needs it
 
-    try:
-        return AutoTokenizer.from_pretrained(source).tokenize
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(
-            f"cannot load {name}'s tokenizer from {source!r} ({e}); {_HINT.format(name)}"
-        ) from e
+    errors = []
+    for candidate in tried:
+        try:
+            return AutoTokenizer.from_pretrained(candidate).tokenize
+        except (OSError, ValueError) as e:
+            errors.append(f"{candidate!r}: {str(e).splitlines()[0] if str(e) else e}")
+    why = "; ".join(errors) or "its model_cfg.json names none"
+    raise ModelLoadError(f"cannot load {name}'s tokenizer ({why}); {_HINT.format(name)}")
+
+
+def _tokenizer_sources(name: str, cfg: dict) -> list[str]:
+    source = (cfg.get("lens_cache") or {}).get("source")
+    found = [cfg.get("tokenizer_name"), source if source != SMOLLM2_SOURCE else None]
+    if name == DEFAULT_MODEL:
+        found.append(str(smollm2_dir()))
+    return [s for s in dict.fromkeys(found) if s and not str(s).endswith(".gguf")]
 
 
 _HINT = "give it with --tokenizer {0}=PATH_OR_NAME (the folder or Hub name the model came from)"

@@ -140,10 +140,7 @@ def rebuilt_without_upgrade(old_store: Path, tmp_path: Path) -> Path:
 def viewer_data(save: Path) -> dict[str, bytes]:
     """The viewer's data scripts (what the page shows), without what records file times."""
     root = save / "viewer_data"
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in root.rglob("*.js")
-    }
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*.js")}
 
 
 def check_upgraded(old: dict, new: dict, model) -> None:
@@ -162,3 +159,33 @@ def check_upgraded(old: dict, new: dict, model) -> None:
         },
     }
     assert old["n_tokens"] == len(tokens) + 1 and old["tokens"][1:] != tokens  # decoded, BOS
+
+
+def test_cache_upgrade_is_resumable(old_store, gpt2_model, tmp_path, cli_env):
+    """`lens-cache cache upgrade` killed after one prompt.json leaves a store that reads as
+    before; run again, it finishes, and every record is upgraded (tokenizer from model_cfg)."""
+    from tests.helpers import run_cli
+
+    save = tmp_path / "store"
+    subprocess.run(["cp", "-a", str(old_store), str(save)], check=True)
+    model = gpt2_model.name
+    before = {
+        h: json.loads(record_path(save, model, h).read_text()) for h in map(prompt_hash, TEXTS)
+    }
+    args, module = ["upgrade", "-s", str(save)], "lens_cache.cache"
+    killed = run_cli(args, {**cli_env, "LENS_CACHE_FAULT_AT": "write:2"}, module)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    now = {h: json.loads(record_path(save, model, h).read_text()) for h in before}
+    assert sum(now[h] != before[h] for h in before) == 1  # one rewritten, one killed mid-write
+    assert open_store(save).prompts(model) == [before[h] for h in sorted(before)]
+    done = run_cli(args, cli_env, module)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 prompt.json files upgraded" in done.stderr
+    for h, old in before.items():
+        check_upgraded(old, json.loads(record_path(save, model, h).read_text()), gpt2_model)
+    assert open_store(save).prompts(model) == [before[h] for h in sorted(before)]
+    assert not [p for p in save.rglob(".*tmp-*")]  # the killed write's temp file is gone
+
+
+def record_path(save: Path, model: str, h: str) -> Path:
+    return save / model / "prompts" / h / "prompt.json"

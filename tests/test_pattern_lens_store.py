@@ -51,7 +51,9 @@ def test_prompt_json_holds_pattern_lens_fields(exported, gpt2_model):
     for line in LINES:
         if "tokens" in line:  # a metadata key named like a field: pattern-lens would lose it
             continue
-        stored = json.loads((mdir / "prompts" / prompt_hash(line["text"]) / "prompt.json").read_text())
+        stored = json.loads(
+            (mdir / "prompts" / prompt_hash(line["text"]) / "prompt.json").read_text()
+        )
         ours = stored.pop("lens_cache")
         assert stored == pattern_lens_record(line, tokenizer)
         assert list(stored) == list(pattern_lens_record(line, tokenizer))  # its order, too
@@ -83,7 +85,9 @@ def test_pattern_lens_loader_reads_our_store(exported, gpt2_model):
 
 
 @pytest.mark.browser
-def test_our_viewer_after_pattern_lens_index_writer(exported, gpt2_model, browser, artifacts, tmp_path):
+def test_our_viewer_after_pattern_lens_index_writer(
+    exported, gpt2_model, browser, artifacts, tmp_path
+):
     """pattern-lens's index writer run on our store: its page is kept beside ours, `view`
     puts our index.html and our index order back, and our page lists and labels every prompt."""
     import shutil
