@@ -13,12 +13,13 @@ loads each model's from `tokenizer_name` in its `model_cfg.json` (or the one it 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 from lens_cache.errors import ModelLoadError
 from lens_cache.indexer import write_indexes
-from lens_cache.layout import DEFAULT_MODEL, MODEL_CFG_NAME, PROMPT_NAME, PROMPTS_DIR
+from lens_cache.layout import DEFAULT_MODEL, MODEL_CFG_NAME, PROMPT_NAME, PROMPTS_DIR, PROMPTS_INDEX
 from lens_cache.locking import store_lock
 from lens_cache.models import SMOLLM2_SOURCE, smollm2_dir
 from lens_cache.reader import model_names
@@ -85,6 +86,33 @@ def upgrade_store(
         if done:
             write_indexes(save_path)
     return done
+
+
+def indexed_old_prompts(save_path: Path) -> dict[str, int]:
+    """model name -> how many records its `prompts.jsonl` lists in the old layout, read
+    cheaply enough for every `view`: a line is parsed only when its text has `"token_ids"`
+    before `"lens_cache"` (the old layout's order; in the current one `token_ids` sits inside
+    `lens_cache`, and JSON escapes every quote inside a string). Old records without ids or
+    outside the index are left to `lens-cache cache upgrade`, which reads every folder."""
+    counts = {}
+    for name in model_names(save_path):
+        try:
+            with open(Path(save_path) / name / PROMPTS_INDEX, encoding="utf-8") as f:
+                n = sum(_old_line(line) for line in f)
+        except FileNotFoundError:
+            continue
+        counts.update({name: n} if n else {})
+    return counts
+
+
+def _old_line(line: str) -> bool:
+    ids = line.find('"token_ids"')
+    if not 0 <= ids < line.find('"lens_cache"'):
+        return False
+    try:
+        return is_old_layout(json.loads(line))
+    except ValueError:
+        return False
 
 
 def load_tokenize(model_path: Path, source: str | None = None) -> Tokenize:

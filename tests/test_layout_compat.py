@@ -189,3 +189,28 @@ def test_cache_upgrade_is_resumable(old_store, gpt2_model, tmp_path, cli_env):
 
 def record_path(save: Path, model: str, h: str) -> Path:
     return save / model / "prompts" / h / "prompt.json"
+
+
+def test_view_upgrades_an_old_store_or_says_how(old_store, gpt2_model, tmp_path, capsys):
+    from lens_cache.cli.view import main as view
+
+    model = gpt2_model.name
+    for name, tokenizer_found in (("found", True), ("lost", False)):
+        save = tmp_path / name
+        subprocess.run(["cp", "-a", str(old_store), str(save)], check=True)
+        before = {h: record_path(save, model, h).read_text() for h in map(prompt_hash, TEXTS)}
+        if not tokenizer_found:  # the folder it was exported from has gone
+            cfg_path = save / model / "model_cfg.json"
+            cfg = json.loads(cfg_path.read_text())
+            cfg["lens_cache"]["source"] = str(tmp_path / "moved-away")
+            cfg_path.write_text(json.dumps(cfg))
+        assert view(["-s", str(save), "-q"]) == 0
+        for h, old in before.items():
+            now = record_path(save, model, h).read_text()
+            if tokenizer_found:
+                check_upgraded(json.loads(old), json.loads(now), gpt2_model)
+            else:
+                assert now == old
+        err = capsys.readouterr().err
+        assert ("cache upgrade -s" in err) is not tokenizer_found, err
+        assert verify_store(save, quiet=True)[0] == []
