@@ -27,10 +27,11 @@ $(VENV_TL3)/.installed: pyproject.toml
 	$(call make_venv,$(VENV_TL3),$(TL3))
 	touch $@
 
-# pattern-lens 0.6.0's writer (tests/test_pattern_lens.py, TransformerLens 3.x only) imports
-# these too; it is installed --no-deps above.
-$(VENV_TL3)/.pattern-lens-deps: $(VENV_TL3)/.installed
-	$(VENV_TL3)/bin/python -m pip install -q matplotlib pillow
+# pattern-lens 0.6.0's writer (tests/test_pattern_lens.py, TransformerLens 3.x only) and its
+# index writer (tests/test_pattern_lens_store.py, both majors) import these too; it is
+# installed --no-deps above.
+%/.pattern-lens-deps: %/.installed
+	$*/bin/python -m pip install -q matplotlib pillow
 	touch $@
 
 # Debian's Chromium and Firefox ESR for the viewer's browser tests (Playwright drives Chromium,
@@ -49,7 +50,7 @@ demo: $(VENV)/.installed
 	@echo "  file://$(abspath $(DEMO_DIR))/index.html"
 
 # The browsers are installed above, so a browser test that cannot start fails, never skips.
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed $(VENV)/.pattern-lens-deps browser
 	LENS_CACHE_REQUIRE_BROWSERS=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-tl3: $(VENV_TL3)/.installed $(VENV_TL3)/.pattern-lens-deps browser
