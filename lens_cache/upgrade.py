@@ -21,7 +21,6 @@ from lens_cache.errors import ModelLoadError
 from lens_cache.indexer import write_indexes
 from lens_cache.layout import DEFAULT_MODEL, MODEL_CFG_NAME, PROMPT_NAME, PROMPTS_DIR, PROMPTS_INDEX
 from lens_cache.locking import store_lock
-from lens_cache.models import SMOLLM2_SOURCE, smollm2_dir
 from lens_cache.reader import model_names
 from lens_cache.records import is_old_layout, reader_record, stored_record
 from lens_cache.store import read_json, remove_orphaned_tmps, write_json
@@ -134,6 +133,9 @@ def load_tokenize(model_path: Path, source: str | None = None) -> Tokenize:
 
 
 def _tokenizer_sources(name: str, cfg: dict) -> list[str]:
+    # here, not at the top: `view` and `cache` import this module and must not import torch
+    from lens_cache.models import SMOLLM2_SOURCE, smollm2_dir
+
     source = (cfg.get("lens_cache") or {}).get("source")
     found = [cfg.get("tokenizer_name"), source if source != SMOLLM2_SOURCE else None]
     if name == DEFAULT_MODEL:
