@@ -12,8 +12,9 @@ TL3 := "transformer_lens>=3.9,<4"
 
 .PHONY: demo test test-tl3 lint bench browser strace clean
 
-# matplotlib and pillow: pattern-lens's figure helpers import them (tests/test_user_metrics.py
-# runs its figure functions through lens_cache.from_pattern_lens)
+# matplotlib and pillow: pattern-lens (installed --no-deps) imports them in its writer
+# (tests/test_pattern_lens.py), index writer (tests/test_pattern_lens_store.py) and figure
+# helpers (tests/test_user_metrics.py runs them through lens_cache.from_pattern_lens)
 define make_venv
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/pip install -q "$(TORCH)" || $(1)/bin/pip install -q torch
@@ -28,12 +29,6 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV_TL3)/.installed: pyproject.toml
 	$(call make_venv,$(VENV_TL3),$(TL3))
-	touch $@
-
-# pattern-lens 0.6.0's writer (tests/test_pattern_lens.py, TransformerLens 3.x only) imports
-# these too; it is installed --no-deps above.
-$(VENV_TL3)/.pattern-lens-deps: $(VENV_TL3)/.installed
-	$(VENV_TL3)/bin/python -m pip install -q matplotlib pillow
 	touch $@
 
 # Debian's Chromium and Firefox ESR for the viewer's browser tests (Playwright drives Chromium,
@@ -62,7 +57,7 @@ REQUIRE := LENS_CACHE_REQUIRE_BROWSERS=1 LENS_CACHE_REQUIRE_STRACE=1
 test: $(VENV)/.installed browser strace
 	$(REQUIRE) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-test-tl3: $(VENV_TL3)/.installed $(VENV_TL3)/.pattern-lens-deps browser strace
+test-tl3: $(VENV_TL3)/.installed browser strace
 	$(REQUIRE) $(VENV_TL3)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Side-by-side timings (the real pattern-lens 0.6.0, run in .venv-tl3, as the reference; the
@@ -81,7 +76,7 @@ $(PL_SRC_VENV)/.installed: pyproject.toml $(PATTERN_LENS_SRC)/pyproject.toml
 	$(PL_SRC_VENV)/bin/pip install -q --no-deps "$(abspath $(PATTERN_LENS_SRC))"
 	touch $@
 
-bench: $(VENV)/.installed $(VENV_TL3)/.pattern-lens-deps $(if $(PATTERN_LENS_SRC),$(PL_SRC_VENV)/.installed)
+bench: $(VENV)/.installed $(VENV_TL3)/.installed $(if $(PATTERN_LENS_SRC),$(PL_SRC_VENV)/.installed)
 	$(VENV)/bin/python -m lens_cache.bench $(if $(PATTERN_LENS_SRC),--pattern-lens-src-python $(PL_SRC_VENV)/bin/python) $(BENCH_ARGS)
 
 # ruff, then the import contracts in pyproject.toml ([tool.importlinter]): layers, no cycles.

@@ -99,6 +99,11 @@ class LensModel:
         """Token ids as the model sees them (BOS prepended when the model does), untruncated."""
         return self.model.to_tokens(text, truncate=False)[0].tolist()
 
+    def tokenizer_tokens(self, text: str) -> list[str]:
+        """`tokenizer.tokenize(text)`: the tokenizer's own strings (`'Ġthe'`), no BOS, as
+        pattern-lens stores them in `prompt.json`."""
+        return [str(t) for t in self.model.tokenizer.tokenize(text)]
+
     def str_tokens(self, ids: list[int]) -> list[str]:
         """One string per token id, aligned with the pattern axes."""
         return [str(t) for t in self.model.to_str_tokens(torch.tensor(ids))]

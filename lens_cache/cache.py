@@ -60,6 +60,7 @@ from lens_cache.layout import (
 )
 from lens_cache.progress import log
 from lens_cache.reader import model_names, open_store, pattern_length
+from lens_cache.records import reader_record
 from lens_cache.store import read_json
 from lens_cache.viewer import OLD_ASSETS as OLD_VIEWER_ASSETS
 from lens_cache.viewer import refresh_store
@@ -224,7 +225,7 @@ def check_prompt_dir(folder: Path, n_heads: int | None = None) -> list[Problem]:
     hooks = settings["hooks"] if "hooks" in settings else [PATTERN]  # pattern-lens: patterns
     layers = settings.get("layers")
     problems = _promised(folder, hooks + settings.get("predictions", []))
-    n = pattern_length(record)
+    n = pattern_length(reader_record(record))  # pattern-lens counts tokens without the BOS
     problems += _check_hooks_file(folder, settings.get("extra_hooks") or [], n)
     shape = (1, n_heads, n, n)
     if (folder / NPZ_NAME).is_file():

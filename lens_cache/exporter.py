@@ -46,6 +46,8 @@ from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, write_pooled
 from lens_cache.predictions import mean_loss, readout_layers
 from lens_cache.progress import Progress, log, warn
 from lens_cache.prompts import DEFAULT_PROMPTS, make_prompt, read_prompts, select_prompts
+from lens_cache.records import stored_record
+from lens_cache.upgrade import upgrade_model
 from lens_cache.viewer import PromptDataProducer, refresh_store
 from lens_cache.writer import WriterPool
 
@@ -287,16 +289,19 @@ def _export_model(model: LensModel, prompts, save_path: Path, settings, plan: _P
         report.skipped_long.append(prompt["hash"])
         if rank.is_main:  # one warning, not one per rank
             _too_long(prompt, len(ids), model, plan.on_long)
-    todo = []
+    todo, cached = [], []
     for i in distributed.share([len(ids) for _, ids in fitting], rank):
         prompt, ids = fitting[i]
         directory = store.prompt_dir(save_path, model.name, prompt["hash"])
         if not plan.force and store.prompt_is_complete(directory, settings):
-            report.cached += 1
+            cached.append(directory)
         else:
             todo.append((prompt, ids))
+    report.cached = len(cached)
     with store_lock(save_path, f"claiming {model.name}'s folder"):
         _claim_model_dir(mdir, model, settings, plan.force, write=rank.is_main)
+    # prompts kept from an older version get pattern-lens's fields now that the tokenizer is here
+    upgrade_model(mdir, model.tokenizer_tokens, cached)
     rank.barrier()  # model_cfg.json (and any --force clean-up) before any prompt is written
     label = model.name if rank.world == 1 else f"{model.name} rank {rank.rank}/{rank.world}"
     log(f"[{label}] {len(todo)} to export, {report.cached} already in the store", quiet=plan.quiet)
@@ -376,6 +381,8 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
 
 
 def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:
+    """The prompt.json of a capture (`lens_cache.records`): pattern-lens's fields, ours under
+    `lens_cache`."""
     prompt = capture.prompt
     record = {
         "text": prompt["text"],
@@ -399,7 +406,7 @@ def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:
         record["lens_cache"].update(predictions=list(settings.predictions), top_k=settings.top_k)
     if capture.predictions:
         record["mean_loss"] = mean_loss(capture.predictions["loss"])
-    return record
+    return stored_record(record, model.tokenizer_tokens(prompt["text"]))
 
 
 def _too_long(prompt: dict, n: int, model: LensModel, on_long: str) -> None:

@@ -36,6 +36,8 @@ from lens_cache.errors import LayerSelectionError, UnknownHookError
 
 MODELS_INDEX = "models.jsonl"
 INDEX_HTML = "index.html"
+# pattern-lens's own page, when its index writer replaced ours (lens_cache.viewer keeps it here)
+PATTERN_LENS_PAGE = "pattern-lens.html"
 VIEWER_APP_DIR = "viewer"  # the viewer's scripts and stylesheet
 VIEWER_DATA_DIR = "viewer_data"  # the viewer's data scripts
 # What a store's root holds beside its model folders; no model may take these names.

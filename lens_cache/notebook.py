@@ -38,6 +38,7 @@ from lens_cache.layout import (
 )
 from lens_cache.prompts import prompt_hash
 from lens_cache.reader import Store, open_store, select_layers
+from lens_cache.records import stored_record
 from lens_cache.store import write_json, write_npz
 from lens_cache.viewer import inline_page
 
@@ -175,7 +176,8 @@ def _write_prompt(root: Path, tokens: list[str], layers: dict[int, np.ndarray]) 
     write_npz(folder / NPZ_NAME, {hook_name(PATTERN, i): v[None] for i, v in layers.items()})
     record = {"text": text, "hash": hash_, "n_tokens": len(tokens), "tokens": tokens, "meta": {}}
     record["lens_cache"] = {"layers": sorted(layers), "hooks": [PATTERN]}
-    write_json(folder / PROMPT_NAME, record)
+    # no tokenizer and no BOS here: pattern-lens's fields get the given tokens as they are
+    write_json(folder / PROMPT_NAME, stored_record(record, tokens))
     return hash_
 
 

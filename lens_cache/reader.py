@@ -11,7 +11,9 @@ hash, anything else is text and is hashed with `lens_cache.prompts.prompt_hash`.
 Stores written by pattern-lens read too. Their `prompt.json` has no `lens_cache` block, their
 metadata sits at the top level (`Store.prompts` gathers it into `meta`), they have no
 residuals, and their `tokens` / `n_tokens` leave out the BOS that the patterns include, so
-there `n_tokens == T - 1`. In lens_cache stores `tokens` are aligned with the pattern axes.
+there `n_tokens == T - 1`. A lens_cache `prompt.json` holds those same pattern-lens fields and
+keeps its pattern-aligned tokens under `lens_cache` (`lens_cache.records`); the reader returns
+those, so in lens_cache stores `tokens` / `n_tokens` are aligned with the pattern axes.
 
 Example:
     >>> store = lens_cache.open("lens_cache_data")
@@ -60,7 +62,6 @@ from lens_cache.layout import (
     PROMPT_NAME,
     PROMPTS_DIR,
     PROMPTS_INDEX,
-    RECORD_KEYS,
     RESID_KINDS,
     RESIDUALS_NAME,
     STACKED_NAME,
@@ -77,6 +78,7 @@ from lens_cache.layout import (
 )
 from lens_cache.progress import warn
 from lens_cache.prompts import prompt_hash
+from lens_cache.records import reader_record
 from lens_cache.store import read_json
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: listing a store never needs it
@@ -215,6 +217,11 @@ class Store:
     def prompts(self, model: str) -> list[dict]:
         """Every prompt record of a model: `text`, `hash`, `meta`, `n_tokens`, `tokens` (plus
         `token_ids` and `lens_cache` in lens_cache stores).
+
+        In lens_cache stores `tokens` (decoded, BOS first) and `n_tokens` are aligned with the
+        pattern axes, in every store layout: they come from the `lens_cache` block of
+        `prompt.json`, whose top-level `tokens` / `n_tokens` are pattern-lens's (the tokenizer's
+        strings, no BOS; see `lens_cache.records`).
 
         Read from `prompts.jsonl` when present, else from each complete prompt directory
         (sorted by hash). Top-level metadata of pattern-lens records is moved into `meta`.
@@ -683,8 +690,9 @@ class _StoredModel:
 
 
 def pattern_length(record: dict) -> int:
-    """T, the length of a prompt's pattern axes, from its stored record: lens_cache counts the
-    BOS in `n_tokens`, pattern-lens (a record without a `lens_cache` block) leaves it out."""
+    """T, the length of a prompt's pattern axes, from its record in the reader's form
+    (`records.reader_record`): there lens_cache's `n_tokens` counts the BOS, pattern-lens's
+    (a record without a `lens_cache` block) leaves it out."""
     n_tokens = record.get("n_tokens")
     if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens < 0:
         n_tokens = len(record.get("tokens") or [])
@@ -745,15 +753,10 @@ class _StackedPatterns(_PatternSource):
 
 
 def normalize_record(record: dict) -> dict:
-    """A prompt record with its metadata in `meta`: pattern-lens keeps metadata at the top
-    level, lens_cache in `meta`; both become `meta` here. Other fields are kept as stored."""
-    meta = record.get("meta")
-    extra = {k: v for k, v in record.items() if k not in RECORD_KEYS}
-    if meta is not None and not isinstance(meta, dict):
-        extra["meta"], meta = meta, None
-    out = {k: v for k, v in record.items() if k in RECORD_KEYS}
-    out["meta"] = {**(meta or {}), **extra}
-    return out
+    """A prompt record in the reader's form (`lens_cache.records.reader_record`): metadata in
+    `meta`; in lens_cache stores `tokens`, `n_tokens` and `token_ids` aligned with the pattern
+    axes, whichever `prompt.json` layout the store was written in."""
+    return reader_record(record)
 
 
 def _index_records(index: Path) -> list | None:

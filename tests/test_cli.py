@@ -231,7 +231,7 @@ def test_dataset_labels_and_pooling_from_the_cli(gqa_dir, tmp_path, cli_env):
     record = json.loads(
         (save / gqa_dir.name / "prompts" / prompt_hash("bad film") / "prompt.json").read_text()
     )
-    assert record["meta"] == {"label": 0, "source": "b"}
+    assert (record["label"], record["source"]) == (0, "b")  # pattern-lens's place: top level
     from lens_cache import load_pooled
 
     X, y = load_pooled(save, gqa_dir.name, pool="mean", layer=2, label="label")

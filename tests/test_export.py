@@ -114,10 +114,14 @@ def test_golden_layout(gqa_model, tmp_path):
         (tmp_path / name / "prompts" / prompt_hash(texts[0]) / "prompt.json").read_text()
     )
     ids = gqa_model.tokenize(texts[0])
-    assert set(record) >= {"text", "hash", "n_tokens", "tokens", "token_ids", "meta"}
-    assert record["text"] == texts[0] and record["meta"] == {"kind": "a"}
-    assert record["n_tokens"] == len(ids) == len(record["tokens"])
-    assert record["token_ids"] == ids and record["tokens"][0] == "<|endoftext|>"  # BOS kept
+    # pattern-lens's fields (metadata at the top level, its tokens without BOS), ours below
+    assert list(record) == ["text", "kind", "hash", "n_tokens", "tokens", "lens_cache"]
+    assert record["text"] == texts[0] and record["kind"] == "a"
+    tokens = gqa_model.model.tokenizer.tokenize(texts[0])
+    assert record["tokens"] == tokens and record["n_tokens"] == len(tokens) == len(ids) - 1
+    ours = record["lens_cache"]
+    assert ours["n_tokens"] == len(ids) == len(ours["tokens"])
+    assert ours["token_ids"] == ids and ours["tokens"][0] == "<|endoftext|>"  # BOS kept
 
     arrays = _load_npz(tmp_path, name, texts[0])
     assert sorted(arrays) == ["blocks.0.attn.hook_pattern", "blocks.2.attn.hook_pattern"]

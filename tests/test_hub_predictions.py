@@ -154,7 +154,7 @@ def test_pull_gives_the_same_files_bit_for_bit(prediction_store, used):
             for name in ("predictions.safetensors", "logit_lens.safetensors", "activations.npz"):
                 assert _store_file(full, m, h, name) == _store_file(save, m, h, name), name
             a, b = (json.loads(_store_file(d, m, h, "prompt.json")) for d in (save, full))
-            assert b["mean_loss"] == a["mean_loss"]
+            assert b["lens_cache"]["mean_loss"] == a["lens_cache"]["mean_loss"]
             assert b["lens_cache"]["settings"] == a["lens_cache"]["settings"]  # same promises
         assert [r["mean_loss"] for r in pulled.prompts(m)] == [
             r["mean_loss"] for r in original.prompts(m)

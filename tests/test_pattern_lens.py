@@ -110,3 +110,33 @@ def test_viewer_built_on_a_pattern_lens_store_draws_a_head(written, browser, art
         assert value_line(hover_cell(page, i, j)) == shown_value(live[i, j])
     page.check_clean()
     page.page.close()
+
+
+def test_prompt_json_equals_pattern_lens_own(written, gpt2_model, tmp_path):
+    """For the same prompts, our prompt.json has every field pattern-lens 0.6.0 writes, with
+    its values and in its order; only our `lens_cache` key is added."""
+    from pattern_lens import activations
+    from pattern_lens.load_activations import augment_prompt_with_hash
+
+    from lens_cache import export
+    from lens_cache.prompts import prompt_hash
+
+    save, model = written
+    lines = [{"text": "A fable: the fox and the crow.", "id": 7, "source": "fables"}]
+    for line in lines:  # pattern-lens's function, which takes the prompt line as it is
+        prompt = augment_prompt_with_hash(dict(line))
+        activations.compute_activations(prompt, model, tmp_path / "theirs", return_cache=None)
+    lines += [{"text": t} for texts in TEXTS.values() for t in texts]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    export(gpt2_model, prompts, tmp_path / "ours", hooks=["pattern"], quiet=True)
+    for i, line in enumerate(lines):
+        where = (tmp_path / "theirs", save)[min(i, 1)] / model.cfg.model_name
+        h = prompt_hash(line["text"])
+        theirs = json.loads((where / "prompts" / h / "prompt.json").read_text())
+        theirs.pop("source_fname", None)  # what its jsonl loader adds: the file it read
+        ours = json.loads(
+            (tmp_path / "ours" / gpt2_model.name / "prompts" / h / "prompt.json").read_text()
+        )
+        assert set(ours.pop("lens_cache")) >= {"tokens", "n_tokens", "token_ids", "settings"}
+        assert ours == theirs and list(ours) == list(theirs)

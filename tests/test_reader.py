@@ -60,8 +60,18 @@ def test_models_cfg_and_prompts_are_what_was_written(store_path, gqa_model, gpt2
         (json.loads(p.read_text()) for p in (store_path / gqa_model.name).glob("prompts/*/*.json")),
         key=lambda r: r["hash"],
     )
-    assert store.prompts(gqa_model.name) == on_disk
-    assert {r["meta"]["i"] for r in on_disk} == {0, 1, 2}
+    records = store.prompts(gqa_model.name)
+    assert [r["hash"] for r in records] == [d["hash"] for d in on_disk]
+    for r, d in zip(records, on_disk, strict=True):  # pattern-lens's fields on top, ours below
+        own = d["lens_cache"]
+        assert (r["text"], r["meta"], r["lens_cache"]["settings"]) == (
+            d["text"], {"i": d["i"]}, own["settings"]
+        )  # fmt: skip
+        assert (r["tokens"], r["n_tokens"], r["token_ids"]) == (
+            own["tokens"], own["n_tokens"], own["token_ids"]
+        )  # fmt: skip
+        assert r["tokens"] == gqa_model.str_tokens(r["token_ids"]) and d["n_tokens"] < r["n_tokens"]
+    assert {r["meta"]["i"] for r in records} == {0, 1, 2}
     assert store.prompt(gqa_model.name, TEXTS[1]) == store.prompt(
         gqa_model.name, prompt_hash(TEXTS[1])
     )

@@ -78,7 +78,7 @@ def test_dataset_labels_flow_into_the_export(parquet_file, gqa_model, tmp_path):
     for row in ROWS:
         d = tmp_path / "store" / gqa_model.name / "prompts" / prompt_hash(row["text"])
         record = json.loads((d / "prompt.json").read_text())
-        assert record["meta"] == {"label": row["label"], "source": row["source"]}
+        assert (record["label"], record["source"]) == (row["label"], row["source"])  # top level
 
 
 def test_jsonl_csv_and_json_files(tmp_path):

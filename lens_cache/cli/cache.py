@@ -21,6 +21,7 @@ from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
 from lens_cache.layout import default_save_path
 from lens_cache.progress import log, warn
 from lens_cache.reader import open_store
+from lens_cache.upgrade import upgrade_store
 
 
 def _print_table(rows: dict) -> None:
@@ -81,6 +82,20 @@ def cmd_clear(args) -> int:
     return 0
 
 
+def cmd_upgrade(args) -> int:
+    tokenizers = dict(args.tokenizer or [])
+    done = upgrade_store(Path(args.save_path), tokenizers, log=lambda m: log(m, quiet=args.quiet))
+    log(f"{sum(done.values())} prompt.json files upgraded", quiet=args.quiet)
+    return 0
+
+
+def _model_tokenizer(text: str) -> tuple[str, str]:
+    model, sep, source = text.partition("=")
+    if not (model and sep and source):
+        raise argparse.ArgumentTypeError(f"expected MODEL=PATH_OR_NAME, got {text!r}")
+    return model, source
+
+
 # --- CLI -------------------------------------------------------------------------------------
 
 
@@ -108,6 +123,18 @@ def build_parser(prog: str = "python -m lens_cache.cache") -> argparse.ArgumentP
     prune_p.add_argument("-n", "--dry-run", action="store_true", help="only say what would go")
     clear = sub.add_parser("clear", parents=[common], help="remove one model")
     clear.add_argument("-m", "--model", required=True, help="the model to remove")
+    up = sub.add_parser(
+        "upgrade",
+        parents=[common],
+        help="rewrite prompt.json files of an older lens_cache with pattern-lens's fields",
+    )
+    up.add_argument(
+        "--tokenizer",
+        type=_model_tokenizer,
+        action="append",
+        metavar="MODEL=PATH_OR_NAME",
+        help="the tokenizer of MODEL, when its model_cfg.json's tokenizer_name does not load",
+    )
     return p
 
 
@@ -127,6 +154,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "prune": cmd_prune,
     "clear": cmd_clear,
+    "upgrade": cmd_upgrade,
 }
 
 

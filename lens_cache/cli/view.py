@@ -4,6 +4,7 @@ prune and clear does last)."""
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from lens_cache.cli.args import (
@@ -13,9 +14,11 @@ from lens_cache.cli.args import (
     add_no_fsync,
     load_metrics_modules,
 )
-from lens_cache.errors import StoreNotFoundError
+from lens_cache.errors import ModelLoadError, StoreNotFoundError
 from lens_cache.layout import INDEX_HTML, default_save_path
+from lens_cache.progress import log, warn
 from lens_cache.reader import open_store
+from lens_cache.upgrade import indexed_old_prompts, upgrade_store
 from lens_cache.viewer import refresh_store
 
 
@@ -41,7 +44,24 @@ def main(argv=None, prog: str = "lens-cache view") -> int:
     args = build_parser(prog).parse_args(argv)
     store = open_store(args.save_path)  # a missing store is an error, not an empty viewer
     load_metrics_modules(args.metrics_module)
+    _upgrade_records(store.path, args.quiet)
     if refresh_store(store.path, quiet=args.quiet)["viewer"] is None:
         raise StoreNotFoundError(f"{store.path} holds no model; export one first")
     print(Path(args.save_path) / INDEX_HTML)
     return 0
+
+
+def _upgrade_records(save: Path, quiet: bool) -> None:
+    """Records of an older lens_cache get pattern-lens's fields (`lens_cache.upgrade`), so
+    pattern-lens's pages label them right. Without the tokenizer they stay as they are: ours
+    reads both layouts, and the note says how to finish."""
+    if not indexed_old_prompts(save):
+        return
+    try:
+        upgrade_store(save, log=lambda message: log(message, quiet=quiet))
+    except ModelLoadError as e:
+        warn(
+            f"prompt.json files of an older lens_cache left as they are ({e}); this viewer reads "
+            "them, pattern-lens's pages label them one token off until: lens-cache cache "
+            f"upgrade -s {shlex.quote(str(save))}"
+        )

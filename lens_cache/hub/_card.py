@@ -39,6 +39,7 @@ from lens_cache.hub._layout import (
 from lens_cache.hub._select import Selection
 from lens_cache.hub._shards import BuiltFile
 from lens_cache.layout import DTYPES, HEAD_CONTRIBUTIONS, LOGIT_LENS, RESID_KINDS
+from lens_cache.records import TOKENIZER_TOKENS
 
 # --- tables, card, manifest ------------------------------------------------------------------
 
@@ -66,6 +67,8 @@ def prompts_table(plans: list[ModelPlan]) -> bytes:
             ("token_ids", pa.list_(pa.int64())),
             ("meta", pa.string()),
             ("mean_loss", pa.float64()),  # null where the model's logits were not exported
+            # tokenizer.tokenize(text), pattern-lens's `tokens` (no BOS); null from old stores
+            (TOKENIZER_TOKENS, pa.list_(pa.string())),
         ]
     )
     rows = [_prompt_row(p.name, r) for p in sorted(plans, key=lambda p: p.name) for r in p.records]
@@ -82,6 +85,7 @@ def _prompt_row(model: str, r: dict) -> dict:
         "token_ids": [int(i) for i in r.get("token_ids") or []],
         "meta": json.dumps(r.get("meta") or {}, sort_keys=True, ensure_ascii=False),
         "mean_loss": r.get("mean_loss"),
+        TOKENIZER_TOKENS: r.get(TOKENIZER_TOKENS),
     }
 
 
@@ -313,7 +317,8 @@ models = load_dataset("{repo_id}", "models", split="train")  # each model's conf
 ```
 
 `tokens` are the model's string tokens, BOS included when the model prepends one, so
-`len(tokens) == n_tokens`, the side of each pattern; `meta` is a JSON string.
+`len(tokens) == n_tokens`, the side of each pattern; `tokenizer_tokens` are the tokenizer's own
+strings without the BOS, as pattern-lens keeps them; `meta` is a JSON string.
 
 ## Pull and browse with lens_cache
 

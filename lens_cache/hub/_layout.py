@@ -2,7 +2,8 @@
 
     README.md                      dataset card: YAML `configs:` for `datasets`, then prose
     lens_cache.json                manifest: format, models, selection, every file's size+sha256
-    data/prompts-00000-of-00001.parquet   model, hash, text, n_tokens, tokens, token_ids, meta
+    data/prompts-00000-of-00001.parquet   model, hash, text, n_tokens, tokens, token_ids, meta,
+                                          mean_loss, tokenizer_tokens
     data/models-00000-of-00001.parquet    model_name, n_layers, n_heads, d_model, config
     tensors/<model>/patterns/layer_05/head_03-00000.safetensors   {<hash>: [T, T]}
     tensors/<model>/resid_post/layer_05-00000.safetensors         {<hash>: [T, d_model]}

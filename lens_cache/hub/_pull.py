@@ -42,6 +42,7 @@ from lens_cache.layout import (
     hook_name,
 )
 from lens_cache.progress import log
+from lens_cache.records import TOKENIZER_TOKENS, stored_record
 from lens_cache.viewer import refresh_store
 
 
@@ -318,6 +319,9 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
     else:
         side.unlink(missing_ok=True)
     full = {**record, "lens_cache": {**layout.describe(), "model": plan.name, "hub": hub_info}}
+    tokens = full.pop(TOKENIZER_TOKENS, None)
+    if tokens is not None:  # a table pushed before the column: the old layout (cache upgrade)
+        full = stored_record(full, tokens)
     ids = list(record.get("token_ids") or [])
     from lens_cache.capture import Capture  # imports torch: only once something is pulled
 

@@ -46,6 +46,7 @@ from lens_cache.layout import (
 )
 from lens_cache.progress import warn
 from lens_cache.reader import Store, prompt_records
+from lens_cache.records import TOKENIZER_TOKENS, reader_record, tokenizer_tokens
 
 # --- selection -------------------------------------------------------------------------------
 
@@ -343,7 +344,8 @@ def select_local(save_path: Path, sel: Selection) -> list[ModelPlan]:
     for name in _pick_models(names, sel.models, str(save_path)):
         check_model_name(name, "the store")
         cfg = local.model_cfg(name)
-        records = prompt_records(local.path / name)  # every complete folder, index or not
+        # every complete folder, index or not; pattern-lens's tokens go along (a pull writes them)
+        records = [_push_record(r) for r in prompt_records(local.path / name)]
         with_pooled = sel.kinds is None or POOLED in sel.kinds
         pooled = tuple(local_pooled(save_path, name)) if with_pooled else ()
         candidates.append((name, cfg, records, _stored_tensors(cfg), pooled))
@@ -519,6 +521,12 @@ def _describe(sel: Selection) -> str:
 # --- selection over a dataset ----------------------------------------------------------------
 
 
+def _push_record(stored: dict) -> dict:
+    record = reader_record(stored)
+    record[TOKENIZER_TOKENS] = tokenizer_tokens(stored)
+    return record
+
+
 def select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> list[ModelPlan]:
     if PROMPTS_TABLE not in tables or MODELS_TABLE not in tables:
         raise NotALensCacheDatasetError("the manifest lists no prompts or models table")
@@ -529,6 +537,7 @@ def select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> li
         record["meta"] = json.loads(row["meta"] or "{}")
         if row.get("mean_loss") is not None:  # tables pushed before it was a column lack it
             record["mean_loss"] = row["mean_loss"]
+        record[TOKENIZER_TOKENS] = row.get(TOKENIZER_TOKENS)  # the same: None in older tables
         by_model.setdefault(row["model"], []).append(record)
     configs = {
         row["model_name"]: json.loads(row["config"]) for row in read_table(tables[MODELS_TABLE])

@@ -9,6 +9,8 @@ Files written
 ::
 
     <save>/index.html                    the page (a jinja2 template; holds no data)
+    <save>/pattern-lens.html             pattern-lens's page, when its index writer had put it
+                                          in index.html: moved here, ours written again
     <save>/viewer/core.js, ..., viewer.css   the viewer itself (SCRIPTS, in load order, and
                                           viewer.css), copied from lens_cache.web
     <save>/viewer_data/lens_index.js     LENS.index({...}): models, prompts, metrics

@@ -32,6 +32,7 @@ from lens_cache.layout import (
     MODELS_INDEX,
     NPZ_NAME,
     PATTERN,
+    PATTERN_LENS_PAGE,
     PROMPT_NAME,
     RESID_KINDS,
     RESIDUALS_NAME,
@@ -640,8 +641,9 @@ def render_page(assets) -> bytes:
     return html.encode()
 
 
-def write_page(save: Path) -> int:
+def write_page(save: Path, log: Callable[[str], None] = lambda _: None) -> int:
     assets = assets_dir()
+    keep_pattern_lens_page(save, log)
     written = write_if_changed(save / INDEX_HTML, render_page(assets))
     make_dirs(save / APP_DIR)
     for name in ASSETS:
@@ -649,6 +651,20 @@ def write_page(save: Path) -> int:
     for name in OLD_ASSETS:
         (save / name).unlink(missing_ok=True)
     return written
+
+
+def keep_pattern_lens_page(save: Path, log: Callable[[str], None]) -> None:
+    """pattern-lens's `write_html_index` (and its `activations_main`) write its page over our
+    index.html. Its page loads the store's files by relative paths, so it works under another
+    name: it is moved to pattern-lens.html before ours is written, and neither is lost."""
+    try:
+        page = (save / INDEX_HTML).read_bytes().lower()  # tens of kB
+    except FileNotFoundError:
+        return
+    if b"pattern-lens" not in page or b"lens_index.js" in page:
+        return
+    os.replace(save / INDEX_HTML, save / PATTERN_LENS_PAGE)
+    log(f"index.html was pattern-lens's page: kept as {PATTERN_LENS_PAGE}, ours written again")
 
 
 def prune(data_root: Path, keep: set[Path]) -> int:
@@ -774,7 +790,7 @@ def write_viewer(
     user = viewer_user.index_list(stamps.values())
     index = script_call("index", index_payload(models, entries, texts, user))
     written += write_if_changed(data_root / "lens_index.js", index)
-    written += write_page(save)
+    written += write_page(save, log)
     pruned = prune(data_root, keep)
     if pruned or not manifest.gave_all(stamps):
         written += write_manifest(data_root / MANIFEST_NAME, MANIFEST_VERSION, kept)
