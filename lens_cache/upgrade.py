@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lens_cache.errors import ModelLoadError
+from lens_cache.formats import MAX_JSON_BYTES
 from lens_cache.indexer import write_indexes
 from lens_cache.layout import DEFAULT_MODEL, MODEL_CFG_NAME, PROMPT_NAME, PROMPTS_DIR, PROMPTS_INDEX
 from lens_cache.locking import store_lock
@@ -95,18 +96,22 @@ def indexed_old_prompts(save_path: Path) -> dict[str, int]:
     outside the index are left to `lens-cache cache upgrade`, which reads every folder."""
     counts = {}
     for name in model_names(save_path):
-        try:
-            with open(Path(save_path) / name / PROMPTS_INDEX, encoding="utf-8") as f:
-                n = sum(_old_line(line) for line in f)
-        except FileNotFoundError:
+        index = Path(save_path) / name / PROMPTS_INDEX
+        if index.is_symlink() or not index.is_file():
+            continue  # a link is never followed; a missing index is made by `view`
+        try:  # bytes, a line at most MAX_JSON_BYTES: an index from elsewhere is untrusted
+            with open(index, "rb") as f:
+                lines = iter(lambda: f.readline(MAX_JSON_BYTES + 1), b"")
+                n = sum(_old_line(line) for line in lines)
+        except OSError:
             continue
         counts.update({name: n} if n else {})
     return counts
 
 
-def _old_line(line: str) -> bool:
-    ids = line.find('"token_ids"')
-    if not 0 <= ids < line.find('"lens_cache"'):
+def _old_line(line: bytes) -> bool:
+    ids = line.find(b'"token_ids"')
+    if not 0 <= ids < line.find(b'"lens_cache"'):
         return False
     try:
         return is_old_layout(json.loads(line))
