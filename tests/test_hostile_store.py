@@ -1,8 +1,12 @@
 """Stores from elsewhere: each hostile file, alone in an otherwise good store, is met by every
-command that reads a store (`cache verify`, `view`, `pool`) in a child process under a memory
-limit. Each command names the file in one line, without a traceback; the viewer and the pooled
-dataset still serve the other prompts; and no file outside the store is opened (an audit hook
-in the child watches every `open` and directory listing).
+command that reads a store (`cache verify`, `view`, `pool`, `hub push`) in a child process under
+a memory limit. Each command names the file in one line, without a traceback; the viewer, the
+pooled dataset and the pushed dataset still hold the other prompts; and no file outside the
+store is opened (an audit hook in the child watches every `open` and directory listing).
+
+Datasets from elsewhere: a dataset on the Hub (tests/hubserver.py, reached with the real
+`huggingface_hub` client) whose shard lies in its header is pulled the same way: the pull names
+the shard in one line, writes the other prompts and nothing of the one the shard holds.
 """
 
 import json
@@ -20,6 +24,7 @@ import pytest
 import lens_cache
 from lens_cache import export
 from lens_cache.prompts import prompt_hash
+from tests.hubserver import ALICE, client_env
 
 TEXTS = ["The first prompt of three.", "A second, somewhat longer prompt.", "Third one."]
 # The bomb below declares 17 GB; the commands need well under 2 GB of address space beyond
@@ -71,16 +76,19 @@ class Case:
     def __init__(self, store, outside, victim, model):
         self.store, self.outside, self.victim, self.model = store, outside, victim, model
 
-    def run(self, *args) -> subprocess.CompletedProcess:
+    def run(self, *args, hub=None, store=None) -> subprocess.CompletedProcess:
+        """The command line `args` on `store` (default: this case's store) in a child; with
+        `hub` (a HubServer), the child's Hub client talks to it as alice."""
+        base = client_env(hub.url, self.outside.parent / "client") if hub else dict(os.environ)
         env = {
-            **os.environ,
+            **base,
             "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
             "HOSTILE_MEMORY_LIMIT": str(MEMORY_LIMIT),
             "HOSTILE_OUTSIDE": str(self.outside.resolve()),
-            "HF_HUB_OFFLINE": "1",
+            **({"HF_TOKEN": ALICE} if hub else {"HF_HUB_OFFLINE": "1"}),
         }
         env.pop("LENS_CACHE_DEBUG", None)
-        command = [sys.executable, "-c", CHILD, *args, "-s", str(self.store)]
+        command = [sys.executable, "-c", CHILD, *args, "-s", str(store or self.store)]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -251,3 +259,205 @@ def test_a_damaged_index_falls_back_to_the_prompt_folders(case):
     assert result.returncode == 0
     rewritten = [json.loads(line)["hash"] for line in index.read_text().splitlines()]
     assert sorted(rewritten) == sorted(prompt_hash(t) for t in TEXTS)
+
+
+# --- the Hub: a push from a hostile store, a pull of a hostile dataset ------------------------
+
+
+def _one_line(output: str, name) -> bool:
+    """Whether exactly one line of `output` names `name`."""
+    return sum(str(name) in line for line in output.splitlines()) == 1
+
+
+def _head_files(hub, repo: str) -> dict[str, bytes]:
+    """`{path: bytes}` of every file at the head of `repo`'s main, as the server holds them."""
+    r = hub.repos[f"dataset:{repo}"]
+    files = r["commits"][r["branches"]["main"]]["files"]
+    return {path: hub.blobs.get(e["sha256"]) for path, e in files.items()}
+
+
+def _npz_pattern(store: Path, model: str, hash_: str, layer: int) -> np.ndarray:
+    with np.load(store / model / "prompts" / hash_ / "activations.npz") as z:
+        return z[f"blocks.{layer}.attn.hook_pattern"]
+
+
+@pytest.mark.parametrize("make", HOSTILE, ids=lambda f: f.__name__)
+def test_hub_push_leaves_out_the_hostile_prompt(case, make, hub):
+    """The push names the file in one line and sends the other prompts, patterns and residuals,
+    byte for byte as numpy reads them from the store."""
+    from safetensors.numpy import load
+
+    bad = make(case)
+    repo = "alice/" + make.__name__.replace("_", "-")
+    result = case.run("hub", "push", "--repo", repo, "--kinds", "patterns", "resid_post", hub=hub)
+    output = _clean(result)
+    assert result.returncode == 0, output
+    assert _one_line(output, bad), output
+    others = sorted(prompt_hash(t) for t in TEXTS[1:])
+    shards = {p: load(b) for p, b in _head_files(hub, repo).items() if p.startswith("tensors/")}
+    assert {p.split("/")[2] for p in shards} == {"patterns", "resid_post"}, sorted(shards)
+    assert all(sorted(tensors) == others for tensors in shards.values()), sorted(shards)
+    pushed = shards[f"tensors/{case.model}/patterns/layer_01/head_02-00000.safetensors"]
+    for hash_ in others:
+        expected = _npz_pattern(case.store, case.model, hash_, 1)[0, 2]
+        np.testing.assert_array_equal(pushed[hash_], expected)
+
+
+def _shard_parts(raw: bytes) -> tuple[dict, bytes]:
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def _shard_bytes(header: dict, data: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def _edit_entry(edit):
+    """A hostile shard maker that edits the entry of its one tensor (the victim's)."""
+
+    def make(raw: bytes) -> bytes:
+        header, data = _shard_parts(raw)
+        key = next(k for k in header if k != "__metadata__")
+        edit(header, key)
+        return _shard_bytes(header, data)
+
+    make.__name__ = edit.__name__
+    return make
+
+
+@_edit_entry
+def past_the_end(header, key):
+    """The tensor ends 1 GB past the end of the file (its shape says as much)."""
+    entry = header[key]
+    entry["data_offsets"][1] += 2**30
+    entry["shape"][0] += 2**30 // (4 * entry["shape"][1])
+
+
+@_edit_entry
+def overlapping(header, key):
+    """A second tensor over the same bytes as the victim's."""
+    header["A" * 22] = dict(header[key])
+
+
+@_edit_entry
+def shape_not_its_bytes(header, key):
+    """A shape one row longer than the bytes it points at."""
+    header[key]["shape"][0] += 1
+
+
+@_edit_entry
+def shape_not_its_prompt(header, key):
+    """Bytes that match the shape, a shape that is not the prompt's `[T, T]`."""
+    header[key]["shape"] = [header[key]["shape"][0] ** 2]
+
+
+def absurd_header_length(raw: bytes) -> bytes:
+    return struct.pack("<Q", 2**40) + raw[8:]
+
+
+HOSTILE_SHARDS = [
+    past_the_end,
+    overlapping,
+    shape_not_its_bytes,
+    shape_not_its_prompt,
+    absurd_header_length,
+]
+# A manifest that lists a shard under a path outside the dataset.
+UNSAFE_PATHS = {
+    "manifest-dotdot": "tensors/../../outside/evil.safetensors",
+    "manifest-absolute": "/tmp/outside/evil.safetensors",
+}
+UPLOAD = """
+import sys
+from huggingface_hub import HfApi
+api = HfApi()
+for folder in sys.argv[1:]:
+    repo = "alice/" + folder.rsplit("/", 1)[1]
+    api.create_repo(repo, repo_type="dataset")
+    api.upload_folder(repo_id=repo, folder_path=folder, repo_type="dataset")
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_repos(hub, good_store, gqa_model, tmp_path_factory) -> dict:
+    """`good_store` pushed with one prompt per shard (`alice/good`), then one repo per hostile
+    shard, uploaded with the Hub client: `alice/good` with the victim's layer 0 head 0
+    pattern shard replaced, its manifest listing the new bytes' size and sha256 (as a hostile
+    pusher would write it)."""
+    import hashlib
+
+    work = tmp_path_factory.mktemp("hostile-hub")
+    env = {**client_env(hub.url, work), "HF_TOKEN": ALICE}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    push = ["push", "--repo", "alice/good", "-s", good_store, "--kinds", "patterns", "resid_post"]
+    command = [sys.executable, "-m", "lens_cache.hub", *map(str, push), "--shard-max-bytes", "1"]
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    files = _head_files(hub, "alice/good")
+    manifest = json.loads(files["lens_cache.json"])
+    victim = prompt_hash(TEXTS[0])
+    entry = next(
+        e
+        for e in manifest["files"]
+        if e.get("kind") == "patterns" and (e["layer"], e["head"], e["first"]) == (0, 0, victim)
+    )
+    folders = []
+    for make in HOSTILE_SHARDS:
+        hostile = make(files[entry["path"]])
+        entry.update(size=len(hostile), sha256=hashlib.sha256(hostile).hexdigest())
+        edited = {**files, entry["path"]: hostile, "lens_cache.json": json.dumps(manifest).encode()}
+        folder = work / make.__name__.replace("_", "-")
+        for path, data in edited.items():
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_bytes(data)
+        folders.append(str(folder))
+    for name, path in UNSAFE_PATHS.items():
+        m = json.loads(files["lens_cache.json"])
+        next(e for e in m["files"] if e["path"] == entry["path"])["path"] = path
+        folder = work / name
+        for repo_path, data in {**files, "lens_cache.json": json.dumps(m).encode()}.items():
+            (folder / repo_path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / repo_path).write_bytes(data)
+        folders.append(str(folder))
+    upload = [sys.executable, "-c", UPLOAD, *folders]
+    subprocess.run(upload, env=env, check=True, capture_output=True, timeout=300)
+    return {"shard": entry["path"], "victim": victim, "model": gqa_model.name}
+
+
+@pytest.mark.parametrize("make", HOSTILE_SHARDS, ids=lambda f: f.__name__)
+def test_hub_pull_writes_nothing_of_a_hostile_shard(hub, hostile_repos, good_store, tmp_path, make):
+    """The pull names the shard in one line, exits 0, writes the other prompts (their patterns
+    equal to the pushed store's, as numpy reads both) and nothing of the victim."""
+    dest, model = tmp_path / "pulled", hostile_repos["model"]
+    (tmp_path / "outside").mkdir()
+    runner = Case(dest, tmp_path / "outside", None, model)
+    repo = "alice/" + make.__name__.replace("_", "-")
+    result = runner.run("hub", "pull", "--repo", repo, hub=hub)
+    output = _clean(result)
+    assert result.returncode == 0, output
+    assert _one_line(output, hostile_repos["shard"]), output
+    assert not (dest / model / "prompts" / hostile_repos["victim"]).exists()
+    for text in TEXTS[1:]:
+        for layer in range(gqa_model_layers(good_store, model)):
+            np.testing.assert_array_equal(
+                _npz_pattern(dest, model, prompt_hash(text), layer),
+                _npz_pattern(good_store, model, prompt_hash(text), layer),
+            )
+
+
+@pytest.mark.parametrize("name", UNSAFE_PATHS)
+def test_hub_pull_refuses_a_manifest_naming_a_path_outside(hub, hostile_repos, tmp_path, name):
+    """The manifest is the dataset's index: one that names a path outside the dataset is
+    refused whole, in one line naming the path, before anything is downloaded or written."""
+    dest = tmp_path / "pulled"
+    (tmp_path / "outside").mkdir()
+    runner = Case(dest, tmp_path / "outside", None, hostile_repos["model"])
+    result = runner.run("hub", "pull", "--repo", f"alice/{name}", hub=hub)
+    output = _clean(result)
+    assert result.returncode == 2, output
+    assert _one_line(output, UNSAFE_PATHS[name]) and "escape" in output, output
+    assert not dest.exists()
+
+
+def gqa_model_layers(store: Path, model: str) -> int:
+    return json.loads((store / model / "model_cfg.json").read_text())["n_layers"]

@@ -36,6 +36,7 @@ from lens_cache.hub._layout import (
     read_table,
     split_pooled_name,
 )
+from lens_cache.hub._readable import local_records
 from lens_cache.layout import (
     PATTERN,
     POOLED_DIR,
@@ -45,7 +46,7 @@ from lens_cache.layout import (
     site_hook,
 )
 from lens_cache.progress import warn
-from lens_cache.reader import Store, prompt_records
+from lens_cache.reader import Store
 
 # --- selection -------------------------------------------------------------------------------
 
@@ -343,7 +344,8 @@ def select_local(save_path: Path, sel: Selection) -> list[ModelPlan]:
     for name in _pick_models(names, sel.models, str(save_path)):
         check_model_name(name, "the store")
         cfg = local.model_cfg(name)
-        records = prompt_records(local.path / name)  # every complete folder, index or not
+        # every complete folder, index or not, less the records a push could not describe
+        records = local_records(local.path, name)
         with_pooled = sel.kinds is None or POOLED in sel.kinds
         pooled = tuple(local_pooled(save_path, name)) if with_pooled else ()
         candidates.append((name, cfg, records, _stored_tensors(cfg), pooled))
