@@ -363,6 +363,50 @@ HOSTILE_SHARDS = [
     shape_not_its_prompt,
     absurd_header_length,
 ]
+
+
+def _write_folder(folder: Path, files: dict[str, bytes]) -> str:
+    for path, data in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    return str(folder)
+
+
+def _edit_table(files: dict, path: str, edit) -> tuple[str, bytes]:
+    """`(path, bytes)` of the parquet table at `path` with `edit(rows)` applied (pyarrow)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(files[path]))
+    rows = table.to_pylist()
+    edit(rows)
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), out)
+    return path, out.getvalue()
+
+
+def meta_not_json(files, victim):
+    """The victim's row of the prompts table has meta that is not JSON."""
+
+    def edit(rows):
+        next(r for r in rows if r["hash"] == victim)["meta"] = '{"kind": '
+
+    return _edit_table(files, "data/prompts-00000-of-00001.parquet", edit)
+
+
+def heads_beyond_count(files, victim):
+    """The model's config in the models table claims 10^12 heads."""
+
+    def edit(rows):
+        config = json.loads(rows[0]["config"])
+        rows[0]["config"] = json.dumps({**config, "n_heads": 10**12})
+
+    return _edit_table(files, "data/models-00000-of-00001.parquet", edit)
+
+
+TABLE_EDITS = {"meta-not-json": meta_not_json, "heads-beyond-count": heads_beyond_count}
 # A manifest that lists a shard under a path outside the dataset.
 UNSAFE_PATHS = {
     "manifest-dotdot": "tensors/../../outside/evil.safetensors",
@@ -382,9 +426,9 @@ for folder in sys.argv[1:]:
 @pytest.fixture(scope="module")
 def hostile_repos(hub, good_store, gqa_model, tmp_path_factory) -> dict:
     """`good_store` pushed with one prompt per shard (`alice/good`), then one repo per hostile
-    shard, uploaded with the Hub client: `alice/good` with the victim's layer 0 head 0
-    pattern shard replaced, its manifest listing the new bytes' size and sha256 (as a hostile
-    pusher would write it)."""
+    file, uploaded with the Hub client: `alice/good` with the victim's layer 0 head 0 pattern
+    shard (or a table) replaced, its manifest listing the new bytes' size and sha256 (as a
+    hostile pusher would write it); or with a manifest naming a path outside the dataset."""
     import hashlib
 
     work = tmp_path_factory.mktemp("hostile-hub")
@@ -406,19 +450,20 @@ def hostile_repos(hub, good_store, gqa_model, tmp_path_factory) -> dict:
         hostile = make(files[entry["path"]])
         entry.update(size=len(hostile), sha256=hashlib.sha256(hostile).hexdigest())
         edited = {**files, entry["path"]: hostile, "lens_cache.json": json.dumps(manifest).encode()}
-        folder = work / make.__name__.replace("_", "-")
-        for path, data in edited.items():
-            (folder / path).parent.mkdir(parents=True, exist_ok=True)
-            (folder / path).write_bytes(data)
-        folders.append(str(folder))
+        folders.append(_write_folder(work / make.__name__.replace("_", "-"), edited))
     for name, path in UNSAFE_PATHS.items():
         m = json.loads(files["lens_cache.json"])
         next(e for e in m["files"] if e["path"] == entry["path"])["path"] = path
-        folder = work / name
-        for repo_path, data in {**files, "lens_cache.json": json.dumps(m).encode()}.items():
-            (folder / repo_path).parent.mkdir(parents=True, exist_ok=True)
-            (folder / repo_path).write_bytes(data)
-        folders.append(str(folder))
+        folders.append(
+            _write_folder(work / name, {**files, "lens_cache.json": json.dumps(m).encode()})
+        )
+    for name, edit in TABLE_EDITS.items():
+        m = json.loads(files["lens_cache.json"])
+        path, table = edit(files, victim)
+        listed = next(e for e in m["files"] if e["path"] == path)
+        listed.update(size=len(table), sha256=hashlib.sha256(table).hexdigest())
+        edited = {**files, path: table, "lens_cache.json": json.dumps(m).encode()}
+        folders.append(_write_folder(work / name, edited))
     upload = [sys.executable, "-c", UPLOAD, *folders]
     subprocess.run(upload, env=env, check=True, capture_output=True, timeout=300)
     return {"shard": entry["path"], "victim": victim, "model": gqa_model.name}
@@ -457,6 +502,37 @@ def test_hub_pull_refuses_a_manifest_naming_a_path_outside(hub, hostile_repos, t
     assert result.returncode == 2, output
     assert _one_line(output, UNSAFE_PATHS[name]) and "escape" in output, output
     assert not dest.exists()
+
+
+def test_hub_pull_skips_a_row_of_the_prompts_table_that_lies(hub, hostile_repos, tmp_path):
+    """A row whose meta is not JSON costs its own prompt (named in one line), not the pull."""
+    dest, model = tmp_path / "pulled", hostile_repos["model"]
+    (tmp_path / "outside").mkdir()
+    result = Case(dest, tmp_path / "outside", None, model).run(
+        "hub", "pull", "--repo", "alice/meta-not-json", hub=hub
+    )
+    output = _clean(result)
+    assert result.returncode == 0, output
+    assert _one_line(output, hostile_repos["victim"]) and "prompts" in output, output
+    pulled = sorted(p.name for p in (dest / model / "prompts").iterdir())
+    assert pulled == sorted(prompt_hash(t) for t in TEXTS[1:])
+
+
+def test_a_config_beyond_any_count_is_refused_by_pull_and_push(case, hub, hostile_repos):
+    """`n_heads` of 10^12 sizes `range(n_heads)`: the pull (the models table) and the push
+    (model_cfg.json) refuse the model in one line naming the file, under the memory limit."""
+    dest = case.outside.parent / "pulled"
+    result = case.run("hub", "pull", "--repo", "alice/heads-beyond-count", hub=hub, store=dest)
+    output = _clean(result)
+    assert result.returncode == 2, output
+    assert _one_line(output, "data/models-00000-of-00001.parquet") and "n_heads" in output
+    assert not (dest / case.model).exists()
+    cfg_path = case.store / case.model / "model_cfg.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "n_heads": 10**12}))
+    result = case.run("hub", "push", "--repo", "alice/heads-beyond-count-push", hub=hub)
+    output = _clean(result)
+    assert result.returncode == 2, output
+    assert _one_line(output, cfg_path) and "n_heads" in output, output
 
 
 def gqa_model_layers(store: Path, model: str) -> int:

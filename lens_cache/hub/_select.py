@@ -38,6 +38,7 @@ from lens_cache.hub._layout import (
 )
 from lens_cache.hub._readable import local_records
 from lens_cache.layout import (
+    MODEL_CFG_NAME,
     PATTERN,
     POOLED_DIR,
     RESID_KINDS,
@@ -343,7 +344,7 @@ def select_local(save_path: Path, sel: Selection) -> list[ModelPlan]:
     candidates = []
     for name in _pick_models(names, sel.models, str(save_path)):
         check_model_name(name, "the store")
-        cfg = local.model_cfg(name)
+        cfg = check_sizes(local.model_cfg(name), local.path / name / MODEL_CFG_NAME)
         # every complete folder, index or not, less the records a push could not describe
         records = local_records(local.path, name)
         with_pooled = sel.kinds is None or POOLED in sel.kinds
@@ -524,17 +525,14 @@ def _describe(sel: Selection) -> str:
 def select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> list[ModelPlan]:
     if PROMPTS_TABLE not in tables or MODELS_TABLE not in tables:
         raise NotALensCacheDatasetError("the manifest lists no prompts or models table")
-    by_model: dict[str, list[dict]] = {}
-    for row in read_table(tables[PROMPTS_TABLE]):
-        check_hash(row["hash"], PROMPTS_TABLE)
-        record = {k: row[k] for k in ("text", "hash", "n_tokens", "tokens", "token_ids")}
-        record["meta"] = json.loads(row["meta"] or "{}")
-        if row.get("mean_loss") is not None:  # tables pushed before it was a column lack it
-            record["mean_loss"] = row["mean_loss"]
-        by_model.setdefault(row["model"], []).append(record)
-    configs = {
-        row["model_name"]: json.loads(row["config"]) for row in read_table(tables[MODELS_TABLE])
-    }
+    by_model = _remote_records(tables[PROMPTS_TABLE])
+    configs = {}
+    for row in _table_rows(tables[MODELS_TABLE], MODELS_TABLE):
+        try:
+            config = json.loads(row.get("config"))
+        except (TypeError, ValueError):
+            config = None
+        configs[row.get("model_name")] = check_sizes(config, MODELS_TABLE)
     names = sorted(manifest["models"])
     pooled = pooled_entries(manifest)
     candidates = []
@@ -553,6 +551,63 @@ def select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> li
         candidates.append((name, configs[name], by_model.get(name, []), available, names_pooled))
     hint = "pick models that have one with -m, or leave pooled out of --kinds"
     return build_plans(candidates, sel, "this dataset", pooled_hint=hint)
+
+
+def _table_rows(path: Path, name: str) -> list[dict]:
+    try:
+        return read_table(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise NotALensCacheDatasetError(f"{name} is not a parquet table we read ({e})") from None
+
+
+def _remote_records(path: Path) -> dict[str, list[dict]]:
+    """`{model: records}` of the prompts table; a row that does not describe a prompt (no
+    text or token count, meta that is not a JSON map) is left out with one line."""
+    by_model: dict[str, list[dict]] = {}
+    for row in _table_rows(path, PROMPTS_TABLE):
+        check_hash(row.get("hash"), PROMPTS_TABLE)
+        record = {k: row.get(k) for k in ("text", "hash", "n_tokens", "tokens", "token_ids")}
+        try:
+            record["meta"] = json.loads(row.get("meta") or "{}")
+        except (TypeError, ValueError):
+            record["meta"] = None
+        n = record["n_tokens"]
+        counted = isinstance(n, int) and not isinstance(n, bool) and n > 0
+        if not (counted and isinstance(record["text"], str) and isinstance(record["meta"], dict)):
+            warn(
+                f"hub pull: skipped prompt {row['hash']}: its row of {PROMPTS_TABLE} has no "
+                "text, no token count or meta that is not a JSON map"
+            )
+            continue
+        if row.get("mean_loss") is not None:  # tables pushed before it was a column lack it
+            record["mean_loss"] = row["mean_loss"]
+        by_model.setdefault(row.get("model"), []).append(record)
+    return by_model
+
+
+# Far above any model's, far below what `range(n_heads)` or a `[T, d_model]` plan can afford.
+MAX_LAYERS_OR_HEADS = 2**16
+MAX_D_MODEL = 2**20
+
+
+def check_sizes(cfg, where) -> dict:
+    """`cfg` (a model's config), once its `n_layers`, `n_heads` and `d_model` are counts in
+    bounds: they size ranges and tensors of a push or pull.
+
+    Raises:
+        HubIntegrityError: a config that is not a map, or a size that is not such a count.
+    """
+    limits = {"n_layers": MAX_LAYERS_OR_HEADS, "n_heads": MAX_LAYERS_OR_HEADS}
+    limits["d_model"] = MAX_D_MODEL
+    for key, limit in limits.items():
+        value = cfg.get(key) if isinstance(cfg, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+            name = cfg.get("model_name") if isinstance(cfg, dict) else None
+            raise HubIntegrityError(
+                f"{where}: the config of {name or 'a model'} gives {key} {value!r}, not a "
+                f"count from 1 to {limit}"
+            )
+    return cfg
 
 
 def needed_shards(manifest: dict, plans: list[ModelPlan]) -> list[dict]:
