@@ -303,6 +303,51 @@ def test_hub_push_leaves_out_the_hostile_prompt(case, make, hub):
         np.testing.assert_array_equal(pushed[hash_], expected)
 
 
+@pytest.mark.parametrize("link", ["folder", "file"])
+def test_hub_push_sends_no_pooled_file_from_outside(case, hub, link):
+    """A pooled dataset that is a link to a folder outside, or holds a link to a file outside,
+    is named in one line and not pushed (nothing outside is even listed); the other goes."""
+    pooled = case.store / case.model / "pooled"
+    (pooled / "resid_post-mean").mkdir(parents=True)
+    (pooled / "resid_post-mean" / "data-00000-of-00001.parquet").write_bytes(b"good")
+    (case.outside / "data").mkdir()
+    (case.outside / "data" / "data-00000-of-00001.parquet").write_bytes(b"secret")
+    bad = pooled / "resid_post-last_token"
+    if link == "folder":
+        bad.symlink_to(case.outside / "data", target_is_directory=True)
+    else:
+        bad.mkdir()
+        bad = bad / "data-00000-of-00001.parquet"
+        bad.symlink_to(case.outside / "data" / "data-00000-of-00001.parquet")
+    repo = f"alice/pooled-{link}-link"
+    result = case.run("hub", "push", "--repo", repo, "--kinds", "patterns", "pooled", hub=hub)
+    output = _clean(result)
+    assert result.returncode == 0, output
+    assert _one_line(output, bad), output
+    pushed = {p: b for p, b in _head_files(hub, repo).items() if p.startswith("pooled/")}
+    assert pushed == {f"pooled/{case.model}/resid_post-mean/data-00000-of-00001.parquet": b"good"}
+
+
+def test_hub_push_sends_no_vocab_from_outside(gqa_model, hub, tmp_path):
+    """vocab.json (sent with the predictions) a link to a file outside: named in one line and
+    not sent; the predictions go."""
+    store = tmp_path / "store"
+    export(gqa_model, prompts=TEXTS[:1], save_path=store, hooks=["pattern", "logits"], quiet=True)
+    (tmp_path / "outside").mkdir()
+    vocab = store / gqa_model.name / "vocab.json"
+    shutil.move(vocab, tmp_path / "outside" / "vocab.json")
+    vocab.symlink_to(tmp_path / "outside" / "vocab.json")
+    case = Case(store, tmp_path / "outside", None, gqa_model.name)
+    push = ["hub", "push", "--repo", "alice/vocab-link", "--kinds", "predictions"]
+    result = case.run(*push, hub=hub)
+    output = _clean(result)
+    assert result.returncode == 0, output
+    assert _one_line(output, vocab), output
+    pushed = sorted(_head_files(hub, "alice/vocab-link"))
+    assert f"tensors/{gqa_model.name}/predictions-00000.safetensors" in pushed, pushed
+    assert not [p for p in pushed if p.startswith("models/")], pushed
+
+
 def _shard_parts(raw: bytes) -> tuple[dict, bytes]:
     n = struct.unpack("<Q", raw[:8])[0]
     return json.loads(raw[8 : 8 + n]), raw[8 + n :]

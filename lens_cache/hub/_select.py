@@ -5,17 +5,20 @@ model: which prompts, tensors and pooled datasets go."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from lens_cache.damage import refuse_links
 from lens_cache.errors import (
     HubIntegrityError,
     HubSelectionError,
     LayerSelectionError,
     NotALensCacheDatasetError,
     NothingSelectedError,
+    StoreLinkError,
 )
 from lens_cache.hub._layout import (
     HOOKS,
@@ -370,22 +373,25 @@ def local_pooled(save_path: Path, model: str) -> dict[str, list[Path]]:
     """`{"<hook>-<pool>": [data files]}`: the complete pooled datasets of a stored model.
 
     Folders named otherwise are left out (with a warning unless hidden: `write_pooled` builds
-    in `.<name>.tmp-<pid>`).
+    in `.<name>.tmp-<pid>`), as is a dataset that is or holds a link (with a warning: its
+    files would come from outside the store).
 
     Raises:
         HubIntegrityError: a pooled dataset whose `data-XXXXX-of-NNNNN` files do not add up.
     """
     root = Path(save_path) / model / POOLED_DIR
     found: dict[str, list[Path]] = {}
-    if not root.is_dir():
+    if not _no_links([root], save_path) or not root.is_dir():
         return found
     for directory in sorted(p for p in root.iterdir() if p.is_dir()):
         if split_pooled_name(directory.name) is None:
             if not directory.name.startswith("."):
                 warn(f"{directory}: not a <hook>-<pool> pooled dataset folder; not pushed")
             continue
+        if not _no_links([directory], save_path):  # before it is listed
+            continue
         files = sorted(directory.glob("data-*.parquet"))
-        if not files:
+        if not files or not _no_links(files, save_path):
             continue
         if not pooled_files_complete([f.name for f in files]):
             raise HubIntegrityError(
@@ -394,6 +400,18 @@ def local_pooled(save_path: Path, model: str) -> dict[str, list[Path]]:
             )
         found[directory.name] = files
     return found
+
+
+def _no_links(paths: list[Path], save_path: Path) -> bool:
+    """Whether none of `paths` is (or lies under) a link; else a line naming the first."""
+    try:
+        for path in paths:
+            if os.path.lexists(path):
+                refuse_links(path, Path(save_path))
+    except StoreLinkError as e:
+        warn(f"hub push: skipped a pooled dataset: {e}")
+        return False
+    return True
 
 
 def _pick_models(names: list[str], wanted, where: str) -> list[str]:

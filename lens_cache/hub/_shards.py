@@ -17,7 +17,7 @@ import numpy as np
 
 from lens_cache import formats
 from lens_cache.damage import refuse_links
-from lens_cache.errors import FileFormatError, HubIntegrityError
+from lens_cache.errors import FileFormatError, HubIntegrityError, StoreLinkError
 from lens_cache.hub._layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -442,6 +442,11 @@ def model_file_sources(save_path: Path, plans: list[ModelPlan]) -> list[tuple[st
         )
         for name in names:
             local = Path(save_path) / plan.name / name
+            try:  # a link would send a file from outside the store
+                refuse_links(local, Path(save_path))
+            except StoreLinkError as e:
+                warn(f"hub push: {e}; not pushed")
+                continue
             if not local.is_file():
                 warn(f"{local} is missing: the pulled store will show token ids, not strings")
                 continue
