@@ -502,6 +502,10 @@ def hostile_repos(hub, good_store, gqa_model, tmp_path_factory) -> dict:
         folders.append(
             _write_folder(work / name, {**files, "lens_cache.json": json.dumps(m).encode()})
         )
+    m = json.loads(files["lens_cache.json"])
+    m["models"][gqa_model.name]["patterns"]["zero"] = [0]
+    worded = {**files, "lens_cache.json": json.dumps(m).encode()}
+    folders.append(_write_folder(work / "layer-word", worded))
     for name, edit in TABLE_EDITS.items():
         m = json.loads(files["lens_cache.json"])
         path, table = edit(files, victim)
@@ -546,6 +550,19 @@ def test_hub_pull_refuses_a_manifest_naming_a_path_outside(hub, hostile_repos, t
     output = _clean(result)
     assert result.returncode == 2, output
     assert _one_line(output, UNSAFE_PATHS[name]) and "escape" in output, output
+    assert not dest.exists()
+
+
+def test_hub_pull_refuses_a_manifest_whose_summary_lies(hub, hostile_repos, tmp_path):
+    """A pattern layer named "zero" in a model's summary: the manifest is refused in one line,
+    nothing written."""
+    dest = tmp_path / "pulled"
+    (tmp_path / "outside").mkdir()
+    runner = Case(dest, tmp_path / "outside", None, hostile_repos["model"])
+    result = runner.run("hub", "pull", "--repo", "alice/layer-word", hub=hub)
+    output = _clean(result)
+    assert result.returncode == 2, output
+    assert _one_line(output, "lens_cache.json is malformed") and "'zero'" in output, output
     assert not dest.exists()
 
 
