@@ -593,8 +593,8 @@ def _remote_records(path: Path) -> dict[str, list[dict]]:
         counted = isinstance(n, int) and not isinstance(n, bool) and n > 0
         if not (counted and isinstance(record["text"], str) and isinstance(record["meta"], dict)):
             warn(
-                f"hub pull: skipped prompt {row['hash']}: its row of {PROMPTS_TABLE} has no "
-                "text, no token count or meta that is not a JSON map"
+                f"hub pull: skipped prompt {row['hash']}: its row of {PROMPTS_TABLE} lacks a "
+                "text, a token count or meta that is a JSON map"
             )
             continue
         if row.get("mean_loss") is not None:  # tables pushed before it was a column lack it
