@@ -484,8 +484,9 @@ def validate_manifest(manifest: dict, repo_id: str) -> dict:
         raise NotALensCacheDatasetError(f"{repo_id}: unknown dtype {manifest.get('dtype')!r}")
     if not isinstance(manifest.get("models"), dict) or not isinstance(manifest.get("files"), list):
         raise NotALensCacheDatasetError(f"{repo_id}: {MANIFEST_NAME} lacks models or files")
-    for name in manifest["models"]:
+    for name, summary in manifest["models"].items():
         check_model_name(name, f"{repo_id}'s manifest")
+        _check_summary(summary)
     for entry in manifest["files"]:
         _check_entry(entry, manifest["models"], repo_id)
     for (model, name), files in pooled_entries(manifest).items():
@@ -495,6 +496,33 @@ def validate_manifest(manifest: dict, repo_id: str) -> dict:
                 "complete data-XXXXX-of-NNNNN set"
             )
     return manifest
+
+
+def _check_summary(summary: dict) -> None:
+    """A model's summary holds what the selection reads from it, in the types it reads them:
+    layers and heads as counts (a layer key as its digits), a per-prompt kind's layers as
+    counts or, for a named kind, hook names.
+
+    Raises:
+        ValueError, TypeError, KeyError: a part that is not so (`read_manifest` names them).
+    """
+    patterns, residuals = summary["patterns"], summary["residuals"]
+    kinds = summary.get("prompt_kinds") or {}
+    if not all(isinstance(part, dict) for part in (patterns, residuals, kinds)):
+        raise TypeError("a model's patterns, residuals or prompt_kinds is not a map")
+    words = [k for k in patterns if not (isinstance(k, str) and k.isdigit())]
+    if words:
+        raise ValueError(f"a pattern layer {words[0]!r} is not a number")
+    counts = [h for heads in patterns.values() for h in heads]
+    counts += [x for layers in residuals.values() for x in layers]
+    for kind, layers in kinds.items():
+        named = kind in PROMPT_KINDS and PROMPT_KINDS[kind].named
+        if named and not all(isinstance(x, str) for x in layers or ()):
+            raise TypeError(f"{kind} lists a member that is not a hook name")
+        counts += [] if named else list(layers or ())
+    for value in counts:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{value!r} is not a layer or head number")
 
 
 def _check_entry(entry: dict, models: dict, repo_id: str) -> None:

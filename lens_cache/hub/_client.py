@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lens_cache import formats
 from lens_cache.errors import (
     HubIntegrityError,
     HubPermissionError,
@@ -205,7 +205,8 @@ class PushJob:
         path = self.api.hf_hub_download(
             self.repo_id, CARD_NAME, repo_type=REPO_TYPE, revision=self.revision
         )
-        head = Path(path).read_text(encoding="utf-8", errors="replace").split("\n---", 1)[0]
+        with open(path, "rb") as f:  # the card's front matter is at its top: read no more
+            head = f.read(2**16).decode("utf-8", errors="replace").split("\n---", 1)[0]
         return "\n- lens_cache\n" in head
 
     def _offer(self, f: BuiltFile) -> BuiltFile:
@@ -299,7 +300,7 @@ def read_manifest(api, repo_id: str, sha: str) -> dict:
             f"{repo_id} is not a lens_cache dataset: it has no {MANIFEST_NAME} at its top level"
         ) from None
     try:
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        manifest = formats.read_json(Path(path))  # bounded: a manifest is untrusted too
         return validate_manifest(manifest, repo_id)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         if isinstance(e, LensCacheError):

@@ -41,7 +41,7 @@ from lens_cache.layout import (
     default_save_path,
     hook_name,
 )
-from lens_cache.progress import log
+from lens_cache.progress import log, warn
 from lens_cache.records import TOKENIZER_TOKENS, stored_record
 from lens_cache.viewer import refresh_store
 
@@ -119,8 +119,9 @@ def pull(
     for plan in plans:
         if plan.tensors:
             files = {e["name"]: local[e["path"]] for e in model_files if e["model"] == plan.name}
-            write_model(save_path, plan, index, manifest["dtype"], hub_info, files)
-            report.prompts += len(plan.records)
+            written = write_model(save_path, plan, index, manifest["dtype"], hub_info, files)
+            report.prompts += written
+            report.skipped += len(plan.records) - written
         else:
             write_pooled_only_cfg(save_path, plan, hub_info)
         for name in plan.pooled:
@@ -130,7 +131,11 @@ def pull(
     refresh_store(save_path, quiet=quiet)
     report.seconds = time.perf_counter() - start
     n_pooled = f" and {len(pooled)} pooled datasets" if pooled else ""
-    log(f"[{repo_id}] pulled {report.prompts} prompts{n_pooled} into {save_path}", quiet=quiet)
+    left_out = f" ({report.skipped} left out: see above)" if report.skipped else ""
+    log(
+        f"[{repo_id}] pulled {report.prompts} prompts{left_out}{n_pooled} into {save_path}",
+        quiet=quiet,
+    )
     return report
 
 
@@ -168,7 +173,7 @@ class ShardIndex:
         for runs in self.runs.values():
             runs.sort()
         self.local = local
-        self.readers: dict[str, ShardReader] = {}
+        self.readers: dict[str, ShardReader | HubIntegrityError] = {}
 
     def get(self, model: str, kind: str, layer: int, head, hash_: str, shape):
         return self._reader(model, kind, layer, head, hash_).get(hash_, shape)
@@ -186,24 +191,39 @@ class ShardIndex:
             raise HubIntegrityError(f"no shard of {model} {kind} layer {layer} holds {hash_}")
         path = runs[i][2]
         if path not in self.readers:
-            self.readers[path] = ShardReader(self.local[path], self.dtype, path)
-        return self.readers[path]
+            try:
+                self.readers[path] = ShardReader(self.local[path], self.dtype, path)
+            except HubIntegrityError as e:
+                self.readers[path] = e  # each of its prompts is refused, the header read once
+        found = self.readers[path]
+        if isinstance(found, HubIntegrityError):
+            raise found
+        return found
 
 
 def write_model(
     save_path: Path, plan: ModelPlan, index, dtype: str, hub_info: dict, files: dict
-) -> None:
+) -> int:
     """Write one model's model_cfg.json, its model files (`files`: `{name: downloaded file}`,
-    e.g. `vocab.json`, copied as is) and prompt directories (each prompt.json last)."""
+    e.g. `vocab.json`, copied as is) and prompt directories (each prompt.json last); a prompt
+    whose shard fails its checks is left out with one line. Returns the prompts written."""
     layout = _PulledLayout(plan, dtype)
     mdir = store.model_dir(save_path, plan.name)
     _claim_pulled_dir(mdir, plan, layout, hub_info)
     for name, source in sorted(files.items()):
         store.write_bytes(mdir / name, Path(source).read_bytes())
+    written = 0
     for record in plan.records:
         directory = store.prompt_dir(save_path, plan.name, record["hash"])
         _check_inside(save_path, directory)
-        _write_prompt(directory, plan, record, layout, index, hub_info)
+        try:
+            _write_prompt(directory, plan, record, layout, index, hub_info)
+        except HubIntegrityError as e:
+            # a damaged or hostile shard costs its own prompts, named, not the whole pull
+            warn(f"hub pull: skipped prompt {record['hash']}: {e}")
+            continue
+        written += 1
+    return written
 
 
 @dataclass
@@ -292,6 +312,29 @@ def _claim_pulled_dir(mdir: Path, plan: ModelPlan, layout: _PulledLayout, hub_in
 
 
 def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_info) -> None:
+    """Read every tensor of one prompt from its shards, then write its folder: a shard that
+    fails its checks stops this before anything of the prompt is written."""
+    capture, partial = _read_prompt(plan, record, layout, index)
+    store.make_dirs(directory)
+    (directory / PROMPT_NAME).unlink(missing_ok=True)  # incomplete until rewritten
+    side = directory / PARTIAL_HEADS_NAME
+    if partial:
+        store.write_safetensors(side, partial, {"model": plan.name, "format": f"{FORMAT}/1"})
+    else:
+        side.unlink(missing_ok=True)
+    full = {**record, "lens_cache": {**layout.describe(), "model": plan.name, "hub": hub_info}}
+    tokens = full.pop(TOKENIZER_TOKENS, None)
+    if tokens is not None:  # a table pushed before the column: the old layout (cache upgrade)
+        full = stored_record(full, tokens)
+    store.write_prompt_dir(directory, full, capture, layout.settings, plan.name)
+
+
+def _read_prompt(plan, record, layout: _PulledLayout, index):
+    """`(Capture, partial heads)` of one prompt, read from its shards.
+
+    Raises:
+        HubIntegrityError: a shard that lies in its header, or holds no such tensor.
+    """
     t = int(record["n_tokens"])
 
     def get(kind, layer, head, shape):
@@ -306,22 +349,11 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
         for kind, layers in layout.resid.items()
         for layer in layers
     }
-    store.make_dirs(directory)
-    (directory / PROMPT_NAME).unlink(missing_ok=True)  # incomplete until rewritten
-    side = directory / PARTIAL_HEADS_NAME
-    if layout.partial:
-        partial = {
-            f"{hook_name(PATTERN, layer)}.head_{h}": get(PATTERNS, layer, h, (t, t)).float()
-            for layer, heads in layout.partial.items()
-            for h in heads
-        }
-        store.write_safetensors(side, partial, {"model": plan.name, "format": f"{FORMAT}/1"})
-    else:
-        side.unlink(missing_ok=True)
-    full = {**record, "lens_cache": {**layout.describe(), "model": plan.name, "hub": hub_info}}
-    tokens = full.pop(TOKENIZER_TOKENS, None)
-    if tokens is not None:  # a table pushed before the column: the old layout (cache upgrade)
-        full = stored_record(full, tokens)
+    partial = {
+        f"{hook_name(PATTERN, layer)}.head_{h}": get(PATTERNS, layer, h, (t, t)).float()
+        for layer, heads in layout.partial.items()
+        for h in heads
+    }
     ids = list(record.get("token_ids") or [])
     from lens_cache.capture import Capture  # imports torch: only once something is pulled
 
@@ -332,7 +364,7 @@ def _write_prompt(directory, plan, record, layout: _PulledLayout, index, hub_inf
             names = plan.tensors[kind][layer]
             got = index.fields(plan.name, kind, layer, record["hash"], t, names)
             tensors.update({spec.member(layer, name): value for name, value in got.items()})
-    store.write_prompt_dir(directory, full, capture, layout.settings, plan.name)
+    return capture, partial
 
 
 def write_pooled_only_cfg(save_path: Path, plan: ModelPlan, hub_info: dict) -> None:

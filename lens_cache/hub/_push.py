@@ -10,6 +10,7 @@ from lens_cache.errors import InvalidOptionError
 from lens_cache.hub._card import manifest_bytes, small_files
 from lens_cache.hub._client import PushJob, check_repo_id, require_token
 from lens_cache.hub._layout import MANIFEST_NAME, PATTERNS, parse_size
+from lens_cache.hub._readable import drop_unreadable
 from lens_cache.hub._reports import PushReport
 from lens_cache.hub._select import Selection, as_selection, select_local
 from lens_cache.hub._shards import (
@@ -86,7 +87,8 @@ def push_to_hub(
     if selection is None and selection_fields.get("kinds") is None:
         selection_fields["kinds"] = DEFAULT_PUSH_KINDS
     sel = as_selection(selection, selection_fields)
-    plans = select_local(save_path, sel)
+    # a prompt whose files would not read is left out here, before any shard is planned
+    plans = drop_unreadable(save_path, select_local(save_path, sel))
     max_bytes = parse_size(shard_max_bytes)
     shards = [s for p in plans for s in plan_shards(p, dtype, max_bytes, save_path)]
     as_is = pooled_sources(save_path, plans) + model_file_sources(save_path, plans)

@@ -33,13 +33,15 @@ class PushReport:
 
 @dataclass
 class PullReport:
-    """What a pull wrote: models, prompt count, files downloaded and their bytes."""
+    """What a pull wrote: models, prompt count (and of those left out, `skipped`: their shards
+    failed their checks), files downloaded and their bytes."""
 
     repo_id: str
     revision: str
     save_path: Path
     models: list[str] = field(default_factory=list)
     prompts: int = 0
+    skipped: int = 0
     files: list[str] = field(default_factory=list)
     bytes_downloaded: int = 0
     seconds: float = 0.0

@@ -5,17 +5,20 @@ model: which prompts, tensors and pooled datasets go."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from lens_cache.damage import refuse_links
 from lens_cache.errors import (
     HubIntegrityError,
     HubSelectionError,
     LayerSelectionError,
     NotALensCacheDatasetError,
     NothingSelectedError,
+    StoreLinkError,
 )
 from lens_cache.hub._layout import (
     HOOKS,
@@ -36,7 +39,9 @@ from lens_cache.hub._layout import (
     read_table,
     split_pooled_name,
 )
+from lens_cache.hub._readable import local_records
 from lens_cache.layout import (
+    MODEL_CFG_NAME,
     PATTERN,
     POOLED_DIR,
     RESID_KINDS,
@@ -45,7 +50,7 @@ from lens_cache.layout import (
     site_hook,
 )
 from lens_cache.progress import warn
-from lens_cache.reader import Store, prompt_records
+from lens_cache.reader import Store
 from lens_cache.records import TOKENIZER_TOKENS, reader_record, tokenizer_tokens
 
 # --- selection -------------------------------------------------------------------------------
@@ -343,9 +348,10 @@ def select_local(save_path: Path, sel: Selection) -> list[ModelPlan]:
     candidates = []
     for name in _pick_models(names, sel.models, str(save_path)):
         check_model_name(name, "the store")
-        cfg = local.model_cfg(name)
-        # every complete folder, index or not; pattern-lens's tokens go along (a pull writes them)
-        records = [_push_record(r) for r in prompt_records(local.path / name)]
+        cfg = check_sizes(local.model_cfg(name), local.path / name / MODEL_CFG_NAME)
+        # every complete folder, index or not, less the records a push could not describe;
+        # pattern-lens's tokens go along (a pull writes them)
+        records = [_push_record(r) for r in local_records(local.path, name)]
         with_pooled = sel.kinds is None or POOLED in sel.kinds
         pooled = tuple(local_pooled(save_path, name)) if with_pooled else ()
         candidates.append((name, cfg, records, _stored_tensors(cfg), pooled))
@@ -369,22 +375,25 @@ def local_pooled(save_path: Path, model: str) -> dict[str, list[Path]]:
     """`{"<hook>-<pool>": [data files]}`: the complete pooled datasets of a stored model.
 
     Folders named otherwise are left out (with a warning unless hidden: `write_pooled` builds
-    in `.<name>.tmp-<pid>`).
+    in `.<name>.tmp-<pid>`), as is a dataset that is or holds a link (with a warning: its
+    files would come from outside the store).
 
     Raises:
         HubIntegrityError: a pooled dataset whose `data-XXXXX-of-NNNNN` files do not add up.
     """
     root = Path(save_path) / model / POOLED_DIR
     found: dict[str, list[Path]] = {}
-    if not root.is_dir():
+    if not _no_links([root], save_path) or not root.is_dir():
         return found
     for directory in sorted(p for p in root.iterdir() if p.is_dir()):
         if split_pooled_name(directory.name) is None:
             if not directory.name.startswith("."):
                 warn(f"{directory}: not a <hook>-<pool> pooled dataset folder; not pushed")
             continue
+        if not _no_links([directory], save_path):  # before it is listed
+            continue
         files = sorted(directory.glob("data-*.parquet"))
-        if not files:
+        if not files or not _no_links(files, save_path):
             continue
         if not pooled_files_complete([f.name for f in files]):
             raise HubIntegrityError(
@@ -393,6 +402,18 @@ def local_pooled(save_path: Path, model: str) -> dict[str, list[Path]]:
             )
         found[directory.name] = files
     return found
+
+
+def _no_links(paths: list[Path], save_path: Path) -> bool:
+    """Whether none of `paths` is (or lies under) a link; else a line naming the first."""
+    try:
+        for path in paths:
+            if os.path.lexists(path):
+                refuse_links(path, Path(save_path))
+    except StoreLinkError as e:
+        warn(f"hub push: skipped a pooled dataset: {e}")
+        return False
+    return True
 
 
 def _pick_models(names: list[str], wanted, where: str) -> list[str]:
@@ -530,18 +551,14 @@ def _push_record(stored: dict) -> dict:
 def select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> list[ModelPlan]:
     if PROMPTS_TABLE not in tables or MODELS_TABLE not in tables:
         raise NotALensCacheDatasetError("the manifest lists no prompts or models table")
-    by_model: dict[str, list[dict]] = {}
-    for row in read_table(tables[PROMPTS_TABLE]):
-        check_hash(row["hash"], PROMPTS_TABLE)
-        record = {k: row[k] for k in ("text", "hash", "n_tokens", "tokens", "token_ids")}
-        record["meta"] = json.loads(row["meta"] or "{}")
-        if row.get("mean_loss") is not None:  # tables pushed before it was a column lack it
-            record["mean_loss"] = row["mean_loss"]
-        record[TOKENIZER_TOKENS] = row.get(TOKENIZER_TOKENS)  # the same: None in older tables
-        by_model.setdefault(row["model"], []).append(record)
-    configs = {
-        row["model_name"]: json.loads(row["config"]) for row in read_table(tables[MODELS_TABLE])
-    }
+    by_model = _remote_records(tables[PROMPTS_TABLE])
+    configs = {}
+    for row in _table_rows(tables[MODELS_TABLE], MODELS_TABLE):
+        try:
+            config = json.loads(row.get("config"))
+        except (TypeError, ValueError):
+            config = None
+        configs[row.get("model_name")] = check_sizes(config, MODELS_TABLE)
     names = sorted(manifest["models"])
     pooled = pooled_entries(manifest)
     candidates = []
@@ -560,6 +577,64 @@ def select_remote(manifest: dict, tables: dict[str, Path], sel: Selection) -> li
         candidates.append((name, configs[name], by_model.get(name, []), available, names_pooled))
     hint = "pick models that have one with -m, or leave pooled out of --kinds"
     return build_plans(candidates, sel, "this dataset", pooled_hint=hint)
+
+
+def _table_rows(path: Path, name: str) -> list[dict]:
+    try:
+        return read_table(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise NotALensCacheDatasetError(f"{name} is not a parquet table we read ({e})") from None
+
+
+def _remote_records(path: Path) -> dict[str, list[dict]]:
+    """`{model: records}` of the prompts table; a row that does not describe a prompt (no
+    text or token count, meta that is not a JSON map) is left out with one line."""
+    by_model: dict[str, list[dict]] = {}
+    for row in _table_rows(path, PROMPTS_TABLE):
+        check_hash(row.get("hash"), PROMPTS_TABLE)
+        record = {k: row.get(k) for k in ("text", "hash", "n_tokens", "tokens", "token_ids")}
+        try:
+            record["meta"] = json.loads(row.get("meta") or "{}")
+        except (TypeError, ValueError):
+            record["meta"] = None
+        n = record["n_tokens"]
+        counted = isinstance(n, int) and not isinstance(n, bool) and n > 0
+        if not (counted and isinstance(record["text"], str) and isinstance(record["meta"], dict)):
+            warn(
+                f"hub pull: skipped prompt {row['hash']}: its row of {PROMPTS_TABLE} lacks a "
+                "text, a token count or meta that is a JSON map"
+            )
+            continue
+        if row.get("mean_loss") is not None:  # tables pushed before it was a column lack it
+            record["mean_loss"] = row["mean_loss"]
+        record[TOKENIZER_TOKENS] = row.get(TOKENIZER_TOKENS)  # the same: None in older tables
+        by_model.setdefault(row.get("model"), []).append(record)
+    return by_model
+
+
+# Far above any model's, far below what `range(n_heads)` or a `[T, d_model]` plan can afford.
+MAX_LAYERS_OR_HEADS = 2**16
+MAX_D_MODEL = 2**20
+
+
+def check_sizes(cfg, where) -> dict:
+    """`cfg` (a model's config), once its `n_layers`, `n_heads` and `d_model` are counts in
+    bounds: they size ranges and tensors of a push or pull.
+
+    Raises:
+        HubIntegrityError: a config that is not a map, or a size that is not such a count.
+    """
+    limits = {"n_layers": MAX_LAYERS_OR_HEADS, "n_heads": MAX_LAYERS_OR_HEADS}
+    limits["d_model"] = MAX_D_MODEL
+    for key, limit in limits.items():
+        value = cfg.get(key) if isinstance(cfg, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+            name = cfg.get("model_name") if isinstance(cfg, dict) else None
+            raise HubIntegrityError(
+                f"{where}: the config of {name or 'a model'} gives {key} {value!r}, not a "
+                f"count from 1 to {limit}"
+            )
+    return cfg
 
 
 def needed_shards(manifest: dict, plans: list[ModelPlan]) -> list[dict]:

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lens_cache.errors import HubIntegrityError
+from lens_cache import formats
+from lens_cache.damage import refuse_links
+from lens_cache.errors import FileFormatError, HubIntegrityError, StoreLinkError
 from lens_cache.hub._layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -184,6 +186,7 @@ def prompt_members(save_path: Path, model: str, hash_: str, kind: PromptKind) ->
         HubIntegrityError: the file is missing or unreadable, or lacks a field.
     """
     path = _prompt_file(save_path, model, hash_, kind)
+    refuse_links(path, Path(save_path))
     try:
         header = read_safetensors_header(path, str(path))
     except OSError as e:
@@ -220,23 +223,22 @@ def _prompt_file(save_path: Path, model: str, hash_: str, kind: PromptKind) -> P
 
 
 def read_safetensors_header(path: Path, where: str) -> dict:
-    """The JSON header of a safetensors file (its `__metadata__` left out).
+    """The checked header of a safetensors file (`formats.safetensors_header`: every entry's
+    extent inside the file and overlapping no other), its `__metadata__` left out.
 
     Raises:
-        HubIntegrityError: not a safetensors file.
+        HubIntegrityError: not a safetensors file, or one whose header lies (names `where`).
     """
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if not 0 < n <= 100 * 2**20:
-            raise HubIntegrityError(f"{where}: not a safetensors file")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            raise HubIntegrityError(f"{where}: not a safetensors file") from None
-    if not isinstance(header, dict):
-        raise HubIntegrityError(f"{where}: not a safetensors file")
-    header.pop("__metadata__", None)
-    return header
+    return _checked_header(path, where)[0]
+
+
+def _checked_header(path: Path, where: str) -> tuple[dict, int]:
+    """`(header, position of the data)` of a safetensors file, every entry checked."""
+    try:
+        header, start, _ = formats.safetensors_header(path)
+    except FileFormatError as e:
+        raise HubIntegrityError(f"{where}: not a safetensors file we can read ({e})") from None
+    return header, start
 
 
 def _shard_metadata(model, kind, layer, head, dtype) -> tuple[tuple[str, str], ...]:
@@ -334,27 +336,23 @@ class ShardReader:
 
     def __init__(self, local: Path, dtype: str, where: str):
         self.local, self.dtype, self.where = Path(local), dtype, where
-        self.header = read_safetensors_header(self.local, where)
-        with open(self.local, "rb") as f:
-            self.base = 8 + int.from_bytes(f.read(8), "little")
-        self.size = self.local.stat().st_size
+        # every extent is checked here, against the file's size and the other entries, so a
+        # read below never asks for more bytes than the file holds
+        self.header, self.base = _checked_header(self.local, where)
 
     def get(self, key: str, shape: tuple[int, ...], dtype: str | None = None) -> torch.Tensor:
         """The tensor stored under `key`; it must have `shape` and `dtype` (by default the
         dataset's)."""
         dtype = dtype or self.dtype
         info = self.header.get(key)
-        if not isinstance(info, dict) or info.get("dtype") != SAFETENSORS_DTYPES[dtype]:
+        if info is None or info["dtype"] != SAFETENSORS_DTYPES[dtype]:
             raise HubIntegrityError(f"{self.where}: no {dtype} tensor for prompt {key}")
-        start, end = info.get("data_offsets", (0, -1))
-        expected = math.prod(shape) * ITEMSIZE[dtype]
-        if list(info.get("shape", [])) != list(shape) or end - start != expected or start < 0:
+        start, end = info["data_offsets"]
+        if info["shape"] != list(shape):
             raise HubIntegrityError(f"{self.where}: {key} is not {list(shape)} as its prompt says")
-        if self.base + end > self.size:
-            raise HubIntegrityError(f"{self.where}: {key} runs past the end of the file")
         with open(self.local, "rb") as f:
             f.seek(self.base + start)
-            raw = bytearray(f.read(expected))
+            raw = bytearray(f.read(end - start))
         import torch
 
         return torch.frombuffer(raw, dtype=TENSOR_DTYPES[dtype]).reshape(shape)
@@ -425,6 +423,7 @@ def _fill_prompt_kind(save_path: Path, plan: ModelPlan, writer: ShardWriter) -> 
         planned.setdefault(hash_, []).append(name)
     for hash_ in writer.shard.hashes:
         path = _prompt_file(save_path, plan.name, hash_, kind)
+        refuse_links(path, Path(save_path))
         try:
             with safe_open(str(path), "pt") as f:
                 for name in planned.get(hash_, ()):
@@ -443,6 +442,11 @@ def model_file_sources(save_path: Path, plans: list[ModelPlan]) -> list[tuple[st
         )
         for name in names:
             local = Path(save_path) / plan.name / name
+            try:  # a link would send a file from outside the store
+                refuse_links(local, Path(save_path))
+            except StoreLinkError as e:
+                warn(f"hub push: {e}; not pushed")
+                continue
             if not local.is_file():
                 warn(f"{local} is missing: the pulled store will show token ids, not strings")
                 continue
