@@ -203,6 +203,8 @@ def test_view_upgrades_an_old_store_or_says_how(old_store, gpt2_model, tmp_path,
             cfg_path = save / model / "model_cfg.json"
             cfg = json.loads(cfg_path.read_text())
             cfg["lens_cache"]["source"] = str(tmp_path / "moved-away")
+            if "tokenizer_name" in cfg:  # TransformerLens 3's config names the tokenizer too
+                cfg["tokenizer_name"] = str(tmp_path / "moved-away")
             cfg_path.write_text(json.dumps(cfg))
         assert view(["-s", str(save), "-q"]) == 0
         for h, old in before.items():
