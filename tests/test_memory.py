@@ -1,4 +1,4 @@
-"""The README's memory claim, measured: an export holds about the model plus twice
+"""docs/exporting.md's memory claim, measured: an export holds about the model plus twice
 --max-batch-mb (one batch being captured, one batch's bytes waiting for the writers), however
 much it writes in all."""
 

@@ -101,7 +101,7 @@ def hf_residuals(model_dir, ids: list[int]) -> dict[str, torch.Tensor]:
 def test_every_residual_equals_hugging_face_on_the_raw_model(exported):
     model, cfg = exported["model"], exported["cfg"]
     processing = cfg["lens_cache"]["processing"]
-    if TL_MAJOR >= 4:  # the raw model's hidden states, as the README says
+    if TL_MAJOR >= 4:  # the raw model's hidden states, as docs/store-format.md says
         assert processing == {}
         centred = False
     else:  # the record says what was done to the weights, and the live model agrees

@@ -1,6 +1,6 @@
 """Start-up: the commands that never run a model never import torch or TransformerLens.
 
-README's Speed section claims exactly COMMANDS: `--help` everywhere, `cache info/list/verify`
+docs/benchmarks.md (Speed) claims exactly COMMANDS: `--help` everywhere, `cache info/list/verify`
 (this store holds no bfloat16 file, which verify reads with torch) and `view`. `hub pull`,
 `hub push` of residual and hook kinds and `pool` import torch once they convert data.
 
@@ -80,8 +80,8 @@ def test_command_imports_no_model_library(module, argv, small_store, cli_env):
 
 
 def test_readme_claims_what_this_test_runs():
-    """The README's start-up sentence names the commands above, no more (`--help` for all)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    """docs/benchmarks.md's start-up sentence names the commands above, no more (`--help`)."""
+    readme = (Path(__file__).parent.parent / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     sentence = readme.split("Start-up: ", 1)[1].split("import neither torch", 1)[0]
     claimed = set(re.findall(r"`([^`]+)`", sentence))
     runs = {" ".join(a for a in argv if not a.startswith(("-s", "{"))) for _, argv in COMMANDS}
