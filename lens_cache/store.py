@@ -258,8 +258,10 @@ def atomic_write(path: Path, write, stage: str = "write") -> None:
     tmp = tmp_name(path)
     try:
         write(tmp)
-        fault_point(stage, tmp)
         sync_file(tmp)  # the data first: a name must never point at blocks not yet written
+        # after the flush, so the fault's crash comes right before the rename: a flush in
+        # between let another writer thread, past its own fault point, lose its rename
+        fault_point(stage, tmp)
         os.replace(tmp, path)
         sync_dir(path.parent)  # then the name itself
     except BaseException as e:
