@@ -54,9 +54,9 @@ from lens_cache.layout import (
     NPZ_NAME,
     PATTERN,
     PROMPT_NAME,
-    PROMPTS_DIR,
     hook_name,
     parse_hook_name,
+    prompt_folder,
 )
 
 PREDICTING = ("logits", "logit_lens")  # the variants that store predictions, not patterns
@@ -180,7 +180,7 @@ def reference_export(model, prompts: list[dict], save: Path, batch_size: int) ->
     for start in range(0, len(order), batch_size):
         batch = [prompts[i] for i in order[start : start + batch_size]]
         for p in batch:
-            d = save / model.name / PROMPTS_DIR / p["hash"]
+            d = prompt_folder(save, model.name, p["hash"])
             d.mkdir(parents=True, exist_ok=True)
             tokens = tl.tokenizer.tokenize(p["text"])
             (d / PROMPT_NAME).write_text(
@@ -195,7 +195,7 @@ def reference_export(model, prompts: list[dict], save: Path, batch_size: int) ->
                 for k, v in cache.items()
                 if parse_hook_name(k) and parse_hook_name(k)[0] == PATTERN
             }
-            np.savez_compressed(save / model.name / PROMPTS_DIR / p["hash"] / NPZ_NAME, **arrays)
+            np.savez_compressed(prompt_folder(save, model.name, p["hash"]) / NPZ_NAME, **arrays)
 
 
 def forward_only(model, prompts: list[dict], batch_size: int, copy: bool) -> None:

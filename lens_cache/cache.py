@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +46,6 @@ from lens_cache.layout import (
     PREDICTION_FILES,
     PREDICTIONS_NAME,
     PROMPT_NAME,
-    PROMPTS_DIR,
     PROMPTS_INDEX,
     RESID_KINDS,
     RESIDUALS_NAME,
@@ -57,6 +55,7 @@ from lens_cache.layout import (
     heads_member,
     hook_name,
     lens_member,
+    prompts_folder,
 )
 from lens_cache.progress import log
 from lens_cache.reader import model_names, open_store, pattern_length
@@ -106,7 +105,7 @@ def store_sizes(save_path: Path) -> dict:
     rows = {m: dict.fromkeys(("prompts", *KINDS, "total"), 0) for m in [*models, STORE_ROW]}
     for model in models:
         rows[model]["prompts"] = len(
-            list((store.path / model).glob(f"{PROMPTS_DIR}/*/{PROMPT_NAME}"))
+            list(prompts_folder(store.path / model).glob(f"*/{PROMPT_NAME}"))
         )
     for path, st in _files(store.path):
         row, kind = _kind(path.relative_to(store.path), set(models))
@@ -148,7 +147,7 @@ def verify_store(save_path: Path, *, quiet: bool = False) -> tuple[list[Problem]
     n_prompts = 0
     for model in _model_folders(store.path):
         mdir = store.path / model
-        links = _links(mdir, [PROMPTS_DIR, MODEL_CFG_NAME, PROMPTS_INDEX])
+        links = _links(mdir, [prompts_folder(mdir).name, MODEL_CFG_NAME, PROMPTS_INDEX])
         if links:
             problems += links
             continue
@@ -157,7 +156,7 @@ def verify_store(save_path: Path, *, quiet: bool = False) -> tuple[list[Problem]
             problems.append(Problem("missing", cfg_path, "the model's config"))
         problems += _check_json(cfg_path) + _check_json(mdir / PROMPTS_INDEX, lines=True)
         n_heads = _n_heads(cfg_path)
-        folders = sorted(p for p in (mdir / PROMPTS_DIR).glob("*") if p.is_dir())
+        folders = sorted(p for p in prompts_folder(mdir).glob("*") if p.is_dir())
         log(f"[{model}] verifying {len(folders)} prompt folders", quiet=quiet)
         for folder in folders:
             problems += check_prompt_dir(folder, n_heads)
@@ -170,7 +169,7 @@ def verify_store(save_path: Path, *, quiet: bool = False) -> tuple[list[Problem]
 def _model_folders(root: Path) -> list[str]:
     """The store's models, folders holding prompts whose `model_cfg.json` was lost (a
     damaged model, which verify reports), and links that stand where a model would."""
-    damaged = [p.name for p in root.iterdir() if (p / PROMPTS_DIR).is_dir() or p.is_symlink()]
+    damaged = [p.name for p in root.iterdir() if prompts_folder(p).is_dir() or p.is_symlink()]
     return sorted(set(model_names(root)) | set(damaged))
 
 
@@ -274,25 +273,16 @@ def _check_npz(path: Path, keys: list[str], shape: tuple) -> list[Problem]:
     """Every member's header against `shape` first, then its bytes streamed through the CRC
     check: memory stays bounded (1 MB) whatever a member claims."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = formats.npz_names(zf)
-            if len(names) != len(zf.namelist()):
-                raise formats.FileFormatError("a member that is not an .npy array")
-            for name in names:
-                formats.check_npz_member(zf, name, shape)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        names = formats.check_npz(path, shape)
+    except (OSError, ValueError, EOFError, formats.BadZipFile) as e:
         return [Problem("corrupt", path, f"{type(e).__name__}: {e}")]
     missing = [k for k in keys if k not in names]
     return [Problem("missing", path, f"no {', '.join(missing)}")] if missing else []
 
 
 def _check_npy(path: Path, shape: tuple) -> list[Problem]:
-    def check(found: tuple) -> None:
-        if not formats.shape_matches(found, (1, None, *shape[1:])):
-            raise formats.FileFormatError(f"shape {found}, expected [1, layers, *{shape[1:]}]")
-
     try:
-        array = formats.open_npy(path, check)
+        array = formats.open_npy(path, lambda found: formats.check_stacked(found, shape))
         for layer in range(array.shape[1]):  # one layer at a time: bounded memory
             np.array(array[:, layer])
     except (OSError, ValueError, EOFError) as e:
@@ -314,17 +304,13 @@ def _check_safetensors(
 ) -> list[Problem]:
     """Every tensor reads and has `n_tokens` positions on `pos_axis` (with `only_keys`, those
     of `keys` only); `keys` are all there."""
-    from safetensors import safe_open
-
+    names = []
     try:
-        framework = _framework(path)
-        with safe_open(str(path), framework) as f:
-            names = list(f.keys())
-            for name in names:
-                tensor = f.get_tensor(name)
-                sized = not only_keys or name in keys
-                if sized and n_tokens is not None and tensor.shape[pos_axis] != n_tokens:
-                    raise ValueError(f"{name}: {tensor.shape[pos_axis]} positions, not {n_tokens}")
+        for name, tensor in formats.iter_tensors(path, framework=_framework(path)):
+            names.append(name)
+            sized = not only_keys or name in keys
+            if sized and n_tokens is not None and tensor.shape[pos_axis] != n_tokens:
+                raise ValueError(f"{name}: {tensor.shape[pos_axis]} positions, not {n_tokens}")
     except Exception as e:  # safetensors raises its own SafetensorError (not an OSError)
         return [Problem("corrupt", path, f"{type(e).__name__}: {e}")]
     missing = [k for k in keys if k not in names]
@@ -363,7 +349,7 @@ def prune(save_path: Path, max_bytes: int, *, dry_run: bool = False) -> tuple[li
     """
     store = open_store(save_path)
     total = sum(st.st_size for _, st in _files(store.path))
-    folders = [p for m in store.models() for p in (store.path / m / PROMPTS_DIR).glob("*")]
+    folders = [p for m in store.models() for p in prompts_folder(store.path / m).glob("*")]
     ranked = sorted((last_used(p), str(p), p) for p in folders if p.is_dir())
     removed = []
     for _, _, folder in ranked:

@@ -33,11 +33,11 @@ from lens_cache.layout import (
     PATTERN_DTYPES,
     POOLS,
     PREDICTION_KINDS,
-    PROMPTS_DIR,
     RESID_KINDS,
     VOCAB_NAME,
     check_layer_syntax,
     default_save_path,
+    prompts_folder,
     resolve_layers,
 )
 from lens_cache.locking import store_lock
@@ -478,7 +478,7 @@ def _ranges(layers: list[int]) -> str:
 
 
 def _drop_other_settings(mdir: Path, settings) -> None:
-    prompts_path = mdir / PROMPTS_DIR
+    prompts_path = prompts_folder(mdir)
     if not prompts_path.is_dir():
         return
     removed = 0

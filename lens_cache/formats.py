@@ -11,6 +11,7 @@ its header: a 75 MB npz whose member claims `(1, 4, 32768, 32768)` costs a few k
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -105,6 +106,50 @@ def safetensors_header_bytes(header: dict) -> bytes:
     return len(text).to_bytes(8, "little") + text
 
 
+def sorted_safetensors(raw: bytes) -> bytes:
+    """A safetensors file's bytes with its header rewritten by `safetensors_header_bytes`: the
+    library writes its metadata map in hash order, which varies between calls."""
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    return safetensors_header_bytes(header) + raw[8 + size :]
+
+
+def bf16_safetensors_bytes(tensors: dict[str, np.ndarray]) -> bytes:
+    """A safetensors file of float32 arrays stored as BF16 (numpy has no bfloat16 dtype to hand
+    the library), in the order given."""
+    header, blobs, offset = {}, [], 0
+    for name, arr in tensors.items():
+        blob = float32_to_bf16(arr).tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(arr.shape)}
+        header[name]["data_offsets"] = [offset, offset + len(blob)]
+        blobs.append(blob)
+        offset += len(blob)
+    return safetensors_header_bytes(header) + b"".join(blobs)
+
+
+def iter_tensors(path: Path, names=None, framework: str = "numpy"):
+    """Yield `(name, tensor)` of a safetensors file, one tensor in memory at a time: those of
+    `names` in that order (every one by default, in the file's order). With numpy, BF16 tensors
+    come widened to float32 exactly (`read_tensor`); `framework="pt"` keeps the stored dtype.
+
+    Raises what safetensors raises (its `SafetensorError` is not an OSError): callers name
+    the error's type to the user, so it is passed on as it came.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework) as f:
+        for name in list(f.keys()) if names is None else names:
+            if framework == "numpy" and f.get_slice(name).get_dtype() == "BF16":
+                yield name, read_tensor(path, name)
+            else:
+                yield name, f.get_tensor(name)
+
+
+def tensor_names(path: Path) -> list[str]:
+    """The tensor names of a safetensors file, from its checked header, in sorted order."""
+    return sorted(safetensors_header(path)[0])
+
+
 def read_tensor(path: Path, name: str) -> np.ndarray:
     """One tensor of a safetensors file as numpy, bfloat16 widened to float32 exactly (numpy
     has no bfloat16, so safetensors' numpy reader refuses it).
@@ -170,28 +215,49 @@ def npz_names(zf: zipfile.ZipFile) -> list[str]:
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32))
 
 
-def read_npz_member(
-    zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtypes=_FLOATS
-) -> np.ndarray:
-    """The array `name` of an open npz, read only after its header has shown it to be `shape`
-    (float16 or float32; a `None` in `shape` matches any size) and the zip entry to hold
-    exactly that many bytes.
-
-    Raises:
-        FileFormatError: another shape or dtype, or a size that does not add up; nothing past
-            the header was inflated.
-    """
-    info = zf.getinfo(f"{name}.npy")
+@contextlib.contextmanager
+def _checked_member(zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtypes):
+    """The member `name` of an open npz, opened once and left at its data, with its shape and
+    dtype, after its `.npy` header has shown it to be `shape` (a `None` matches any size) in
+    one of `dtypes` and the zip entry to hold exactly that many bytes."""
+    try:
+        info = zf.getinfo(f"{name}.npy")
+    except KeyError:
+        raise FileFormatError(f"no {name}") from None
     with zf.open(info) as f:
         found, dtype, header = npy_header(f)
         _expect(name, found, dtype, shape, dtypes)
-        nbytes = math.prod(found) * dtype.itemsize
-        if info.file_size != header + nbytes:
-            raise FileFormatError(
-                f"{name}: the zip entry holds {info.file_size - header} bytes, not {nbytes}"
-            )
+        if info.file_size != header + math.prod(found) * dtype.itemsize:
+            raise FileFormatError(f"{name}: the zip entry's size does not match its header")
+        yield f, found, dtype
+
+
+def npz_member_header(
+    zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtypes=_FLOATS
+) -> tuple[tuple[int, ...], np.dtype]:
+    """`(shape, dtype)` of the array `name` of an open npz, checked as `_checked_member`
+    checks it; only the header is inflated.
+
+    Raises:
+        FileFormatError: no such member, another shape or dtype, or a size that does not add up.
+    """
+    with _checked_member(zf, name, shape, dtypes) as (_, found, dtype):
+        return found, dtype
+
+
+def read_npz_member(
+    zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtypes=_FLOATS
+) -> np.ndarray:
+    """The array `name` of an open npz, read only after its header was checked (as
+    `npz_member_header`).
+
+    Raises:
+        FileFormatError: as `npz_member_header` (then nothing past the header was inflated),
+            or bytes cut short.
+    """
+    with _checked_member(zf, name, shape, dtypes) as (f, found, dtype):
         out = np.empty(found, dtype)
-        if f.readinto(memoryview(out).cast("B")) != nbytes or f.read(1):
+        if f.readinto(memoryview(out).cast("B")) != out.nbytes or f.read(1):
             raise FileFormatError(f"{name}: the array's bytes are cut short")
     return out
 
@@ -199,17 +265,65 @@ def read_npz_member(
 def check_npz_member(zf: zipfile.ZipFile, name: str, shape: tuple[int, ...]) -> None:
     """Like `read_npz_member`, but streams the bytes (1 MB at a time) through the zip's CRC
     check instead of keeping them: memory stays bounded whatever the array's size."""
-    info = zf.getinfo(f"{name}.npy")
-    with zf.open(info) as f:
-        found, dtype, header = npy_header(f)
-        _expect(name, found, dtype, shape, _FLOATS)
-        if info.file_size != header + math.prod(found) * dtype.itemsize:
-            raise FileFormatError(f"{name}: the zip entry's size does not match its header")
+    with _checked_member(zf, name, shape, _FLOATS) as (f, _, _):
         try:
             while f.read(_CHUNK):
                 pass  # zipfile compares the CRC-32 when it reaches the end
         except zlib.error as e:
             raise FileFormatError(f"{name}: {e}") from None
+
+
+# A damaged zip's own error (not a ValueError): callers that name errors to the user catch it.
+BadZipFile = zipfile.BadZipFile
+
+
+def npz_file_names(path: Path) -> list[str]:
+    """The array names of the npz at `path`, from the zip's directory alone."""
+    with zipfile.ZipFile(path) as zf:
+        return npz_names(zf)
+
+
+def iter_npz(path: Path, names: list[str], shape: tuple[int, ...]):
+    """Yield `(name, array)` of the npz at `path` for each of `names`, one array in memory at a
+    time, each read by `read_npz_member` (its header checked against `shape` first)."""
+    with zipfile.ZipFile(path) as zf:
+        for name in names:
+            yield name, read_npz_member(zf, name, shape)
+
+
+def check_npz(path: Path, shape: tuple[int, ...]) -> list[str]:
+    """The array names of the npz at `path`, after every member's header was checked against
+    `shape` and its bytes streamed through the CRC check (`check_npz_member`).
+
+    Raises:
+        FileFormatError: a member that is not an .npy array, or one that fails its check.
+    """
+    with zipfile.ZipFile(path) as zf:
+        names = npz_names(zf)
+        if len(names) != len(zf.namelist()):
+            raise FileFormatError("a member that is not an .npy array")
+        for name in names:
+            check_npz_member(zf, name, shape)
+    return names
+
+
+def check_npz_headers(path: Path, names: list[str], shape: tuple[int, ...]) -> None:
+    """`npz_member_header` of each of `names` in the npz at `path`: headers only."""
+    with zipfile.ZipFile(path) as zf:
+        for name in names:
+            npz_member_header(zf, name, shape)
+
+
+def check_stacked(found: tuple, shape: tuple, n_layers: int | None = None) -> None:
+    """A stacked pattern file's header shape against `[1, n_layers, *shape[1:]]` (`shape` is
+    one layer's `(1, heads, T, T)`; a `None` matches any size).
+
+    Raises:
+        FileFormatError: another shape.
+    """
+    expect = (1, n_layers, *shape[1:])
+    if not shape_matches(found, expect):
+        raise FileFormatError(f"stacked patterns of shape {found}, expected {expect} (None: any)")
 
 
 def shape_matches(found: tuple, shape: tuple) -> bool:
@@ -261,6 +375,21 @@ def stored_npz_member(path: Path, name: str) -> np.ndarray | None:
     if offset - start + math.prod(shape) * dtype.itemsize != info.file_size:
         raise FileFormatError(f"{name}: the zip entry's size does not match its header")
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def read_stored_npz_member(path: Path, name: str, shape: tuple, dtypes) -> np.ndarray | None:
+    """The array `name` of the npz at `path` when its member is stored uncompressed (then its
+    size is bounded by the file's, whatever a damaged header claims), read as
+    `read_npz_member` reads; None when it is compressed.
+
+    Raises:
+        FileFormatError: as `read_npz_member`; `KeyError`: no member `name`; `BadZipFile`:
+            not a zip.
+    """
+    with zipfile.ZipFile(path) as zf:
+        if zf.getinfo(f"{name}.npy").compress_type != zipfile.ZIP_STORED:
+            return None
+        return read_npz_member(zf, name, shape, dtypes)
 
 
 # --- JSON ------------------------------------------------------------------------------------

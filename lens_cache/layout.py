@@ -29,6 +29,7 @@ import fnmatch
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from lens_cache.errors import LayerSelectionError, UnknownHookError
 
@@ -75,6 +76,17 @@ DATA_NAMES = (
 DEFAULT_MODEL = "smollm2-135m"  # the embedded model: `-m` when none is given
 # Set to 1 (or `--no-fsync`) to skip flushing writes to disk: for scratch stores (lens_cache.store)
 NO_FSYNC_ENV = "LENS_CACHE_NO_FSYNC"
+
+
+def prompts_folder(model_path) -> Path:
+    """`<save>/<model>/prompts` of the model folder `model_path` (a path, nothing checked)."""
+    return Path(model_path) / PROMPTS_DIR
+
+
+def prompt_folder(save_path, model: str, hash_: str) -> Path:
+    """`<save>/<model>/prompts/<hash>` (a path, nothing checked: `store.prompt_dir` refuses
+    names and links for writing, `reader.Store` for reading)."""
+    return prompts_folder(Path(save_path) / model) / hash_
 
 
 def default_save_path() -> str:

@@ -33,8 +33,8 @@ from lens_cache.layout import (
     NPZ_NAME,
     PATTERN,
     PROMPT_NAME,
-    PROMPTS_DIR,
     hook_name,
+    prompts_folder,
 )
 from lens_cache.prompts import prompt_hash
 from lens_cache.reader import Store, open_store, select_layers
@@ -169,7 +169,7 @@ def _write_prompt(root: Path, tokens: list[str], layers: dict[int, np.ndarray]) 
     hash_ = prompt_hash(text)
     n_heads = next(iter(layers.values())).shape[0]
     mdir = root / "patterns"
-    folder = mdir / PROMPTS_DIR / hash_
+    folder = prompts_folder(mdir) / hash_
     folder.mkdir(parents=True)
     cfg = {"model_name": "patterns", "n_layers": max(layers) + 1, "n_heads": n_heads}
     write_json(mdir / MODEL_CFG_NAME, cfg)

@@ -36,7 +36,6 @@ from lens_cache import formats
 from lens_cache.damage import reading, refuse_links
 from lens_cache.errors import (
     ActivationsMissingError,
-    FileFormatError,
     HeadSelectionError,
     LayerNotStoredError,
     LayerSelectionError,
@@ -738,7 +737,10 @@ class _StackedPatterns(_PatternSource):
     def __init__(self, path: Path, shape: tuple, settings: dict):
         self.path = path
         listed = settings.get("layers")
-        self.array = formats.open_npy(path, lambda found: _check_stacked(found, shape, listed))
+        n_layers = len(listed) if listed is not None else None
+        self.array = formats.open_npy(
+            path, lambda found: formats.check_stacked(found, shape, n_layers)
+        )
         self.layers = sorted(listed) if listed is not None else list(range(self.array.shape[1]))
 
     def read(self, layers: list[int], heads) -> np.ndarray:
@@ -775,16 +777,6 @@ def _is_record(record) -> bool:
     """A prompt record whose hash can name a folder: a record from a file (an index someone
     else wrote) never points a reader outside its model's `prompts/`."""
     return isinstance(record, dict) and bool(_HASH.fullmatch(str(record.get("hash", ""))))
-
-
-def _check_stacked(found: tuple, shape: tuple, layers: list | None) -> None:
-    """A stacked pattern file's header shape against `[1, L, *shape[1:]]`."""
-    n_layers = len(layers) if layers is not None else (found[1] if len(found) > 1 else None)
-    expect = (1, n_layers, *shape[1:])
-    if not formats.shape_matches(found, expect):
-        raise FileFormatError(
-            f"stacked patterns of shape {found}, expected {tuple(expect)} (None: any)"
-        )
 
 
 def _read_site(hook: str) -> str:

@@ -387,12 +387,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     (the library writes its metadata map in hash order, which varies between calls)."""
     from safetensors.torch import save
 
-    raw = save(tensors, metadata=metadata)
-    size = int.from_bytes(raw[:8], "little")
-    header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":"))
-    header_bytes = header.encode() + b" " * (-len(header) % 8)  # data stays 8-byte aligned
-    blob = len(header_bytes).to_bytes(8, "little") + header_bytes + raw[8 + size :]
-    write_bytes(path, blob)
+    write_bytes(path, formats.sorted_safetensors(save(tensors, metadata=metadata)))
 
 
 # --- prompt directories ----------------------------------------------------------------------

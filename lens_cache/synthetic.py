@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
-import struct
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +30,18 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from lens_cache import formats
 from lens_cache.layout import (
     MODEL_CFG_NAME,
     MODELS_INDEX,
     NPZ_NAME,
     PATTERN,
     PROMPT_NAME,
-    PROMPTS_DIR,
     PROMPTS_INDEX,
     RESID_KINDS,
     RESIDUALS_NAME,
     hook_name,
+    prompt_folder,
 )
 from lens_cache.prompts import prompt_hash
 from lens_cache.store import write_jsonl
@@ -146,20 +146,7 @@ def layer_patterns(rng, spec: ModelSpec, layer: int, tokens: list[str]) -> np.nd
 
 def write_bf16_safetensors(tensors: dict[str, np.ndarray], path: Path) -> None:
     """Write float32 arrays as BF16 safetensors (numpy has no bfloat16 dtype to hand over)."""
-    header, blobs, offset = {}, [], 0
-    for name, arr in tensors.items():
-        bits = (np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32) >> 16).astype("<u2")
-        blob = bits.tobytes()
-        header[name] = {
-            "dtype": "BF16",
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + len(blob)],
-        }
-        blobs.append(blob)
-        offset += len(blob)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+    path.write_bytes(formats.bf16_safetensors_bytes(tensors))
 
 
 def residuals(rng, spec: ModelSpec, layers: list[int], t: int) -> dict[str, np.ndarray]:
@@ -203,7 +190,7 @@ def write_prompt(
     if meta.get("kind") in spec.partial_layers_for:
         layers = sorted({0, spec.induction_head[0], spec.n_layers - 1})
     h = prompt_hash(text)
-    folder = save / spec.name / PROMPTS_DIR / h
+    folder = prompt_folder(save, spec.name, h)
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {
         hook_name(PATTERN, i): layer_patterns(rng, spec, i, tokens).astype(dtype, copy=False)

@@ -19,7 +19,6 @@ Three rankings (``by``), each keeping the ``K = 32`` largest values per prompt a
 from __future__ import annotations
 
 import functools
-import heapq
 from collections.abc import Iterator
 
 import numpy as np
@@ -139,7 +138,32 @@ def _np(tensor) -> np.ndarray:
 
 def merge(per_prompt: Iterator[tuple[str, np.ndarray]], k: int = K) -> list[dict]:
     """The `k` best rows over every prompt's candidates of one head, best first, as dicts
-    ``{"hash", "query", "key", "value"}`` (ties: by hash, then query, then key)."""
-    rows = ((-float(v), h, int(q), int(key)) for h, cells in per_prompt for v, q, key in cells)
-    best = heapq.nsmallest(k, rows)
-    return [{"hash": h, "query": q, "key": key, "value": -v} for v, h, q, key in best]
+    ``{"hash", "query", "key", "value"}`` (ties as `best_rows`)."""
+    hashes, cells = [], []
+    for h, rows in per_prompt:
+        hashes.append(h)
+        cells.append(np.asarray(rows, dtype=np.float32).reshape(-1, 3))
+    width = max((len(c) for c in cells), default=0)
+    padded = np.full((len(cells), width, 3), -np.inf, dtype=np.float32)  # -inf rows never win
+    for i, rows in enumerate(cells):
+        padded[i, : len(rows)] = rows
+    best = best_rows(hashes, padded, k)
+    return [{"hash": h, "query": q, "key": key, "value": v} for h, q, key, v in best]
+
+
+def best_rows(
+    hashes: list[str], cells: np.ndarray, k: int = K
+) -> list[tuple[str, int, int, float]]:
+    """The `k` best of every prompt's candidate rows of one head, best first, as
+    ``(hash, query, key, value)``: `cells` is ``[prompts, n, 3]`` (value, query, key), prompt
+    `i` being `hashes[i]`; rows whose value is not finite are left out. Ties: by hash, then
+    query, then key. One sort over every row (the viewer merges 10,000 prompts a head)."""
+    if not hashes:
+        return []
+    rows = cells.reshape(-1, 3).astype(np.float64)
+    prompt = np.repeat(np.arange(len(hashes)), cells.shape[1])
+    keep = np.isfinite(rows[:, 0])
+    rows, prompt = rows[keep], prompt[keep]
+    rank = np.argsort(np.argsort(np.asarray(hashes)))  # each prompt's place in hash order
+    order = np.lexsort((rows[:, 2], rows[:, 1], rank[prompt], -rows[:, 0]))[:k]
+    return [(hashes[prompt[r]], int(rows[r, 1]), int(rows[r, 2]), float(rows[r, 0])) for r in order]

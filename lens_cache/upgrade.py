@@ -20,7 +20,13 @@ from pathlib import Path
 from lens_cache.errors import ModelLoadError
 from lens_cache.formats import MAX_JSON_BYTES
 from lens_cache.indexer import write_indexes
-from lens_cache.layout import DEFAULT_MODEL, MODEL_CFG_NAME, PROMPT_NAME, PROMPTS_DIR, PROMPTS_INDEX
+from lens_cache.layout import (
+    DEFAULT_MODEL,
+    MODEL_CFG_NAME,
+    PROMPT_NAME,
+    PROMPTS_INDEX,
+    prompts_folder,
+)
 from lens_cache.locking import store_lock
 from lens_cache.reader import model_names
 from lens_cache.records import is_old_layout, reader_record, stored_record
@@ -31,7 +37,7 @@ Tokenize = Callable[[str], list[str]]  # text -> tokenizer.tokenize(text)
 
 def old_prompt_dirs(model_path: Path) -> list[Path]:
     """The prompt folders of one model whose `prompt.json` is in the old layout."""
-    folders = sorted((Path(model_path) / PROMPTS_DIR).glob(f"*/{PROMPT_NAME}"))
+    folders = sorted(prompts_folder(model_path).glob(f"*/{PROMPT_NAME}"))
     return [p.parent for p in folders if _is_old(p)]
 
 

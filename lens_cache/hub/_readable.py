@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
-import zipfile
 from pathlib import Path
-
-import numpy as np
 
 from lens_cache import formats
 from lens_cache.damage import damaged, reading
@@ -36,11 +32,12 @@ from lens_cache.layout import (
     NPZ_NAME,
     PATTERN,
     PROMPT_NAME,
-    PROMPTS_DIR,
     RESID_KINDS,
     RESIDUALS_NAME,
     STACKED_NAME,
     hook_name,
+    prompt_folder,
+    prompts_folder,
 )
 from lens_cache.progress import warn
 from lens_cache.reader import prompt_records
@@ -48,7 +45,6 @@ from lens_cache.records import TOKENIZER_TOKENS, reader_record
 from lens_cache.store import read_json
 
 _SKIPPED = "hub push: skipped a prompt"
-_FLOATS = (np.dtype(np.float16), np.dtype(np.float32))
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -91,7 +87,7 @@ def _record_problem(record, seen: set) -> str | None:
 def _name_unreadable(save_path: Path, model: str, listed: set) -> None:
     """One line for each prompt folder whose `prompt.json` is there but does not read
     (`prompt_records` passes over them as if interrupted; a link it has named already)."""
-    prompts = save_path / model / PROMPTS_DIR
+    prompts = prompts_folder(save_path / model)
     if not prompts.is_dir():
         return
     for directory in sorted(prompts.iterdir(), key=lambda p: p.name):
@@ -142,7 +138,7 @@ def check_prompt(store: Path, plan: ModelPlan, record: dict) -> None:
         DamagedFileError: names the file (`StoreLinkError` for a link).
         HubIntegrityError: a per-prompt kind's file lacks a planned field.
     """
-    directory = store / plan.name / PROMPTS_DIR / record["hash"]
+    directory = prompt_folder(store, plan.name, record["hash"])
     with _file(directory / PROMPT_NAME, store):
         # the record must be its folder's own (the first check, so a folder that is a link is
         # refused before any file in it is looked at)
@@ -174,31 +170,11 @@ def _check_patterns(store: Path, directory: Path, layers: list[int], shape: tupl
     npz, stacked = directory / NPZ_NAME, directory / STACKED_NAME
     if not os.path.lexists(npz) and os.path.lexists(stacked):
         with _file(stacked, store):
-            formats.open_npy(stacked, lambda found: _stacked_shape(found, shape))
+            formats.open_npy(stacked, lambda found: formats.check_stacked(found, shape))
         return
-    with _file(npz, store), zipfile.ZipFile(npz) as zf:
-        for layer in layers:
-            _npz_member_header(zf, hook_name(PATTERN, layer), shape)
-
-
-def _stacked_shape(found: tuple, shape: tuple) -> None:
-    if not formats.shape_matches(found, (1, None, *shape[1:])):
-        raise FileFormatError(f"shape {found}, expected [1, layers, *{shape[1:]}]")
-
-
-def _npz_member_header(zf: zipfile.ZipFile, name: str, shape: tuple) -> None:
-    """The member's .npy header says `shape` in float16 or float32 and its zip entry holds that
-    many bytes; only the header is inflated."""
-    try:
-        info = zf.getinfo(f"{name}.npy")
-    except KeyError:
-        raise FileFormatError(f"no {name}") from None
-    with zf.open(info) as f:
-        found, dtype, header = formats.npy_header(f)
-    if not formats.shape_matches(found, shape) or dtype not in _FLOATS:
-        raise FileFormatError(f"{name}: shape {found} {dtype}, expected {shape} float")
-    if info.file_size != header + math.prod(found) * dtype.itemsize:
-        raise FileFormatError(f"{name}: the zip entry's size does not match its header")
+    names = [hook_name(PATTERN, layer) for layer in layers]
+    with _file(npz, store):  # headers only: nothing past them is inflated
+        formats.check_npz_headers(npz, names, shape)
 
 
 def _check_sites(store: Path, directory: Path, keys: list[str], shape: list[int]) -> None:
@@ -222,7 +198,7 @@ def _check_prompt_kind(store: Path, plan: ModelPlan, record: dict, kind, layers:
     """The file of a per-prompt kind has every planned layer's fields, each over the prompt's
     positions (what a pull checks of it)."""
     members = prompt_members(store, plan.name, record["hash"], kind)
-    path = store / plan.name / PROMPTS_DIR / record["hash"] / kind.filename
+    path = prompt_folder(store, plan.name, record["hash"]) / kind.filename
     for layer, names in layers.items():
         found = {f: sh for f, _, sh in members.get(layer, ())}
         for name in names or kind.fields:

@@ -36,10 +36,10 @@ from lens_cache.layout import (
     ITEMSIZE,
     PATTERN,
     POOLED_DIR,
-    PROMPTS_DIR,
     SAFETENSORS_DTYPES,
     TENSOR_DTYPES,
     hook_name,
+    prompt_folder,
 )
 from lens_cache.progress import warn
 from lens_cache.reader import Store
@@ -219,7 +219,7 @@ def _planned_members(members: dict, layers: dict, kind: PromptKind, dtype: str) 
 
 
 def _prompt_file(save_path: Path, model: str, hash_: str, kind: PromptKind) -> Path:
-    return Path(save_path) / model / PROMPTS_DIR / hash_ / kind.filename
+    return prompt_folder(save_path, model, hash_) / kind.filename
 
 
 def read_safetensors_header(path: Path, where: str) -> dict:
@@ -414,8 +414,6 @@ class _LocalPrompt:
 
 def _fill_prompt_kind(save_path: Path, plan: ModelPlan, writer: ShardWriter) -> None:
     """Copy one layer of each prompt's per-prompt-kind file into its shard, as stored."""
-    from safetensors import safe_open
-
     kind, layer = PROMPT_KINDS[writer.shard.kind], writer.shard.layer
     planned: dict[str, list[str]] = {}  # the shard's fields of each prompt, in file order
     for key, _, _ in writer.shard.members:
@@ -424,10 +422,13 @@ def _fill_prompt_kind(save_path: Path, plan: ModelPlan, writer: ShardWriter) -> 
     for hash_ in writer.shard.hashes:
         path = _prompt_file(save_path, plan.name, hash_, kind)
         refuse_links(path, Path(save_path))
+        names = planned.get(hash_, [])
+        members = [kind.member(layer, name) for name in names]
         try:
-            with safe_open(str(path), "pt") as f:
-                for name in planned.get(hash_, ()):
-                    writer.add(f"{hash_}/{name}", f.get_tensor(kind.member(layer, name)))
+            for name, (_, tensor) in zip(
+                names, formats.iter_tensors(path, members, "pt"), strict=True
+            ):
+                writer.add(f"{hash_}/{name}", tensor)
         except (OSError, RuntimeError, ValueError) as e:
             raise HubIntegrityError(f"{path}: cannot read it ({e})") from None
 

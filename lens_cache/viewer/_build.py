@@ -4,6 +4,7 @@ format is described in `lens_cache.viewer`."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -12,7 +13,6 @@ import shutil
 import sys
 import threading
 import time
-import zipfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from hashlib import md5
@@ -197,26 +197,17 @@ def resid_norms(path: Path, n_tokens: int, log: Callable[[str], None]) -> dict |
     """
     if not path.is_file():
         return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as f:
-
-        def read(key: str) -> np.ndarray:
-            bf16 = f.get_slice(key).get_dtype() == "BF16"
-            return formats.read_tensor(path, key) if bf16 else f.get_tensor(key)
-
-        return norms_of(f.keys(), read, n_tokens, log, path)
+    return norms_of(formats.iter_tensors(path), n_tokens, log, path)
 
 
-def norms_of(keys, read: Callable[[str], np.ndarray], n_tokens: int, log, where) -> dict | None:
-    """:func:`resid_norms` of the residual tensors among `keys`, each read by `read(key)`
-    (from the file, or from the tensors an export holds in memory: the same numbers)."""
+def norms_of(tensors, n_tokens: int, log, where) -> dict | None:
+    """:func:`resid_norms` of the residual tensors among `tensors`, `(key, array)` pairs (from
+    the file, or from the tensors an export holds in memory: the same numbers)."""
     found: dict[str, dict[int, np.ndarray]] = {}
-    for key in keys:
+    for key, arr in tensors:
         parsed = parse_hook_name(key)
         if not parsed or parsed[0] == PATTERN:
             continue
-        arr = read(key)
         arr = np.asarray(arr, dtype=np.float32).reshape(-1, arr.shape[-1])
         if arr.shape[0] != n_tokens:
             log(f"viewer: skipping {key} in {where}: {arr.shape[0]} rows, {n_tokens} tokens")
@@ -252,21 +243,20 @@ def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
     """
     shape = (1, n_heads, n_tokens, n_tokens)
     if (src / NPZ_NAME).is_file():
-        with zipfile.ZipFile(src / NPZ_NAME) as npz:
-            names = formats.npz_names(npz)
-            for layer in stored_layers(prompt, names):
-                key = hook_name(PATTERN, layer)
-                if key not in names:
-                    raise StoreCorruptError(
-                        f"{src}: no array {key!r}; prompt.json lists it as stored"
-                    )
-                array = formats.read_npz_member(npz, key, shape)
-                yield layer, check_layer(array, key, n_heads, n_tokens, src)
+        names = formats.npz_file_names(src / NPZ_NAME)
+        keys = [hook_name(PATTERN, layer) for layer in stored_layers(prompt, names)]
+        # the layers before a missing one are read (and checked) first, as they come
+        readable = list(itertools.takewhile(names.__contains__, keys))
+        for key, array in formats.iter_npz(src / NPZ_NAME, readable, shape):
+            yield parse_hook_name(key)[1], check_layer(array, key, n_heads, n_tokens, src)
+        if len(readable) < len(keys):
+            missing = keys[len(readable)]
+            raise StoreCorruptError(f"{src}: no array {missing!r}; prompt.json lists it as stored")
     elif (src / STACKED_NAME).is_file():
         listed = (prompt.get("lens_cache") or {}).get("layers")
-        stacked = formats.open_npy(src / STACKED_NAME, lambda found: None)
-        if not formats.shape_matches(stacked.shape, (1, None, *shape[1:])):
-            raise formats.FileFormatError(f"{STACKED_NAME}: shape {stacked.shape}")
+        stacked = formats.open_npy(
+            src / STACKED_NAME, lambda found: formats.check_stacked(found, shape)
+        )
         layers = sorted(listed) if listed is not None else range(stacked.shape[1])
         for k, layer in enumerate(layers):
             yield layer, check_layer(stacked[0, k], f"layer {layer}", n_heads, n_tokens, src)

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lens_cache import formats
 from lens_cache import top_examples as T
-from lens_cache.layout import HEAD_FIELDS, HEADS_NAME, PROMPTS_DIR, heads_member, parse_heads_member
+from lens_cache.layout import HEAD_FIELDS, HEADS_NAME, heads_member, parse_heads_member
+from lens_cache.reader import Store
 from lens_cache.store import write_bytes
 from lens_cache.viewer import metrics as M
 
@@ -48,9 +50,7 @@ def read_contributions(prompt_dir: Path) -> dict | None:
     path = prompt_dir / HEADS_NAME
     if not path.is_file():
         return None
-    from safetensors.numpy import load_file
-
-    tensors = load_file(str(path))
+    tensors = dict(formats.iter_tensors(path))
     parsed = (parse_heads_member(k) for k in tensors)
     layers = sorted({p[0] for p in parsed if p and p[1] in HEAD_FIELDS})
     if not layers:
@@ -149,7 +149,7 @@ def write_top(
     layers = _unchanged_top(top_dir, made_from)
     if layers is not None:
         return 0, layers
-    found = _read_candidates(save / cfg["model_name"] / PROMPTS_DIR, prompts)
+    found = _read_candidates(Store(save), cfg["model_name"], prompts)
     written, layers = 0, sorted({layer for _, layer in found})
     tokens = {p["hash"]: [str(t) for t in p.get("tokens") or []] for p in prompts}
     for layer in layers:
@@ -196,23 +196,25 @@ def _unchanged_top(top_dir: Path, made_from: str) -> list | None:
     return layers
 
 
-def _read_candidates(prompts_dir: Path, prompts: list[dict]) -> dict:
+def _read_candidates(store: Store, model: str, prompts: list[dict]) -> dict:
     """``{(by, layer): ([hash per prompt], [P, H, K, 3])}`` over the prompts that store them."""
-    from safetensors import safe_open
-
     per: dict[tuple[str, int], tuple[list, list]] = {}
     for record in prompts:  # sorted by hash: the merge's tie order
-        path = prompts_dir / record["hash"] / HEADS_NAME
+        path = store.prompt_dir(model, record["hash"]) / HEADS_NAME
         if not path.is_file():
             continue
-        with safe_open(str(path), "numpy") as f:
-            for name in f.keys():
-                layer, field = parse_heads_member(name) or (None, "")
-                if field.startswith("top_"):
-                    hashes, arrays = per.setdefault((field[4:], layer), ([], []))
-                    hashes.append(record["hash"])
-                    arrays.append(_padded(f.get_tensor(name)))
+        for name, cells in formats.iter_tensors(path, _candidate_names(path)):
+            layer, field = parse_heads_member(name) or (None, "")
+            hashes, arrays = per.setdefault((field[4:], layer), ([], []))
+            hashes.append(record["hash"])
+            arrays.append(_padded(cells))
     return {key: (h, np.stack(a)) for key, (h, a) in per.items()}
+
+
+def _candidate_names(path: Path) -> list[str]:
+    """The top-example candidates' members of a head-contributions file, in the file's order."""
+    found = ((n, parse_heads_member(n)) for n in formats.tensor_names(path))
+    return [n for n, parsed in found if parsed and parsed[1].startswith("top_")]
 
 
 def _padded(cells: np.ndarray) -> np.ndarray:
@@ -223,22 +225,15 @@ def _padded(cells: np.ndarray) -> np.ndarray:
 
 
 def _merged(hashes: list[str], cells: np.ndarray, tokens: dict) -> list[list]:
-    """Per head, the K best rows over every prompt, best first; ties by hash, query, key (as
-    `lens_cache.top_examples.merge`)."""
+    """Per head, the K best rows over every prompt, best first (`top_examples.best_rows`, the
+    merge `Store.top_examples` uses: the same ties)."""
     heads = []
     for head in range(cells.shape[1]):
-        rows = cells[:, head].reshape(-1, 3).astype(np.float64)  # prompt-major: hash order
-        prompt = np.repeat(np.arange(len(hashes)), T.K)
-        keep = np.isfinite(rows[:, 0])
-        rows, prompt = rows[keep], prompt[keep]
-        order = np.lexsort((rows[:, 2], rows[:, 1], prompt, -rows[:, 0]))[: T.K]
-        heads.append([_example(hashes[prompt[r]], rows[r], tokens) for r in order])
+        best = T.best_rows(hashes, cells[:, head])
+        heads.append(
+            [[h, q, key, v, _segments(tokens.get(h, []), q, key)] for h, q, key, v in best]
+        )
     return heads
-
-
-def _example(h: str, row: np.ndarray, tokens: dict) -> list:
-    value, query, key = float(row[0]), int(row[1]), int(row[2])
-    return [h, query, key, value, _segments(tokens.get(h, []), query, key)]
 
 
 def _segments(tokens: list[str], query: int, key: int) -> list:

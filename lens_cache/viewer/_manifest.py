@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +36,15 @@ class Manifest:
         self.entries: dict[tuple[str, str], dict] = {}
         try:
             self._read()
-        except (OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile):
+        except (OSError, ValueError, KeyError, IndexError, TypeError, formats.BadZipFile):
             self.entries = {}  # a missing or damaged manifest: every stamp is checked as before
 
     def _read(self) -> None:
         """Only members stored uncompressed are read (as written): their sizes are bounded by
         the file's, whatever a damaged header claims."""
-        with zipfile.ZipFile(self.path) as z:
-            if z.getinfo("manifest.npy").compress_type != zipfile.ZIP_STORED:
-                return
-            raw = formats.read_npz_member(z, "manifest", (None,), (np.dtype(np.uint8),))
+        raw = formats.read_stored_npz_member(self.path, "manifest", (None,), (np.dtype(np.uint8),))
+        if raw is None:
+            return
         head = json.loads(raw.tobytes())
         if {k: head.get(k) for k in self.version} != self.version:
             return

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_cache.layout import LOGIT_LENS_NAME, PREDICTIONS_NAME, VOCAB_NAME, lens_member
+from lens_cache import formats
+from lens_cache.layout import (
+    LOGIT_LENS_NAME,
+    PREDICTIONS_NAME,
+    VOCAB_NAME,
+    lens_member,
+    parse_lens_member,
+)
 from lens_cache.layout import PREDICTION_FIELDS as FIELDS
 
 
@@ -72,12 +79,11 @@ def _read(path: Path, kind: str | None):
     """The stored fields of a predictions file; for the lens, ``(layers, {field: [L, ...]})``."""
     if not path.is_file():
         return None
-    from safetensors.numpy import load_file
-
-    tensors = load_file(str(path))
+    tensors = dict(formats.iter_tensors(path))
     if kind is None:
         return tensors
-    layers = sorted(int(k.split(".")[1]) for k in tensors if k.endswith(".logit_lens.loss"))
+    members = (parse_lens_member(k) for k in tensors)
+    layers = sorted(m[0] for m in members if m and m[1] == "loss")
     fields = {f: np.stack([tensors[lens_member(i, f)] for i in layers]) for f in FIELDS}
     return layers, fields
 

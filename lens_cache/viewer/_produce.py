@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from lens_cache.layout import PATTERN, hook_name
 from lens_cache.progress import log as progress_log
 from lens_cache.reader import normalize_record
@@ -47,10 +45,10 @@ class CapturedArrays:
             yield layer, check_layer(self._patterns[key], key, n_heads, n_tokens, self.where)
 
     def resid_norms(self, n_tokens: int, log) -> dict | None:
-        def read(key: str) -> np.ndarray:
-            return self._residuals[key].detach().cpu().float().numpy()  # bf16/f16: exact
-
-        return norms_of(list(self._residuals), read, n_tokens, log, self.where)
+        tensors = (  # bf16/f16 widened: exact
+            (key, t.detach().cpu().float().numpy()) for key, t in self._residuals.items()
+        )
+        return norms_of(tensors, n_tokens, log, self.where)
 
 
 class PromptDataProducer:
