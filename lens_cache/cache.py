@@ -382,7 +382,7 @@ def clear_model(save_path: Path, model: str) -> Path:
 
 
 if __name__ == "__main__":  # `python -m lens_cache.cache`: the same as `lens-cache cache`
-    from lens_cache.cli import run_cli
-    from lens_cache.cli.cache import main
+    # by name (runpy): the library never imports its command line, a layer above it
+    import runpy
 
-    raise SystemExit(run_cli(main))
+    runpy.run_module("lens_cache.cli.cache", run_name="__main__")

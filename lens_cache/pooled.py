@@ -343,7 +343,7 @@ def _matrix(column) -> np.ndarray:
 
 
 if __name__ == "__main__":  # `python -m lens_cache.pooled`: the same as `lens-cache pool`
-    from lens_cache.cli import run_cli
-    from lens_cache.cli.pool import main
+    # by name (runpy): the library never imports its command line, a layer above it
+    import runpy
 
-    raise SystemExit(run_cli(main))
+    runpy.run_module("lens_cache.cli.pool", run_name="__main__")

@@ -161,3 +161,9 @@ COMMANDS = {
 def main(argv=None, prog: str = "python -m lens_cache.cache") -> int:
     args = build_parser(prog).parse_args(argv)
     return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":  # `python -m lens_cache.cache` hands over here
+    from lens_cache.cli import run_cli
+
+    raise SystemExit(run_cli(main))

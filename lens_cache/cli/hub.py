@@ -141,3 +141,9 @@ def _print_push(report: PushReport, quiet: bool) -> None:
         quiet=quiet,
     )
     print(report.url)
+
+
+if __name__ == "__main__":  # `python -m lens_cache.hub` hands over here
+    from lens_cache.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -58,3 +58,9 @@ def main(argv=None, prog: str = "python -m lens_cache.pooled") -> int:
         )
         print(path)
     return 0
+
+
+if __name__ == "__main__":  # `python -m lens_cache.pooled` hands over here
+    from lens_cache.cli import run_cli
+
+    raise SystemExit(run_cli(main))

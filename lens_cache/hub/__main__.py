@@ -1,6 +1,6 @@
-"""`python -m lens_cache.hub`: the same as `lens-cache hub` (`lens_cache.cli.hub`)."""
+"""`python -m lens_cache.hub`: the same as `lens-cache hub` (`lens_cache.cli.hub`), run by name
+(runpy): the library never imports its command line, a layer above it."""
 
-from lens_cache.cli import run_cli
-from lens_cache.cli.hub import main
+import runpy
 
-raise SystemExit(run_cli(main))
+runpy.run_module("lens_cache.cli.hub", run_name="__main__")
