@@ -47,7 +47,7 @@ strace:
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q strace; }
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/python -m lens_cache.activations -s $(DEMO_DIR) --hooks pattern resid_post logits head_contributions
+	$(VENV)/bin/python -m lens_cache.activations -s $(DEMO_DIR) --hooks pattern resid_post logits logit_lens head_contributions --lens-layers 0,6,12,18,24,29
 	@echo
 	@echo "Open this file in a browser (no server needed):"
 	@echo "  file://$(abspath $(DEMO_DIR))/index.html"

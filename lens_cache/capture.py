@@ -106,7 +106,10 @@ def capture_in_layer_groups(
             last = i == len(groups) - 1
             kinds = tuple(k for k in settings.predictions if k == "logit_lens" or last)
             extra = settings.extra_hooks if last else ()
-            part_settings = replace(settings, layers=group, predictions=kinds, extra_hooks=extra)
+            lens = tuple(layer for layer in settings.lens_read_layers if layer in group)
+            part_settings = replace(
+                settings, layers=group, lens_layers=lens, predictions=kinds, extra_hooks=extra
+            )
             (part,) = capture_batch(model, [item], part_settings)
             capture.residuals.update(part.residuals)
             capture.hooks.update(part.hooks)
@@ -145,7 +148,7 @@ def right_pad(model: LensModel, id_lists: list[list[int]]) -> torch.Tensor:
 
 def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
     names = settings.hook_names() + list(settings.extra_hooks)
-    read_layers = readout_layers(settings.predictions, settings.layers, model.n_layers)
+    read_layers = readout_layers(settings.predictions, settings.lens_read_layers, model.n_layers)
     read_names = [hook_name("resid_post", layer) for layer in read_layers]
     tokens = right_pad(model, [ids for _, ids in items])
     contributing = HEAD_CONTRIBUTIONS in settings.hooks
@@ -201,7 +204,7 @@ def _read_predictions(model: LensModel, cache: dict, captures, settings, layers)
         fields = readout(model, resid, targets, settings.top_k, chunk_bytes)
         for name, tensor in fields.items():
             for capture, part in zip(captures, tensor.cpu().split(lengths), strict=True):
-                if "logit_lens" in settings.predictions and layer in settings.layers:
+                if "logit_lens" in settings.predictions and layer in settings.lens_read_layers:
                     capture.logit_lens[lens_member(layer, name)] = part.clone()
                 if "logits" in settings.predictions and layer == model.n_layers - 1:
                     capture.predictions[name] = part.clone()

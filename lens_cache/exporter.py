@@ -15,6 +15,7 @@ from lens_cache.capture import Capture, capture_batch, capture_in_layer_groups
 from lens_cache.errors import (
     BatchingError,
     InvalidOptionError,
+    LayerSelectionError,
     PromptsError,
     PromptTooLongError,
     SettingsMismatchError,
@@ -80,6 +81,7 @@ def export(
     pattern_dtype: str = DEFAULT_DTYPE,
     stacked_heads: bool = False,
     top_k: int = DEFAULT_TOP_K,
+    lens_layers=None,
     batch_size: int = 8,
     token_budget: int | None = None,
     max_batch_mb: float = 1024,
@@ -118,6 +120,9 @@ def export(
             (half the bytes, absolute error up to 2.4e-4: lossy, opt-in).
         stacked_heads: store patterns as one `[1, L, H, T, T]` `.npy` instead of the npz.
         top_k: most likely tokens stored per position by `logits` and `logit_lens`.
+        lens_layers: of `layers`, those `logit_lens` reads out (the same forms as `layers`);
+            `None`: every one. Each read-out layer projects every position onto the vocabulary,
+            which costs more than the forward pass on a large vocabulary.
         batch_size: most prompts per forward pass.
         token_budget: most padded tokens (`n_prompts * longest`) per forward pass.
         max_batch_mb: most megabytes of cached activations per forward pass.
@@ -151,6 +156,8 @@ def export(
     _check_choice("resid_dtype", resid_dtype, DTYPES)
     _check_choice("pattern_dtype", pattern_dtype, PATTERN_DTYPES)
     check_layer_syntax(layers)
+    if lens_layers is not None:
+        _check_lens_layers(lens_layers, predictions)
     prompt_list = select_prompts(_as_prompts(prompts), **prompt_options)
     save_path = Path(save_path or default_save_path())
     new_store = not save_path.exists()
@@ -176,6 +183,7 @@ def export(
                 model_dtype=model.dtype_name,  # of the model as loaded, or as the caller passed it
                 predictions=predictions,
                 top_k=top_k,
+                lens_layers=_lens_layers(lens_layers, chosen_layers, model.n_layers),
                 compress_level=compress_level,
                 chunk_mb=max_batch_mb,
             )
@@ -245,6 +253,26 @@ def _pool(save_path, model_name, sites, pools, shard_max_bytes, quiet) -> list[P
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise InvalidOptionError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_lens_layers(lens_layers, predictions) -> None:
+    if "logit_lens" not in predictions:
+        raise LayerSelectionError("--lens-layers needs logit_lens among --hooks")
+    check_layer_syntax(lens_layers)
+
+
+def _lens_layers(spec, layers: tuple[int, ...], n_layers: int) -> tuple[int, ...] | None:
+    """The layers `logit_lens` reads out, which must be stored layers (its file sits beside
+    theirs, and a reader takes a stored layer's readout to mean that layer's resid_post)."""
+    if spec is None:
+        return None
+    chosen = resolve_layers(spec, n_layers)
+    if not set(chosen) <= set(layers):
+        raise LayerSelectionError(
+            f"--lens-layers {_ranges(list(chosen))} holds layers not among --layers "
+            f"{_ranges(list(layers))}"
+        )
+    return chosen
 
 
 def _check_hooks(hooks) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -375,7 +403,7 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
     for kind in settings.hooks:
         per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
         per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
-    read = readout_layers(settings.predictions, settings.layers, model.n_layers)
+    read = readout_layers(settings.predictions, settings.lens_read_layers, model.n_layers)
     extra = hooks_width(model, settings.extra_hooks)
     return 4 * (n_layers * per_layer + len(read) * t * model.d_model + t * extra)
 
@@ -467,6 +495,8 @@ def _settings_words(d: dict) -> dict[str, str]:
     words = {"hooks": " ".join(hooks), "layers": _ranges(d.get("layers", []))}
     if d.get("predictions"):
         words["top_k"] = str(d.get("top_k"))
+    if "logit_lens" in d.get("predictions", []):
+        words["lens_layers"] = _ranges(d.get("lens_layers") or d.get("layers", []))
     keys = ("resid_dtype", "pattern_dtype", "model_dtype", "stacked_heads")
     return words | {k: str(d.get(k)) for k in keys}
 

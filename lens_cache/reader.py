@@ -174,6 +174,8 @@ def _settings_options(stored: dict, add=()) -> list[str]:
     options += ["--model-dtype", stored.get("model_dtype", DEFAULT_DTYPE)]
     if set(known) & set(PREDICTION_KINDS):
         options += ["--top-k", str(stored.get("top_k", DEFAULT_TOP_K))]
+    if stored.get("lens_layers") is not None and "logit_lens" in known:
+        options += ["--lens-layers", ",".join(map(str, stored["lens_layers"]))]
     return options + (["--stacked-heads"] if stored.get("stacked_heads") else [])
 
 

@@ -85,6 +85,7 @@ class ExportSettings:
     model_dtype: str = DEFAULT_DTYPE  # what the model computed in: float16/bfloat16 move patterns
     predictions: tuple[str, ...] = ()  # `logits`, `logit_lens` (lens_cache.predictions)
     top_k: int = DEFAULT_TOP_K  # top tokens stored per position by the prediction kinds
+    lens_layers: tuple[int, ...] | None = None  # of `layers`, those read out by `logit_lens`
     extra_hooks: tuple[str, ...] = ()  # any other per-token hooks, resolved (lens_cache.hooks)
     compress_level: int = 1  # how, not what: left out of the fingerprint
     chunk_mb: float = 1024  # how: most MB of vocabulary rows read out at once; not fingerprinted
@@ -94,6 +95,13 @@ class ExportSettings:
         kinds = tuple(k for k in PREDICTION_KINDS if k in self.predictions)
         object.__setattr__(self, "predictions", kinds)
         object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
+        if self.lens_layers is not None:
+            object.__setattr__(self, "lens_layers", tuple(sorted(set(self.lens_layers))))
+
+    @property
+    def lens_read_layers(self) -> tuple[int, ...]:
+        """The layers `logit_lens` reads out: `lens_layers`, or every stored layer."""
+        return self.layers if self.lens_layers is None else self.lens_layers
 
     @property
     def torch_resid_dtype(self) -> torch.dtype:
@@ -115,6 +123,10 @@ class ExportSettings:
         if not self.predictions:  # stores without predictions keep their fingerprint
             d.pop("predictions")
             d.pop("top_k")
+        if self.lens_layers is None:  # stores reading out every layer keep their fingerprint
+            d.pop("lens_layers")
+        else:
+            d["lens_layers"] = list(self.lens_layers)
         if d["model_dtype"] == "float32":  # stores from before the field keep their fingerprint
             d.pop("model_dtype")
         d.update(hooks=list(self.hooks), layers=list(self.layers), format=FORMAT_VERSION)

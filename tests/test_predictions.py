@@ -222,3 +222,40 @@ def test_a_prompt_run_in_layer_groups_reads_the_same(gpt2_model, tmp_path):
         a, b = read(whole), read(grouped)
         for field in FIELDS:
             np.testing.assert_allclose(a[field], b[field], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("max_batch_mb", [1024, 0.1], ids=["one pass", "layer groups"])
+def test_lens_layers_read_out_only_those_layers(pair, tmp_path, max_batch_mb):
+    """`lens_layers` picks which stored layers the logit lens reads out, in one pass and in
+    layer groups alike; each read-out layer still equals transformers' own."""
+    model, hf = pair
+    store = _export(
+        model,
+        tmp_path,
+        hooks=["pattern", "logits", "logit_lens"],
+        prompts=MIXED[3:],
+        lens_layers=[0],
+        max_batch_mb=max_batch_mb,
+    )
+    text = MIXED[3]
+    ids = model.tokenize(text)
+    logits, lens = hf_readout(hf, ids)
+    stored = store.logit_lens(model.name, text)
+    assert stored["loss"].shape == (1, len(ids))  # not the last layer, read for `logits`
+    _check_readout({name: value[0] for name, value in stored.items()}, lens[0], ids)
+    _check_readout(store.predictions(model.name, text), logits, ids)
+    assert store.stored_layers(model.name, text) == list(range(model.n_layers))
+    assert "--lens-layers 0 " in store.export_command(model.name)
+
+
+def test_lens_layers_outside_layers_or_without_the_lens_are_refused(gpt2_dir, cli_env, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(TEXT + "\n")
+    for extra, said in (
+        (["--hooks", "pattern,logit_lens", "--layers", "0", "--lens-layers", "1"], "not among"),
+        (["--hooks", "pattern", "--lens-layers", "0"], "needs logit_lens"),
+    ):
+        args = ["-m", str(gpt2_dir), "-s", str(tmp_path / "s"), "-p", str(prompts), *extra]
+        result = run_cli([*args, "--quiet"], cli_env)
+        assert result.returncode != 0 and said in result.stderr, result.stderr
+        assert not (tmp_path / "s").exists()

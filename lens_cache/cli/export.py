@@ -148,6 +148,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="layers to store: all, first, middle, last, a list (0,3,5), a range (2-5), or a mix",
     )
     a(
+        "--lens-layers",
+        action=ListOption,
+        join=True,
+        default=None,
+        help="of --layers, those logit_lens reads out (default: all of them); each one projects "
+        "every position onto the vocabulary, which can cost more than the forward pass",
+    )
+    a(
         "--dtype",
         default=DEFAULT_DTYPE,
         choices=sorted(DTYPES),
@@ -242,6 +250,7 @@ def main(argv=None, prog: str = PROG) -> int:
             pattern_dtype=args.pattern_dtype,
             stacked_heads=args.stacked_heads,
             top_k=args.top_k,
+            lens_layers=args.lens_layers,
             batch_size=args.batch_size,
             token_budget=args.token_budget,
             max_batch_mb=args.max_batch_mb,
