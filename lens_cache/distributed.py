@@ -70,6 +70,12 @@ class Rank:
             dist.destroy_process_group()
 
 
+def is_reporting_rank() -> bool:
+    """Whether this process reports for the job: rank 0 as torchrun sets `RANK`, or a process
+    not launched by torchrun. Read from the environment, without joining the process group."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def join(device: str | None) -> Rank:
     """Join the process group torchrun set up (gloo on CPU, nccl on CUDA), if any."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

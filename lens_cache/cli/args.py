@@ -9,13 +9,26 @@ import os
 import sys
 
 from lens_cache.errors import EXIT_BAD_INPUT
-from lens_cache.layout import NO_FSYNC_ENV
+from lens_cache.layout import NO_FSYNC_ENV, default_save_path
 
 SAVE_HELP = "the store (default: $LENS_CACHE_DIR, else lens_cache_data)"
 METRICS_MODULE_HELP = (
     "a module registering per-head metrics with @lens_cache.metric (an import path or a .py "
     "file); the viewer computes them for every stored head. Repeat for several"
 )
+
+
+_THE_DEFAULT = object()
+
+
+def add_save_path(parser, default=_THE_DEFAULT, **options) -> None:
+    """`-s/--save-path`, the one definition every command line uses. Its default is the
+    default save path (`$LENS_CACHE_DIR`, else `lens_cache_data`), read when the parser is
+    built; a command may pass another (`None` when it resolves the path itself, SUPPRESS for a
+    subcommand's copy that only overrides the main one) and `options` such as `type`."""
+    if default is _THE_DEFAULT:
+        default = default_save_path()
+    parser.add_argument("-s", "--save-path", default=default, help=SAVE_HELP, **options)
 
 
 def add_metrics_module(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,7 @@ from lens_cache.cache import (
     store_sizes,
     verify_store,
 )
-from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
-from lens_cache.layout import default_save_path
+from lens_cache.cli.args import ListOption, Parser, add_save_path
 from lens_cache.progress import log, warn
 from lens_cache.reader import open_store
 from lens_cache.upgrade import upgrade_store
@@ -104,10 +103,10 @@ def build_parser(prog: str = "python -m lens_cache.cache") -> argparse.ArgumentP
         prog=prog,
         description="Look after a lens_cache store: sizes, listing, integrity, eviction.",
     )
-    p.add_argument("-s", "--save-path", default=default_save_path(), help=SAVE_HELP)
+    add_save_path(p)
     common = Parser(add_help=False)
     # SUPPRESS: given after the command it overrides the one before, else leaves it alone.
-    common.add_argument("-s", "--save-path", default=argparse.SUPPRESS, help=SAVE_HELP)
+    add_save_path(common, default=argparse.SUPPRESS)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", parents=[common], help="sizes by model and kind")

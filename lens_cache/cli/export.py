@@ -13,13 +13,14 @@ import os
 import sys
 
 from lens_cache.cli.args import (
-    SAVE_HELP,
     ListOption,
     Parser,
     add_metrics_module,
     add_no_fsync,
+    add_save_path,
     load_metrics_modules,
 )
+from lens_cache.distributed import is_reporting_rank
 from lens_cache.layout import (
     DEFAULT_DTYPE,
     DEFAULT_MODEL,
@@ -32,7 +33,6 @@ from lens_cache.layout import (
     POOLS,
     PREDICTION_KINDS,
     could_name_hook_point,
-    default_save_path,
 )
 from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES
 from lens_cache.prompts import DEFAULT_PROMPTS
@@ -64,12 +64,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="a .jsonl file ({'text': ..., 'meta': {...}} per line) or a text file (one prompt "
         "per line); 'default' is the embedded prompt set",
     )
-    a(
-        "-s",
-        "--save-path",
-        default=default_save_path(),
-        help=SAVE_HELP,
-    )
+    add_save_path(p)
     a("--min-chars", type=int, default=None, help="drop prompts shorter than this")
     a("--max-chars", type=int, default=None, help="split prompts longer than this into chunks")
     a(
@@ -271,7 +266,7 @@ def main(argv=None, prog: str = PROG) -> int:
             shuffle=args.shuffle,
             seed=args.seed,
         )
-    if os.environ.get("RANK", "0") != "0":
+    if not is_reporting_rank():
         return 0  # under torchrun, rank 0 reports for everyone
     for r in reports:
         print(r.path)

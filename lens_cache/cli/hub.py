@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from lens_cache.cli.args import SAVE_HELP, ListOption, Parser
+from lens_cache.cli.args import ListOption, Parser, add_save_path
 from lens_cache.hub import (
     DEFAULT_COMMIT_MAX_BYTES,
     DEFAULT_PUSH_KINDS,
@@ -68,7 +68,7 @@ def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentPar
 def _common_args(sp: argparse.ArgumentParser) -> None:
     a = sp.add_argument
     a("--repo", required=True, help="the dataset repo, ORG/NAME")
-    a("-s", "--save-path", default=None, help=SAVE_HELP)
+    add_save_path(sp, default=None)
     a("-m", "--model", action=ListOption, dest="models", help="models (default: all)")
     a("--prompts", action=ListOption, metavar="HASH", help="prompt hashes")
     a("--search", help="keep prompts whose text contains this")

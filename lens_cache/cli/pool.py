@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from lens_cache.cli.args import SAVE_HELP, Parser, add_no_fsync
-from lens_cache.layout import POOLS, RESID_KINDS, default_save_path
+from lens_cache.cli.args import Parser, add_no_fsync, add_save_path
+from lens_cache.layout import POOLS, RESID_KINDS
 from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES, write_pooled
 from lens_cache.reader import open_store
 
@@ -16,7 +16,7 @@ def build_parser(prog: str = "python -m lens_cache.pooled") -> argparse.Argument
         description="Pool stored residuals to one vector per prompt and layer, written as a "
         "sharded parquet dataset under <save>/<model>/pooled/<hook>-<pool>/.",
     )
-    p.add_argument("-s", "--save-path", default=default_save_path(), help=SAVE_HELP)
+    add_save_path(p)
     p.add_argument(
         "-m", "--model", action="append", dest="models", help="model to pool (default: all)"
     )

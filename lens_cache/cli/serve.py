@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lens_cache.cli.args import SAVE_HELP, Parser
+from lens_cache.cli.args import Parser, add_save_path
 from lens_cache.errors import LensCacheError, ServeError
 from lens_cache.layout import INDEX_HTML, default_save_path
 from lens_cache.viewer.serve import make_server
@@ -21,13 +21,7 @@ DESCRIPTION = (
 
 def build_parser(prog: str = "python -m lens_cache.serve") -> argparse.ArgumentParser:
     parser = Parser(prog=prog, description=DESCRIPTION)
-    parser.add_argument(
-        "-s",
-        "--save-path",
-        type=Path,
-        default=Path(default_save_path()),
-        help=SAVE_HELP,
-    )
+    add_save_path(parser, default=Path(default_save_path()), type=Path)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free)")
     return parser

@@ -8,14 +8,14 @@ import shlex
 from pathlib import Path
 
 from lens_cache.cli.args import (
-    SAVE_HELP,
     Parser,
     add_metrics_module,
     add_no_fsync,
+    add_save_path,
     load_metrics_modules,
 )
 from lens_cache.errors import ModelLoadError, StoreNotFoundError
-from lens_cache.layout import INDEX_HTML, default_save_path
+from lens_cache.layout import INDEX_HTML
 from lens_cache.progress import log, warn
 from lens_cache.reader import open_store
 from lens_cache.upgrade import indexed_old_prompts, upgrade_store
@@ -28,12 +28,7 @@ def build_parser(prog: str = "lens-cache view") -> argparse.ArgumentParser:
         description="Rebuild models.jsonl, each prompts.jsonl and the static viewer of a store "
         "(only prompts whose files changed are rebuilt); prints the page's path.",
     )
-    p.add_argument(
-        "-s",
-        "--save-path",
-        default=default_save_path(),
-        help=SAVE_HELP,
-    )
+    add_save_path(p)
     add_metrics_module(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_no_fsync(p)
