@@ -2,7 +2,9 @@
 and stored without them. Checked against the viewer's metrics of the same prompts' stored
 patterns and against a float64 computation written here from the metrics' definitions."""
 
+import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -103,3 +105,38 @@ def test_every_route_stores_the_same_metrics(stores, gpt2_model, route):
         folder = stores[route] / model / "prompts" / h
         assert (folder / NPZ_NAME).is_file() == (route == "patterns")
     assert not (stores["metrics"] / model / "prompts" / h / NPZ_NAME).exists()
+
+
+def _data_script(path):
+    """The payload of a viewer data script ``LENS.f(<key>, <payload>);``."""
+    text = path.read_text(encoding="utf-8")
+    m = re.fullmatch(r"LENS\.(\w+)\((.*)\);\n", text, re.S)
+    return json.loads("[" + m.group(2) + "]")[-1]
+
+
+def test_the_viewer_shows_the_stored_metrics_without_patterns(gpt2_model, tmp_path):
+    """A prompt stored with head_metrics alone: its page and the model's averages carry the
+    stored numbers, and it has no pattern chunks to load."""
+    hooks = ["head_metrics", "head_contributions"]
+    lens_cache.export(gpt2_model, prompts=PROMPTS, save_path=tmp_path, hooks=hooks, quiet=True)
+    model, data = gpt2_model.name, tmp_path / "viewer_data"
+    (folder,) = [p for p in data.iterdir() if p.is_dir()]
+    per_prompt = []
+    for text in PROMPTS:
+        values, layers, _ = _stored(tmp_path, model, prompt_hash(text))
+        page = _data_script(folder / prompt_hash(text) / "prompt.js")
+        assert page["layers"] == layers and page["patterns"] is False
+        assert not list((folder / prompt_hash(text)).glob("L*.js"))
+        for m, name in enumerate(M.METRIC_NAMES):
+            shown = np.array(page["metrics"][name], dtype=np.float64)  # None -> NaN
+            np.testing.assert_allclose(shown, values[:, :, m], atol=5.1e-6)  # shown to 5 decimals
+        per_prompt.append(values.astype(np.float64))
+    index = _data_script(data / "lens_index.js")
+    (entry,) = [m for m in index["models"] if m["name"] == model]
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(np.stack(per_prompt), axis=0)
+    for m, name in enumerate(M.METRIC_NAMES):
+        shown = np.array(entry["avg"][name], dtype=np.float64)
+        np.testing.assert_allclose(
+            shown, mean[:, :, m], atol=1.1e-5, err_msg=name
+        )  # of rounded values

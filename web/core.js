@@ -471,7 +471,16 @@
     });
   }
 
+  /** What a prompt page says where it has no patterns to draw. */
+  function noPatternsNote(p) {
+    if (p.patterns !== false) return "No attention patterns stored for this prompt (exported without the pattern hook).";
+    return "No attention patterns stored for this prompt: it was exported with head_metrics, whose per-head " +
+      "metrics the metrics view lists. To draw its patterns, export its text again with --hooks pattern " +
+      "into another store (--save).";
+  }
+
   Object.assign(UI, {
+    noPatternsNote,
     LENS, DATA_DIR, ROW_H, METRIC_TITLES, METRIC_SHORT, metricShort, userColumns,
     h, clear, fill, fmt, fmtValue, tokLabel, cssVar, clamp, option, select, link, showError,
     showTip, hideTip, canvasPoint,

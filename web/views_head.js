@@ -6,7 +6,7 @@
 
   const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, canvasPoint, clamp, cssVar, rgb, clear, entryFor, entryOf, fill, fillTokens, fmt,
     lossComparison, headRow, hideTip, legend, maxAbs, showTip, signedColor, weighted, weightingButton,
-    fmtValue, go, h, hashFor, headHash, layerData, link, modelOf, nearestLayer, neighbour, option,
+    fmtValue, go, h, hashFor, headHash, layerData, link, modelOf, nearestLayer, neighbour, noPatternsNote, option,
     promptCrumbs, promptData, promptHash, promptName, promptToolbar, scaleLegend, select, setCrumbs,
     showError, state } = LENS_UI;
 
@@ -198,6 +198,7 @@
       try {
         const p = await promptData(model, entry.h);
         if (!p.layers.length) throw new Error("no layers stored for this prompt");
+        if (p.patterns === false) throw new Error(noPatternsNote(p));
         if (!p.layers.includes(layer)) { // e.g. after j/k onto a prompt exported with fewer layers
           location.replace(headHash(model, entry.h, nearestLayer(p.layers, layer), head));
           return;
