@@ -229,7 +229,7 @@
       const w = this.pane.weights;
       fill(this.legendBox, w ? legend(["0", fmtValue(this.pane.max) + " (A·‖v W_O‖)"]) : scaleLegend());
       fill(this.weightBox, p.heads ? weightingButton() : null);
-      fill(this.topLink, model.top && model.top.includes(layer)
+      fill(this.topLink, (model.top || []).concat(model.dist || []).includes(layer)
         ? link("top examples", hashFor("top", [model.name, layer, head]), "this head's strongest cells across the model's prompts")
         : null);
     }

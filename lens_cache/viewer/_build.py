@@ -50,6 +50,7 @@ from lens_cache.progress import warn
 from lens_cache.reader import Store, pattern_length
 from lens_cache.store import make_dirs, remove_orphaned_tmps, write_bytes
 from lens_cache.user_metrics import compute_layer, registered_metrics
+from lens_cache.viewer import _corpus as viewer_corpus
 from lens_cache.viewer import _heads as viewer_heads
 from lens_cache.viewer import _user as viewer_user
 from lens_cache.viewer import metrics as M
@@ -591,6 +592,18 @@ def model_summary(cfg: dict, stamps: list[dict]) -> dict:
     return summary
 
 
+def model_dist(out_dir: Path, cfg: dict, prompts: list[dict], stamps: list[dict], entry) -> int:
+    """Write the model's per-head score distributions (`viewer._corpus`); list their layers
+    in its index entry as ``dist``. Returns the bytes written."""
+    n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
+    shape = (len(M.METRIC_NAMES), n_layers, n_heads)
+    every = stacked([metrics_array(s, shape) for s in stamps], shape)
+    scores = viewer_corpus.scores_of(stamps, every, n_layers, n_heads)
+    hashes = [p["hash"] for p in prompts]
+    written, entry["dist"] = viewer_corpus.write_dist(out_dir, hashes, scores, emit_script)
+    return written
+
+
 def metrics_array(stamp: dict, shape: tuple[int, int, int]) -> np.ndarray:
     """A stamp's per-head metrics as float64 ``[metrics, n_layers, n_heads]``, NaN where not
     defined or the layer not stored (kept as is in the manifest)."""
@@ -708,6 +721,7 @@ def prune(data_root: Path, keep: set[Path]) -> int:
                 removed += 1
         if model_dir not in models:  # a model that is gone: its top examples go too
             shutil.rmtree(model_dir / viewer_heads.TOP_DIR, ignore_errors=True)
+            shutil.rmtree(model_dir / viewer_corpus.DIST_DIR, ignore_errors=True)
         if not any(model_dir.iterdir()):
             model_dir.rmdir()
     return removed
@@ -805,6 +819,9 @@ def write_viewer(
             save, data_root / models[-1]["slug"], cfg, prompts, model_stamps, emit_script
         )
         written += top_bytes
+        written += model_dist(
+            data_root / models[-1]["slug"], cfg, prompts, model_stamps, models[-1]
+        )
         kept.append((cfg["model_name"], [p["hash"] for p in prompts], model_stamps))
         for prompt, stamp in zip(prompts, model_stamps, strict=True):
             entries.append(entry_of(m_index, prompt, stamp))
@@ -830,6 +847,7 @@ def write_viewer(
         # from the stamps, not a walk over every file: an unchanged rebuild stays cheap
         "viewer_bytes": sum(s["data_bytes"] for s in stamps.values())
         + dir_bytes(data_root, "*", recursive=False)
+        + sum(dir_bytes(data_root / m["slug"] / viewer_corpus.DIST_DIR, "*") for m in models)
         + dir_bytes(save / APP_DIR, "*")
         + (save / INDEX_HTML).stat().st_size,
         "npz_bytes": sum(pattern_bytes(s) for s in stamps.values()),
