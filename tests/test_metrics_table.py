@@ -109,3 +109,47 @@ def test_the_api_table_equals_the_file_and_follows_prunes(store, gpt2_model, tmp
     shutil.copytree(store, copy)
     clear_model(copy, model)
     assert not (copy / model).exists()
+
+
+def _same_tables(a, b, model: str) -> None:
+    """The same head_metrics.parquet and the same head pages (dist/ scripts), byte for byte."""
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(a / model / HEAD_METRICS_TABLE).equals(
+        pq.read_table(b / model / HEAD_METRICS_TABLE)
+    )
+    (da,), (db,) = ([p for p in (r / "viewer_data").iterdir() if p.is_dir()] for r in (a, b))
+    pages = sorted(p.name for p in (da / "dist").iterdir())
+    assert pages and pages == sorted(p.name for p in (db / "dist").iterdir())
+    for name in pages:
+        assert (da / "dist" / name).read_bytes() == (db / "dist" / name).read_bytes()
+
+
+def test_a_resumed_and_a_two_rank_export_give_the_same_tables(
+    gpt2_model, gpt2_dir, tmp_path, cli_env
+):
+    """An export stopped after two prompts then rerun, and one shared by two torchrun ranks,
+    leave the table and the head pages of one uninterrupted export."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    model, hooks = gpt2_dir.name, ["head_metrics", "head_contributions"]
+    one, resumed, ranks = (tmp_path / n for n in ("one", "resumed", "ranks"))
+    for save, prompts in ((one, PROMPTS), (resumed, PROMPTS[:2]), (resumed, PROMPTS)):
+        lens_cache.export(gpt2_model, prompts=prompts, save_path=save, hooks=hooks, quiet=True)
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    args = ["-m", str(gpt2_dir), "-p", str(path), "-s", str(ranks), "-q", "--hooks", *hooks]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    torchrun += ["--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0"]
+    env = {**cli_env, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*torchrun, "-m", "lens_cache.activations", *args],
+        env=env, capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(_scan(one, model)) == len(PROMPTS) * 2 * 4
+    _same_tables(one, resumed, model)
+    _same_tables(one, ranks, model)
