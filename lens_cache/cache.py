@@ -33,6 +33,8 @@ from lens_cache.errors import ModelNotInStoreError
 from lens_cache.layout import (
     HEAD_CONTRIBUTIONS,
     HEAD_FIELDS,
+    HEAD_METRICS,
+    HEAD_METRICS_NAME,
     HEADS_NAME,
     HOOKS_NAME,
     INDEX_HTML,
@@ -263,7 +265,8 @@ def _promised(folder: Path, hooks: list[str]) -> list[Problem]:
         problems.append(Problem("missing", folder / NPZ_NAME, "prompt.json promises patterns"))
     if any(k in RESID_KINDS for k in hooks) and not (folder / RESIDUALS_NAME).is_file():
         problems.append(Problem("missing", folder / RESIDUALS_NAME, "prompt.json promises them"))
-    for kind, name in {**PREDICTION_FILES, HEAD_CONTRIBUTIONS: HEADS_NAME}.items():
+    files = {**PREDICTION_FILES, HEAD_CONTRIBUTIONS: HEADS_NAME, HEAD_METRICS: HEAD_METRICS_NAME}
+    for kind, name in files.items():
         if kind in hooks and not (folder / name).is_file():
             problems.append(Problem("missing", folder / name, "prompt.json promises it"))
     return problems

@@ -169,7 +169,7 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
     for row, capture in enumerate(captures):
         n = len(capture.ids)
         for kind in (PATTERN, *RESID_KINDS):
-            if kind not in settings.hooks:
+            if kind not in settings.hooks and not (kind == PATTERN and settings.captures_patterns):
                 continue
             for layer in settings.layers:
                 name = hook_name(kind, layer)

@@ -28,6 +28,7 @@ from lens_cache.layout import (
     DEFAULT_TOP_K,
     DTYPES,
     HEAD_CONTRIBUTIONS,
+    HEAD_METRICS,
     HOOK_KINDS,
     MODEL_CFG_NAME,
     PATTERN,
@@ -382,7 +383,7 @@ def _captures(model, items, settings, plan: _Plan, write):
     fault_point("forward")
     cap = int(plan.max_batch_mb * 2**20)
     n_tokens = len(items[0][1])
-    if len(items) > 1 or PATTERN not in settings.hooks or len(settings.layers) == 1:
+    if len(items) > 1 or not settings.captures_patterns or len(settings.layers) == 1:
         return capture_batch(model, items, settings)
     if _cache_bytes(model, settings, n_tokens) <= cap:
         return capture_batch(model, items, settings)
@@ -401,7 +402,10 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
     n_layers = len(settings.layers)
     per_layer = 0
     for kind in settings.hooks:
-        per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
+        if kind == HEAD_METRICS and PATTERN not in settings.hooks:  # the patterns it reads
+            per_layer += model.n_heads * t * t
+        elif kind != HEAD_METRICS:
+            per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
         per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
     read = readout_layers(settings.predictions, settings.lens_read_layers, model.n_layers)
     extra = hooks_width(model, settings.extra_hooks)

@@ -1,4 +1,5 @@
-"""Indexes over the store: models.jsonl and each model's prompts.jsonl.
+"""Indexes over the store: models.jsonl, each model's prompts.jsonl and, where prompts store
+`head_metrics`, its head_metrics.parquet (`lens_cache.metrics_table`).
 
 Rebuilt from what is on disk (not from the current run), in a deterministic order: models by
 name, prompts by hash. Only complete prompt directories (with prompt.json) are listed. The
@@ -10,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from lens_cache.faults import fault_point
-from lens_cache.layout import MODEL_CFG_NAME, MODELS_INDEX, PROMPTS_INDEX
+from lens_cache.layout import HEAD_METRICS_TABLE, MODEL_CFG_NAME, MODELS_INDEX, PROMPTS_INDEX
 from lens_cache.locking import store_lock
-from lens_cache.reader import model_names, prompt_records
-from lens_cache.store import read_json, remove_orphaned_tmps, write_jsonl
+from lens_cache.metrics_table import scan as scan_metrics
+from lens_cache.reader import model_names, normalize_record, prompt_records
+from lens_cache.store import atomic_write, read_json, remove_orphaned_tmps, write_jsonl
 
 
 def write_indexes(save_path: Path) -> dict:
@@ -35,5 +37,20 @@ def write_indexes(save_path: Path) -> dict:
             records = prompt_records(save_path / name)
             fault_point("index")
             write_jsonl(save_path / name / PROMPTS_INDEX, records)
+            write_metrics_table(save_path / name, records)
             n_prompts += len(records)
     return {"models": len(names), "prompts": n_prompts}
+
+
+def write_metrics_table(model_path: Path, records: list[dict]) -> None:
+    """`<model>/head_metrics.parquet` from the prompts on disk, or none when no prompt stores
+    head metrics (a table left by pruned prompts would list what is gone)."""
+    path = model_path / HEAD_METRICS_TABLE
+    table = scan_metrics(model_path, [normalize_record(r) for r in records])
+    if table is None:
+        path.unlink(missing_ok=True)
+        return
+    import pyarrow.parquet as pq
+
+    fault_point("index")
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))

@@ -15,6 +15,8 @@ adds its names here first.
     <save>/<model>/prompts/<hash>/logit_lens.safetensors      LOGIT_LENS_NAME: lens_member()
     <save>/<model>/prompts/<hash>/hooks.safetensors      HOOKS_NAME: any per-token hook [T, ...]
     <save>/<model>/prompts/<hash>/head_contributions.safetensors   HEADS_NAME: heads_member()
+    <save>/<model>/prompts/<hash>/head_metrics.safetensors   HEAD_METRICS_NAME: kind `head_metrics`
+    <save>/<model>/head_metrics.parquet                  HEAD_METRICS_TABLE: every prompt's rows
     <save>/<model>/vocab.json                            VOCAB_NAME: token strings by id
     <save>/.lens_cache.lock                              LOCK_NAME (see lens_cache.locking)
     <save>/<model>/pooled/<hook>-<pool>/data-*.parquet   POOLED_DIR, pooled_name()
@@ -60,6 +62,9 @@ PREDICTIONS_NAME = "predictions.safetensors"  # kind `logits`
 LOGIT_LENS_NAME = "logit_lens.safetensors"  # kind `logit_lens`
 HOOKS_NAME = "hooks.safetensors"  # any other per-token hook, by its 3.x name (lens_cache.hooks)
 HEADS_NAME = "head_contributions.safetensors"  # kind `head_contributions`
+# kind `head_metrics`: `[layers, heads, metrics]` float32 (lens_cache.attention_metrics)
+HEAD_METRICS_NAME = "head_metrics.safetensors"
+HEAD_METRICS_TABLE = "head_metrics.parquet"  # <model>/head_metrics.parquet: one row per head
 LOCK_NAME = ".lens_cache.lock"  # <save>/.lens_cache.lock: the advisory lock (lens_cache.locking)
 VOCAB_NAME = "vocab.json"  # <model>/vocab.json: each token id's string, beside model_cfg.json
 # What an export writes beside prompt.json.
@@ -71,6 +76,7 @@ DATA_NAMES = (
     LOGIT_LENS_NAME,
     HOOKS_NAME,
     HEADS_NAME,
+    HEAD_METRICS_NAME,
 )
 
 DEFAULT_MODEL = "smollm2-135m"  # the embedded model: `-m` when none is given
@@ -101,7 +107,12 @@ RESID_KINDS = ("resid_pre", "resid_mid", "resid_post")
 # value norms and direct logit attribution per head (lens_cache.heads): computed from hooks, not
 # stored as one; a kind of --hooks all the same
 HEAD_CONTRIBUTIONS = "head_contributions"
-HOOK_KINDS = (PATTERN, *RESID_KINDS, HEAD_CONTRIBUTIONS)
+# the attention metrics of every head (lens_cache.attention_metrics), taken from the patterns in
+# memory: stored without them unless `pattern` is asked too
+HEAD_METRICS = "head_metrics"
+HOOK_KINDS = (PATTERN, *RESID_KINDS, HEAD_CONTRIBUTIONS, HEAD_METRICS)
+# the members of head_metrics.safetensors: values [layers, heads, metrics] and the layers [L]
+METRICS_MEMBER, METRICS_LAYERS_MEMBER = "metrics", "layers"
 _HOOK_RE = re.compile(
     rf"^blocks\.(\d+)\.(?:attn\.hook_({PATTERN})|hook_({'|'.join(RESID_KINDS)}))$"
 )

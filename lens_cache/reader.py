@@ -47,6 +47,9 @@ from lens_cache.layout import (
     DEFAULT_DTYPE,
     DEFAULT_TOP_K,
     HEAD_CONTRIBUTIONS,
+    HEAD_METRICS,
+    HEAD_METRICS_NAME,
+    HEAD_METRICS_TABLE,
     HEADS_NAME,
     HOOK_KINDS,
     HOOKS_NAME,
@@ -75,6 +78,8 @@ from lens_cache.layout import (
     resid_kind,
     site_hook,
 )
+from lens_cache.metrics_table import read_head_metrics
+from lens_cache.metrics_table import scan as scan_metrics
 from lens_cache.progress import warn
 from lens_cache.prompts import prompt_hash
 from lens_cache.records import reader_record
@@ -508,6 +513,43 @@ class Store:
         `Float[np.ndarray, "layers n_heads pos"]`, float32, read as `value_norms` reads (and
         raising the same errors)."""
         return self._head_field(model, prompt, "dla", layers)
+
+    def head_metrics(self, model: str):
+        """Every head's attention metrics over every prompt stored with `head_metrics`, as one
+        long `pyarrow.Table` (`.to_pandas()` for a DataFrame): columns ``hash``, ``layer``,
+        ``head``, one per metric under the viewer's names, ``dla_mean`` (null without head
+        contributions), ``n_tokens`` and the prompts' metadata keys (see
+        `lens_cache.metrics_table`). Read from ``<model>/head_metrics.parquet`` when the
+        indexes have written it (every export, prune and pull does), else from each prompt.
+
+        Raises:
+            ActivationsMissingError: no prompt of the model stores head metrics.
+        """
+        path = self._model_dir(model) / HEAD_METRICS_TABLE
+        refuse_links(path, self.path)
+        if path.is_file():
+            import pyarrow.parquet as pq
+
+            with reading(path, self.path):
+                return pq.read_table(path)
+        table = scan_metrics(self.path / model, self.prompts(model))
+        if table is None:
+            raise ActivationsMissingError(
+                f"no prompt of model {model} in {self.path} stores head metrics; run: "
+                f"{self.export_command(model, [HEAD_METRICS])}"
+            )
+        return table
+
+    def prompt_head_metrics(self, model: str, prompt) -> dict[int, dict[str, np.ndarray]]:
+        """One prompt's stored head metrics: ``{layer: {metric: [n_heads] float64}}``.
+
+        Raises:
+            ActivationsMissingError: the prompt was exported without `head_metrics`.
+        """
+        directory = self._prompt_dir(model, prompt)
+        path = self._kind_path(model, directory, HEAD_METRICS, HEAD_METRICS_NAME)
+        with reading(path, self.path):
+            return read_head_metrics(path)
 
     def top_examples(
         self, model: str, layer: int, head: int, by: str = "attention", k: int = 32

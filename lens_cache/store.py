@@ -29,7 +29,7 @@ try:  # optional speed-up: standard deflate, written faster (see _use_fast_defla
 except ImportError:  # pragma: no cover - isal is a dependency, but the fallback stays correct
     _isal_zlib = None
 
-from lens_cache import formats, top_examples
+from lens_cache import attention_metrics, formats, top_examples
 from lens_cache.damage import refuse_links
 from lens_cache.errors import (
     WRITE_ERRNOS,
@@ -45,10 +45,14 @@ from lens_cache.layout import (
     DEFAULT_TOP_K,
     DTYPES,
     HEAD_CONTRIBUTIONS,
+    HEAD_METRICS,
+    HEAD_METRICS_NAME,
     HEADS_NAME,
     HOOK_KINDS,
     HOOKS_NAME,
     LOGIT_LENS_NAME,
+    METRICS_LAYERS_MEMBER,
+    METRICS_MEMBER,
     NO_FSYNC_ENV,
     NPZ_NAME,
     PATTERN,
@@ -62,6 +66,7 @@ from lens_cache.layout import (
     ROOT_ENTRIES,
     STACKED_NAME,
     hook_name,
+    parse_hook_name,
 )
 
 if TYPE_CHECKING:  # only the writers need torch; `cache` and `view` never import it
@@ -111,9 +116,16 @@ class ExportSettings:
     def torch_pattern_dtype(self) -> torch.dtype:
         return PATTERN_DTYPES[self.pattern_dtype]
 
+    @property
+    def captures_patterns(self) -> bool:
+        """Whether the forward pass keeps patterns: to store them, or for `head_metrics`."""
+        return PATTERN in self.hooks or HEAD_METRICS in self.hooks
+
     def hook_names(self) -> list[str]:
-        """The hooks stored as they fire (head_contributions are computed from others)."""
-        kinds = [k for k in self.hooks if k == PATTERN or k in RESID_KINDS]
+        """The hooks kept as they fire (head_contributions are computed from others; the
+        patterns `head_metrics` reads are kept in memory even when not stored)."""
+        kinds = [PATTERN] if self.captures_patterns else []
+        kinds += [k for k in self.hooks if k in RESID_KINDS]
         return [hook_name(kind, layer) for kind in kinds for layer in self.layers]
 
     def describe(self) -> dict:
@@ -156,6 +168,8 @@ class ExportSettings:
             names.append(HOOKS_NAME)
         if HEAD_CONTRIBUTIONS in self.hooks:
             names.append(HEADS_NAME)
+        if HEAD_METRICS in self.hooks:
+            names.append(HEAD_METRICS_NAME)
         return names
 
 
@@ -428,14 +442,20 @@ def write_prompt_dir(
     make_dirs(directory)
     (directory / PROMPT_NAME).unlink(missing_ok=True)  # a rewrite is incomplete until it ends
     _remove_stale(directory, keep=settings.files())
-    patterns, top = capture.patterns, {}
+    patterns, top, metrics = capture.patterns, {}, {}
     if isinstance(patterns, dict):
         patterns = patterns.items()  # one form for both: (name, array) pairs
     contributing = HEAD_CONTRIBUTIONS in settings.hooks
     if contributing:  # each prompt keeps its top-example candidates (top_examples.py)
         patterns = top_examples.watch(patterns, capture.contributions, top)
+    if HEAD_METRICS in settings.hooks:  # the tokens the viewer gives them: one per position
+        tokens = [str(t) for t in record["lens_cache"]["tokens"]]
+        patterns = attention_metrics.watch(patterns, tokens, metrics)
     if capture.patterns:
-        if settings.stacked_heads:
+        if PATTERN not in settings.hooks:  # metrics only: run through them, store none
+            for _ in patterns:
+                pass
+        elif settings.stacked_heads:
             arrays = (a for _, a in patterns)
             stacked = np.stack(list(arrays), axis=1)  # [1, L, H, T, T]
             write_npy(directory / STACKED_NAME, stacked)
@@ -467,6 +487,8 @@ def write_prompt_dir(
             write_safetensors(directory / name, tensors, metadata)
     if contributing:
         _write_contributions(directory, capture.contributions, top, model_name)
+    if HEAD_METRICS in settings.hooks:
+        _write_head_metrics(directory, metrics, model_name)
     fault_point("renamed", directory)
     write_json(directory / PROMPT_NAME, record)
 
@@ -482,6 +504,27 @@ def _write_contributions(directory: Path, contributions: dict, top: dict, model_
     tensors = {**{n: torch.from_numpy(a) for n, a in top.items()}, **contributions}
     metadata = {"model": model_name, "format": f"lens_cache/{FORMAT_VERSION}"}
     write_safetensors(directory / HEADS_NAME, tensors, metadata)
+
+
+def _write_head_metrics(directory: Path, metrics: dict, model_name: str) -> None:
+    """head_metrics.safetensors: `[layers, heads, metrics]` float32, the metric names (in
+    `attention_metrics.METRIC_NAMES` order) in its metadata. Written after the patterns, which
+    a prompt captured in layer groups produces only as they are consumed."""
+    import torch
+
+    names = sorted(metrics, key=lambda name: parse_hook_name(name)[1])
+    layers = [parse_hook_name(name)[1] for name in names]
+    values = np.stack([metrics[n] for n in names]).astype(np.float32)
+    tensors = {
+        METRICS_MEMBER: torch.from_numpy(values),
+        METRICS_LAYERS_MEMBER: torch.tensor(layers, dtype=torch.int64),
+    }
+    metadata = {
+        "model": model_name,
+        "metrics": json.dumps(list(attention_metrics.METRIC_NAMES)),
+        "format": f"lens_cache/{FORMAT_VERSION}",
+    }
+    write_safetensors(directory / HEAD_METRICS_NAME, tensors, metadata)
 
 
 def _remove_stale(directory: Path, keep: list[str]) -> None:

@@ -31,7 +31,8 @@ def test_unchanged_rebuild_reads_no_prompt_file_of_the_viewer(tmp_path):
     save = info["save_path"]
     write_viewer(save, log=quiet)
     index = index_bytes(save)
-    prompt_folders = [p for p in (save / VIEWER_DATA_DIR / SMALL).iterdir() if p.is_dir()]
+    prompt_folders = [p for p in (save / VIEWER_DATA_DIR / SMALL).glob("*/stamp.json")]
+    prompt_folders = [p.parent for p in prompt_folders]  # not the model's dist/ or top/
     for folder in prompt_folders:  # were these read, every prompt would be rebuilt
         (folder / "stamp.json").write_text("garbled")
         (folder / "prompt.js").write_text("garbled")

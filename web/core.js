@@ -245,6 +245,7 @@
   LENS.prompt = (key, obj) => deliver("prompt:" + key, obj);
   LENS.lens = (key, obj) => deliver("lens:" + key, obj);
   LENS.top = (key, obj) => deliver("top:" + key, obj);
+  LENS.dist = (key, obj) => deliver("dist:" + key, obj);
 
   const PRED_ARRAYS = ["loss", "entropy", "rank", "top_ids", "top_lp"];
   /** A predictions object (see lens_cache/viewer/_predictions.py) with its arrays decoded. */
@@ -334,6 +335,10 @@
   function topData(model, layer) {
     const rel = model.slug + "/" + layer;
     return loadScript("top:" + rel, DATA_DIR + "/" + model.slug + "/top/L" + layer + ".js",
+      async (obj) => [obj, 256 * 1024]);
+  }
+  function distData(model, layer) {
+    return loadScript("dist:" + model.slug + "/" + layer, DATA_DIR + "/" + model.slug + "/dist/L" + layer + ".js",
       async (obj) => [obj, 256 * 1024]);
   }
   function layerData(model, hash, layer) {
@@ -471,11 +476,20 @@
     });
   }
 
+  /** What a prompt page says where it has no patterns to draw. */
+  function noPatternsNote(p) {
+    if (p.patterns !== false) return "No attention patterns stored for this prompt (exported without the pattern hook).";
+    return "No attention patterns stored for this prompt: it was exported with head_metrics, whose per-head " +
+      "metrics the metrics view lists. To draw its patterns, export its text again with --hooks pattern " +
+      "into another store (--save).";
+  }
+
   Object.assign(UI, {
+    noPatternsNote,
     LENS, DATA_DIR, ROW_H, METRIC_TITLES, METRIC_SHORT, metricShort, userColumns,
     h, clear, fill, fmt, fmtValue, tokLabel, cssVar, clamp, option, select, link, showError,
     showTip, hideTip, canvasPoint,
-    F16, promptData, layerData, lensData, topData, headRow, weighted,
+    F16, promptData, layerData, lensData, topData, distData, headRow, weighted,
     packed, colorIndex, f16Colors, rgb, signedColor, maxAbs, legend, scaleLegend,
     settings, stored, store, toggleWeighting, weightingButton,
     INDEX, byName, entryOf, entriesOf, state,

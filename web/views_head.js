@@ -6,7 +6,7 @@
 
   const { HeadPane, INDEX, METRIC_SHORT, METRIC_TITLES, canvasPoint, clamp, cssVar, rgb, clear, entryFor, entryOf, fill, fillTokens, fmt,
     lossComparison, headRow, hideTip, legend, maxAbs, showTip, signedColor, weighted, weightingButton,
-    fmtValue, go, h, hashFor, headHash, layerData, link, modelOf, nearestLayer, neighbour, option,
+    fmtValue, go, h, hashFor, headHash, layerData, link, modelOf, nearestLayer, neighbour, noPatternsNote, option,
     promptCrumbs, promptData, promptHash, promptName, promptToolbar, scaleLegend, select, setCrumbs,
     showError, state } = LENS_UI;
 
@@ -198,6 +198,7 @@
       try {
         const p = await promptData(model, entry.h);
         if (!p.layers.length) throw new Error("no layers stored for this prompt");
+        if (p.patterns === false) throw new Error(noPatternsNote(p));
         if (!p.layers.includes(layer)) { // e.g. after j/k onto a prompt exported with fewer layers
           location.replace(headHash(model, entry.h, nearestLayer(p.layers, layer), head));
           return;
@@ -228,7 +229,7 @@
       const w = this.pane.weights;
       fill(this.legendBox, w ? legend(["0", fmtValue(this.pane.max) + " (A·‖v W_O‖)"]) : scaleLegend());
       fill(this.weightBox, p.heads ? weightingButton() : null);
-      fill(this.topLink, model.top && model.top.includes(layer)
+      fill(this.topLink, (model.top || []).concat(model.dist || []).includes(layer)
         ? link("top examples", hashFor("top", [model.name, layer, head]), "this head's strongest cells across the model's prompts")
         : null);
     }

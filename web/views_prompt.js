@@ -6,7 +6,7 @@
 
   const { F16, INDEX, METRIC_SHORT, clamp, clear, colorIndex, entryFor, entryOf, f16Colors, fill,
     fillTokens, fmt, fmtValue, go, h, hashFor, headHash, headRow, hideTip, layerData, link, maxAbs, modelOf,
-    neighbour, option, packed, promptData, promptHash, promptName, scaleLegend, select, setCrumbs, settings,
+    neighbour, noPatternsNote, option, packed, promptData, promptHash, promptName, scaleLegend, select, setCrumbs, settings,
     showError, showTip, signedColor, state, weighted, weightingButton } = LENS_UI;
 
   // ------------------------------------------------------------------ prompt view
@@ -78,7 +78,7 @@
       fillTokens(this.tokens, p);
       fill(this.weightBox, p.heads ? weightingButton() : null);
       if (p.heads) this.showDla(null);
-      if (p.thumb) { this.buildGrid(); return; }
+      if (p.thumb || p.patterns === false) { this.buildGrid(); return; }
       // short prompts carry no thumbnails: their layer chunks are as small, so draw from those
       const m = this.model, hash = this.entry.h;
       Promise.all(p.layers.map((l) => layerData(m, hash, l))).then((chunks) => {
@@ -89,8 +89,8 @@
 
     buildGrid() {
       const p = this.p, H = this.model.n_heads;
-      if (!p.layers.length) {
-        fill(this.gridWrap, h("p", { class: "note", text: "No attention patterns stored for this prompt (exported without the pattern hook)." }));
+      if (!p.layers.length || p.patterns === false) {
+        fill(this.gridWrap, h("p", { class: "note", text: noPatternsNote(p) }));
         return;
       }
       const avail = Math.max(200, this.gridWrap.clientWidth - 60);

@@ -1,13 +1,16 @@
-/* lens_cache viewer, views_top.js: one head's top examples across the model's prompts
- * (#/top/<model>/<layer>/<head>?by=attention|value_weighted|dla), from the data script
- * <slug>/top/L<layer>.js (format in lens_cache/viewer_heads.py). Each example is a snippet of
- * its prompt with the query and key tokens marked; a click opens the head on that prompt with
- * the cell selected. Shared scope and load order: see core.js. */
+/* lens_cache viewer, views_top.js: one head across the model's prompts
+ * (#/top/<model>/<layer>/<head>?by=attention|value_weighted|dla&score=<score>).
+ * First the distribution of the head's per-prompt score (a metric, its value-weighted form or
+ * the mean DLA) over every prompt: a histogram, the top prompts and samples from each quantile
+ * interval, from <slug>/dist/L<layer>.js (format in lens_cache/viewer/_corpus.py). Then its
+ * top cells, from <slug>/top/L<layer>.js (format in lens_cache/viewer/_heads.py): each a
+ * snippet of its prompt with the query and key tokens marked; a click opens the head on that
+ * prompt with the cell selected. Shared scope and load order: see core.js. */
 (function () {
   "use strict";
 
-  const { entryOf, fill, fmtValue, go, h, hashFor, headHash, modelOf, option, promptName, select,
-    setCrumbs, showError, topData } = LENS_UI;
+  const { METRIC_SHORT, distData, entryOf, fill, fmtValue, go, h, hashFor, headHash, modelOf, option,
+    promptName, select, setCrumbs, showError, topData } = LENS_UI;
 
   const RANKINGS = {
     attention: "attention (key 0 left out)",
@@ -22,26 +25,62 @@
       this.layer = Number(layer);
       this.head = Number(head);
       this.by = RANKINGS[route.query.get("by")] ? route.query.get("by") : "attention";
-      const m = this.model;
-      if (!(m.top || []).includes(this.layer) || !(this.head >= 0 && this.head < m.n_heads)) {
-        throw new Error(`no top examples for L${layer} H${head} of ${m.name}: export it with head_contributions among --hooks`);
+      this.score = route.query.get("score") || "induction";
+      const m = this.model, hasTop = (m.top || []).includes(this.layer), hasDist = (m.dist || []).includes(this.layer);
+      if (!(hasTop || hasDist) || !(this.head >= 0 && this.head < m.n_heads)) {
+        throw new Error(`nothing stored for L${layer} H${head} of ${m.name} across prompts: export it with head_metrics or head_contributions among --hooks`);
       }
       setCrumbs([{ text: "prompts", href: "#/" }, { text: m.name, href: hashFor("metrics", [m.name]) },
-        { text: `L${this.layer} H${this.head} top examples` }]);
-      const heads = [];
+        { text: `L${this.layer} H${this.head} across prompts` }]);
+      const heads = [], layers = [...new Set([...(m.top || []), ...(m.dist || [])])].sort((a, b) => a - b);
       for (let hd = 0; hd < m.n_heads; hd++) heads.push(option(hd, "head " + hd, hd === this.head));
       root.append(h("div", { class: "toolbar" }, h("span", { class: "title", text: m.name }),
-        select(m.top.map((l) => option(l, "layer " + l, l === this.layer)), (v) => this.goto({ layer: v }), "layer"),
+        select(layers.map((l) => option(l, "layer " + l, l === this.layer)), (v) => this.goto({ layer: v }), "layer"),
         select(heads, (v) => this.goto({ head: v }), "head"),
-        select(Object.entries(RANKINGS).map(([k, t]) => option(k, "by " + t, k === this.by)), (v) => this.goto({ by: v }), "ranking")));
+        hasTop ? select(Object.entries(RANKINGS).map(([k, t]) => option(k, "by " + t, k === this.by)), (v) => this.goto({ by: v }), "ranking") : null));
+      this.dist = h("div", { class: "dist" }, h("p", { class: "note", text: "loading…" }));
       this.list = h("div", { class: "top-list" }, h("p", { class: "note", text: "loading…" }));
-      root.append(this.list);
-      topData(m, this.layer).then((obj) => this.show(obj), (err) => showError(this.list, err));
+      root.append(this.dist, this.list);
+      if (hasDist) distData(m, this.layer).then((obj) => this.showDist(obj), (err) => showError(this.dist, err));
+      else fill(this.dist, h("p", { class: "note", text: "No score distribution for this layer." }));
+      if (hasTop) topData(m, this.layer).then((obj) => this.show(obj), (err) => showError(this.list, err));
+      else fill(this.list, h("p", { class: "note", text: "No top cells for this layer: export with head_contributions among --hooks." }));
+    }
+
+    /** The head's score over every prompt: histogram, top prompts, quantile samples. */
+    showDist(obj) {
+      const names = Object.keys(obj.scores);
+      if (!names.includes(this.score)) this.score = names[0];
+      const s = obj.scores[this.score][this.head];
+      const bar = h("div", { class: "toolbar" }, select(names.map((n) => option(n, "score: " + scoreTitle(n), n === this.score)),
+        (v) => this.goto({ score: v }), "score"));
+      if (!s) { fill(this.dist, bar, h("p", { class: "note", text: "This score is defined on no prompt for this head." })); return; }
+      const defined = s.counts.reduce((a, b) => a + b, 0);
+      bar.append(h("span", { class: "note", text: `${defined} of ${obj.n} prompts` }));
+      fill(this.dist, bar, histogram(s), h("div", { class: "dist-cols" },
+        h("div", null, h("h3", { text: "top prompts" }), this.prompts(s.top, "dist-top")),
+        h("div", null, h("h3", { text: "samples by quantile interval" }), ...s.quantiles.map((q, k) =>
+          h("div", { class: "dist-q", dataset: { lo: q.lo, hi: q.hi } },
+            h("div", { class: "note", text: `interval ${k + 1} of ${s.quantiles.length}: ${fmtValue(q.lo)} to ${fmtValue(q.hi)}` }),
+            this.prompts(q.samples, "dist-sample"))))));
+    }
+
+    /** Rows of [hash, value]: the prompt's name and score; a click opens the head on it. */
+    prompts(pairs, cls) {
+      const box = h("div", { class: "dist-list" });
+      for (const [hash, value] of pairs) {
+        const entry = entryOf.get(this.model.idx + "|" + hash);
+        const row = h("div", { class: "dist-row " + cls, dataset: { hash, value } },
+          h("span", { class: "num", text: fmtValue(value) }), h("span", { text: entry ? promptName(entry) : hash.slice(0, 8) }));
+        if (entry) row.addEventListener("click", () => go(headHash(this.model, hash, this.layer, this.head)));
+        box.append(row);
+      }
+      return box;
     }
 
     goto(patch) {
-      const next = Object.assign({ layer: this.layer, head: this.head, by: this.by }, patch);
-      go(hashFor("top", [this.model.name, next.layer, next.head], new URLSearchParams({ by: next.by })));
+      const next = Object.assign({ layer: this.layer, head: this.head, by: this.by, score: this.score }, patch);
+      go(hashFor("top", [this.model.name, next.layer, next.head], new URLSearchParams({ by: next.by, score: next.score })));
     }
 
     show(obj) {
@@ -73,6 +112,25 @@
       if (e.key === "ArrowRight") { this.goto({ head: (this.head + 1) % H }); return true; }
       return false;
     }
+  }
+
+  function scoreTitle(name) {
+    if (name === "dla") return "mean DLA";
+    const base = name.replace(/^vw_/, "");
+    return (METRIC_SHORT[base] || base) + (name.startsWith("vw_") ? " (value-weighted)" : "");
+  }
+
+  /** Bars of the histogram over the score's range (its counts per equal bin). */
+  function histogram(s) {
+    const [lo, hi] = s.bins, n = s.counts.length, top = Math.max(1, ...s.counts), width = (hi - lo) / n;
+    const bars = s.counts.map((c, i) => {
+      const bar = h("span", { class: "hist-bar", dataset: { count: c },
+        title: `${fmtValue(lo + i * width)} to ${fmtValue(lo + (i + 1) * width)}: ${c} prompts` });
+      bar.style.height = Math.round(60 * c / top) + "px"; // CSSOM: the page's CSP refuses style attributes
+      return bar;
+    });
+    return h("div", { class: "hist" }, h("span", { class: "note", text: fmtValue(lo) }),
+      h("div", { class: "hist-bars" }, ...bars), h("span", { class: "note", text: fmtValue(hi) }));
   }
 
   /** Runs of tokens (``[[start, [tokens]], ...]``) with "…" between them; the query token is

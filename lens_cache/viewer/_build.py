@@ -26,6 +26,7 @@ from lens_cache.errors import StoreCorruptError, StoreLinkError, StoreNotFoundEr
 from lens_cache.indexer import write_indexes
 from lens_cache.layout import (
     DATA_NAMES,
+    HEAD_METRICS_NAME,
     HEADS_NAME,
     INDEX_HTML,
     MODEL_CFG_NAME,
@@ -49,6 +50,7 @@ from lens_cache.progress import warn
 from lens_cache.reader import Store, pattern_length
 from lens_cache.store import make_dirs, remove_orphaned_tmps, write_bytes
 from lens_cache.user_metrics import compute_layer, registered_metrics
+from lens_cache.viewer import _corpus as viewer_corpus
 from lens_cache.viewer import _heads as viewer_heads
 from lens_cache.viewer import _user as viewer_user
 from lens_cache.viewer import metrics as M
@@ -350,10 +352,11 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     heads = contributions and viewer_heads.PromptHeads(contributions)
     thumbs_too = n_tokens > THUMB_SIZE  # shorter prompts: the page draws from the chunks
     user, user_layers = registered_metrics(), []
+    stored = stored_metrics(save, src, prompt)
     with reading(pattern_file, save):
         for layer, pat in arrays.patterns(prompt, n_heads, n_tokens):
             layers.append(layer)
-            per_layer.append(M.head_metrics(pat, tokens))
+            per_layer.append(stored.get(layer) or M.head_metrics(pat, tokens))
             if user:
                 user_layers.append(compute_layer(user, pat, tokens))
             if thumbs_too:
@@ -362,13 +365,19 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
                 heads.add_layer(layer, pat, tokens, thumbnail if thumbs_too else None)
             chunk = script_call("chunk", f"{key}/{layer}", layer_chunk(pat))
             written += write_atomic(out / f"L{layer}.js", chunk)
+    chunks = list(layers)  # the layers whose patterns are drawn (an L<layer>.js each)
+    if not chunks and stored:  # kind head_metrics without patterns: the stored metrics alone
+        layers, per_layer = metrics_only(stored, heads, n_heads)
     summary = metric_summary(per_layer, tokens)
     with reading(src / RESIDUALS_NAME, save):
         resid = arrays.resid_norms(n_tokens, log)
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
     payload["pred"], lens = prediction_data(src, encode_array)
     payload["heads"] = heads.payload(encode_array, nan_to_none) if heads else None
-    add_user_parts(payload, save, src, sig, user, user_layers)
+    metrics_alone = bool(layers) and not chunks
+    if metrics_alone:  # only then: a store with patterns keeps its bytes
+        payload["patterns"] = False
+    add_user_parts(payload, save, src, sig, () if metrics_alone else user, user_layers)
     if lens is not None:
         written += write_atomic(out / "lens.js", script_call("lens", key, lens))
     written += write_atomic(out / "prompt.js", script_call("prompt", key, payload))
@@ -376,7 +385,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
         "format": FORMAT_VERSION,
         "thumb_size": THUMB_SIZE,
         "source": sig,
-        "files": [*(f"L{layer}.js" for layer in layers), "prompt.js"]
+        "files": [*(f"L{layer}.js" for layer in chunks), "prompt.js"]
         + (["lens.js"] if lens is not None else []),
         "layers": layers,
         "n_tokens": n_tokens,
@@ -388,6 +397,23 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
         stamp["user_metrics"] = [m.signature() for m in user]
     written += write_atomic(out / "stamp.json", json.dumps(stamp).encode())
     return {**stamp, **stamp_metrics(payload), "bytes_written": written}
+
+
+def stored_metrics(save: Path, src: Path, prompt: dict) -> dict[int, dict]:
+    """``{layer: {metric: [heads]}}`` of the prompt's stored kind ``head_metrics`` (the same
+    functions as `M.head_metrics`, taken by the export from the patterns in memory), or {}."""
+    if not (src / HEAD_METRICS_NAME).is_file():
+        return {}
+    return Store(save).prompt_head_metrics(src.parent.parent.name, prompt["hash"])
+
+
+def metrics_only(stored: dict, heads, n_heads: int) -> tuple[list[int], list[dict]]:
+    """The layers and per-layer metrics of a prompt whose stored metrics stand in for its
+    patterns; its value-weighted metrics (which need patterns) are NaN."""
+    layers = sorted(stored)
+    if heads:
+        heads.without_patterns(layers, n_heads)
+    return layers, [stored[layer] for layer in layers]
 
 
 def add_user_parts(payload: dict, save: Path, src: Path, sig: dict, user, user_layers) -> None:
@@ -556,6 +582,18 @@ def model_summary(cfg: dict, stamps: list[dict]) -> dict:
     return summary
 
 
+def model_dist(out_dir: Path, cfg: dict, prompts: list[dict], stamps: list[dict], entry) -> int:
+    """Write the model's per-head score distributions (`viewer._corpus`); list their layers
+    in its index entry as ``dist``. Returns the bytes written."""
+    n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
+    shape = (len(M.METRIC_NAMES), n_layers, n_heads)
+    every = stacked([metrics_array(s, shape) for s in stamps], shape)
+    scores = viewer_corpus.scores_of(stamps, every, n_layers, n_heads)
+    hashes = [p["hash"] for p in prompts]
+    written, entry["dist"] = viewer_corpus.write_dist(out_dir, hashes, scores, emit_script)
+    return written
+
+
 def metrics_array(stamp: dict, shape: tuple[int, int, int]) -> np.ndarray:
     """A stamp's per-head metrics as float64 ``[metrics, n_layers, n_heads]``, NaN where not
     defined or the layer not stored (kept as is in the manifest)."""
@@ -673,6 +711,7 @@ def prune(data_root: Path, keep: set[Path]) -> int:
                 removed += 1
         if model_dir not in models:  # a model that is gone: its top examples go too
             shutil.rmtree(model_dir / viewer_heads.TOP_DIR, ignore_errors=True)
+            shutil.rmtree(model_dir / viewer_corpus.DIST_DIR, ignore_errors=True)
         if not any(model_dir.iterdir()):
             model_dir.rmdir()
     return removed
@@ -770,6 +809,9 @@ def write_viewer(
             save, data_root / models[-1]["slug"], cfg, prompts, model_stamps, emit_script
         )
         written += top_bytes
+        written += model_dist(
+            data_root / models[-1]["slug"], cfg, prompts, model_stamps, models[-1]
+        )
         kept.append((cfg["model_name"], [p["hash"] for p in prompts], model_stamps))
         for prompt, stamp in zip(prompts, model_stamps, strict=True):
             entries.append(entry_of(m_index, prompt, stamp))
@@ -795,6 +837,7 @@ def write_viewer(
         # from the stamps, not a walk over every file: an unchanged rebuild stays cheap
         "viewer_bytes": sum(s["data_bytes"] for s in stamps.values())
         + dir_bytes(data_root, "*", recursive=False)
+        + sum(dir_bytes(data_root / m["slug"] / viewer_corpus.DIST_DIR, "*") for m in models)
         + dir_bytes(save / APP_DIR, "*")
         + (save / INDEX_HTML).stat().st_size,
         "npz_bytes": sum(pattern_bytes(s) for s in stamps.values()),

@@ -89,6 +89,11 @@ class PromptHeads:
         if thumbnail is not None:
             self.thumbs.append(thumbnail(shares / _head_max(shares)))
 
+    def without_patterns(self, layers: list[int], n_heads: int) -> None:
+        """A prompt stored without patterns: no value-weighted metrics for its `layers`."""
+        nan = np.full(n_heads, np.nan)
+        self.metrics = [{n: nan for n in M.METRIC_NAMES} for _ in layers]
+
     def payload(self, encode, to_json) -> dict:
         """The ``heads`` object of ``prompt.js``; `to_json` is viewer.nan_to_none."""
         with np.errstate(invalid="ignore"):

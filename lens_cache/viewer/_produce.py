@@ -66,8 +66,10 @@ class PromptDataProducer:
             self._cfg = read_model(self.save, self.model)
         prompt = normalize_record(json.loads(json.dumps(record)))  # as the reader gives it
         arrays = None  # a prompt written layer group by layer group: read back from disk
-        if not capture.written:
-            arrays = CapturedArrays(capture.patterns, capture.residuals, directory)
+        if not capture.written:  # patterns kept only for head_metrics are not the page's
+            stored = PATTERN in prompt["lens_cache"].get("hooks", ())
+            patterns = capture.patterns if stored else {}
+            arrays = CapturedArrays(patterns, capture.residuals, directory)
         build_prompt(self.save, self._cfg, prompt, self.out / prompt["hash"], self._log, arrays)
 
     def _log(self, message: str) -> None:
