@@ -25,12 +25,14 @@ from lens_cache.hooks import hooks_width, pool_sites, resolve_hooks, split_hook_
 from lens_cache.layout import (
     DEFAULT_DTYPE,
     DEFAULT_TOP_K,
+    DEFAULT_TOPK_KEYS,
     DTYPES,
     HEAD_CONTRIBUTIONS,
     HOOK_KINDS,
     MODEL_CFG_NAME,
     PATTERN,
     PATTERN_DTYPES,
+    PATTERN_TOPK,
     POOLS,
     PREDICTION_KINDS,
     PROMPTS_DIR,
@@ -80,6 +82,7 @@ def export(
     pattern_dtype: str = DEFAULT_DTYPE,
     stacked_heads: bool = False,
     top_k: int = DEFAULT_TOP_K,
+    topk_keys: int = DEFAULT_TOPK_KEYS,
     batch_size: int = 8,
     token_budget: int | None = None,
     max_batch_mb: float = 1024,
@@ -118,6 +121,9 @@ def export(
             (half the bytes, absolute error up to 2.4e-4: lossy, opt-in).
         stacked_heads: store patterns as one `[1, L, H, T, T]` `.npy` instead of the npz.
         top_k: most likely tokens stored per position by `logits` and `logit_lens`.
+        topk_keys: keys kept per query row by `pattern_topk` (the compact pattern for long
+            prompts: each row's strongest keys, its remaining mass and a block-pooled
+            overview; see `lens_cache.topk`).
         batch_size: most prompts per forward pass.
         token_budget: most padded tokens (`n_prompts * longest`) per forward pass.
         max_batch_mb: most megabytes of cached activations per forward pass.
@@ -148,6 +154,8 @@ def export(
     pools = _check_pools(pool, hooks, requests)
     if predictions and top_k < 1:
         raise TopKError(f"--top-k must be at least 1, got {top_k}")
+    if PATTERN_TOPK in hooks and topk_keys < 1:
+        raise TopKError(f"--topk-keys must be at least 1, got {topk_keys}")
     _check_choice("resid_dtype", resid_dtype, DTYPES)
     _check_choice("pattern_dtype", pattern_dtype, PATTERN_DTYPES)
     check_layer_syntax(layers)
@@ -176,6 +184,7 @@ def export(
                 model_dtype=model.dtype_name,  # of the model as loaded, or as the caller passed it
                 predictions=predictions,
                 top_k=top_k,
+                topk_keys=topk_keys,
                 compress_level=compress_level,
                 chunk_mb=max_batch_mb,
             )
@@ -354,7 +363,8 @@ def _captures(model, items, settings, plan: _Plan, write):
     fault_point("forward")
     cap = int(plan.max_batch_mb * 2**20)
     n_tokens = len(items[0][1])
-    if len(items) > 1 or PATTERN not in settings.hooks or len(settings.layers) == 1:
+    dense = PATTERN in settings.hooks or PATTERN_TOPK in settings.hooks
+    if len(items) > 1 or not dense or len(settings.layers) == 1:
         return capture_batch(model, items, settings)
     if _cache_bytes(model, settings, n_tokens) <= cap:
         return capture_batch(model, items, settings)
@@ -373,7 +383,11 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
     n_layers = len(settings.layers)
     per_layer = 0
     for kind in settings.hooks:
+        if kind == PATTERN_TOPK:
+            continue  # its dense pattern is counted once, below
         per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
+    if PATTERN_TOPK in settings.hooks and PATTERN not in settings.hooks:
+        per_layer += model.n_heads * t * t
         per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
     read = readout_layers(settings.predictions, settings.layers, model.n_layers)
     extra = hooks_width(model, settings.extra_hooks)

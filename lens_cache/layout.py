@@ -15,6 +15,7 @@ adds its names here first.
     <save>/<model>/prompts/<hash>/logit_lens.safetensors      LOGIT_LENS_NAME: lens_member()
     <save>/<model>/prompts/<hash>/hooks.safetensors      HOOKS_NAME: any per-token hook [T, ...]
     <save>/<model>/prompts/<hash>/head_contributions.safetensors   HEADS_NAME: heads_member()
+    <save>/<model>/prompts/<hash>/pattern_topk.safetensors   PATTERN_TOPK_NAME: topk_member()
     <save>/<model>/vocab.json                            VOCAB_NAME: token strings by id
     <save>/.lens_cache.lock                              LOCK_NAME (see lens_cache.locking)
     <save>/<model>/pooled/<hook>-<pool>/data-*.parquet   POOLED_DIR, pooled_name()
@@ -59,6 +60,7 @@ PREDICTIONS_NAME = "predictions.safetensors"  # kind `logits`
 LOGIT_LENS_NAME = "logit_lens.safetensors"  # kind `logit_lens`
 HOOKS_NAME = "hooks.safetensors"  # any other per-token hook, by its 3.x name (lens_cache.hooks)
 HEADS_NAME = "head_contributions.safetensors"  # kind `head_contributions`
+PATTERN_TOPK_NAME = "pattern_topk.safetensors"  # kind `pattern_topk` (lens_cache.topk)
 LOCK_NAME = ".lens_cache.lock"  # <save>/.lens_cache.lock: the advisory lock (lens_cache.locking)
 VOCAB_NAME = "vocab.json"  # <model>/vocab.json: each token id's string, beside model_cfg.json
 # What an export writes beside prompt.json.
@@ -70,6 +72,7 @@ DATA_NAMES = (
     LOGIT_LENS_NAME,
     HOOKS_NAME,
     HEADS_NAME,
+    PATTERN_TOPK_NAME,
 )
 
 DEFAULT_MODEL = "smollm2-135m"  # the embedded model: `-m` when none is given
@@ -89,7 +92,10 @@ RESID_KINDS = ("resid_pre", "resid_mid", "resid_post")
 # value norms and direct logit attribution per head (lens_cache.heads): computed from hooks, not
 # stored as one; a kind of --hooks all the same
 HEAD_CONTRIBUTIONS = "head_contributions"
-HOOK_KINDS = (PATTERN, *RESID_KINDS, HEAD_CONTRIBUTIONS)
+# the compact pattern for long prompts (lens_cache.topk): each row's strongest keys, the rest
+# of its mass, and a block-pooled overview; made from the dense pattern while it is in memory
+PATTERN_TOPK = "pattern_topk"
+HOOK_KINDS = (PATTERN, *RESID_KINDS, HEAD_CONTRIBUTIONS, PATTERN_TOPK)
 _HOOK_RE = re.compile(
     rf"^blocks\.(\d+)\.(?:attn\.hook_({PATTERN})|hook_({'|'.join(RESID_KINDS)}))$"
 )
@@ -131,6 +137,28 @@ def heads_member(layer: int, field: str) -> str:
 def top_member(layer: int, by: str) -> str:
     """The member holding one layer's top-example candidates by one ranking."""
     return heads_member(layer, f"top_{by}")
+
+
+# The compact pattern's members, per layer: `keys` `[H, T, k]` (int32, -1 where a row has fewer
+# than k keys), `values` `[H, T, k]`, `rest` `[H, T]` (1 - the row's stored mass), and the
+# overview `overview_max` / `overview_sum` `[H, B, B]` over blocks of `block` (header metadata).
+TOPK_FIELDS = ("keys", "values", "rest", "overview_max", "overview_sum")
+DEFAULT_TOPK_KEYS = 32  # keys kept per query row when `--topk-keys` is not given
+OVERVIEW_SIDE = 256  # most blocks along each axis of the overview, at any length
+
+
+def topk_member(layer: int, field: str) -> str:
+    """A member of pattern_topk.safetensors: `blocks.{layer}.attn.topk.{field}`."""
+    return f"blocks.{layer}.attn.topk.{field}"
+
+
+_TOPK_RE = re.compile(rf"^blocks\.(\d+)\.attn\.topk\.({'|'.join(TOPK_FIELDS)})$")
+
+
+def parse_topk_member(name: str) -> tuple[int, str] | None:
+    """`"blocks.3.attn.topk.rest"` -> `(3, "rest")`; `None` for any other name."""
+    m = _TOPK_RE.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 _HEADS_RE = re.compile(

@@ -29,7 +29,7 @@ try:  # optional speed-up: standard deflate, written faster (see _use_fast_defla
 except ImportError:  # pragma: no cover - isal is a dependency, but the fallback stays correct
     _isal_zlib = None
 
-from lens_cache import formats, top_examples
+from lens_cache import formats, top_examples, topk
 from lens_cache.damage import refuse_links
 from lens_cache.errors import (
     WRITE_ERRNOS,
@@ -43,6 +43,7 @@ from lens_cache.layout import (
     DATA_NAMES,
     DEFAULT_DTYPE,
     DEFAULT_TOP_K,
+    DEFAULT_TOPK_KEYS,
     DTYPES,
     HEAD_CONTRIBUTIONS,
     HEADS_NAME,
@@ -53,6 +54,8 @@ from lens_cache.layout import (
     NPZ_NAME,
     PATTERN,
     PATTERN_DTYPES,
+    PATTERN_TOPK,
+    PATTERN_TOPK_NAME,
     PREDICTION_KINDS,
     PREDICTIONS_NAME,
     PROMPT_NAME,
@@ -88,6 +91,7 @@ class ExportSettings:
     extra_hooks: tuple[str, ...] = ()  # any other per-token hooks, resolved (lens_cache.hooks)
     compress_level: int = 1  # how, not what: left out of the fingerprint
     chunk_mb: float = 1024  # how: most MB of vocabulary rows read out at once; not fingerprinted
+    topk_keys: int = DEFAULT_TOPK_KEYS  # keys kept per query row by `pattern_topk`
 
     def __post_init__(self):
         object.__setattr__(self, "hooks", tuple(k for k in HOOK_KINDS if k in self.hooks))
@@ -106,6 +110,8 @@ class ExportSettings:
     def hook_names(self) -> list[str]:
         """The hooks stored as they fire (head_contributions are computed from others)."""
         kinds = [k for k in self.hooks if k == PATTERN or k in RESID_KINDS]
+        if PATTERN_TOPK in self.hooks and PATTERN not in kinds:  # made from the dense pattern
+            kinds.insert(0, PATTERN)
         return [hook_name(kind, layer) for kind in kinds for layer in self.layers]
 
     def describe(self) -> dict:
@@ -115,6 +121,8 @@ class ExportSettings:
         if not self.predictions:  # stores without predictions keep their fingerprint
             d.pop("predictions")
             d.pop("top_k")
+        if PATTERN_TOPK not in self.hooks:  # stores without the kind keep their fingerprint
+            d.pop("topk_keys")
         if d["model_dtype"] == "float32":  # stores from before the field keep their fingerprint
             d.pop("model_dtype")
         d.update(hooks=list(self.hooks), layers=list(self.layers), format=FORMAT_VERSION)
@@ -144,6 +152,8 @@ class ExportSettings:
             names.append(HOOKS_NAME)
         if HEAD_CONTRIBUTIONS in self.hooks:
             names.append(HEADS_NAME)
+        if PATTERN_TOPK in self.hooks:
+            names.append(PATTERN_TOPK_NAME)
         return names
 
 
@@ -427,7 +437,9 @@ def write_prompt_dir(
     contributing = HEAD_CONTRIBUTIONS in settings.hooks
     if contributing:  # each prompt keeps its top-example candidates (top_examples.py)
         patterns = top_examples.watch(patterns, capture.contributions, top)
-    if capture.patterns:
+    if PATTERN not in settings.hooks:
+        _drain(patterns)  # a prompt in layer groups: running them fills the compact pattern
+    elif capture.patterns:
         if settings.stacked_heads:
             arrays = (a for _, a in patterns)
             stacked = np.stack(list(arrays), axis=1)  # [1, L, H, T, T]
@@ -460,6 +472,8 @@ def write_prompt_dir(
             write_safetensors(directory / name, tensors, metadata)
     if contributing:
         _write_contributions(directory, capture.contributions, top, model_name)
+    if capture.topk:
+        _write_topk(directory, capture.topk, len(capture.ids), settings, model_name)
     fault_point("renamed", directory)
     write_json(directory / PROMPT_NAME, record)
 
@@ -475,6 +489,23 @@ def _write_contributions(directory: Path, contributions: dict, top: dict, model_
     tensors = {**{n: torch.from_numpy(a) for n, a in top.items()}, **contributions}
     metadata = {"model": model_name, "format": f"lens_cache/{FORMAT_VERSION}"}
     write_safetensors(directory / HEADS_NAME, tensors, metadata)
+
+
+def _drain(patterns) -> None:
+    for _ in patterns:
+        pass
+
+
+def _write_topk(directory: Path, tensors: dict, n_tokens: int, settings, model_name: str) -> None:
+    """pattern_topk.safetensors; the block size of its overview is in the header, so a reader
+    checks the overview's shape before reading it."""
+    metadata = {
+        "model": model_name,
+        "topk_keys": str(settings.topk_keys),
+        "block": str(topk.block_size(n_tokens)),
+        "format": f"lens_cache/{FORMAT_VERSION}",
+    }
+    write_safetensors(directory / PATTERN_TOPK_NAME, tensors, metadata)
 
 
 def _remove_stale(directory: Path, keep: list[str]) -> None:

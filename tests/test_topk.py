@@ -1,0 +1,165 @@
+"""The compact pattern for long prompts (`--hooks pattern_topk`, lens_cache.topk), checked
+against transformers' own eager attention (`output_attentions=True`) on the same token ids,
+reduced by numpy brute force: a sort for the top-k, `reduceat` for the block overview."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import lens_cache
+from lens_cache.errors import ActivationsMissingError, DamagedFileError
+from tests.conftest import DEFAULT_PROMPTS
+from tests.helpers import REPO, prompt_dir, safetensors_metadata
+
+K = 8
+
+
+def _long_text(n_words: int) -> str:
+    with open(DEFAULT_PROMPTS, encoding="utf-8") as f:
+        words = " ".join(json.loads(line)["text"] for line in f if line.strip()).split()
+    return " ".join(words[:n_words])
+
+
+TEXTS = [_long_text(180), "A short one."]  # the first over 256 tokens: overview blocks of 2
+
+
+@pytest.fixture(scope="module", params=["gpt2", "gqa"])
+def compact(request, tmp_path_factory):
+    """(HF directory, store, model name): each tiny model's compact patterns of TEXTS."""
+    live = request.getfixturevalue(f"{request.param}_model")
+    path = tmp_path_factory.mktemp("topk")
+    lens_cache.export(
+        live, prompts=TEXTS, save_path=path, hooks=["pattern_topk"], topk_keys=K, quiet=True
+    )
+    hf_dir = request.getfixturevalue(f"{request.param}_dir")
+    return hf_dir, lens_cache.open(path), live.name
+
+
+def _eager_patterns(hf_dir, ids) -> np.ndarray:
+    """[layers, heads, T, T] from transformers' eager attention, float64."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = hf(torch.tensor([ids]), output_attentions=True)
+    return np.stack([a[0].double().numpy() for a in out.attentions])
+
+
+def _block_reduce(pattern: np.ndarray, block: int, ufunc) -> np.ndarray:
+    starts = np.arange(0, pattern.shape[-1], block)
+    return ufunc.reduceat(ufunc.reduceat(pattern, starts, axis=-1), starts, axis=-2)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_top_keys_rest_and_overview_match_eager_attention(compact, text):
+    hf_dir, store, model = compact
+    ids = store.prompt(model, text)["token_ids"]
+    want = _eager_patterns(hf_dir, ids)
+    got = store.pattern_topk(model, text)
+    n = len(ids)
+    assert got["keys"].shape == (*want.shape[:3], min(K, n))
+    top = -np.sort(-want, axis=-1)[..., :K]  # the k largest of each row, strongest first
+    np.testing.assert_allclose(got["values"], top, atol=1e-5)
+    keys, values = got["keys"], got["values"]
+    present = keys >= 0
+    # every stored key is a key the row attends with that weight, none after the query
+    cells = np.take_along_axis(want, np.where(present, keys, 0), axis=-1)
+    np.testing.assert_allclose(np.where(present, cells, 0), values, atol=1e-5)
+    assert (keys <= np.arange(n)[:, None]).all()
+    assert (present.sum(-1) == np.minimum(np.arange(n) + 1, K)).all()  # -1 only past the row
+    np.testing.assert_allclose(values.sum(-1, dtype=np.float64) + got["rest"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(got["rest"], want.sum(-1) - top.sum(-1), atol=1e-5)
+    block = 2 if n > 256 else 1
+    assert got["block"] == block
+    np.testing.assert_allclose(got["overview_max"], _block_reduce(want, block, np.maximum), 1e-5)
+    np.testing.assert_allclose(got["overview_sum"], _block_reduce(want, block, np.add), 1e-5)
+
+
+def test_dense_reconstruction_keeps_the_stored_cells_and_reports_the_rest(compact):
+    hf_dir, store, model = compact
+    ids = store.prompt(model, TEXTS[0])["token_ids"]
+    want = _eager_patterns(hf_dir, ids)[-1:, 2:3]
+    got = store.pattern_from_topk(model, TEXTS[0], layers=[-1], heads=[2])
+    stored = got["pattern"] > 0
+    assert got["pattern"].shape == want.shape
+    assert (stored.sum(-1) <= K).all()
+    np.testing.assert_allclose(got["pattern"][stored], want[stored], atol=1e-5)
+    np.testing.assert_allclose(got["pattern"].sum(-1) + got["rest"], 1.0, atol=1e-5)
+    assert got["rest"].max() > 0.1  # random weights spread attention: much is left out
+
+
+def test_only_the_compact_file_is_written_and_the_dense_pattern_is_not(compact):
+    _, store, model = compact
+    folder = prompt_dir(store.path, model, TEXTS[0])
+    assert sorted(p.name for p in folder.iterdir()) == ["pattern_topk.safetensors", "prompt.json"]
+    assert safetensors_metadata(folder / "pattern_topk.safetensors")["block"] == "2"
+    with pytest.raises(ActivationsMissingError, match="no attention patterns"):
+        store.patterns(model, TEXTS[0])
+
+
+def test_a_header_claiming_more_than_the_prompt_is_refused_before_its_data(compact, tmp_path):
+    import shutil
+
+    _, store, model = compact
+    copy = tmp_path / "store"
+    shutil.copytree(store.path, copy)
+    path = prompt_dir(copy, model, TEXTS[1]) / "pattern_topk.safetensors"
+    from lens_cache import formats
+
+    header, start, meta = formats.safetensors_header(path)
+    heads, n = header["blocks.0.attn.topk.rest"]["shape"]
+    header["blocks.0.attn.topk.rest"]["shape"] = [n, heads]  # as many bytes, another shape
+    data = path.read_bytes()[start:]
+    path.write_bytes(formats.safetensors_header_bytes({**header, "__metadata__": meta}) + data)
+    with pytest.raises(DamagedFileError, match=r"topk\.rest: F32 \(\d+, 4\), expected"):
+        lens_cache.open(copy).pattern_topk(model, TEXTS[1])
+
+
+MEMORY_CHILD = """
+import json, resource, sys
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, AutoTokenizer
+from lens_cache import export
+from lens_cache.models import load_model
+
+tok_dir, model_dir, save, n_tokens = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+torch.manual_seed(0)
+cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=8,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                  bos_token_id=0, eos_token_id=0, pad_token_id=0)
+LlamaForCausalLM(cfg).save_pretrained(model_dir)
+AutoTokenizer.from_pretrained(tok_dir).save_pretrained(model_dir)
+model = load_model(model_dir, device="cpu")
+kw = dict(hooks=["pattern_topk"], max_batch_mb=1, index_html=False, quiet=True, topk_keys=16)
+words = " ".join(f"w{i % 89} {i % 7}" for i in range(n_tokens))
+long = words[: len(words) * n_tokens // len(model.tokenize(words))]
+export(model, [long[:800]], save_path=save + "-warm", **kw)  # every code path once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+(report,) = export(model, [long], save_path=save, **kw)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t = report.tokens
+layer = model.n_heads * t * t * 4 / 2**20
+print(json.dumps({"before_mb": before, "after_mb": after, "layer_mb": layer, "tokens": t,
+                  "layers": model.n_layers}))
+"""
+
+
+def test_memory_is_bounded_by_one_layer_not_the_prompt(tokenizer_dir, tmp_path, cli_env):
+    """docs/limits.md's bound: a prompt over --max-batch-mb runs one layer group per pass, and
+    the compact kind keeps no dense pattern past its group, so the peak grows by a few layers'
+    patterns (the group's cache, the forward's own scores and softmax), not by all of them."""
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(tokenizer_dir), str(tmp_path / "model"),
+         str(tmp_path / "store"), "1536"],
+        env=cli_env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert m["tokens"] > 1200, m
+    bound = 3 * m["layer_mb"] + 64  # see docs/limits.md
+    assert m["layers"] * m["layer_mb"] > 1.5 * bound  # the whole prompt would break it
+    assert m["after_mb"] - m["before_mb"] <= bound, m
