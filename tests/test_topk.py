@@ -117,6 +117,10 @@ def test_a_header_claiming_more_than_the_prompt_is_refused_before_its_data(compa
     path.write_bytes(formats.safetensors_header_bytes({**header, "__metadata__": meta}) + data)
     with pytest.raises(DamagedFileError, match=r"topk\.rest: F32 \(\d+, 4\), expected"):
         lens_cache.open(copy).pattern_topk(model, TEXTS[1])
+    from lens_cache.cache import verify_store
+
+    problems, _ = verify_store(copy, quiet=True)
+    assert [(p.status, p.path) for p in problems] == [("corrupt", path)]
 
 
 MEMORY_CHILD = """
@@ -163,3 +167,33 @@ def test_memory_is_bounded_by_one_layer_not_the_prompt(tokenizer_dir, tmp_path, 
     bound = 3 * m["layer_mb"] + 64  # see docs/limits.md
     assert m["layers"] * m["layer_mb"] > 1.5 * bound  # the whole prompt would break it
     assert m["after_mb"] - m["before_mb"] <= bound, m
+
+
+def test_cache_verify_lists_it_and_hub_push_and_pull_bring_it_back(hub, compact, tmp_path):
+    """`cache verify` reads the file (a damaged copy is named: see the header test); push sends
+    the kind and a pull writes each prompt's file back bit for bit, readable by `pattern_topk`."""
+    from lens_cache.cache import verify_store
+    from tests.test_hub import _blob, run_child
+
+    _, store, model = compact
+    assert verify_store(store.path, quiet=True)[0] == []
+    save = str(store.path)
+    out = run_child(
+        hub,
+        tmp_path / "work",
+        code=f"""
+        out = {{"push": cli("push", "--repo", "alice/topk-{model}", "-s", {save!r}, "--kinds",
+                            "pattern_topk")}}
+        out["pull"] = cli("pull", "--repo", "alice/topk-{model}", "-s", "back", "-q")
+        """,
+    )
+    assert out["push"]["rc"] == 0 and out["pull"]["rc"] == 0, out
+    manifest = json.loads(_blob(hub, f"alice/topk-{model}", "lens_cache.json"))
+    assert manifest["format_version"] == 5  # older lens_cache: "upgrade", not "unsafe path"
+    back = lens_cache.open(tmp_path / "work" / "back")
+    for text in TEXTS:
+        name = "pattern_topk.safetensors"
+        pulled = (prompt_dir(back.path, model, text) / name).read_bytes()
+        assert pulled == (prompt_dir(store.path, model, text) / name).read_bytes()
+    np.testing.assert_array_equal(back.pattern_topk(model, TEXTS[0])["keys"],
+                                  store.pattern_topk(model, TEXTS[0])["keys"])  # fmt: skip

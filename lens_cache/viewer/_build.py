@@ -270,7 +270,7 @@ def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
         layers = sorted(listed) if listed is not None else range(stacked.shape[1])
         for k, layer in enumerate(layers):
             yield layer, check_layer(stacked[0, k], f"layer {layer}", n_heads, n_tokens, src)
-    elif any(PATTERN in str(h) for h in (prompt.get("lens_cache") or {}).get("hooks") or []):
+    elif any(h == PATTERN for h in (prompt.get("lens_cache") or {}).get("hooks") or []):
         raise StoreNotFoundError(
             f"{src}: no {NPZ_NAME} (nor {STACKED_NAME}) but prompt.json "
             "lists patterns as stored; export this prompt again"
