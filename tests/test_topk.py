@@ -12,6 +12,7 @@ import torch
 
 import lens_cache
 from lens_cache.errors import ActivationsMissingError, DamagedFileError
+from lens_cache.topk import n_blocks
 from tests.conftest import DEFAULT_PROMPTS
 from tests.helpers import REPO, prompt_dir, safetensors_metadata
 
@@ -77,6 +78,21 @@ def test_top_keys_rest_and_overview_match_eager_attention(compact, text):
     assert got["block"] == block
     np.testing.assert_allclose(got["overview_max"], _block_reduce(want, block, np.maximum), 1e-5)
     np.testing.assert_allclose(got["overview_sum"], _block_reduce(want, block, np.add), 1e-5)
+
+
+def test_layer_groups_with_the_dense_pattern_too_store_both(gpt2_model, gpt2_dir, tmp_path):
+    """A prompt over the cap, one layer per pass: the npz and the compact file both written,
+    the compact one equal to the eager attention's top keys."""
+    lens_cache.export(
+        gpt2_model, prompts=TEXTS[:1], save_path=tmp_path, hooks=["pattern", "pattern_topk"],
+        topk_keys=K, max_batch_mb=0.5, quiet=True,
+    )  # fmt: skip
+    store = lens_cache.open(tmp_path)
+    model = gpt2_model.name
+    want = _eager_patterns(gpt2_dir, store.prompt(model, TEXTS[0])["token_ids"])
+    np.testing.assert_allclose(store.patterns(model, TEXTS[0]), want, atol=1e-5)
+    top = -np.sort(-want, axis=-1)[..., :K]
+    np.testing.assert_allclose(store.pattern_topk(model, TEXTS[0])["values"], top, atol=1e-5)
 
 
 def test_dense_reconstruction_keeps_the_stored_cells_and_reports_the_rest(compact):
@@ -197,3 +213,16 @@ def test_cache_verify_lists_it_and_hub_push_and_pull_bring_it_back(hub, compact,
         assert pulled == (prompt_dir(store.path, model, text) / name).read_bytes()
     np.testing.assert_array_equal(back.pattern_topk(model, TEXTS[0])["keys"],
                                   store.pattern_topk(model, TEXTS[0])["keys"])  # fmt: skip
+
+
+def test_the_long_prompt_bench_row_measures_a_real_export(gqa_dir):
+    """`make bench`'s long-prompt row (lens_cache.bench_long) on a tiny model: a prompt of the
+    length asked, its compact file against the dense bytes it stands for."""
+    from lens_cache import bench_long
+
+    r = bench_long.child(str(gqa_dir), 400, "cpu", topk_keys=K, cap_mb=1)
+    assert r["exported"] == 1 and 390 <= r["tokens"] <= 400, r
+    assert r["dense_npz_mb"] == 3 * 4 * r["tokens"] ** 2 * 4 / 1e6  # layers x heads x T^2 x 4
+    fields = 3 * 4 * r["tokens"] * (K * 8 + 4) + 3 * 4 * 2 * n_blocks(r["tokens"]) ** 2 * 4
+    assert fields < r["compact_mb"] * 1e6 < fields + 20_000  # the tensors and a header
+    assert r["forward_s"] > 0 and r["export_s"] > 0
