@@ -226,3 +226,44 @@ def test_the_long_prompt_bench_row_measures_a_real_export(gqa_dir):
     fields = 3 * 4 * r["tokens"] * (K * 8 + 4) + 3 * 4 * 2 * n_blocks(r["tokens"]) ** 2 * 4
     assert fields < r["compact_mb"] * 1e6 < fields + 20_000  # the tensors and a header
     assert r["forward_s"] > 0 and r["export_s"] > 0
+
+
+def test_the_viewer_opens_the_overview_and_a_zoomed_cell_shows_the_stored_value(
+    compact, browser, artifacts
+):
+    """Chromium from file://: the head of a long prompt opens on its overview (hover: the
+    stored block max) and a zoomed region shows a stored cell's value as stored, and says a
+    cell of the same row is below the row's k-th value."""
+    from tests.browser import Page, js_to_precision
+
+    _, store, model = compact
+    h, layer, head = store.prompt(model, TEXTS[0])["hash"], 1, 2
+    got = store.pattern_topk(model, h, layers=[layer])
+    keys, values = got["keys"][0, head], got["values"][0, head]
+    q = 400
+    key = int(keys[q, 0])  # the row's strongest key
+    r0, c0 = q - 60, max(0, key - 60)
+    pg = Page(browser, {"save_path": store.path}, artifacts)
+    pg.open(f"#/topk/{model}/{h}/{layer}/{head}?r={r0}&c={c0}")
+    pg.page.wait_for_selector("canvas.topk-zoom[data-drawn]")
+    pg.shot(f"topk-{model}")
+
+    def hover(selector: str, i: int, j: int, n: int) -> str:
+        pg.page.locator(selector).scroll_into_view_if_needed()
+        box = pg.page.locator(selector).bounding_box()
+        pg.page.mouse.move(box["x"] + (j + 0.5) * box["width"] / n,
+                           box["y"] + (i + 0.5) * box["height"] / n)  # fmt: skip
+        pg.page.wait_for_selector("#tip:not([hidden])")
+        return pg.page.locator("#tip").text_content()
+
+    zoom = pg.page.locator("canvas.topk-zoom")
+    z0, zc, size = (int(zoom.get_attribute(f"data-{a}")) for a in ("r0", "c0", "size"))
+    text = hover("canvas.topk-zoom", q - z0, key - zc, size)
+    assert f"value {js_to_precision(float(values[q, 0]))}" in text, text
+    unstored = next(j for j in range(zc, min(zc + size, q + 1)) if j not in keys[q])
+    assert "below the row's k-th value" in hover("canvas.topk-zoom", q - z0, unstored - zc, size)
+    omax, n_blocks_ = got["overview_max"][0, head], got["overview_max"].shape[-1]
+    bi, bj = np.unravel_index(np.argmax(np.tril(omax, -1)), omax.shape)
+    text = hover("canvas.topk-overview", bi, bj, n_blocks_)
+    assert f"max {js_to_precision(float(omax[bi, bj]))}" in text, text
+    pg.check_clean()
