@@ -185,6 +185,7 @@ def test_memory_is_bounded_by_one_layer_not_the_prompt(tokenizer_dir, tmp_path, 
     assert m["after_mb"] - m["before_mb"] <= bound, m
 
 
+@pytest.mark.parametrize("compact", ["gpt2"], indirect=True)  # one model: slow
 def test_cache_verify_lists_it_and_hub_push_and_pull_bring_it_back(hub, compact, tmp_path):
     """`cache verify` reads the file (a damaged copy is named: see the header test); push sends
     the kind and a pull writes each prompt's file back bit for bit, readable by `pattern_topk`."""
@@ -228,6 +229,7 @@ def test_the_long_prompt_bench_row_measures_a_real_export(gqa_dir):
     assert r["forward_s"] > 0 and r["export_s"] > 0
 
 
+@pytest.mark.parametrize("compact", ["gpt2"], indirect=True)  # one model: slow
 def test_the_viewer_opens_the_overview_and_a_zoomed_cell_shows_the_stored_value(
     compact, browser, artifacts
 ):
@@ -266,4 +268,63 @@ def test_the_viewer_opens_the_overview_and_a_zoomed_cell_shows_the_stored_value(
     bi, bj = np.unravel_index(np.argmax(np.tril(omax, -1)), omax.shape)
     text = hover("canvas.topk-overview", bi, bj, n_blocks_)
     assert f"max {js_to_precision(float(omax[bi, bj]))}" in text, text
+    pg.check_clean()
+
+
+def _crafted(n: int, spike: tuple[int, int]) -> torch.Tensor:
+    """[1, n, n]: every row uniform over its keys but one, whose mass is almost all on one far
+    key: a needle the overview must keep visible."""
+    rows = torch.tril(torch.ones(n, n))
+    pattern = rows / rows.sum(-1, keepdim=True)
+    q, key = spike
+    pattern[q] = 0.01 / q
+    pattern[q, key] = 0.99
+    pattern[q, q + 1 :] = 0
+    return pattern[None]
+
+
+@pytest.mark.parametrize("compact", ["gpt2"], indirect=True)  # one model: slow
+def test_a_single_far_back_spike_stays_visible_in_the_overview(
+    compact, browser, artifacts, tmp_path
+):
+    """A crafted pattern (one strong cell far back, everything else near 1/T) written as a
+    prompt's compact file: the overview's block holding it has the spike as its max, where a
+    mean would have diluted it, and the viewer's overview hover shows it."""
+    import shutil
+
+    from lens_cache.store import write_safetensors
+    from lens_cache.topk import block_size, compact_layer
+    from lens_cache.viewer import write_viewer
+    from tests.browser import Page, js_to_precision
+
+    _, store, model = compact
+    copy = tmp_path / "store"
+    shutil.copytree(store.path, copy)
+    h = store.prompt(model, TEXTS[0])["hash"]
+    n, heads, spike = store.prompt(model, h)["n_tokens"], 4, (470, 3)
+    tensors = {}
+    for layer in (0, 1):
+        pattern = _crafted(n, spike).expand(heads, n, n)
+        tensors.update(compact_layer(pattern, layer, K, torch.float32))
+    path = copy / model / "prompts" / h / "pattern_topk.safetensors"
+    meta = safetensors_metadata(path)
+    write_safetensors(path, tensors, meta)
+    write_viewer(copy, log=lambda _m: None)
+    b = block_size(n)
+    omax = lens_cache.open(copy).pattern_topk(model, h)["overview_max"][1, 2]
+    bi, bj = spike[0] // b, spike[1] // b
+    assert omax[bi, bj] == np.float32(0.99)
+    pg = Page(browser, {"save_path": copy}, artifacts)
+    pg.open(f"#/topk/{model}/{h}/1/2")
+    canvas = pg.page.locator("canvas.topk-overview")
+    canvas.wait_for()
+    pg.page.wait_for_selector("canvas.topk-overview[data-blocks]")
+    canvas.scroll_into_view_if_needed()
+    box, side = canvas.bounding_box(), int(canvas.get_attribute("data-blocks"))
+    pg.page.mouse.move(box["x"] + (bj + 0.5) * box["width"] / side,
+                       box["y"] + (bi + 0.5) * box["height"] / side)  # fmt: skip
+    pg.page.wait_for_selector("#tip:not([hidden])")
+    assert (
+        f"max {js_to_precision(float(np.float32(0.99)))}" in pg.page.locator("#tip").text_content()
+    )
     pg.check_clean()
