@@ -481,6 +481,8 @@ def _settings_words(d: dict) -> dict[str, str]:
     words = {"hooks": " ".join(hooks), "layers": _ranges(d.get("layers", []))}
     if d.get("predictions"):
         words["top_k"] = str(d.get("top_k"))
+    if PATTERN_TOPK in d.get("hooks", []):
+        words["topk_keys"] = str(d.get("topk_keys", DEFAULT_TOPK_KEYS))
     keys = ("resid_dtype", "pattern_dtype", "model_dtype", "stacked_heads")
     return words | {k: str(d.get(k)) for k in keys}
 

@@ -95,6 +95,17 @@ def test_layer_groups_with_the_dense_pattern_too_store_both(gpt2_model, gpt2_dir
     np.testing.assert_allclose(store.pattern_topk(model, TEXTS[0])["values"], top, atol=1e-5)
 
 
+@pytest.mark.parametrize("compact", ["gpt2"], indirect=True)
+def test_another_topk_keys_is_named_in_the_settings_mismatch(compact, gpt2_model):
+    from lens_cache.errors import SettingsMismatchError
+
+    _, store, _ = compact
+    with pytest.raises(SettingsMismatchError, match=f"topk_keys: stored {K}, asked 4"):
+        lens_cache.export(
+            gpt2_model, TEXTS[1:], store.path, hooks=["pattern_topk"], topk_keys=4, quiet=True
+        )
+
+
 def test_dense_reconstruction_keeps_the_stored_cells_and_reports_the_rest(compact):
     hf_dir, store, model = compact
     ids = store.prompt(model, TEXTS[0])["token_ids"]
