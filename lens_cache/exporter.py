@@ -386,9 +386,9 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
         if kind == PATTERN_TOPK:
             continue  # its dense pattern is counted once, below
         per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
+        per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
     if PATTERN_TOPK in settings.hooks and PATTERN not in settings.hooks:
         per_layer += model.n_heads * t * t
-        per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
     read = readout_layers(settings.predictions, settings.layers, model.n_layers)
     extra = hooks_width(model, settings.extra_hooks)
     return 4 * (n_layers * per_layer + len(read) * t * model.d_model + t * extra)

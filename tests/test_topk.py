@@ -106,6 +106,25 @@ def test_another_topk_keys_is_named_in_the_settings_mismatch(compact, gpt2_model
         )
 
 
+@pytest.mark.parametrize(
+    "hooks, per_layer",  # in units of 4 bytes, by hand: H T^2 per pattern, T d per stream
+    [
+        (["pattern_topk"], lambda H, T, d: H * T * T),
+        (["pattern", "pattern_topk"], lambda H, T, d: H * T * T),
+        (["pattern", "head_contributions"], lambda H, T, d: H * T * T + 2 * T * d),
+        (["pattern_topk", "resid_post"], lambda H, T, d: H * T * T + T * d),
+    ],
+)
+def test_the_batch_cap_counts_the_dense_pattern_once(gpt2_model, hooks, per_layer):
+    """What a prompt costs in the forward's cache, which decides the layer groups."""
+    from lens_cache.exporter import _cache_bytes
+    from lens_cache.store import ExportSettings
+
+    m, t = gpt2_model, 300
+    settings = ExportSettings(hooks=tuple(hooks), layers=(0, 1))
+    assert _cache_bytes(m, settings, t) == 4 * 2 * per_layer(m.n_heads, t, m.d_model)
+
+
 def test_dense_reconstruction_keeps_the_stored_cells_and_reports_the_rest(compact):
     hf_dir, store, model = compact
     ids = store.prompt(model, TEXTS[0])["token_ids"]
