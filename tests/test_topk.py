@@ -294,6 +294,9 @@ def test_the_viewer_opens_the_overview_and_a_zoomed_cell_shows_the_stored_value(
     assert f"value {js_to_precision(float(values[q, 0]))}" in text, text
     unstored = next(j for j in range(zc, min(zc + size, q + 1)) if j not in keys[q])
     assert "below the row's k-th value" in hover("canvas.topk-zoom", q - z0, unstored - zc, size)
+    # only the overview and the band of rows 256-511 that the region (rows 340-467) crosses
+    loaded = sorted(u.rsplit("/", 1)[1] for u in pg.requests if f"/{h}/K" in u)
+    assert loaded == [f"K{layer}.js", f"K{layer}_1.js"], loaded
     omax, n_blocks_ = got["overview_max"][0, head], got["overview_max"].shape[-1]
     bi, bj = np.unravel_index(np.argmax(np.tril(omax, -1)), omax.shape)
     text = hover("canvas.topk-overview", bi, bj, n_blocks_)
