@@ -301,6 +301,8 @@ def test_the_viewer_opens_the_overview_and_a_zoomed_cell_shows_the_stored_value(
     bi, bj = np.unravel_index(np.argmax(np.tril(omax, -1)), omax.shape)
     text = hover("canvas.topk-overview", bi, bj, n_blocks_)
     assert f"max {js_to_precision(float(omax[bi, bj]))}" in text, text
+    pg.page.keyboard.press("l")  # the log colour scale: both canvases drawn again
+    pg.page.wait_for_function("document.getElementById('scale-toggle').textContent === 'log'")
     pg.check_clean()
 
 

@@ -76,7 +76,8 @@
         c.style.width = c.style.height = SIDE + "px";
         c.style.imageRendering = "pixelated"; // one canvas pixel per cell or block, kept sharp
       }
-      root.append(this.note, h("div", { class: "topk-panes" }, this.over, this.zoom));
+      this.caption = h("p", { class: "note topk-caption" });
+      root.append(this.note, h("div", { class: "topk-panes" }, this.over, this.zoom), this.caption);
       const at = [Number(route.query.get("r")), Number(route.query.get("c"))];
       Promise.all([promptData(this.model, hash), overviewData(this.model, hash, this.layer)])
         .then(([p, ov]) => this.show(p, ov, route.query.has("r") ? at : null),
@@ -87,8 +88,7 @@
       this.p = p;
       const part = p.topk, T = p.n_tokens, B = ov.max.shape[1];
       this.part = part; this.T = T; this.B = B; this.ov = ov;
-      const off = this.head * B * B;
-      paint(this.over, B, (i, j) => (j > i ? null : ov.max.data[off + i * B + j]));
+      this.paintOverview();
       this.note.textContent = `overview: blocks of ${part.block} tokens, each the block's largest cell; click to zoom`;
       this.over.dataset.blocks = B;
       this.over.addEventListener("mousemove", (e) => this.overTip(e));
@@ -101,6 +101,22 @@
       this.zoom.addEventListener("mousemove", (e) => this.zoomTip(e));
       this.zoom.addEventListener("mouseleave", hideTip);
       if (at) this.zoomTo(at[0], at[1]);
+    }
+
+    paintOverview() {
+      const B = this.B, ov = this.ov, off = this.head * B * B;
+      paint(this.over, B, (i, j) => (j > i ? null : ov.max.data[off + i * B + j]));
+    }
+
+    paintZoom() {
+      const { r0, c0, W, cells } = this.region;
+      paint(this.zoom, W, (i, j) => (c0 + j > r0 + i ? null : Math.max(0, cells.value[i * W + j])));
+    }
+
+    /** The colour scale changed (`l`): draw both again. */
+    redraw() {
+      if (this.ov) this.paintOverview();
+      if (this.region) this.paintZoom();
     }
 
     blockAt(e) {
@@ -124,10 +140,11 @@
       const hash = this.entry.h;
       Promise.all(bands.map((b) => bandData(this.model, hash, this.layer, b))).then((got) => {
         this.region = { r0, c0, W, cells: this.cells(got, r0, c0, W) };
-        const cells = this.region.cells;
-        paint(this.zoom, W, (i, j) => (c0 + j > r0 + i ? null : cells.value[i * W + j] >= 0 ? cells.value[i * W + j] : 0));
+        this.paintZoom();
         Object.assign(this.zoom.dataset, { r0, c0, size: W });
         this.zoom.hidden = false;
+        const tok = (i) => JSON.stringify(this.p.tokens[i]), span = (a) => `${a}–${a + W - 1} (${tok(a)} … ${tok(a + W - 1)})`;
+        this.caption.textContent = `zoomed: queries ${span(r0)}, keys ${span(c0)}; hover a cell for its tokens and value`;
         this.zoom.dataset.drawn = "1";
       }, (err) => showError(this.note, err));
     }
