@@ -642,6 +642,20 @@ def machine(device: str) -> str:
     return where
 
 
+def _long_prompts(args) -> list[dict]:
+    """The long-prompt rows (`lens_cache.bench_long`); on the CPU only the shortest by
+    default: 8,192 tokens there re-runs the forward once per layer, hours on 2 cores."""
+    from lens_cache import bench_long
+
+    lengths = args.long_prompts
+    if lengths is None:
+        lengths = bench_long.LENGTHS if args.device != "cpu" else bench_long.LENGTHS[:1]
+    measured = bench_long.rows("smollm2-135m", lengths, args.device, 1024)
+    if measured:
+        print("long prompts, --hooks pattern_topk:\n" + bench_long.table(measured))
+    return measured
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m lens_cache.bench",
@@ -698,6 +712,13 @@ def main(argv=None) -> int:
         help="a Python with another pattern-lens (make bench PATTERN_LENS_SRC=... builds one "
         "from a source tree): adds its rows at its default batch size and at ours",
     )
+    p.add_argument(
+        "--long-prompts",
+        type=int,
+        nargs="*",
+        help="token counts of the long-prompt rows (SmolLM2, --hooks pattern_topk; see "
+        "lens_cache.bench_long); default 2048 4096 8192 on a GPU, 2048 on the CPU",
+    )
     p.add_argument("--keep", help="keep every variant's store in a folder under this one")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -734,11 +755,13 @@ def main(argv=None) -> int:
     if viewer:
         shown = [f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in viewer.items()]
         print("viewer, synthetic store: " + ", ".join(shown))
+    long_rows = _long_prompts(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(args.device), "device": args.device, "rows": rows}
     results.update(processes=processes, scaling=scale, storage=storage)
     results["viewer"] = viewer
+    results["long_prompts"] = long_rows
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0

@@ -1,7 +1,7 @@
 """Look after a store (`python -m lens_cache.cache`, whose command line is `lens_cache.cli.cache`).
 
-    info    sizes by model and kind: patterns (npz / stacked npy), residuals (and any other
-            hooks), predictions (logits and logit lens), pooled, viewer, other
+    info    sizes by model and kind: patterns (npz / stacked npy / compact top-k), residuals
+            (and any other hooks), predictions (logits and logit lens), pooled, viewer, other
     list    the prompts of each model
     verify  re-read every file; list missing and corrupt ones; exit 1 if there are any
     prune   remove the least recently used prompt folders until the store fits in --max-gb
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_cache import formats
+from lens_cache import formats, topk
 from lens_cache.errors import ModelNotInStoreError
 from lens_cache.layout import (
     HEAD_CONTRIBUTIONS,
@@ -43,6 +43,8 @@ from lens_cache.layout import (
     MODELS_INDEX,
     NPZ_NAME,
     PATTERN,
+    PATTERN_TOPK,
+    PATTERN_TOPK_NAME,
     POOLED_DIR,
     PREDICTION_FIELDS,
     PREDICTION_FILES,
@@ -91,7 +93,7 @@ def _kind(rel: Path, models: set[str]) -> tuple[str, str]:
     if top in models and len(rel.parts) > 1:
         if rel.parts[1] == POOLED_DIR:
             return top, "pooled"
-        if rel.name in (NPZ_NAME, STACKED_NAME):
+        if rel.name in (NPZ_NAME, STACKED_NAME, PATTERN_TOPK_NAME):
             return top, "patterns"
         if rel.name in (PREDICTIONS_NAME, LOGIT_LENS_NAME):
             return top, "predictions"
@@ -247,7 +249,22 @@ def check_prompt_dir(folder: Path, n_heads: int | None = None) -> list[Problem]:
         keys = [heads_member(i, f) for i in layers or [] for f in HEAD_FIELDS]
         # the top-example candidates (top_<by>) have no position axis
         problems += _check_safetensors(folder / HEADS_NAME, keys, n, pos_axis=-1, only_keys=True)
+    if (folder / PATTERN_TOPK_NAME).is_file():
+        problems += _check_topk(folder / PATTERN_TOPK_NAME, layers or [], n_heads, n)
     return problems
+
+
+def _check_topk(path: Path, layers: list[int], n_heads: int | None, n: int) -> list[Problem]:
+    """The compact pattern: its header against the prompt (`topk.CompactFile`), then every
+    layer read (a few MB even at long lengths) with its keys checked, and none missing."""
+    try:
+        compact = topk.CompactFile(path, n_heads, n)
+        for layer in compact.layers:
+            compact.read([layer])
+    except (OSError, ValueError) as e:
+        return [Problem("corrupt", path, f"{type(e).__name__}: {e}")]
+    missing = [i for i in layers if i not in compact.layers]
+    return [Problem("missing", path, f"no layers {missing}")] if missing else []
 
 
 def _check_hooks_file(folder: Path, extra: list[str], n_tokens: int | None) -> list[Problem]:
@@ -265,7 +282,12 @@ def _promised(folder: Path, hooks: list[str]) -> list[Problem]:
         problems.append(Problem("missing", folder / NPZ_NAME, "prompt.json promises patterns"))
     if any(k in RESID_KINDS for k in hooks) and not (folder / RESIDUALS_NAME).is_file():
         problems.append(Problem("missing", folder / RESIDUALS_NAME, "prompt.json promises them"))
-    files = {**PREDICTION_FILES, HEAD_CONTRIBUTIONS: HEADS_NAME, HEAD_METRICS: HEAD_METRICS_NAME}
+    files = {
+        **PREDICTION_FILES,
+        HEAD_CONTRIBUTIONS: HEADS_NAME,
+        HEAD_METRICS: HEAD_METRICS_NAME,
+        PATTERN_TOPK: PATTERN_TOPK_NAME,
+    }
     for kind, name in files.items():
         if kind in hooks and not (folder / name).is_file():
             problems.append(Problem("missing", folder / name, "prompt.json promises it"))

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from lens_cache import heads
+from lens_cache import heads, topk
 from lens_cache.adapter import LensModel
 from lens_cache.errors import HookNotFiredError, OutOfMemoryError
 from lens_cache.layout import (
     HEAD_CONTRIBUTIONS,
     PATTERN,
+    PATTERN_TOPK,
     RESID_KINDS,
     hook_depth,
     hook_name,
@@ -43,6 +44,7 @@ class Capture:
     logit_lens: dict[str, torch.Tensor] = field(default_factory=dict)  # member -> [T] or [T, k]
     hooks: dict[str, torch.Tensor] = field(default_factory=dict)  # any other hook: [T, ...]
     contributions: dict[str, torch.Tensor] = field(default_factory=dict)  # [H, T] (heads.py)
+    topk: dict[str, torch.Tensor] = field(default_factory=dict)  # the compact pattern (topk.py)
     written: bool = False  # already on disk (captured and written layer group by layer group)
 
     @property
@@ -53,6 +55,7 @@ class Capture:
             *self.predictions.values(),
             *self.logit_lens.values(),
             *self.contributions.values(),
+            *self.topk.values(),
             *self.hooks.values(),
         ]
         return pattern_bytes + sum(t.numel() * t.element_size() for t in tensors)
@@ -116,6 +119,7 @@ def capture_in_layer_groups(
             capture.predictions.update(part.predictions)
             capture.logit_lens.update(part.logit_lens)
             capture.contributions.update(part.contributions)
+            capture.topk.update(part.topk)
             yield from part.patterns.items()
             del part  # free this group before the next pass
 
@@ -165,7 +169,12 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
     _read_predictions(model, cache, captures, settings, read_layers)
     if contributing:
         _read_contributions(model, cache, tokens, captures, settings.layers)
-    host = to_host({name: cache[name] for name in names})
+    if PATTERN_TOPK in settings.hooks:
+        _read_topk(cache, captures, settings)
+    # dense patterns cross to the host only when stored or measured: the compact kind alone
+    # leaves them on the device
+    kept = [n for n in names if settings.captures_patterns or not _is_pattern(n)]
+    host = to_host({name: cache[name] for name in kept})
     for row, capture in enumerate(captures):
         n = len(capture.ids)
         for kind in (PATTERN, *RESID_KINDS):
@@ -182,6 +191,22 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
         for name in settings.extra_hooks:  # trimmed like the residuals: [T, ...]
             capture.hooks[name] = _stored(host[name][row, :n], settings.torch_resid_dtype)
     return captures
+
+
+def _is_pattern(name: str) -> bool:
+    parsed = parse_hook_name(name)
+    return parsed is not None and parsed[0] == PATTERN
+
+
+def _read_topk(cache: dict, captures, settings: ExportSettings) -> None:
+    """Fill each capture's compact pattern from the patterns still on the model's device."""
+    for row, capture in enumerate(captures):
+        n = len(capture.ids)
+        for layer in settings.layers:
+            pattern = cache[hook_name(PATTERN, layer)][row, :, :n, :n]
+            capture.topk.update(
+                topk.compact_layer(pattern, layer, settings.topk_keys, settings.torch_pattern_dtype)
+            )
 
 
 def _read_contributions(model: LensModel, cache: dict, tokens, captures, layers) -> None:

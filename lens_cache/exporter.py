@@ -26,6 +26,7 @@ from lens_cache.hooks import hooks_width, pool_sites, resolve_hooks, split_hook_
 from lens_cache.layout import (
     DEFAULT_DTYPE,
     DEFAULT_TOP_K,
+    DEFAULT_TOPK_KEYS,
     DTYPES,
     HEAD_CONTRIBUTIONS,
     HEAD_METRICS,
@@ -33,6 +34,7 @@ from lens_cache.layout import (
     MODEL_CFG_NAME,
     PATTERN,
     PATTERN_DTYPES,
+    PATTERN_TOPK,
     POOLS,
     PREDICTION_KINDS,
     RESID_KINDS,
@@ -83,6 +85,7 @@ def export(
     stacked_heads: bool = False,
     top_k: int = DEFAULT_TOP_K,
     lens_layers=None,
+    topk_keys: int = DEFAULT_TOPK_KEYS,
     batch_size: int = 8,
     token_budget: int | None = None,
     max_batch_mb: float = 1024,
@@ -124,6 +127,9 @@ def export(
         lens_layers: of `layers`, those `logit_lens` reads out (the same forms as `layers`);
             `None`: every one. Each read-out layer projects every position onto the vocabulary,
             which costs more than the forward pass on a large vocabulary.
+        topk_keys: keys kept per query row by `pattern_topk` (the compact pattern for long
+            prompts: each row's strongest keys, its remaining mass and a block-pooled
+            overview; see `lens_cache.topk`).
         batch_size: most prompts per forward pass.
         token_budget: most padded tokens (`n_prompts * longest`) per forward pass.
         max_batch_mb: most megabytes of cached activations per forward pass.
@@ -154,6 +160,8 @@ def export(
     pools = _check_pools(pool, hooks, requests)
     if predictions and top_k < 1:
         raise TopKError(f"--top-k must be at least 1, got {top_k}")
+    if PATTERN_TOPK in hooks and topk_keys < 1:
+        raise TopKError(f"--topk-keys must be at least 1, got {topk_keys}")
     _check_choice("resid_dtype", resid_dtype, DTYPES)
     _check_choice("pattern_dtype", pattern_dtype, PATTERN_DTYPES)
     check_layer_syntax(layers)
@@ -185,6 +193,7 @@ def export(
                 predictions=predictions,
                 top_k=top_k,
                 lens_layers=_lens_layers(lens_layers, chosen_layers, model.n_layers),
+                topk_keys=topk_keys,
                 compress_level=compress_level,
                 chunk_mb=max_batch_mb,
             )
@@ -383,7 +392,7 @@ def _captures(model, items, settings, plan: _Plan, write):
     fault_point("forward")
     cap = int(plan.max_batch_mb * 2**20)
     n_tokens = len(items[0][1])
-    if len(items) > 1 or not settings.captures_patterns or len(settings.layers) == 1:
+    if len(items) > 1 or not settings.reads_patterns or len(settings.layers) == 1:
         return capture_batch(model, items, settings)
     if _cache_bytes(model, settings, n_tokens) <= cap:
         return capture_batch(model, items, settings)
@@ -402,11 +411,12 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
     n_layers = len(settings.layers)
     per_layer = 0
     for kind in settings.hooks:
-        if kind == HEAD_METRICS and PATTERN not in settings.hooks:  # the patterns it reads
-            per_layer += model.n_heads * t * t
-        elif kind != HEAD_METRICS:
-            per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
+        if kind in (HEAD_METRICS, PATTERN_TOPK):
+            continue  # the dense pattern they read is counted once, below
+        per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
         per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
+    if settings.reads_patterns and PATTERN not in settings.hooks:
+        per_layer += model.n_heads * t * t
     read = readout_layers(settings.predictions, settings.lens_read_layers, model.n_layers)
     extra = hooks_width(model, settings.extra_hooks)
     return 4 * (n_layers * per_layer + len(read) * t * model.d_model + t * extra)
@@ -501,6 +511,8 @@ def _settings_words(d: dict) -> dict[str, str]:
         words["top_k"] = str(d.get("top_k"))
     if "logit_lens" in d.get("predictions", []):
         words["lens_layers"] = _ranges(d.get("lens_layers") or d.get("layers", []))
+    if PATTERN_TOPK in d.get("hooks", []):
+        words["topk_keys"] = str(d.get("topk_keys", DEFAULT_TOPK_KEYS))
     keys = ("resid_dtype", "pattern_dtype", "model_dtype", "stacked_heads")
     return words | {k: str(d.get(k)) for k in keys}
 

@@ -17,6 +17,7 @@ adds its names here first.
     <save>/<model>/prompts/<hash>/head_contributions.safetensors   HEADS_NAME: heads_member()
     <save>/<model>/prompts/<hash>/head_metrics.safetensors   HEAD_METRICS_NAME: kind `head_metrics`
     <save>/<model>/head_metrics.parquet                  HEAD_METRICS_TABLE: every prompt's rows
+    <save>/<model>/prompts/<hash>/pattern_topk.safetensors   PATTERN_TOPK_NAME: topk_member()
     <save>/<model>/vocab.json                            VOCAB_NAME: token strings by id
     <save>/.lens_cache.lock                              LOCK_NAME (see lens_cache.locking)
     <save>/<model>/pooled/<hook>-<pool>/data-*.parquet   POOLED_DIR, pooled_name()
@@ -65,6 +66,7 @@ HEADS_NAME = "head_contributions.safetensors"  # kind `head_contributions`
 # kind `head_metrics`: `[layers, heads, metrics]` float32 (lens_cache.attention_metrics)
 HEAD_METRICS_NAME = "head_metrics.safetensors"
 HEAD_METRICS_TABLE = "head_metrics.parquet"  # <model>/head_metrics.parquet: one row per head
+PATTERN_TOPK_NAME = "pattern_topk.safetensors"  # kind `pattern_topk` (lens_cache.topk)
 LOCK_NAME = ".lens_cache.lock"  # <save>/.lens_cache.lock: the advisory lock (lens_cache.locking)
 VOCAB_NAME = "vocab.json"  # <model>/vocab.json: each token id's string, beside model_cfg.json
 # What an export writes beside prompt.json.
@@ -77,6 +79,7 @@ DATA_NAMES = (
     HOOKS_NAME,
     HEADS_NAME,
     HEAD_METRICS_NAME,
+    PATTERN_TOPK_NAME,
 )
 
 DEFAULT_MODEL = "smollm2-135m"  # the embedded model: `-m` when none is given
@@ -110,9 +113,12 @@ HEAD_CONTRIBUTIONS = "head_contributions"
 # the attention metrics of every head (lens_cache.attention_metrics), taken from the patterns in
 # memory: stored without them unless `pattern` is asked too
 HEAD_METRICS = "head_metrics"
-HOOK_KINDS = (PATTERN, *RESID_KINDS, HEAD_CONTRIBUTIONS, HEAD_METRICS)
 # the members of head_metrics.safetensors: values [layers, heads, metrics] and the layers [L]
 METRICS_MEMBER, METRICS_LAYERS_MEMBER = "metrics", "layers"
+# the compact pattern for long prompts (lens_cache.topk): each row's strongest keys, the rest
+# of its mass, and a block-pooled overview; made from the dense pattern while it is in memory
+PATTERN_TOPK = "pattern_topk"
+HOOK_KINDS = (PATTERN, *RESID_KINDS, HEAD_CONTRIBUTIONS, HEAD_METRICS, PATTERN_TOPK)
 _HOOK_RE = re.compile(
     rf"^blocks\.(\d+)\.(?:attn\.hook_({PATTERN})|hook_({'|'.join(RESID_KINDS)}))$"
 )
@@ -154,6 +160,28 @@ def heads_member(layer: int, field: str) -> str:
 def top_member(layer: int, by: str) -> str:
     """The member holding one layer's top-example candidates by one ranking."""
     return heads_member(layer, f"top_{by}")
+
+
+# The compact pattern's members, per layer: `keys` `[H, T, k]` (int32, -1 where a row has fewer
+# than k keys), `values` `[H, T, k]`, `rest` `[H, T]` (1 - the row's stored mass), and the
+# overview `overview_max` / `overview_sum` `[H, B, B]` over blocks of `block` (header metadata).
+TOPK_FIELDS = ("keys", "values", "rest", "overview_max", "overview_sum")
+DEFAULT_TOPK_KEYS = 32  # keys kept per query row when `--topk-keys` is not given
+OVERVIEW_SIDE = 256  # most blocks along each axis of the overview, at any length
+
+
+def topk_member(layer: int, field: str) -> str:
+    """A member of pattern_topk.safetensors: `blocks.{layer}.attn.topk.{field}`."""
+    return f"blocks.{layer}.attn.topk.{field}"
+
+
+_TOPK_RE = re.compile(rf"^blocks\.(\d+)\.attn\.topk\.({'|'.join(TOPK_FIELDS)})$")
+
+
+def parse_topk_member(name: str) -> tuple[int, str] | None:
+    """`"blocks.3.attn.topk.rest"` -> `(3, "rest")`; `None` for any other name."""
+    m = _TOPK_RE.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 _HEADS_RE = re.compile(

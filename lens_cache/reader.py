@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lens_cache import formats
+from lens_cache import formats, topk
 from lens_cache.damage import reading, refuse_links
 from lens_cache.errors import (
     ActivationsMissingError,
@@ -46,6 +46,7 @@ from lens_cache.layout import (
     DATA_NAMES,
     DEFAULT_DTYPE,
     DEFAULT_TOP_K,
+    DEFAULT_TOPK_KEYS,
     HEAD_CONTRIBUTIONS,
     HEAD_METRICS,
     HEAD_METRICS_NAME,
@@ -57,6 +58,8 @@ from lens_cache.layout import (
     MODEL_CFG_NAME,
     NPZ_NAME,
     PATTERN,
+    PATTERN_TOPK,
+    PATTERN_TOPK_NAME,
     PREDICTION_FIELDS,
     PREDICTION_FILES,
     PREDICTION_KINDS,
@@ -181,6 +184,8 @@ def _settings_options(stored: dict, add=()) -> list[str]:
         options += ["--top-k", str(stored.get("top_k", DEFAULT_TOP_K))]
     if stored.get("lens_layers") is not None and "logit_lens" in known:
         options += ["--lens-layers", ",".join(map(str, stored["lens_layers"]))]
+    if PATTERN_TOPK in known:
+        options += ["--topk-keys", str(stored.get("topk_keys", DEFAULT_TOPK_KEYS))]
     return options + (["--stacked-heads"] if stored.get("stacked_heads") else [])
 
 
@@ -599,6 +604,40 @@ class Store:
                 f"{self.export_command(model, [PATTERN, HEAD_CONTRIBUTIONS])}"
             )
 
+    def pattern_topk(self, model: str, prompt, layers=None) -> dict:
+        """The compact pattern of one prompt (export kind `pattern_topk`, `lens_cache.topk`).
+
+        Returns:
+            `keys` `Int[np.ndarray, "layers heads query_pos k"]` (int32, the key positions with
+            the most attention, strongest first; -1 where a row has fewer than k keys),
+            `values` `[layers, heads, query_pos, k]` (float32), `rest` `[layers, heads,
+            query_pos]` (1 minus the row's stored mass: the attention the stored keys leave
+            out), `overview_max` and `overview_sum` `[layers, heads, B, B]` (each block's
+            largest cell and total mass), `block` (the block side, in tokens) and `layers`.
+
+        Raises:
+            ActivationsMissingError: the prompt was stored without `pattern_topk`.
+            LayerNotStoredError: a requested layer is not stored.
+        """
+        directory = self._prompt_dir(model, prompt)
+        path = self._kind_path(model, directory, PATTERN_TOPK, PATTERN_TOPK_NAME)
+        length = pattern_length(self.prompt(model, directory.name))
+        heads = self.model_cfg(model).get("n_heads")
+        with reading(path, self.path):
+            compact = topk.CompactFile(path, int(heads) if heads else None, length)
+            where = f"prompt {directory.name} of model {model} ({PATTERN_TOPK})"
+            n_layers = self._n_layers(model, compact.layers)
+            return compact.read(select_layers(layers, compact.layers, n_layers, where))
+
+    def pattern_from_topk(self, model: str, prompt, layers=None, heads=None) -> dict:
+        """The compact pattern as a dense one: `pattern` `[layers, heads, T, T]` float32 with
+        the stored cells and zeros elsewhere, and `rest` `[layers, heads, T]`, the mass each
+        row's zeros stand for (so a sum over a row is `1 - rest`, never silently 1). Reads as
+        `pattern_topk` does (and raises the same errors); `heads` as in `patterns`."""
+        compact = self.pattern_topk(model, prompt, layers)
+        idx = _pick_heads(heads, compact["keys"].shape[1])
+        return {"pattern": topk.dense(compact, idx), "rest": compact["rest"][:, idx]}
+
     def _head_field(self, model: str, prompt, field: str, layers) -> np.ndarray:
         from safetensors import safe_open
 
@@ -835,6 +874,8 @@ def _data_files(hook: str | None) -> tuple[str, ...]:
         return DATA_NAMES
     if hook == PATTERN:
         return (NPZ_NAME, STACKED_NAME)
+    if hook == PATTERN_TOPK:
+        return (PATTERN_TOPK_NAME,)
     if hook in PREDICTION_KINDS:
         return (PREDICTION_FILES[hook],)
     resid_kind(hook)

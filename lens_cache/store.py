@@ -29,7 +29,7 @@ try:  # optional speed-up: standard deflate, written faster (see _use_fast_defla
 except ImportError:  # pragma: no cover - isal is a dependency, but the fallback stays correct
     _isal_zlib = None
 
-from lens_cache import attention_metrics, formats, top_examples
+from lens_cache import attention_metrics, formats, top_examples, topk
 from lens_cache.damage import refuse_links
 from lens_cache.errors import (
     WRITE_ERRNOS,
@@ -43,6 +43,7 @@ from lens_cache.layout import (
     DATA_NAMES,
     DEFAULT_DTYPE,
     DEFAULT_TOP_K,
+    DEFAULT_TOPK_KEYS,
     DTYPES,
     HEAD_CONTRIBUTIONS,
     HEAD_METRICS,
@@ -57,6 +58,8 @@ from lens_cache.layout import (
     NPZ_NAME,
     PATTERN,
     PATTERN_DTYPES,
+    PATTERN_TOPK,
+    PATTERN_TOPK_NAME,
     PREDICTION_KINDS,
     PREDICTIONS_NAME,
     PROMPT_NAME,
@@ -94,6 +97,7 @@ class ExportSettings:
     extra_hooks: tuple[str, ...] = ()  # any other per-token hooks, resolved (lens_cache.hooks)
     compress_level: int = 1  # how, not what: left out of the fingerprint
     chunk_mb: float = 1024  # how: most MB of vocabulary rows read out at once; not fingerprinted
+    topk_keys: int = DEFAULT_TOPK_KEYS  # keys kept per query row by `pattern_topk`
 
     def __post_init__(self):
         object.__setattr__(self, "hooks", tuple(k for k in HOOK_KINDS if k in self.hooks))
@@ -118,13 +122,18 @@ class ExportSettings:
 
     @property
     def captures_patterns(self) -> bool:
-        """Whether the forward pass keeps patterns: to store them, or for `head_metrics`."""
+        """Whether patterns cross to the host: to store them, or for `head_metrics`."""
         return PATTERN in self.hooks or HEAD_METRICS in self.hooks
+
+    @property
+    def reads_patterns(self) -> bool:
+        """Whether the forward pass caches patterns (`pattern_topk` reads them on the device)."""
+        return self.captures_patterns or PATTERN_TOPK in self.hooks
 
     def hook_names(self) -> list[str]:
         """The hooks kept as they fire (head_contributions are computed from others; the
-        patterns `head_metrics` reads are kept in memory even when not stored)."""
-        kinds = [PATTERN] if self.captures_patterns else []
+        patterns `head_metrics` and `pattern_topk` read are kept even when not stored)."""
+        kinds = [PATTERN] if self.reads_patterns else []
         kinds += [k for k in self.hooks if k in RESID_KINDS]
         return [hook_name(kind, layer) for kind in kinds for layer in self.layers]
 
@@ -139,6 +148,8 @@ class ExportSettings:
             d.pop("lens_layers")
         else:
             d["lens_layers"] = list(self.lens_layers)
+        if PATTERN_TOPK not in self.hooks:  # stores without the kind keep their fingerprint
+            d.pop("topk_keys")
         if d["model_dtype"] == "float32":  # stores from before the field keep their fingerprint
             d.pop("model_dtype")
         d.update(hooks=list(self.hooks), layers=list(self.layers), format=FORMAT_VERSION)
@@ -170,6 +181,8 @@ class ExportSettings:
             names.append(HEADS_NAME)
         if HEAD_METRICS in self.hooks:
             names.append(HEAD_METRICS_NAME)
+        if PATTERN_TOPK in self.hooks:
+            names.append(PATTERN_TOPK_NAME)
         return names
 
 
@@ -448,14 +461,10 @@ def write_prompt_dir(
     contributing = HEAD_CONTRIBUTIONS in settings.hooks
     if contributing:  # each prompt keeps its top-example candidates (top_examples.py)
         patterns = top_examples.watch(patterns, capture.contributions, top)
-    if HEAD_METRICS in settings.hooks:  # the tokens the viewer gives them: one per position
-        tokens = [str(t) for t in record["lens_cache"]["tokens"]]
-        patterns = attention_metrics.watch(patterns, tokens, metrics)
-    if capture.patterns:
-        if PATTERN not in settings.hooks:  # metrics only: run through them, store none
-            for _ in patterns:
-                pass
-        elif settings.stacked_heads:
+    if PATTERN not in settings.hooks:
+        _drain(patterns)  # metrics or the compact pattern only: run through them, store none
+    elif capture.patterns:
+        if settings.stacked_heads:
             arrays = (a for _, a in patterns)
             stacked = np.stack(list(arrays), axis=1)  # [1, L, H, T, T]
             write_npy(directory / STACKED_NAME, stacked)
@@ -489,6 +498,8 @@ def write_prompt_dir(
         _write_contributions(directory, capture.contributions, top, model_name)
     if HEAD_METRICS in settings.hooks:
         _write_head_metrics(directory, metrics, model_name)
+    if capture.topk:
+        _write_topk(directory, capture.topk, len(capture.ids), settings, model_name)
     fault_point("renamed", directory)
     write_json(directory / PROMPT_NAME, record)
 
@@ -525,6 +536,23 @@ def _write_head_metrics(directory: Path, metrics: dict, model_name: str) -> None
         "format": f"lens_cache/{FORMAT_VERSION}",
     }
     write_safetensors(directory / HEAD_METRICS_NAME, tensors, metadata)
+
+
+def _drain(patterns) -> None:
+    for _ in patterns:
+        pass
+
+
+def _write_topk(directory: Path, tensors: dict, n_tokens: int, settings, model_name: str) -> None:
+    """pattern_topk.safetensors; the block size of its overview is in the header, so a reader
+    checks the overview's shape before reading it."""
+    metadata = {
+        "model": model_name,
+        "topk_keys": str(settings.topk_keys),
+        "block": str(topk.block_size(n_tokens)),
+        "format": f"lens_cache/{FORMAT_VERSION}",
+    }
+    write_safetensors(directory / PATTERN_TOPK_NAME, tensors, metadata)
 
 
 def _remove_stale(directory: Path, keep: list[str]) -> None:

@@ -4,7 +4,6 @@ value-weighted pattern computed here, the top-example scripts equal a brute-forc
 Chromium from file://, the value-weighted toggle, the DLA row and grid, the metrics view's DLA
 column and the top-examples page show the stored numbers. (Firefox: test_viewer_firefox.py.)"""
 
-
 import numpy as np
 import pytest
 

@@ -246,6 +246,8 @@
   LENS.lens = (key, obj) => deliver("lens:" + key, obj);
   LENS.top = (key, obj) => deliver("top:" + key, obj);
   LENS.dist = (key, obj) => deliver("dist:" + key, obj);
+  LENS.topk = (key, obj) => deliver("topk:" + key, obj); // the compact pattern (views_topk.js)
+  LENS.topkband = (key, obj) => deliver("topkband:" + key, obj);
 
   const PRED_ARRAYS = ["loss", "entropy", "rank", "top_ids", "top_lp"];
   /** A predictions object (see lens_cache/viewer/_predictions.py) with its arrays decoded. */
@@ -489,7 +491,7 @@
     LENS, DATA_DIR, ROW_H, METRIC_TITLES, METRIC_SHORT, metricShort, userColumns,
     h, clear, fill, fmt, fmtValue, tokLabel, cssVar, clamp, option, select, link, showError,
     showTip, hideTip, canvasPoint,
-    F16, promptData, layerData, lensData, topData, distData, headRow, weighted,
+    F16, promptData, layerData, lensData, topData, distData, headRow, weighted, loadScript, decodeArray,
     packed, colorIndex, f16Colors, rgb, signedColor, maxAbs, legend, scaleLegend,
     settings, stored, store, toggleWeighting, weightingButton,
     INDEX, byName, entryOf, entriesOf, state,

@@ -37,7 +37,7 @@
   // ------------------------------------------------------------------ router
 
   const VIEWS = { home: HomeView, prompt: PromptView, head: HeadView, metrics: MetricsView,
-    compare: CompareView, resid: ResidView, lens: LensView, top: TopView };
+    compare: CompareView, resid: ResidView, lens: LensView, top: TopView, topk: LENS_UI.TopkView };
   let current = null;
 
   function parseHash() {

@@ -90,7 +90,8 @@
     buildGrid() {
       const p = this.p, H = this.model.n_heads;
       if (!p.layers.length || p.patterns === false) {
-        fill(this.gridWrap, h("p", { class: "note", text: noPatternsNote(p) }));
+        fill(this.gridWrap, p.topk ? LENS_UI.topkLinks(this.model, this.entry.h, p.topk, H)
+          : h("p", { class: "note", text: noPatternsNote(p) }));
         return;
       }
       const avail = Math.max(200, this.gridWrap.clientWidth - 60);

@@ -25,6 +25,7 @@ from lens_cache.layout import (
     DEFAULT_DTYPE,
     DEFAULT_MODEL,
     DEFAULT_TOP_K,
+    DEFAULT_TOPK_KEYS,
     DTYPES,
     HOOK_KINDS,
     INDEX_HTML,
@@ -118,7 +119,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="what to store: attention patterns, residual stream hooks, what the model "
         "predicts: logits (per-token loss, entropy, top-k, rank of the actual token) and "
         "logit_lens (the same read out of each selected layer's resid_post), "
-        "head_contributions (value norms and direct logit attribution per head), and any "
+        "head_contributions (value norms and direct logit attribution per head), "
+        "pattern_topk (a compact pattern for long prompts: see --topk-keys), and any "
         "per-token TransformerLens hook by name or glob (blocks.*.hook_mlp_out, "
         "'blocks.{3,5}.attn.hook_z', ln_final.hook_normalized) or block site at each "
         "--layers (mlp.hook_post)",
@@ -128,6 +130,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_TOP_K,
         help="most likely next tokens stored per position by logits and logit_lens",
+    )
+    a(
+        "--topk-keys",
+        type=int,
+        default=DEFAULT_TOPK_KEYS,
+        help="keys kept per query row by pattern_topk, the compact pattern for long prompts "
+        "(each row's strongest keys, its remaining mass and a block-pooled overview)",
     )
     a(
         "--list-hooks",
@@ -246,6 +255,7 @@ def main(argv=None, prog: str = PROG) -> int:
             stacked_heads=args.stacked_heads,
             top_k=args.top_k,
             lens_layers=args.lens_layers,
+            topk_keys=args.topk_keys,
             batch_size=args.batch_size,
             token_budget=args.token_budget,
             max_batch_mb=args.max_batch_mb,

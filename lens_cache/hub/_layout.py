@@ -26,7 +26,8 @@ cover every prompt their model had when they were written, whatever the prompt o
 selection. A manifest that lists one says format version 2, so an older lens_cache refuses the
 dataset with "upgrade" instead of taking `pooled/` for a foreign file.
 
-Per-prompt kinds (`PROMPT_KINDS`: `predictions`, `logit_lens`, `head_contributions`) are
+Per-prompt kinds (`PROMPT_KINDS`: `predictions`, `logit_lens`, `head_contributions`,
+`pattern_topk`) are
 store files of several small tensors per prompt (and per layer), each with its own dtype: a
 shard holds one layer (or the whole file, for a kind without layers) of a run of prompts, under
 `<hash>/<field>`, in the stored dtypes (never cast: ids are int32, and these files are small),
@@ -41,6 +42,9 @@ it has come from the store's settings (`extra_hooks`) and go in the plan, as hea
 patterns (`ModelPlan.tensors["hooks"] = {layer: sites}`); the manifest lists the hook names.
 Like residuals they go in the push's `--dtype`. A manifest that lists them says format
 version 4.
+The kind `pattern_topk` (each prompt's `pattern_topk.safetensors`, `lens_cache.topk`) goes as
+stored; its overview's `[heads, B, B]` are side fields. A manifest that lists it says format
+version 5.
 A new per-prompt kind is one more `PromptKind` in `PROMPT_KINDS`.
 """
 
@@ -53,6 +57,7 @@ from pathlib import Path
 
 from lens_cache.errors import HubSelectionError, UnsafeRepoPathError
 from lens_cache.layout import (
+    DEFAULT_TOPK_KEYS,
     HEAD_CONTRIBUTIONS,
     HEAD_FIELDS,
     HEADS_NAME,
@@ -60,6 +65,8 @@ from lens_cache.layout import (
     LOGIT_LENS,
     LOGIT_LENS_NAME,
     LOGITS,
+    PATTERN_TOPK,
+    PATTERN_TOPK_NAME,
     POOLS,
     PREDICTION_FIELDS,
     PREDICTIONS_NAME,
@@ -71,7 +78,9 @@ from lens_cache.layout import (
     lens_member,
     parse_heads_member,
     parse_lens_member,
+    parse_topk_member,
     site_hook,
+    topk_member,
 )
 
 FORMAT = "lens_cache"
@@ -86,7 +95,8 @@ PATTERNS = "patterns"
 PREDICTIONS = "predictions"
 HOOKS = "hooks"  # any other per-token hook points (hooks.safetensors)
 HOOKS_FORMAT_VERSION = 4  # of manifests that list hook points
-NEWEST_FORMAT_VERSION = HOOKS_FORMAT_VERSION  # the newest manifest this module reads
+TOPK_FORMAT_VERSION = 5  # of manifests that list the compact pattern (pattern_topk)
+NEWEST_FORMAT_VERSION = TOPK_FORMAT_VERSION  # the newest manifest this module reads
 POOLED = "pooled"
 MODEL_FILE = "model_file"  # the manifest's kind of a file of a model's folder (vocab.json)
 _ST = ".safetensors"
@@ -195,6 +205,20 @@ PROMPT_KINDS = {
         layered=True,
         position_axis=1,
         side_fields=tuple(f"top_{by}" for by in TOP_BY),
+    ),
+    # the compact pattern (lens_cache.topk): the overview's blocks do not run over the tokens
+    PATTERN_TOPK: PromptKind(
+        PATTERN_TOPK,
+        PATTERN_TOPK,
+        PATTERN_TOPK_NAME,
+        "topk",
+        ("keys", "values", "rest"),
+        topk_member,
+        parse_topk_member,
+        layered=True,
+        position_axis=1,
+        side_fields=("overview_max", "overview_sum"),
+        format_version=TOPK_FORMAT_VERSION,
     ),
     HOOKS: PromptKind(
         HOOKS,
@@ -461,6 +485,11 @@ class ModelPlan:
         }
         stored = (self.cfg.get("lens_cache") or {}).get("extra_hooks") or []
         return [n for n in stored if n in chosen] + sorted(chosen - set(stored))
+
+    @property
+    def topk_keys(self) -> int:
+        """Keys kept per query row by `pattern_topk` (the export's `--topk-keys`)."""
+        return int((self.cfg.get("lens_cache") or {}).get("topk_keys", DEFAULT_TOPK_KEYS))
 
     @property
     def top_k(self) -> int:

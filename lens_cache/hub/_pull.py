@@ -262,6 +262,7 @@ class _PulledLayout:
             model_dtype=(self.plan.cfg.get("lens_cache") or {}).get("model_dtype", "float32"),
             predictions=tuple(k for k in exported if k in PREDICTION_KINDS),
             top_k=self.plan.top_k,
+            topk_keys=self.plan.topk_keys,
             extra_hooks=extra_hooks,
         )
         self.resid_layers = resid_layers

@@ -34,6 +34,7 @@ from lens_cache.layout import (
     NPZ_NAME,
     PATTERN,
     PATTERN_LENS_PAGE,
+    PATTERN_TOPK_NAME,
     PROMPT_NAME,
     RESID_KINDS,
     RESIDUALS_NAME,
@@ -52,6 +53,7 @@ from lens_cache.store import make_dirs, remove_orphaned_tmps, write_bytes
 from lens_cache.user_metrics import compute_layer, registered_metrics
 from lens_cache.viewer import _corpus as viewer_corpus
 from lens_cache.viewer import _heads as viewer_heads
+from lens_cache.viewer import _topk as viewer_topk
 from lens_cache.viewer import _user as viewer_user
 from lens_cache.viewer import metrics as M
 from lens_cache.viewer._encode import (
@@ -82,6 +84,7 @@ SCRIPTS = (
     "views_metrics.js",
     "views_lens.js",
     "views_top.js",
+    "views_topk.js",
     "router.js",
 )
 ASSETS = (*SCRIPTS, "viewer.css")
@@ -262,7 +265,7 @@ def iter_patterns(src: Path, prompt: dict, n_heads: int, n_tokens: int):
         layers = sorted(listed) if listed is not None else range(stacked.shape[1])
         for k, layer in enumerate(layers):
             yield layer, check_layer(stacked[0, k], f"layer {layer}", n_heads, n_tokens, src)
-    elif any(PATTERN in str(h) for h in (prompt.get("lens_cache") or {}).get("hooks") or []):
+    elif any(h == PATTERN for h in (prompt.get("lens_cache") or {}).get("hooks") or []):
         raise StoreNotFoundError(
             f"{src}: no {NPZ_NAME} (nor {STACKED_NAME}) but prompt.json "
             "lists patterns as stored; export this prompt again"
@@ -380,13 +383,20 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     add_user_parts(payload, save, src, sig, () if metrics_alone else user, user_layers)
     if lens is not None:
         written += write_atomic(out / "lens.js", script_call("lens", key, lens))
+    with reading(src / PATTERN_TOPK_NAME, save):
+        compact, compact_files, size = viewer_topk.write_topk(
+            src, out, key, n_heads, n_tokens, write_atomic
+        )
+    if compact:  # only then: a store without the compact pattern keeps its bytes
+        payload["topk"], written = compact, written + size
     written += write_atomic(out / "prompt.js", script_call("prompt", key, payload))
     stamp = {
         "format": FORMAT_VERSION,
         "thumb_size": THUMB_SIZE,
         "source": sig,
         "files": [*(f"L{layer}.js" for layer in chunks), "prompt.js"]
-        + (["lens.js"] if lens is not None else []),
+        + (["lens.js"] if lens is not None else [])
+        + compact_files,
         "layers": layers,
         "n_tokens": n_tokens,
         "resid": resid is not None,
