@@ -461,6 +461,9 @@ def write_prompt_dir(
     contributing = HEAD_CONTRIBUTIONS in settings.hooks
     if contributing:  # each prompt keeps its top-example candidates (top_examples.py)
         patterns = top_examples.watch(patterns, capture.contributions, top)
+    if HEAD_METRICS in settings.hooks:  # the tokens the viewer gives them: one per position
+        tokens = [str(t) for t in record["lens_cache"]["tokens"]]
+        patterns = attention_metrics.watch(patterns, tokens, metrics)
     if PATTERN not in settings.hooks:
         _drain(patterns)  # metrics or the compact pattern only: run through them, store none
     elif capture.patterns:
