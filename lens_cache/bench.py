@@ -31,8 +31,10 @@ imports and model loading (the same for all). Patterns only (`--hooks pattern`) 
 prediction variants, and the table's `max diff` column checks that each variant stored the
 reference's patterns. Every
 variant reads one prompts file written here (the selected prompts, taken as written).
-Then whole processes (`lens_cache.bench_process`): the command line against pattern-lens's
-process, imports and model load included, and start-up (`--help`, launch to first batch).
+Then the corpus row (`lens_cache.bench_corpus`: 10,000 synthetic prompts, the summary kinds, no
+pattern stored). Then whole processes (`lens_cache.bench_process`): the command line against
+pattern-lens's process, imports and model load included, and start-up (`--help`, launch to
+first batch).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lens_cache.bench_corpus import corpus_timing
 from lens_cache.layout import (
     NO_FSYNC_ENV,
     NPZ_NAME,
@@ -691,6 +694,12 @@ def main(argv=None) -> int:
         "--viewer-prompts", type=int, default=10_000, help="prompts of the synthetic store"
     )
     p.add_argument(
+        "--corpus-prompts",
+        type=int,
+        default=10_000,
+        help="synthetic prompts of the corpus row (lens_cache.bench_corpus); 0 skips it",
+    )
+    p.add_argument(
         "--no-storage",
         dest="storage",
         action="store_false",
@@ -756,12 +765,16 @@ def main(argv=None) -> int:
         shown = [f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in viewer.items()]
         print("viewer, synthetic store: " + ", ".join(shown))
     long_rows = _long_prompts(args)
+    corpus = corpus_timing(args.corpus_prompts) if args.corpus_prompts else {}
+    if corpus:
+        print("corpus, summary kinds: " + ", ".join(f"{k} {v:.4g}" for k, v in corpus.items()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(args.device), "device": args.device, "rows": rows}
     results.update(processes=processes, scaling=scale, storage=storage)
     results["viewer"] = viewer
     results["long_prompts"] = long_rows
+    results["corpus"] = corpus
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0

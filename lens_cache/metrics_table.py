@@ -24,7 +24,7 @@ import numpy as np
 from lens_cache import formats
 from lens_cache.attention_metrics import METRIC_NAMES
 from lens_cache.damage import reading, refuse_links
-from lens_cache.errors import FileFormatError
+from lens_cache.errors import DamagedFileError, FileFormatError
 from lens_cache.layout import (
     HEAD_METRICS,
     HEAD_METRICS_NAME,
@@ -35,6 +35,7 @@ from lens_cache.layout import (
     heads_member,
     parse_heads_member,
 )
+from lens_cache.progress import warn
 
 FIXED_COLUMNS = ("hash", "layer", "head", *METRIC_NAMES, "dla_mean", "n_tokens")
 
@@ -50,15 +51,28 @@ def scan(model_path: Path, records: list[dict]):
         hash_ = record.get("hash")
         if HEAD_METRICS not in (own.get("hooks") or []) or not _is_name(hash_):
             continue
-        directory = model_path / PROMPTS_DIR / hash_
-        path = directory / HEAD_METRICS_NAME
-        refuse_links(path, model_path.parent)
-        if not path.is_file():
+        try:
+            columns = _prompt_columns(model_path, record, hash_)
+        except DamagedFileError as e:  # one damaged prompt is named and left out, not fatal
+            warn(f"{e}; that prompt is left out of {model_path.name}'s head metrics table")
             continue
-        with reading(path, model_path.parent):
-            metrics = read_head_metrics(path)
-        parts.append((record, prompt_rows(record, metrics, _dla(directory, model_path.parent))))
+        if columns is not None:
+            parts.append((record, columns))
     return build_table(parts) if parts else None
+
+
+def _prompt_columns(model_path: Path, record: dict, hash_: str) -> dict | None:
+    """One prompt's columns, or None when its file is missing or holds no layer."""
+    directory = model_path / PROMPTS_DIR / hash_
+    path = directory / HEAD_METRICS_NAME
+    refuse_links(path, model_path.parent)
+    if not path.is_file():
+        return None
+    with reading(path, model_path.parent):
+        metrics = read_head_metrics(path)
+    if not metrics:
+        return None
+    return prompt_rows(record, metrics, _dla(directory, model_path.parent))
 
 
 def _is_name(hash_) -> bool:

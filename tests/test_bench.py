@@ -28,6 +28,7 @@ def test_every_variant_runs_and_stores_the_reference_patterns(gpt2_dir, tmp_path
     out = tmp_path / "results.json"
     args = ["--models", str(gpt2_dir), "--prompts", str(prompts), "-n", "4", "--batch-size", "2"]
     args += ["--device", "cpu", "--no-scaling", "--no-viewer", "--no-processes"]
+    args += ["--corpus-prompts", "0"]
     args += ["--out", str(out), "--variants"]
     result = run_cli([*args, *OURS], cli_env, module="lens_cache.bench")
     assert result.returncode == 0, result.stderr
@@ -143,3 +144,15 @@ def test_a_pattern_lens_source_tree_adds_rows_at_its_default_batch_and_ours(tmp_
     assert f'{venv}/bin/pip install -q --no-deps "{tree}"' in plan
     assert '"transformer_lens>=3.9,<4"' in plan.split(f"python3 -m venv {venv}")[1]
     assert f"-m lens_cache.bench --pattern-lens-src-python {venv}/bin/python" in plan
+
+
+def test_corpus_row_stores_summaries_only_and_reports_its_ratios():
+    """The corpus row on 12 prompts: four files per prompt (prompt.json, head_metrics,
+    head_contributions, predictions: no pattern), its ratio the ratio of its columns."""
+    from lens_cache.bench_corpus import corpus_timing
+
+    row = corpus_timing(12)
+    assert row["prompts"] == 12 and row["files_per_prompt"] == 4
+    assert row["x_forward"] == pytest.approx(row["export_s"] / row["forward_s"])
+    assert 0 < row["bytes_per_prompt"] and row["export_peak_rss_mb"] > 0
+    assert row["viewer_build_s"] > 0 and row["viewer_rebuild_unchanged_s"] > 0

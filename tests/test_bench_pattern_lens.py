@@ -28,6 +28,7 @@ def bench_run(gpt2_dir, tmp_path_factory):
     keep.mkdir()
     args = ["--models", str(gpt2_dir), "--prompts", str(prompts), "-n", "3", "--batch-size", "2"]
     args += ["--device", "cpu", "--no-scaling", "--no-viewer", "--no-storage", "--out", str(out)]
+    args += ["--corpus-prompts", "0"]
     args += ["--pattern-lens-python", sys.executable, "--keep", str(keep)]
     args += ["--variants", "pattern-lens", "default"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}  # this checkout's code

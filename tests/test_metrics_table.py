@@ -153,3 +153,21 @@ def test_a_resumed_and_a_two_rank_export_give_the_same_tables(
     assert len(_scan(one, model)) == len(PROMPTS) * 2 * 4
     _same_tables(one, resumed, model)
     _same_tables(one, ranks, model)
+
+
+def test_a_damaged_prompt_file_is_named_and_left_out(store, gpt2_model, tmp_path, capsys):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from lens_cache.indexer import write_indexes
+
+    model, copy = gpt2_model.name, tmp_path / "copy"
+    shutil.copytree(store, copy)
+    folders = sorted((copy / model / "prompts").iterdir())
+    damaged = folders[0] / "head_metrics.safetensors"
+    damaged.write_bytes(b"\xff" * 8 + b"{not json")
+    write_indexes(copy)
+    hashes = set(pq.read_table(copy / model / HEAD_METRICS_TABLE).column("hash").to_pylist())
+    assert hashes == {f.name for f in folders[1:]}
+    assert str(damaged) in capsys.readouterr().err
