@@ -1,0 +1,26 @@
+"""What the hosted viewer's index (`lens_cache.hub._viewer_index`) takes from the local viewer:
+a prompt's page data built as `write_viewer` builds it, and the index's model and prompt entries.
+One public door, so the hub package reads none of this package's private modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lens_cache.viewer._build import (
+    StoredArrays,
+    build_prompt,
+    entry_of,
+    index_payload,
+    model_entry,
+    read_prompts,
+)
+from lens_cache.viewer._encode import read_data_script
+
+__all__ = ["StoredArrays", "entry_of", "index_payload", "model_entry", "page_data", "read_prompts"]
+
+
+def page_data(save: Path, cfg: dict, prompt: dict, folder: Path, arrays) -> tuple[dict, dict]:
+    """`(stamp, prompt.js object)` of one prompt, built into `folder` (a scratch folder) from
+    the patterns and residual norms `arrays` gives (see `_build.StoredArrays`)."""
+    stamp = build_prompt(save, cfg, prompt, folder, lambda _: None, arrays)
+    return stamp, read_data_script(folder / "prompt.js")[1]
