@@ -19,6 +19,7 @@ from lens_cache import export
 from lens_cache.prompts import prompt_hash
 from lens_cache.reader import Store
 from lens_cache.synthetic import XSS_TEXT
+from tests.browser import Page, hover_cell, js_to_precision, value_line, wait_head
 from tests.helpers import npz_layer
 from tests.test_hub import run_child
 
@@ -28,7 +29,7 @@ PROMPTS = [
     {"text": "one two three one two three one two", "meta": {"kind": "repeat"}},
 ]
 HEADS = {0: [1, 2], 2: [0]}  # what the push sends: --heads 0.1,0.2,2.0
-REPO = "alice/hosted"
+REPO, SPACE = "alice/hosted", "alice/viewer"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def _blob(hub, repo: str, path: str, rtype: str = "dataset") -> bytes:
 @pytest.fixture(scope="module")
 def pushed(hub, store, tmp_path_factory) -> dict:
     heads = ",".join(f"{layer}.{h}" for layer, hs in HEADS.items() for h in hs)
-    args = ["push", "--repo", REPO, "-s", store["path"], "--heads", heads]
+    args = ["push", "--repo", REPO, "-s", store["path"], "--heads", heads, "--space", SPACE]
     proc = run_child(hub, tmp_path_factory.mktemp("push"), args)
     index = json.loads(_blob(hub, REPO, "viewer/index.json"))
     return {"index": index, "stdout": proc.stdout}
@@ -112,3 +113,207 @@ def test_index_metrics_match_the_patterns(hub, store, pushed):
     pat = npz_layer(store["path"], model, h, 2)[0]
     got = payload["metrics"]["first"][1][0]
     assert got == pytest.approx(float(np.mean(pat[:, 0])), abs=1e-5)  # stored to 5 places
+
+
+# --- the Space ----------------------------------------------------------------------------------
+
+
+def test_push_prints_the_space_pinned_to_the_dataset(hub, pushed):
+    assert pushed["stdout"].splitlines()[-1] == f"{hub.url}/spaces/{SPACE}"
+    files = _files(hub, SPACE, "space")
+    assert {"index.html", "hub_config.js", "hub_source.js", "core.js", "README.md"} <= set(files)
+    cfg = _blob(hub, SPACE, "hub_config.js", "space").decode()
+    r = hub.repos[f"dataset:{REPO}"]
+    want = {"endpoint": hub.url, "repo": REPO, "revision": r["branches"]["main"], "index": 1}
+    assert json.loads(cfg.split("=", 1)[1].strip().rstrip(";")) == want
+    assert "sdk: static" in _blob(hub, SPACE, "README.md", "space").decode()
+    assert hub.repos[f"space:{SPACE}"]["sdk"] == "static"
+
+
+def test_space_command_updates_an_existing_space(hub, pushed, tmp_path):
+    """`hub space` on its own: another Space for the same dataset, at a named revision."""
+    sha = hub.repos[f"dataset:{REPO}"]["branches"]["main"]
+    args = ["space", "alice/viewer2", "--dataset", REPO, "--revision", sha]
+    proc = run_child(hub, tmp_path / "space", args)
+    assert proc.stdout.strip() == f"{hub.url}/spaces/alice/viewer2"
+    assert sha in _blob(hub, "alice/viewer2", "hub_config.js", "space").decode()
+
+
+# --- the page in Chromium -----------------------------------------------------------------------
+
+
+class HostedPage(Page):
+    """A Page on the hosted viewer, at `url` (the Space's host, or a file with ?hub=)."""
+
+    def __init__(self, browser, url: str, artifacts):
+        super().__init__(browser, {"save_path": "/"}, artifacts)
+        self.url = url
+
+    def fetched(self) -> int:
+        return int(self.page.locator("#hub-fetched").get_attribute("data-bytes") or 0)
+
+
+@pytest.fixture
+def disk_page(browser, hub, pushed, tmp_path, artifacts):
+    from lens_cache.hub import write_hosted_page
+
+    url = write_hosted_page(tmp_path / "page", hub.url, REPO)
+    pg = HostedPage(browser, url, artifacts)
+    yield pg
+    pg.page.close()
+
+
+def _check_head(pg, store, h: str, layer: int, head: int) -> None:
+    """The head's hover values are the pushed float32 values, to the six digits printed."""
+    wait_head(pg, store["model"], h, layer, head)
+    pat = npz_layer(store["path"], store["model"], h, layer)[head]
+    for i, j in [(1, 0), (3, 1), (4, 4)]:
+        text = hover_cell(pg, i, j)
+        assert value_line(text) == f"value {js_to_precision(float(pat[i, j]))}", (i, j, text)
+
+
+def test_space_page_browses_from_its_own_host(browser, hub, store, pushed, artifacts):
+    pg = HostedPage(browser, hub.static_url(SPACE), artifacts)
+    try:
+        pg.open("#/")
+        assert f"{len(PROMPTS)} of {len(PROMPTS)} prompts" in pg.page.locator("#app").text_content()
+        h = store["hashes"][PROMPTS[0]["text"]]
+        pg.open(f"#/prompt/{store['model']}/{h}")
+        pg.page.wait_for_selector(".grid canvas, .heads canvas, canvas")
+        _check_head(pg, store, h, 0, 2)
+        _check_head(pg, store, h, 2, 0)
+        assert 0 < pg.fetched() < 200_000
+        pg.shot("hosted-space-head")
+        assert pg.errors == [] and pg.dialogs == []
+        hosts = {u.split("/")[2] for u in pg.requests}
+        assert hosts <= {hub.static_url(SPACE).split("/")[2], hub.url.split("/")[2]}
+    finally:
+        pg.page.close()
+
+
+def test_disk_page_with_hub_parameter(disk_page, store):
+    pg = disk_page
+    h = store["hashes"][PROMPTS[2]["text"]]
+    _check_head(pg, store, h, 0, 1)
+    assert "not pushed: predictions" in pg.page.locator("#hub-notes").text_content()
+    pg.open(f"#/head/{store['model']}/{h}/0/0")  # a head the push left out
+    pg.page.wait_for_selector(".hub-not-pushed")
+    assert "--heads 0.1,0.2,2.0,0.0 adds it" in pg.page.locator(".hub-not-pushed").text_content()
+    assert pg.errors == [] and pg.dialogs == []
+
+
+def test_xss_prompt_stays_text_on_the_hosted_page(disk_page, store):
+    pg = disk_page
+    h = store["hashes"][XSS_TEXT]
+    pg.open(f"#/prompt/{store['model']}/{h}")
+    pg.page.wait_for_selector(".prompt-text")
+    assert pg.page.locator(".prompt-text").text_content() == XSS_TEXT
+    pg.open("#/?q=onerror")
+    pg.page.wait_for_selector(".vrow")
+    assert "<img src=x onerror=alert(1)>" in pg.page.locator(".vrow").first.text_content()
+    assert pg.page.locator("#app img").count() == 0
+    assert pg.dialogs == [] and pg.errors == []
+
+
+# --- a hostile or unreadable dataset --------------------------------------------------------------
+
+LIE_HEAD = (0, 1)
+
+
+def _clone(hub, dst: str, **change) -> None:
+    """Copy the pushed dataset to `dst` on the server, its head commit changed: `files` maps a
+    path to new bytes (None: removed); `private` makes it private."""
+    import copy
+
+    repo = copy.deepcopy(hub.repos[f"dataset:{REPO}"])
+    repo["id"], repo["private"] = dst, change.get("private", False)
+    files = repo["commits"][repo["branches"]["main"]]["files"]
+    for path, data in change.get("files", {}).items():
+        if data is None:
+            del files[path]
+        else:
+            files[path] = {
+                "sha256": hub.blobs.put(data),
+                "size": len(data),
+                "lfs": True,
+                "oid": "0",
+            }
+    hub.repos[f"dataset:{dst}"] = repo
+
+
+def _lying_shard(data: bytes, lie: str, h: str) -> bytes:
+    """The shard `data` with its header telling the lie named, about prompt `h` (its bytes kept)."""
+    n = int.from_bytes(data[:8], "little")
+    header, body = json.loads(data[8 : 8 + n]), data[8 + n :]
+    entry = header[h]
+    a, b = entry["data_offsets"]
+    if lie == "malformed":
+        text = b"{not json" + b" " * (n - 9)
+        return data[:8] + text + body
+    if lie == "past the end":
+        entry["data_offsets"] = [a, len(body) + 4]
+    elif lie == "overlap":  # the last entry moved back onto the one before it
+        last = max(
+            (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"]
+        )
+        x, y = header[last]["data_offsets"]
+        header[last]["data_offsets"] = [x - 4, y - 4]
+    elif lie == "shape":
+        entry["shape"] = [entry["shape"][0], entry["shape"][1] + 1]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + body
+
+
+@pytest.mark.parametrize(
+    "lie, reason",
+    [
+        ("malformed", "malformed header"),
+        ("past the end", "past the end of the file"),
+        ("overlap", "overlap"),
+        ("shape", "shape does not match its bytes"),
+    ],
+)
+def test_lying_shard_is_named_and_nothing_from_it_shown(
+    browser, hub, store, pushed, tmp_path, artifacts, lie, reason
+):
+    from lens_cache.hub import write_hosted_page
+
+    model, h = store["model"], store["hashes"][PROMPTS[0]["text"]]
+    layer, head = LIE_HEAD
+    path = f"tensors/{model}/patterns/layer_{layer:02d}/head_{head:02d}-00000.safetensors"
+    dst = "alice/lie-" + lie.replace(" ", "-")
+    _clone(hub, dst, files={path: _lying_shard(_blob(hub, REPO, path), lie, h)})
+    pg = HostedPage(browser, write_hosted_page(tmp_path, hub.url, dst), artifacts)
+    try:
+        pg.open(f"#/head/{model}/{h}/{layer}/{head}")
+        pg.page.wait_for_selector(".hub-bad-shard")
+        text = pg.page.locator(".hub-bad-shard").text_content()
+        assert f"shard {path}: " in text and reason in text and "nothing from it" in text
+        assert pg.page.locator(".pane[data-draw-ms]").count() == 0
+        assert path in pg.page.locator("#app").text_content()  # the view says so too
+    finally:
+        pg.page.close()
+
+
+@pytest.mark.parametrize(
+    "change, want",
+    [
+        ({"private": True}, "it is private, or not there. This page never asks for a token"),
+        ({"files": {"viewer/index.json": None}}, "was pushed by an older lens_cache"),
+    ],
+)
+def test_unreadable_dataset_says_how_to_open_it(
+    browser, hub, pushed, tmp_path, artifacts, change, want
+):
+    from lens_cache.hub import write_hosted_page
+
+    dst = "alice/closed-" + str(len(change.get("files", {})))
+    _clone(hub, dst, **change)
+    pg = HostedPage(browser, write_hosted_page(tmp_path, hub.url, dst), artifacts)
+    try:
+        pg.open("#/")
+        text = pg.page.locator("#hub-refused").text_content()
+        assert want in text and f"lens-cache hub pull --repo {dst}" in text
+    finally:
+        pg.page.close()

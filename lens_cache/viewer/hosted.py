@@ -16,7 +16,19 @@ from lens_cache.viewer._build import (
 )
 from lens_cache.viewer._encode import read_data_script
 
-__all__ = ["StoredArrays", "entry_of", "index_payload", "model_entry", "page_data", "read_prompts"]
+__all__ = [
+    "HOSTED_SCRIPTS",
+    "StoredArrays",
+    "entry_of",
+    "index_payload",
+    "model_entry",
+    "page_data",
+    "read_prompts",
+]
+
+# The hosted page's own scripts, loaded right after core.js (lens_cache.hub._space); the
+# local page never loads them.
+HOSTED_SCRIPTS = ("hub_source.js",)
 
 
 def page_data(save: Path, cfg: dict, prompt: dict, folder: Path, arrays) -> tuple[dict, dict]:
