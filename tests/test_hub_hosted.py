@@ -8,6 +8,7 @@ files (`activations.npz`, `prompt.json`) read here with numpy, never against our
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -317,3 +318,46 @@ def test_unreadable_dataset_says_how_to_open_it(
         assert want in text and f"lens-cache hub pull --repo {dst}" in text
     finally:
         pg.page.close()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_shards_decode_exactly(
+    browser, hub, store, pushed, tmp_path, artifacts, dtype
+):
+    """Pushed in float16 or bfloat16, a hover shows the pushed (rounded) value exactly."""
+    from lens_cache.hub import write_hosted_page
+
+    dst = f"alice/hosted-{dtype}"
+    args = ["push", "--repo", dst, "-s", store["path"], "--heads", "2.0", "--dtype", dtype]
+    run_child(hub, tmp_path / "push", args)
+    pg = HostedPage(browser, write_hosted_page(tmp_path / "page", hub.url, dst), artifacts)
+    try:
+        h, model = store["hashes"][PROMPTS[0]["text"]], store["model"]
+        wait_head(pg, model, h, 2, 0)
+        pat = torch.from_numpy(npz_layer(store["path"], model, h, 2)[0])
+        pushed_values = pat.to(getattr(torch, dtype)).float()
+        assert not torch.equal(pushed_values, pat)  # the rounding shows in what is checked
+        for i, j in [(1, 0), (3, 1), (5, 2)]:
+            text = hover_cell(pg, i, j)
+            want = f"value {js_to_precision(float(pushed_values[i, j]))}"
+            assert value_line(text) == want, (i, j, text)
+        assert pg.errors == []
+    finally:
+        pg.page.close()
+
+
+def test_view_hub_writes_the_page_and_prints_its_address(tmp_path, monkeypatch):
+    from lens_cache.cli import view
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out.txt"
+    with out.open("w") as f, contextlib.redirect_stdout(f):
+        assert view.main(["--hub", "alice/some-ds", "--endpoint", "http://127.0.0.1:9"]) == 0
+    page = tmp_path / "cache" / "lens_cache" / "hosted" / "index.html"
+    want = page.as_uri() + "?hub=alice/some-ds&endpoint=http://127.0.0.1:9"
+    assert out.read_text().strip() == want
+    html = page.read_text()
+    assert "connect-src http://127.0.0.1:9 https:;" in html
+    assert '<script src="hub_source.js"></script>' in html
+    cfg = (page.parent / "hub_config.js").read_text()
+    assert '"repo": "alice/some-ds"' in cfg and '"revision": "main"' in cfg
