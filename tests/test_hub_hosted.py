@@ -196,6 +196,9 @@ def test_disk_page_with_hub_parameter(disk_page, store):
     pg = disk_page
     h = store["hashes"][PROMPTS[2]["text"]]
     _check_head(pg, store, h, 0, 1)
+    # opened first: the index, the prompt's page data, and for each of the layer's two pushed
+    # heads one read of its shard's header and one of its pattern
+    assert pg.page.locator("#hub-fetched").get_attribute("data-requests") == "6"
     assert "not pushed: predictions" in pg.page.locator("#hub-notes").text_content()
     pg.open(f"#/head/{store['model']}/{h}/0/0")  # a head the push left out
     pg.page.wait_for_selector(".hub-not-pushed")

@@ -29,6 +29,9 @@
   const revision = params.get("revision") || (sameAsConfig && cfg.revision) || "main";
   const INDEX_VERSION = 1; // the newest viewer/index.json this page reads
   const MAX_HEADER = 100 * 1024 * 1024; // a shard header past this is refused unread
+  // A pattern shard's header: its metadata, then per prompt about 90 bytes (hash, offsets,
+  // dtype, shape); the first read asks for a little more than that.
+  const HEADER_BASE = 256, HEADER_PER_TENSOR = 112;
   const DTYPES = { F32: 4, F16: 2, BF16: 2 };
   const STATS = { bytes: 0, requests: 0 };
   const notes = document.getElementById("hub-notes");
@@ -91,12 +94,13 @@
 
   /** A shard's checked header: every entry inside the file, its shape matching its bytes, a
    * known dtype, no two overlapping. Rejects (naming the shard) when any of it is not so. */
-  function shardHeader(path) {
-    if (!headers.has(path)) headers.set(path, readHeader(path));
+  function shardHeader(path, guess) {
+    if (!headers.has(path)) headers.set(path, readHeader(path, guess));
     return headers.get(path);
   }
-  async function readHeader(path) {
-    const first = await range(path, 0, 8);
+  /** `guess`: about how long the header is (from the index), so one request usually reads it. */
+  async function readHeader(path, guess) {
+    const first = await range(path, 0, 8 + guess);
     if (first.buf.byteLength < 8) throw shardError(path, "malformed header: the file is shorter than 8 bytes");
     const dv = new DataView(first.buf);
     const n = dv.getUint32(0, true) + dv.getUint32(4, true) * 2 ** 32;
@@ -105,8 +109,8 @@
     }
     let parsed;
     try {
-      const text = new TextDecoder("utf-8", { fatal: true }).decode((await range(path, 8, 8 + n)).buf);
-      parsed = JSON.parse(text);
+      const bytes = 8 + n <= first.buf.byteLength ? first.buf.slice(8, 8 + n) : (await range(path, 8, 8 + n)).buf;
+      parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
     } catch (err) {
       if (err instanceof HubHttpError) throw err;
       throw shardError(path, "malformed header: not JSON");
@@ -189,7 +193,7 @@
     const run = patternsOf(model).runs.find((r) => r.hashes.includes(hash));
     if (!run) throw new Error(`the index lists no pattern of this prompt (${hash})`);
     const path = shardPath(model.name, layer, head, run.index);
-    const hdr = await shardHeader(path);
+    const hdr = await shardHeader(path, HEADER_BASE + HEADER_PER_TENSOR * run.hashes.length);
     const e = hdr.entries[hash], [a, b] = run.offsets[run.hashes.indexOf(hash)];
     if (!e || e.data_offsets[0] !== a || e.data_offsets[1] !== b) {
       throw shardError(path, `its header and the dataset's index disagree about ${hash}`);
