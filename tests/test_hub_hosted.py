@@ -264,6 +264,8 @@ def _lying_shard(data: bytes, lie: str, h: str) -> bytes:
         header[last]["data_offsets"] = [x - 4, y - 4]
     elif lie == "shape":
         entry["shape"] = [entry["shape"][0], entry["shape"][1] + 1]
+    elif lie == "flat":  # its bytes right, but not a pattern
+        entry["shape"] = [entry["shape"][0] * entry["shape"][1]]
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text + body
@@ -276,6 +278,7 @@ def _lying_shard(data: bytes, lie: str, h: str) -> bytes:
         ("past the end", "past the end of the file"),
         ("overlap", "overlap"),
         ("shape", "shape does not match its bytes"),
+        ("flat", "is not a [T, T] pattern"),
     ],
 )
 def test_lying_shard_is_named_and_nothing_from_it_shown(

@@ -198,6 +198,9 @@
     if (!e || e.data_offsets[0] !== a || e.data_offsets[1] !== b) {
       throw shardError(path, `its header and the dataset's index disagree about ${hash}`);
     }
+    if (e.shape.length !== 2 || e.shape[0] !== e.shape[1]) {
+      throw shardError(path, `entry ${JSON.stringify(hash)} is not a [T, T] pattern`);
+    }
     const { buf } = await range(path, hdr.start + a, hdr.start + b);
     return { values: decodeValues(buf, e.dtype), T: e.shape[0] };
   }
