@@ -633,6 +633,19 @@ def pattern_lens_runs(args) -> bool:
     return ok
 
 
+def hosted_row(size_mb: int) -> dict:
+    """`lens_cache.bench_hosted` in a child (it starts the test Hub server and Chromium)."""
+    cmd = [sys.executable, "-m", "lens_cache.bench_hosted", "--size-mb", str(size_mb)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    row = json.loads(proc.stdout[proc.stdout.index("{") :])
+    for name, v in row["views"].items():
+        print(
+            f"hosted, {row['dataset_bytes'] / 1e9:.2f} GB dataset, {name}: {v['bytes']:,} B "
+            f"({100 * v['share']:.3f}%), {v['requests']} requests, {v['ms']:.0f} ms"
+        )
+    return row
+
+
 def machine(device: str) -> str:
     where = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     if device.startswith("cuda"):
@@ -698,6 +711,13 @@ def main(argv=None) -> int:
         help="a Python with another pattern-lens (make bench PATTERN_LENS_SRC=... builds one "
         "from a source tree): adds its rows at its default batch size and at ours",
     )
+    p.add_argument(
+        "--hosted-mb",
+        type=int,
+        default=1024,
+        help="the hosted viewer's row: a dataset of this many MB pushed to the test Hub "
+        "server, and what opening home, a prompt and a head fetch (0: skip)",
+    )
     p.add_argument("--keep", help="keep every variant's store in a folder under this one")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -734,11 +754,13 @@ def main(argv=None) -> int:
     if viewer:
         shown = [f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in viewer.items()]
         print("viewer, synthetic store: " + ", ".join(shown))
+    hosted = hosted_row(args.hosted_mb) if args.hosted_mb else {}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(args.device), "device": args.device, "rows": rows}
     results.update(processes=processes, scaling=scale, storage=storage)
     results["viewer"] = viewer
+    results["hosted"] = hosted
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0
