@@ -20,7 +20,18 @@ from lens_cache import export
 from lens_cache.prompts import prompt_hash
 from lens_cache.reader import Store
 from lens_cache.synthetic import XSS_TEXT
-from tests.browser import Page, hover_cell, js_to_precision, value_line, wait_head
+from tests.browser import (
+    LENS_POINT,
+    TOKEN_POINT,
+    Page,
+    check_lens_tip,
+    check_token_tip,
+    chromium_point,
+    hover_cell,
+    js_to_precision,
+    value_line,
+    wait_head,
+)
 from tests.helpers import npz_layer
 from tests.test_hub import run_child
 
@@ -367,3 +378,42 @@ def test_view_hub_writes_the_page_and_prints_its_address(tmp_path, monkeypatch):
     assert '<script src="hub_source.js"></script>' in html
     cfg = (page.parent / "hub_config.js").read_text()
     assert '"repo": "alice/some-ds"' in cfg and '"revision": "main"' in cfg
+
+
+def test_predictions_and_logit_lens_on_the_hosted_page(
+    browser, hub, prediction_store, tmp_path, artifacts
+):
+    """Pushed with predictions and the logit lens: the token strip's and the lens's tooltips
+    are the stored values (read with the reader, not from the page's data)."""
+    from lens_cache.hub import write_hosted_page
+
+    s, dst = prediction_store, "alice/hosted-predictions"
+    args = ["push", "--repo", dst, "-s", s["save_path"], "-m", s["model"]]
+    run_child(hub, tmp_path / "push", args + ["--kinds", "patterns", "predictions", "logit_lens"])
+    pg = HostedPage(browser, write_hosted_page(tmp_path / "page", hub.url, dst), artifacts)
+    try:
+        pg.open(f"#/lens/{s['model']}/{s['hash']}")
+        pg.page.wait_for_selector(".lens-scroller[data-drawn]")
+        for li, i in [(0, 2), (1, 7)]:
+            pg.page.mouse.move(*chromium_point(pg.page, LENS_POINT, li, i))
+            tip = f"layer {li}, position {i}:"
+            pg.page.wait_for_function(
+                f"document.getElementById('tip').textContent.startsWith({tip!r})"
+            )
+            check_lens_tip(pg.page.locator("#tip").text_content(), s, li, i)
+        pg.open(f"#/head/{s['model']}/{s['hash']}/1/0")
+        pg.page.wait_for_selector(".tokens.scored .tok")
+        for i in (1, 4):
+            pg.page.mouse.move(*chromium_point(pg.page, TOKEN_POINT, i))
+            tip = f"position {i}:"
+            pg.page.wait_for_function(
+                f"document.getElementById('tip').textContent.startsWith({tip!r})"
+            )
+            check_token_tip(pg.page.locator("#tip").text_content(), s, i)
+        assert (
+            "not pushed: head_contributions, resid_post"
+            in pg.page.locator("#hub-notes").text_content()
+        )
+        assert pg.errors == []
+    finally:
+        pg.page.close()

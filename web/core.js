@@ -330,7 +330,7 @@
     return loadScript("prompt:" + rel, DATA_DIR + "/" + rel + "/prompt.js", decodePrompt);
   }
   function lensData(model, hash) {
-    if (UI.hub) return UI.hub.lensData(model, hash);
+    if (UI.hub) return UI.hub.lensData(model, hash, decodePred);
     const rel = model.slug + "/" + hash;
     return loadScript("lens:" + rel, DATA_DIR + "/" + rel + "/lens.js", decodePred);
   }

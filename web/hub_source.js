@@ -221,12 +221,18 @@
     return chunk;
   }
 
-  const payloads = new Map();
-  function promptData(model, hash, decode) {
-    const key = model.name + "|" + hash;
+  const payloads = new Map(); // "payloads|model|hash" or "lens|model|hash" -> Promise
+  function promptData(model, hash, decode) { return pageData("payloads", model, hash, decode); }
+  function lensData(model, hash, decode) {
+    if (!index.kinds.includes("logit_lens")) return notPushed("the logit lens", "logit_lens");
+    return pageData("lens", model, hash, decode);
+  }
+  /** One JSON line of viewer/prompts-NNNNN.json, by the range the index gives, decoded. */
+  function pageData(field, model, hash, decode) {
+    const key = field + "|" + model.name + "|" + hash;
     if (!payloads.has(key)) {
-      const where = (index.payloads || {})[key];
-      const p = !where ? Promise.reject(new Error(`the index has no page data for ${hash}`))
+      const where = (index[field] || {})[model.name + "|" + hash];
+      const p = !where ? Promise.reject(new Error(`the index has no ${field} data for ${hash}`))
         : range(where[0], where[1], where[2]).then((r) => {
           const obj = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(r.buf));
           return decode(obj).then(([value]) => value);
@@ -237,6 +243,9 @@
     return payloads.get(key);
   }
 
+  function notPushed(what, kind) {
+    return Promise.reject(new Error(`${what} was not pushed: ${pushCommand([kind])} adds it`));
+  }
   function notHere(what, kind) {
     return Promise.reject(new Error(`${what} is not read by the hosted viewer of ${repo} yet` +
       (index.kinds.includes(kind) ? "" : ` (nor pushed: ${pushCommand([kind])} adds it)`) +
@@ -309,8 +318,7 @@
 
   UI.hub = {
     repo, endpoint, revision, stats: STATS,
-    promptData, layerData,
-    lensData: () => notHere("the logit lens", "logit_lens"),
+    promptData, layerData, lensData,
     topData: () => notHere("top examples", "head_contributions"),
   };
   addEventListener("hashchange", showNotes);

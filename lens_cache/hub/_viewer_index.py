@@ -9,6 +9,7 @@ and where everything else lies:
     {"format": "lens_cache-viewer", "version": 1, "dtype": ..., "kinds": [...],
      "viewer": {...the local viewer's index...},
      "payloads": {"<model>|<hash>": [path, start, end]},   # a prompt's page data, by range
+     "lens": {"<model>|<hash>": [path, start, end]},       # its logit lens, when pushed
      "runs": {"<model>": {"patterns": {"heads": {layer: [heads]},
                                       "runs": [{"index": i, "hashes": [...],
                                                 "offsets": [[start, end], ...]}]}}}}
@@ -65,19 +66,20 @@ def viewer_files(save_path: Path, plans: list[ModelPlan], shards: list[Shard], d
     """`{repo path: bytes}` of the hosted viewer's files for this push."""
     from lens_cache.viewer import hosted as vb
 
-    models, entries, texts, payloads, files = [], [], {}, {}, {}
+    models, entries, texts, payloads, lenses, files = [], [], {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="lens_cache-hosted-") as tmp:
         for m_index, plan in enumerate(plans):
             prompts, stamps, blob = _model_prompts(save_path, plan, Path(tmp) / str(m_index))
             models.append({**vb.model_entry(plan.cfg, prompts, stamps), "top": None})
             path, lines = payload_path(m_index), []
-            for prompt, stamp, payload in zip(prompts, stamps, blob, strict=True):
+            for prompt, stamp, (payload, lens) in zip(prompts, stamps, blob, strict=True):
                 entries.append(vb.entry_of(m_index, prompt, stamp))
                 meta = prompt.get("meta") or {}
                 texts[prompt["hash"]] = {"text": prompt.get("text", ""), "meta": meta}
-                at = sum(len(b) + 1 for b in lines)
-                lines.append(json.dumps(payload, separators=(",", ":")).encode())
-                payloads[f"{plan.name}|{prompt['hash']}"] = [path, at, at + len(lines[-1])]
+                key = f"{plan.name}|{prompt['hash']}"
+                payloads[key] = _line(lines, path, payload)
+                if lens is not None:  # the logit lens view's data, a line of its own
+                    lenses[key] = _line(lines, path, lens)
             files[path] = b"".join(b + b"\n" for b in lines)
     index = {
         "format": VIEWER_FORMAT,
@@ -86,10 +88,18 @@ def viewer_files(save_path: Path, plans: list[ModelPlan], shards: list[Shard], d
         "kinds": sorted({k for p in plans for k in p.tensors}),
         "viewer": vb.index_payload(models, entries, texts),
         "payloads": payloads,
+        "lens": lenses,
         "runs": {p.name: _runs(p, shards) for p in plans},
     }
     files[VIEWER_INDEX] = json.dumps(index, separators=(",", ":"), sort_keys=True).encode()
     return files
+
+
+def _line(lines: list[bytes], path: str, obj) -> list:
+    """Append `obj` as a JSON line; where it lies: `[path, start, end]`."""
+    at = sum(len(b) + 1 for b in lines)
+    lines.append(json.dumps(obj, separators=(",", ":")).encode())
+    return [path, at, at + len(lines[-1])]
 
 
 def _model_prompts(save_path: Path, plan: ModelPlan, out: Path):
@@ -106,10 +116,10 @@ def _model_prompts(save_path: Path, plan: ModelPlan, out: Path):
         src = Store(save_path).prompt_dir(plan.name, prompt["hash"])
         folder = out / prompt["hash"]
         arrays = _PushedArrays(src, heads, resid)
-        stamp, payload = vb.page_data(save_path, plan.cfg, prompt, folder, arrays)
+        stamp, payload, lens = vb.page_data(save_path, plan.cfg, prompt, folder, arrays)
         _keep_pushed(payload, stamp, plan)
         stamps.append(stamp)
-        blob.append(payload)
+        blob.append((payload, lens if stamp["lens"] else None))
     return prompts, stamps, blob
 
 

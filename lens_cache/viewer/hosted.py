@@ -31,8 +31,10 @@ __all__ = [
 HOSTED_SCRIPTS = ("hub_source.js",)
 
 
-def page_data(save: Path, cfg: dict, prompt: dict, folder: Path, arrays) -> tuple[dict, dict]:
-    """`(stamp, prompt.js object)` of one prompt, built into `folder` (a scratch folder) from
-    the patterns and residual norms `arrays` gives (see `_build.StoredArrays`)."""
+def page_data(save: Path, cfg: dict, prompt: dict, folder: Path, arrays):
+    """`(stamp, prompt.js object, lens.js object or None)` of one prompt, built into `folder`
+    (a scratch folder) from the patterns and residual norms `arrays` gives (see
+    `_build.StoredArrays`)."""
     stamp = build_prompt(save, cfg, prompt, folder, lambda _: None, arrays)
-    return stamp, read_data_script(folder / "prompt.js")[1]
+    lens = read_data_script(folder / "lens.js")[1] if (folder / "lens.js").is_file() else None
+    return stamp, read_data_script(folder / "prompt.js")[1], lens
