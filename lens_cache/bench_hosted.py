@@ -6,7 +6,7 @@ patterns reach `--size-mb`, pushes them with `hub push --space` to the test Hub 
 (`tests/hubserver.py`, so this runs from a source checkout) and opens the Space in Chromium.
 Each view's bytes and requests are the page's own counters; its time is from the navigation
 (or the change of address) to the last response it waited for. The top-examples page is not
-measured: the hosted viewer does not read top examples yet. Prints one JSON object (and
+measured: the dataset holds patterns only. Prints one JSON object (and
 writes it to `--out`).
 """
 

@@ -23,16 +23,18 @@ from lens_cache.synthetic import XSS_TEXT
 from tests.browser import (
     LENS_POINT,
     TOKEN_POINT,
+    TOP_ROWS,
     Page,
     check_lens_tip,
     check_token_tip,
+    check_top_rows,
     chromium_point,
     hover_cell,
     js_to_precision,
     value_line,
     wait_head,
 )
-from tests.helpers import npz_layer
+from tests.helpers import brute_force_top, npz_layer
 from tests.test_hub import run_child
 
 PROMPTS = [
@@ -414,6 +416,28 @@ def test_predictions_and_logit_lens_on_the_hosted_page(
             "not pushed: head_contributions, resid_post"
             in pg.page.locator("#hub-notes").text_content()
         )
+        assert pg.errors == []
+    finally:
+        pg.page.close()
+
+
+def test_top_examples_on_the_hosted_page(browser, hub, heads_store, tmp_path, artifacts):
+    """Pushed with head contributions: the top-examples page lists the cells a brute-force scan
+    of the store finds, for each ranking."""
+    from lens_cache.hub import write_hosted_page
+
+    s, dst = heads_store, "alice/hosted-heads"
+    model, layer, head = s["other"], 1, 3
+    args = ["push", "--repo", dst, "-s", s["save_path"], "-m", model]
+    run_child(hub, tmp_path / "push", args + ["--kinds", "patterns", "head_contributions"])
+    pg = HostedPage(browser, write_hosted_page(tmp_path / "page", hub.url, dst), artifacts)
+    tokens = {r["hash"]: r["tokens"] for r in s["store"].prompts(model)}
+    try:
+        for by in ("attention", "value_weighted", "dla"):
+            pg.open(f"#/top/{model}/{layer}/{head}?by={by}")
+            pg.page.wait_for_selector(".top-row")
+            want = brute_force_top(s["store"], model, layer, head, by, 32)
+            check_top_rows(pg.page.evaluate(TOP_ROWS), want, tokens.get)
         assert pg.errors == []
     finally:
         pg.page.close()

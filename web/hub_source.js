@@ -227,6 +227,10 @@
     if (!index.kinds.includes("logit_lens")) return notPushed("the logit lens", "logit_lens");
     return pageData("lens", model, hash, decode);
   }
+  function topData(model, layer) {
+    if (!index.kinds.includes("head_contributions")) return notPushed("top examples", "head_contributions");
+    return pageData("top", model, String(layer), async (obj) => [obj]);
+  }
   /** One JSON line of viewer/prompts-NNNNN.json, by the range the index gives, decoded. */
   function pageData(field, model, hash, decode) {
     const key = field + "|" + model.name + "|" + hash;
@@ -246,12 +250,6 @@
   function notPushed(what, kind) {
     return Promise.reject(new Error(`${what} was not pushed: ${pushCommand([kind])} adds it`));
   }
-  function notHere(what, kind) {
-    return Promise.reject(new Error(`${what} is not read by the hosted viewer of ${repo} yet` +
-      (index.kinds.includes(kind) ? "" : ` (nor pushed: ${pushCommand([kind])} adds it)`) +
-      `; to see it, pull the dataset: lens-cache hub pull --repo ${repo} --kinds ${kind}, then lens-cache view`));
-  }
-
   // ------------------------------------------------------------------ notes and boot
 
   const KINDS = ["predictions", "logit_lens", "head_contributions", "resid_post"];
@@ -319,7 +317,7 @@
   UI.hub = {
     repo, endpoint, revision, stats: STATS,
     promptData, layerData, lensData,
-    topData: () => notHere("top examples", "head_contributions"),
+    topData,
   };
   addEventListener("hashchange", showNotes);
   boot();

@@ -10,6 +10,7 @@ and where everything else lies:
      "viewer": {...the local viewer's index...},
      "payloads": {"<model>|<hash>": [path, start, end]},   # a prompt's page data, by range
      "lens": {"<model>|<hash>": [path, start, end]},       # its logit lens, when pushed
+     "top": {"<model>|<layer>": [path, start, end]},       # top examples, with head_contributions
      "runs": {"<model>": {"patterns": {"heads": {layer: [heads]},
                                       "runs": [{"index": i, "hashes": [...],
                                                 "offsets": [[start, end], ...]}]}}}}
@@ -66,11 +67,11 @@ def viewer_files(save_path: Path, plans: list[ModelPlan], shards: list[Shard], d
     """`{repo path: bytes}` of the hosted viewer's files for this push."""
     from lens_cache.viewer import hosted as vb
 
-    models, entries, texts, payloads, lenses, files = [], [], {}, {}, {}, {}
+    models, entries, texts, payloads, lenses, tops, files = [], [], {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="lens_cache-hosted-") as tmp:
         for m_index, plan in enumerate(plans):
             prompts, stamps, blob = _model_prompts(save_path, plan, Path(tmp) / str(m_index))
-            models.append({**vb.model_entry(plan.cfg, prompts, stamps), "top": None})
+            models.append(vb.model_entry(plan.cfg, prompts, stamps))
             path, lines = payload_path(m_index), []
             for prompt, stamp, (payload, lens) in zip(prompts, stamps, blob, strict=True):
                 entries.append(vb.entry_of(m_index, prompt, stamp))
@@ -80,6 +81,10 @@ def viewer_files(save_path: Path, plans: list[ModelPlan], shards: list[Shard], d
                 payloads[key] = _line(lines, path, payload)
                 if lens is not None:  # the logit lens view's data, a line of its own
                     lenses[key] = _line(lines, path, lens)
+            top = _top(save_path, plan, prompts, stamps, Path(tmp) / f"top-{m_index}")
+            for layer, obj in top.items():  # the top-examples page's data, a line a layer
+                tops[f"{plan.name}|{layer}"] = _line(lines, path, obj)
+            models[-1]["top"] = sorted(top) or None
             files[path] = b"".join(b + b"\n" for b in lines)
     index = {
         "format": VIEWER_FORMAT,
@@ -89,6 +94,7 @@ def viewer_files(save_path: Path, plans: list[ModelPlan], shards: list[Shard], d
         "viewer": vb.index_payload(models, entries, texts),
         "payloads": payloads,
         "lens": lenses,
+        "top": tops,
         "runs": {p.name: _runs(p, shards) for p in plans},
     }
     files[VIEWER_INDEX] = json.dumps(index, separators=(",", ":"), sort_keys=True).encode()
@@ -100,6 +106,17 @@ def _line(lines: list[bytes], path: str, obj) -> list:
     at = sum(len(b) + 1 for b in lines)
     lines.append(json.dumps(obj, separators=(",", ":")).encode())
     return [path, at, at + len(lines[-1])]
+
+
+def _top(save_path: Path, plan: ModelPlan, prompts, stamps, folder: Path) -> dict:
+    """The top examples over the pushed prompts, of the layers whose contributions were pushed."""
+    from lens_cache.viewer import hosted as vb
+
+    layers = plan.tensors.get(HEAD_CONTRIBUTIONS)
+    if not layers:
+        return {}
+    found = vb.top_examples(save_path, plan.cfg, prompts, stamps, folder)
+    return {layer: obj for layer, obj in found.items() if layer in layers}
 
 
 def _model_prompts(save_path: Path, plan: ModelPlan, out: Path):

@@ -9,12 +9,14 @@ from pathlib import Path
 from lens_cache.viewer._build import (
     StoredArrays,
     build_prompt,
+    emit_script,
     entry_of,
     index_payload,
     model_entry,
     read_prompts,
 )
 from lens_cache.viewer._encode import read_data_script
+from lens_cache.viewer._heads import TOP_DIR, write_top
 
 __all__ = [
     "HOSTED_SCRIPTS",
@@ -38,3 +40,10 @@ def page_data(save: Path, cfg: dict, prompt: dict, folder: Path, arrays):
     stamp = build_prompt(save, cfg, prompt, folder, lambda _: None, arrays)
     lens = read_data_script(folder / "lens.js")[1] if (folder / "lens.js").is_file() else None
     return stamp, read_data_script(folder / "prompt.js")[1], lens
+
+
+def top_examples(save: Path, cfg: dict, prompts, stamps, folder: Path) -> dict[int, dict]:
+    """`{layer: top/L<layer>.js object}` of a model's top examples over `prompts` (their
+    stamps from `page_data`), merged into `folder` (a scratch folder) as `write_viewer` does."""
+    _, layers = write_top(save, folder, cfg, prompts, stamps, emit_script)
+    return {layer: read_data_script(folder / TOP_DIR / f"L{layer}.js")[1] for layer in layers}
