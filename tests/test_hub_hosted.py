@@ -320,7 +320,12 @@ def test_lying_shard_is_named_and_nothing_from_it_shown(
     "change, want",
     [
         ({"private": True}, "it is private, or not there. This page never asks for a token"),
-        ({"files": {"viewer/index.json": None}}, "was pushed by an older lens_cache"),
+        (
+            {"files": {"viewer/index.json": None}},
+            "was pushed by an older lens_cache, without the hosted viewer's index: upgrade "
+            "(pip install -U lens_cache) and push it again with the same selection "
+            "(lens-cache hub push --repo alice/closed-1 ...; only the index goes up)",
+        ),
     ],
 )
 def test_unreadable_dataset_says_how_to_open_it(

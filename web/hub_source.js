@@ -250,12 +250,14 @@
   function notPushed(what, kind) {
     return Promise.reject(new Error(`${what} was not pushed: ${pushCommand([kind])} adds it`));
   }
+
   // ------------------------------------------------------------------ notes and boot
 
   const KINDS = ["predictions", "logit_lens", "head_contributions", "resid_post"];
   function pushCommand(kinds, heads) {
     const all = [...new Set([...(index ? index.kinds : []), ...kinds])];
-    return `lens-cache hub push --repo ${repo} --kinds ${all.join(",")}` + (heads ? ` --heads ${heads}` : "");
+    return `lens-cache hub push --repo ${repo}` + (all.length ? ` --kinds ${all.join(",")}` : "") +
+      (heads ? ` --heads ${heads}` : "");
   }
   function note(text, cls) { return h("p", { class: "note " + (cls || ""), text }); }
   function headNote() {
@@ -290,7 +292,8 @@
       if (!(err instanceof HubHttpError)) return refuse(`viewer/index.json of ${repo} is not readable: ${err.message}`);
       if (err.status === 404 && await exists("lens_cache.json")) {
         return refuse(`${repo} was pushed by an older lens_cache, without the hosted viewer's index: ` +
-          `upgrade (pip install -U lens_cache) and push it again (${pushCommand([])}; only the index goes up), ` +
+          `upgrade (pip install -U lens_cache) and push it again with the same selection ` +
+          `(${pushCommand([])} ...; only the index goes up), ` +
           `or pull it: lens-cache hub pull --repo ${repo}`);
       }
       return refuse(`${repo} could not be read from ${endpoint} (HTTP ${err.status}): it is private, or not there. ` +
