@@ -636,6 +636,19 @@ def pattern_lens_runs(args) -> bool:
     return ok
 
 
+def hosted_row(size_mb: int) -> dict:
+    """`lens_cache.bench_hosted` in a child (it starts the test Hub server and Chromium)."""
+    cmd = [sys.executable, "-m", "lens_cache.bench_hosted", "--size-mb", str(size_mb)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    row = json.loads(proc.stdout[proc.stdout.index("{") :])
+    for name, v in row["views"].items():
+        print(
+            f"hosted, {row['dataset_bytes'] / 1e9:.2f} GB dataset, {name}: {v['bytes']:,} B "
+            f"({100 * v['share']:.3f}%), {v['requests']} requests, {v['ms']:.0f} ms"
+        )
+    return row
+
+
 def machine(device: str) -> str:
     where = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     if device.startswith("cuda"):
@@ -727,6 +740,11 @@ def main(argv=None) -> int:
         nargs="*",
         help="token counts of the long-prompt rows (SmolLM2, --hooks pattern_topk; see "
         "lens_cache.bench_long); default 2048 4096 8192 on a GPU, 2048 on the CPU",
+        "--hosted-mb",
+        type=int,
+        default=1024,
+        help="the hosted viewer's row: a dataset of this many MB pushed to the test Hub "
+        "server, and what opening home, a prompt and a head fetch (0: skip)",
     )
     p.add_argument("--keep", help="keep every variant's store in a folder under this one")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -768,6 +786,7 @@ def main(argv=None) -> int:
     corpus = corpus_timing(args.corpus_prompts) if args.corpus_prompts else {}
     if corpus:
         print("corpus, summary kinds: " + ", ".join(f"{k} {v:.4g}" for k, v in corpus.items()))
+    hosted = hosted_row(args.hosted_mb) if args.hosted_mb else {}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(args.device), "device": args.device, "rows": rows}
@@ -775,6 +794,7 @@ def main(argv=None) -> int:
     results["viewer"] = viewer
     results["long_prompts"] = long_rows
     results["corpus"] = corpus
+    results["hosted"] = hosted
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0

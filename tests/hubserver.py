@@ -19,6 +19,13 @@ real ``huggingface_hub`` client (tested with 2.4.0; written to also suit 0.36/1.
   ``upload`` action is ``PUT /__lfs/{oid}`` and ``verify`` action is ``POST /__lfs/verify``
 * ``HEAD|GET /[datasets/|spaces/]{ns}/{name}/resolve/{rev}/{path}``: ``X-Repo-Commit``,
   ``ETag``, ``X-Linked-Etag``, ``X-Linked-Size``, single ``Range`` -> 206 (416 if unsatisfiable)
+* CORS as on the Hub: every answer carries ``Access-Control-Allow-Origin: *`` and exposes
+  ``Content-Range``, ``Content-Length``, ``Accept-Ranges``, ``ETag`` and ``X-Repo-Commit``;
+  ``OPTIONS`` (a browser's preflight) answers 204 with the methods and headers allowed
+* static Spaces: a Space created with ``space_sdk="static"`` is served as a site from its own
+  host, ``http://{ns}-{name}.static.localhost:{port}/{path}`` (the Hub's
+  ``{ns}-{name}.static.hf.space``; ``/`` is ``index.html``); ``GET /spaces/{ns}/{name}`` is the
+  Hub's page around it (an iframe). ``static_url(repo_id)`` gives a Space's address.
 
 Not supported: pull requests (``create_pr``), tags, Xet storage (set ``HF_HUB_DISABLE_XET=1``),
 multipart LFS, pagination (everything comes back in one page), listing/searching repos.
@@ -335,6 +342,11 @@ class HubServer:
             return _json({"error": e.message, **e.extra}, e.status, hdrs)
 
     def _route(self, method, raw_path, query, headers, body, user) -> Response:
+        space = self._static_space(headers.get("Host") or "")
+        if space is not None:
+            return self._static_file(space, raw_path, method)
+        if m := re.fullmatch(r"/spaces/([^/]+)/([^/]+)/?", raw_path):
+            return self._space_page(self._repo("space", f"{m[1]}/{m[2]}", user))
         if raw_path == "/api/whoami-v2" and method == "GET":
             if user is None:
                 raise HubError(401, "Invalid credentials in Authorization header")
@@ -408,6 +420,7 @@ class HubServer:
             "createdAt": _now(),
             "commits": {},
             "branches": {},
+            "sdk": req.get("sdk"),
         }
         self.repos[key] = repo
         attrs = {
@@ -652,6 +665,39 @@ class HubServer:
             {"success": True, "commitOid": commit["id"], "commitUrl": url, "pullRequestUrl": None}
         )
 
+    # ------------------------------------------------------------------ static Spaces
+    def static_url(self, repo_id: str) -> str:
+        """A static Space's own address (the Hub's ``https://{ns}-{name}.static.hf.space/``)."""
+        port = self._httpd.server_address[1]
+        return f"http://{_static_host(repo_id)}.static.localhost:{port}/"
+
+    def _static_space(self, host: str) -> dict | None:
+        """The static Space a request's Host names, if it names one (else None: the API)."""
+        m = re.fullmatch(r"([a-z0-9-]+)\.static\.localhost(?::\d+)?", host.lower())
+        if not m:
+            return None
+        for repo in self.repos.values():
+            if repo["type"] == "space" and _static_host(repo["id"]) == m[1]:
+                if repo.get("sdk") != "static" or repo["private"]:
+                    break  # the Hub serves no static host for these
+                return repo
+        raise HubError(404, f"No static Space at {host}", "RepoNotFound")
+
+    def _static_file(self, repo: dict, raw_path: str, method: str) -> Response:
+        if method not in ("GET", "HEAD"):
+            raise HubError(405, "A static Space is read-only")
+        path = unquote(raw_path).strip("/") or "index.html"
+        f = self._resolve(repo, "main")["files"].get(path)
+        if f is None:
+            raise HubError(404, f"Entry not found: {path}", "EntryNotFound")
+        ctype = STATIC_TYPES.get(path.rsplit(".", 1)[-1], "application/octet-stream")
+        return Response(200, self.blobs.get(f["sha256"]), {"Content-Type": ctype})
+
+    def _space_page(self, repo: dict) -> Response:
+        src = self.static_url(repo["id"])
+        page = f'<!doctype html><title>{repo["id"]}</title><iframe src="{src}"></iframe>'
+        return Response(200, page.encode(), {"Content-Type": "text/html; charset=utf-8"})
+
     # ------------------------------------------------------------------ downloads
     def _resolve_file(self, repo: dict, rev: str, path: str, headers) -> Response:
         commit = self._resolve(repo, rev)
@@ -683,6 +729,32 @@ class HubServer:
         return Response(206, data[start : end + 1], hdrs)
 
 
+STATIC_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "js": "text/javascript; charset=utf-8",
+    "css": "text/css; charset=utf-8",
+    "json": "application/json",
+}
+# What a browser reading the Hub from another origin is let see (the Hub's own list, in part).
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": (
+        "Content-Range, Content-Length, Accept-Ranges, ETag, X-Repo-Commit, X-Linked-Size, "
+        "X-Error-Code, X-Error-Message"
+    ),
+}
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Range, Authorization, Content-Type",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def _static_host(repo_id: str) -> str:
+    """The Hub's host label of a Space: ``ns-name``, lower case, dots and underscores as -."""
+    return re.sub(r"[._]", "-", repo_id.replace("/", "-").lower())
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     hub: HubServer  # set on the per-server subclass
@@ -709,7 +781,10 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         body = self._read_body()
         try:
-            resp = self.hub.handle(self.command, parts.path, query, self.headers, body)
+            if self.command == "OPTIONS":  # a browser's CORS preflight: no route, no auth
+                resp = Response(204, b"", dict(PREFLIGHT_HEADERS))
+            else:
+                resp = self.hub.handle(self.command, parts.path, query, self.headers, body)
         except Exception as e:  # a server bug: report it as a 500 rather than hang the client
             resp = _json({"error": f"hubserver internal error: {e!r}"}, 500)
         logged = {k: v for k, v in self.headers.items() if k.lower() in ("range", "content-type")}
@@ -717,14 +792,14 @@ class _Handler(BaseHTTPRequestHandler):
         entry = LogEntry(self.command, unquote(parts.path), parts.query, resp.status, logged)
         self.hub.log.append(entry)
         self.send_response(resp.status)
-        for k, v in resp.headers.items():
+        for k, v in {**CORS_HEADERS, **resp.headers}.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(resp.body)))
         self.end_headers()
         if self.command != "HEAD":  # HEAD: the GET's headers (Content-Length too), never a body
             self.wfile.write(resp.body)
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_OPTIONS = _dispatch
 
 
 # What a client process talking to this server must not inherit: offline switches, a real

@@ -28,7 +28,7 @@ def test_every_variant_runs_and_stores_the_reference_patterns(gpt2_dir, tmp_path
     out = tmp_path / "results.json"
     args = ["--models", str(gpt2_dir), "--prompts", str(prompts), "-n", "4", "--batch-size", "2"]
     args += ["--device", "cpu", "--no-scaling", "--no-viewer", "--no-processes"]
-    args += ["--corpus-prompts", "0"]
+    args += ["--corpus-prompts", "0", "--hosted-mb", "0"]
     args += ["--out", str(out), "--variants"]
     result = run_cli([*args, *OURS], cli_env, module="lens_cache.bench")
     assert result.returncode == 0, result.stderr

@@ -40,6 +40,7 @@ from tests.helpers import REPO, read_jsonl, read_npz, read_safetensors
 from tests.hubserver import ALICE, TOKENS, HubServer, client_env
 
 MARK = "@@hub-result@@"
+HOSTED_VIEWER = {"viewer/index.json", "viewer/prompts-00000.json"}  # beside the manifest
 PROMPTS = [
     {"text": "The cat sat on the mat because it was warm.", "meta": {"kind": "prose", "id": 1}},
     {"text": "def add(a, b):\n    return a + b\n", "meta": {"kind": "code", "id": 2}},
@@ -219,7 +220,8 @@ def test_push_layout_and_manifest(hub, store, pushed):
     shards |= {f"tensors/{m}/resid_post/layer_0{i}-00000.safetensors" for i in range(3)}
     tables = {"data/prompts-00000-of-00001.parquet", "data/models-00000-of-00001.parquet"}
     top = {".gitattributes", "README.md", "lens_cache.json"}
-    assert set(files) == top | tables | shards
+    viewer = HOSTED_VIEWER
+    assert set(files) == top | tables | shards | viewer
     assert not [p for p in files if p.endswith(".jsonl")]
 
     manifest = json.loads(_blob(hub, pushed, "lens_cache.json"))
@@ -227,14 +229,14 @@ def test_push_layout_and_manifest(hub, store, pushed):
     assert manifest["models"][m]["n_prompts"] == 3
     assert manifest["models"][m]["patterns"] == {str(i): [0, 1, 2, 3] for i in range(3)}
     listed = {e["path"]: e for e in manifest["files"]}
-    assert set(listed) == set(files) - {".gitattributes", "lens_cache.json"}
+    assert set(listed) == set(files) - {".gitattributes", "lens_cache.json", *viewer}
     for path, entry in listed.items():  # size and sha256 are what the server stored
         assert (entry["size"], entry["sha256"]) == (files[path]["size"], files[path]["sha256"])
     card = _blob(hub, pushed, "README.md").decode()
     assert card.startswith("---\nconfigs:\n- config_name: prompts\n")
     assert "license: other" in card and "- attention-patterns" in card
-    chain = _commit_chain(hub, pushed)  # the card and the manifest came last, alone
-    assert _added(chain[-2], chain[-1]) == {"README.md", "lens_cache.json"}
+    chain = _commit_chain(hub, pushed)  # card, manifest and what describes shards came last
+    assert _added(chain[-2], chain[-1]) == {"README.md", "lens_cache.json", *viewer}
     assert chain[-1]["title"] == "v1"
 
     path = f"tensors/{m}/patterns/layer_01/head_02-00000.safetensors"
@@ -298,7 +300,7 @@ def test_pull_interrupted_by_kills_and_a_full_disk_then_rerun(hub, store, pushed
 def test_rerun_push_sends_nothing(used):
     assert used["repush"]["rc"] == 0, used["repush"]["err"]
     assert "0 files uploaded" in used["repush"]["err"]
-    assert "19 already there" in used["repush"]["err"]
+    assert "21 already there" in used["repush"]["err"]  # 19 files and the 2 of the viewer
     assert used["commits_after"] == used["commits_before"]
 
 
@@ -342,7 +344,7 @@ def test_selection_pushes_only_selected_heads_and_prompts(hub, store, tmp_path):
         out["pull"] = cli("pull", "--repo", "alice/heads", "-s", "pulled")
         """,
     )
-    assert out["commits"] == 2 and len(out["uploaded"]) == 8
+    assert out["commits"] == 2 and len(out["uploaded"]) == 10  # 8 and the 2 of the viewer
     files = _head(hub, "alice/heads")
     shard = "tensors/{}/patterns/layer_01/head_0{}-0000{}.safetensors".format
     assert {p for p in files if p.startswith("tensors/")} == {
@@ -414,7 +416,7 @@ def test_pooled_datasets_round_trip(hub, store, pushed, tmp_path):
     assert "## Pooled residuals" in card and f"pooled/{m}/resid_post-mean/data-*" in card
     chain = _commit_chain(hub, "alice/pooled")  # pooled in the data commits, card+manifest last
     assert path in _added(chain[-3], chain[-2])
-    assert _added(chain[-2], chain[-1]) == {"README.md", "lens_cache.json"}
+    assert _added(chain[-2], chain[-1]) == {"README.md", "lens_cache.json", *HOSTED_VIEWER}
 
     X, columns = load_pooled(src, m, pool="mean", layer=1)
     for where in ("pulled", "only"):  # with the patterns, and alone (no prompt directory)
@@ -543,7 +545,7 @@ def test_interrupted_push_resumes_without_resending(store, tmp_path):
         files = _head(hub, "alice/flaky")
         manifest = json.loads(hub.blobs.get(files["lens_cache.json"]["sha256"]))
         listed = {e["path"] for e in manifest["files"]}
-        assert listed == set(files) - {".gitattributes", "lens_cache.json"}
+        assert listed == set(files) - {".gitattributes", "lens_cache.json", *HOSTED_VIEWER}
         lfs = {e["sha256"] for e in files.values() if e["lfs"]}
         puts = [e for e in hub.log if e.method == "PUT"]
         assert len(puts) == len(lfs) and puts_first < len(puts)  # each object went up once

@@ -326,15 +326,19 @@
   /** Whether patterns are shown value-weighted now: the setting, for a prompt that has norms. */
   function weighted(p) { return settings.weighting === "value" && !!(p && p.heads); }
 
+  // The hosted viewer (hub_source.js) sets UI.hub: then the data comes from the Hub by range.
   function promptData(model, hash) {
+    if (UI.hub) return UI.hub.promptData(model, hash, decodePrompt);
     const rel = model.slug + "/" + hash;
     return loadScript("prompt:" + rel, DATA_DIR + "/" + rel + "/prompt.js", decodePrompt);
   }
   function lensData(model, hash) {
+    if (UI.hub) return UI.hub.lensData(model, hash, decodePred);
     const rel = model.slug + "/" + hash;
     return loadScript("lens:" + rel, DATA_DIR + "/" + rel + "/lens.js", decodePred);
   }
   function topData(model, layer) {
+    if (UI.hub) return UI.hub.topData(model, layer);
     const rel = model.slug + "/" + layer;
     return loadScript("top:" + rel, DATA_DIR + "/" + model.slug + "/top/L" + layer + ".js",
       async (obj) => [obj, 256 * 1024]);
@@ -344,6 +348,7 @@
       async (obj) => [obj, 256 * 1024]);
   }
   function layerData(model, hash, layer) {
+    if (UI.hub) return UI.hub.layerData(model, hash, layer);
     const rel = model.slug + "/" + hash;
     return loadScript("chunk:" + rel + "/" + layer, DATA_DIR + "/" + rel + "/L" + layer + ".js",
       decodeChunk);

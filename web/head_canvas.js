@@ -78,7 +78,9 @@
 
     /** The stored attention A[i, j] (float16), null above the diagonal. */
     attention(i, j) {
-      return j <= i ? F16[this.chunk.u16[this.base + (i * (i + 1)) / 2 + j]] : null;
+      if (j > i) return null;
+      const k = this.base + (i * (i + 1)) / 2 + j; // f32: a hosted chunk's exact values
+      return this.chunk.f32 ? this.chunk.f32[k] : F16[this.chunk.u16[k]];
     }
 
     /** What is drawn at (i, j): the attention, or A[i, j] · ‖v_j W_O‖ when weighted. */

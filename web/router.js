@@ -128,7 +128,7 @@
     addEventListener("hashchange", () => { if (state.indexed) route(); });
     addEventListener("keydown", onKey);
     addEventListener("load", () => {
-      if (!state.indexed) showError(document.getElementById("app"), DATA_DIR + "/lens_index.js did not load: run write_viewer(save_path) to build it.");
+      if (!state.indexed && !LENS_UI.hub) showError(document.getElementById("app"), DATA_DIR + "/lens_index.js did not load: run write_viewer(save_path) to build it.");
     });
   }
   boot();

@@ -14,6 +14,7 @@ from lens_cache.hub import (
     SELECTABLE_KINDS,
     PushReport,
     pull,
+    push_space,
     push_to_hub,
 )
 from lens_cache.layout import DTYPES, INDEX_HTML
@@ -55,6 +56,17 @@ def build_parser(prog: str = "python -m lens_cache.hub") -> argparse.ArgumentPar
         help="most bytes per commit (suffixes: 500MB, 2GB)",
     )
     push.add_argument("--dry-run", action="store_true", help="list what would go up; no upload")
+    push.add_argument(
+        "--space",
+        metavar="ORG/NAME",
+        help="also create or update this static Space: a viewer of the dataset, read from the Hub",
+    )
+    space = sub.add_parser("space", help="create or update a static Space viewing a dataset")
+    space.add_argument("space", metavar="ORG/NAME", help="the Space repo")
+    space.add_argument("--dataset", required=True, metavar="ORG/NAME", help="the dataset repo")
+    space.add_argument("--revision", help="the dataset's branch or commit (default: main now)")
+    space.add_argument("--endpoint", help="the Hub's URL (default: $HF_ENDPOINT or huggingface.co)")
+    space.add_argument("--private", action="store_true", help="make a new Space private")
     pull_p.add_argument(
         "--kinds",
         action=ListOption,
@@ -109,6 +121,9 @@ def _selection_kwargs(args) -> dict:
 
 def main(argv=None, prog: str = "python -m lens_cache.hub") -> int:
     args = build_parser(prog).parse_args(argv)
+    if args.command == "space":
+        print(_space(args.space, args.dataset, args.revision, args.endpoint, args.private))
+        return 0
     if args.command == "pull":
         report = pull(args.repo, args.save_path, **_selection_kwargs(args))
         print(report.save_path / INDEX_HTML)
@@ -125,7 +140,13 @@ def main(argv=None, prog: str = "python -m lens_cache.hub") -> int:
         **_selection_kwargs(args),
     )
     _print_push(report, args.quiet)
+    if args.space and not report.dry_run:
+        print(_space(args.space, args.repo, report.revision, args.endpoint, args.private))
     return 0
+
+
+def _space(space: str, dataset: str, revision, endpoint, private: bool) -> str:
+    return push_space(space, dataset, revision=revision, endpoint=endpoint, private=private)
 
 
 def _print_push(report: PushReport, quiet: bool) -> None:

@@ -32,11 +32,22 @@ def build_parser(prog: str = "lens-cache view") -> argparse.ArgumentParser:
     add_metrics_module(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_no_fsync(p)
+    p.add_argument(
+        "--hub",
+        metavar="ORG/NAME",
+        help="instead: write the hosted viewer's page, reading this dataset from the Hub, and "
+        "print its address (?hub=ORG/NAME)",
+    )
+    p.add_argument("--endpoint", help="with --hub: the Hub's URL (default: $HF_ENDPOINT)")
+    p.add_argument("--page-dir", help="with --hub: where the page goes (default: a cache folder)")
     return p
 
 
 def main(argv=None, prog: str = "lens-cache view") -> int:
     args = build_parser(prog).parse_args(argv)
+    if args.hub:
+        print(_hosted_page(args.hub, args.endpoint, args.page_dir))
+        return 0
     store = open_store(args.save_path)  # a missing store is an error, not an empty viewer
     load_metrics_modules(args.metrics_module)
     _upgrade_records(store.path, args.quiet)
@@ -60,3 +71,15 @@ def _upgrade_records(save: Path, quiet: bool) -> None:
             "them, pattern-lens's pages label them one token off until: lens-cache cache "
             f"upgrade -s {shlex.quote(str(save))}"
         )
+
+
+def _hosted_page(repo: str, endpoint: str | None, page_dir: str | None) -> str:
+    """The hosted viewer's page, written to `page_dir` (default: the user's cache folder), for
+    a dataset read straight from the Hub; no store is needed."""
+    import os
+
+    from lens_cache.hub import write_hosted_page
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = Path(page_dir) if page_dir else cache / "lens_cache" / "hosted"
+    return write_hosted_page(folder, endpoint, repo)

@@ -25,6 +25,10 @@ dataset's files and names), `_select` (the selection), `_shards` (building and r
 `_card` (tables, card, manifest), `_client` (the Hub client and its errors), `_push` and
 `_pull`. The command line is `lens_cache.cli.hub`.
 
+`push_space` makes a static Space holding the hosted viewer of a pushed dataset (the page reads
+the dataset's `viewer/index.json` and its shards by range, `lens_cache.hub._space`), and
+`write_hosted_page` writes the same page into a local folder.
+
 The token comes from `hf auth login` or `HF_TOKEN` (or the `token=` argument); it is never
 printed or written anywhere by this module.
 """
@@ -52,10 +56,14 @@ from lens_cache.hub._push import (
 )
 from lens_cache.hub._reports import PullReport, PushReport
 from lens_cache.hub._select import Selection
+from lens_cache.hub._space import push_space
+from lens_cache.hub._space import write_page as write_hosted_page
 
 __all__ = [
     "push_to_hub",
     "pull",
+    "push_space",
+    "write_hosted_page",
     "Selection",
     "PushReport",
     "PullReport",

@@ -30,6 +30,7 @@ from lens_cache.hub._layout import (
     MODELS_TABLE,
     PROMPTS_TABLE,
     is_layout_path,
+    is_viewer_path,
 )
 from lens_cache.hub._shards import BuiltFile, build_group, built_file, shard_groups, stage_copy
 from lens_cache.progress import log, warn
@@ -165,8 +166,10 @@ class PushJob:
             manifest = built_file(
                 MANIFEST_NAME, manifest_bytes(plans, sel, dtype, [*built, card]), stage
             )
-            self._finish([card, manifest], built)
-        report.files = sorted((f.path, f.size) for f in [*built, card, manifest])
+            # the hosted viewer's files go with the manifest: they describe these shards
+            viewer = [built_file(p, b, stage) for p, b in small.items() if is_viewer_path(p)]
+            self._finish([*viewer, card, manifest], built)
+        report.files = sorted((f.path, f.size) for f in [*built, *viewer, card, manifest])
 
     def _prepare_repo(self, private: bool) -> str:
         url = self.api.create_repo(
@@ -263,7 +266,7 @@ class PushJob:
         """Card and manifest last, with the deletion of our files the new dataset lacks."""
         from huggingface_hub import CommitOperationDelete
 
-        keep = {f.path for f in built}
+        keep = {f.path for f in [*built, *final]}
         stale = sorted(p for p in self.remote if is_layout_path(p) and p not in keep)
         self.report.deleted = stale
         changed = [f for f in final if not _same_remote(self.remote.get(f.path), f)]

@@ -257,6 +257,7 @@ _MODEL_FILE_RE = re.compile(
     rf"models/(?P<model>{_MODEL_RE})/(?P<name>{'|'.join(map(re.escape, MODEL_FILES))})"
 )
 _DATA_RE = re.compile(r"data/(?:prompts|models)-\d{5}-of-\d{5}\.parquet")
+_VIEWER_RE = re.compile(r"viewer/(?:index|prompts-\d{5})\.json")  # the hosted viewer's
 # A pooled dataset's folder is `<hook>-<pool>` (`lens_cache.layout.pooled_name`).
 _POOLED_NAME_RE = re.compile(rf"(?P<hook>{'|'.join(RESID_KINDS)})-(?P<pool>{'|'.join(POOLS)})")
 _POOLED_FILE_RE = re.compile(r"data-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet")
@@ -326,7 +327,13 @@ def check_repo_path(path: str) -> str:
 
 def is_layout_path(path: str) -> bool:
     """Whether a repo path is one of ours (so a new push may replace or delete it)."""
-    return any(r.fullmatch(path) for r in (_DATA_RE, _TENSOR_RE, _POOLED_RE, _MODEL_FILE_RE))
+    layout = (_DATA_RE, _TENSOR_RE, _POOLED_RE, _MODEL_FILE_RE, _VIEWER_RE)
+    return any(r.fullmatch(path) for r in layout)
+
+
+def is_viewer_path(path: str) -> bool:
+    """Whether a repo path is one of the hosted viewer's files (`hub._viewer_index`)."""
+    return _VIEWER_RE.fullmatch(path) is not None
 
 
 def _layer_dir(layer: int) -> str:

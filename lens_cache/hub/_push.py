@@ -20,6 +20,7 @@ from lens_cache.hub._shards import (
     plan_shards,
     pooled_sources,
 )
+from lens_cache.hub._viewer_index import viewer_files
 from lens_cache.layout import DTYPES, default_save_path
 
 DEFAULT_SHARD_MAX_BYTES = 256 * 2**20
@@ -96,6 +97,8 @@ def push_to_hub(
     report = PushReport(repo_id, revision=revision or "main", dry_run=dry_run)
     with tempfile.TemporaryDirectory(prefix="lens_cache-push-") as tmp:
         small = small_files(plans, dtype, repo_id)
+        if not dry_run:  # the hosted viewer's index reads every pushed pattern: not on a dry run
+            small.update(viewer_files(save_path, plans, shards, dtype))
         if dry_run:
             plan_report(report, plans, sel, dtype, small, shards, as_is)
         else:
