@@ -740,6 +740,8 @@ def main(argv=None) -> int:
         nargs="*",
         help="token counts of the long-prompt rows (SmolLM2, --hooks pattern_topk; see "
         "lens_cache.bench_long); default 2048 4096 8192 on a GPU, 2048 on the CPU",
+    )
+    p.add_argument(
         "--hosted-mb",
         type=int,
         default=1024,
