@@ -147,6 +147,7 @@ def test_a_float16_push_casts_hooks_like_residuals_with_exact_dry_run_sizes(hub,
     for step in ("half", "dry", "half_pull"):
         _check(used[step])
     files = {p: e["size"] for p, e in _head(hub, HALF_ID).items() if p != ".gitattributes"}
+    files = {p: n for p, n in files.items() if not p.startswith("viewer/")}  # not on a dry run
     lines = [ln.split() for ln in used["dry"]["out"].splitlines()[:-1]]
     assert {path: int(size.replace(",", "")) for size, path in lines} == files
     back, store = lens_cache.open(used["work"] / "half"), hooked["store"]

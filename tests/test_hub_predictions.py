@@ -121,8 +121,9 @@ def test_push_sends_predictions_lens_and_vocab(hub, prediction_store, used):
     assert all(isinstance(v, float) for v in expected.values())
     card = _blob(hub, REPO_ID, "README.md").decode()
     assert "## What the model predicts" in card and "models/<model>/vocab.json" in card
-    chain = _commit_chain(hub, REPO_ID)  # the card and the manifest came last, alone
-    assert _added(chain[-2], chain[-1]) == {"README.md", "lens_cache.json"}
+    chain = _commit_chain(hub, REPO_ID)  # card, manifest and the hosted viewer's files last
+    viewer = {p for p in files if p.startswith("viewer/")}
+    assert _added(chain[-2], chain[-1]) == {"README.md", "lens_cache.json", *viewer}
     assert f"models/{prediction_store['model']}/vocab.json" in files
 
 
@@ -136,7 +137,8 @@ def test_rerun_sends_nothing_and_dry_run_sizes_are_exact(hub, prediction_store, 
     assert used["again"]["rc"] == 0, used["again"]["err"]
     assert "0 files uploaded" in used["again"]["err"], used["again"]["err"]
     files = {p: e["size"] for p, e in _head(hub, REPO_ID).items() if p != ".gitattributes"}
-    assert _dry_run(used["dry"]) == files
+    # a dry run lists every file but the hosted viewer's, which it does not build
+    assert _dry_run(used["dry"]) == {p: n for p, n in files.items() if not p.startswith("viewer/")}
     m = prediction_store["model"]  # a pulled store pushes what it holds: lens layer 1
     tensors = [p for p in _dry_run(used["lens_dry"]) if p.startswith(("tensors/", "models/"))]
     assert sorted(tensors) == [f"models/{m}/vocab.json", tensor_path(m, "logit_lens", 1, None, 0)]

@@ -89,6 +89,8 @@ def _read(path: Path, kind: str | None):
 
 
 def _vocab(path: Path) -> list[str] | None:
+    if path.is_symlink():  # links are not followed: a store from elsewhere could aim one anywhere
+        return None
     try:
         st = path.stat()
     except FileNotFoundError:
