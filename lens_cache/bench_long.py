@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lens_cache.layout import DEFAULT_TOPK_KEYS, PATTERN_TOPK, PATTERN_TOPK_NAME, PROMPTS_DIR
+from lens_cache.layout import DEFAULT_TOPK_KEYS, PATTERN_TOPK, PATTERN_TOPK_NAME, prompts_folder
 
 LENGTHS = (2048, 4096, 8192)
 # a long text: our own prompts, repeated (their topics change every paragraph)
@@ -65,7 +65,7 @@ def child(spec: str, n_tokens: int, device: str, topk_keys: int, cap_mb: float) 
             max_batch_mb=cap_mb, index_html=False, quiet=True,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-        (folder,) = (Path(save) / model.name / PROMPTS_DIR).iterdir()
+        (folder,) = prompts_folder(Path(save) / model.name).iterdir()
         compact = (folder / PATTERN_TOPK_NAME).stat().st_size
     dense = model.n_layers * model.n_heads * len(ids) ** 2 * 4
     return {

@@ -31,9 +31,9 @@ from lens_cache.layout import (
     HEADS_NAME,
     METRICS_LAYERS_MEMBER,
     METRICS_MEMBER,
-    PROMPTS_DIR,
     heads_member,
     parse_heads_member,
+    prompts_folder,
 )
 from lens_cache.progress import warn
 
@@ -63,7 +63,7 @@ def scan(model_path: Path, records: list[dict]):
 
 def _prompt_columns(model_path: Path, record: dict, hash_: str) -> dict | None:
     """One prompt's columns, or None when its file is missing or holds no layer."""
-    directory = model_path / PROMPTS_DIR / hash_
+    directory = prompts_folder(model_path) / hash_
     path = directory / HEAD_METRICS_NAME
     refuse_links(path, model_path.parent)
     if not path.is_file():
