@@ -358,11 +358,17 @@ class ShardReader:
         return torch.frombuffer(raw, dtype=TENSOR_DTYPES[dtype]).reshape(shape)
 
     def fields(
-        self, hash_: str, kind: PromptKind, n_tokens: int, names: tuple[str, ...] = ()
+        self,
+        hash_: str,
+        kind: PromptKind,
+        n_tokens: int,
+        names: tuple[str, ...] = (),
+        cfg: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         """One prompt's tensors of a per-prompt kind, `{field: tensor}` in their stored
         dtypes: exactly the kind's fields (a named kind: `names`), each with the prompt's
-        positions on the kind's `position_axis`, and the side fields it has.
+        positions on the kind's `position_axis` (or a shape its `check` takes for the model
+        `cfg`), and the side fields it has.
 
         Raises:
             HubIntegrityError: a field missing or of another length, or an unknown dtype.
@@ -374,14 +380,28 @@ class ShardReader:
                 continue  # a side field the prompt did not have
             shape = tuple(info.get("shape", [])) if isinstance(info, dict) else ()
             dtype = _DTYPE_NAMES.get(info.get("dtype")) if isinstance(info, dict) else None
-            axis = kind.position_axis
-            sized = name in kind.fields and (len(shape) <= axis or shape[axis] != n_tokens)
-            if dtype is None or sized:
+            if dtype is None or not _fits(kind, name, shape, n_tokens, cfg):
                 raise HubIntegrityError(
                     f"{self.where}: no {name} of {n_tokens} positions for prompt {hash_}"
+                    if kind.position_axis is not None
+                    else f"{self.where}: {name} {list(shape)} of prompt {hash_} does not fit "
+                    "the model"
                 )
             out[name] = self.get(f"{hash_}/{name}", shape, dtype)
+        if kind.check_values and not kind.check_values(out, cfg or {}):
+            raise HubIntegrityError(f"{self.where}: prompt {hash_}'s {kind.name} do not agree")
         return out
+
+
+def _fits(kind: PromptKind, name: str, shape: tuple, n_tokens: int, cfg: dict | None) -> bool:
+    """Whether a field's shape is one the prompt (its tokens) or the model (`kind.check`)
+    allows, judged before its bytes are read."""
+    if name not in kind.fields:
+        return True  # side fields: bounded by the checked header's extents alone
+    if kind.check is not None and not (cfg and kind.check(name, shape, cfg)):
+        return False
+    axis = kind.position_axis
+    return axis is None or (len(shape) > axis and shape[axis] == n_tokens)
 
 
 # --- building the files of a push ------------------------------------------------------------
