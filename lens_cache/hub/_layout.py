@@ -15,11 +15,13 @@
     pooled/<model>/resid_post-mean/data-00000-of-00001.parquet    a pooled dataset, as stored
 
 One head (or one residual layer) is fetched without the rest. Each shard holds a contiguous run
-of the model's prompts in hash order, at most `shard_max_bytes` of tensor data; the boundaries
-depend only on the prompts' lengths, so every head of a model shares them and a rerun builds
-the same bytes. Safetensors headers are written in `lens_cache.hub._shards` (sorted keys,
-space-padded like `store.write_safetensors`), which lets a shard be streamed to disk one prompt
-at a time and its size be known before it is built.
+of the model's prompts in hash order, at most `shard_max_bytes` of tensor data (doubled where a
+kind would otherwise put `FOLDER_MAX_FILES` in a folder, or more than its share of
+`REPO_MAX_FILES` in the repo); the boundaries depend only on the prompts' lengths, so every
+head of a model shares them and a rerun builds the same bytes. Safetensors headers are
+written in `lens_cache.hub._shards` (sorted keys, space-padded like `store.write_safetensors`),
+which lets a shard be streamed to disk one prompt at a time and its size be known before it is
+built.
 
 Pooled datasets (`lens_cache.pooled`, kind `pooled`) go up whole and byte for byte: their rows
 cover every prompt their model had when they were written, whatever the prompt or layer
@@ -109,6 +111,12 @@ HEAD_METRICS_FORMAT_VERSION = 6  # of manifests that list head_metrics
 NEWEST_FORMAT_VERSION = HEAD_METRICS_FORMAT_VERSION  # the newest manifest this module reads
 POOLED = "pooled"
 MODEL_FILE = "model_file"  # the manifest's kind of a file of a model's folder (vocab.json)
+# The Hub refuses a folder of 10,000 files or more: a push plans fewer in each, with room to
+# spare for the model folder's subfolders (`lens_cache.hub._shards.max_runs`).
+FOLDER_MAX_FILES = 9_000
+# and advises fewer than 100,000 files in a repo: a push plans at most this many shards
+# (with 100 files a commit, at most 900 commits of shards, however many prompts)
+REPO_MAX_FILES = 90_000
 _ST = ".safetensors"
 
 
