@@ -10,16 +10,20 @@ the model is refused before its data is read.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.numpy import load
+from safetensors.numpy import load, save_file
 
 import lens_cache
 from lens_cache.errors import HubIntegrityError
+from lens_cache.hub import Selection
 from lens_cache.hub._layout import PROMPT_KINDS, tensor_path
+from lens_cache.hub._readable import drop_unreadable
+from lens_cache.hub._select import select_local
 from lens_cache.hub._shards import ShardReader, safetensors_header
 from lens_cache.layout import HEAD_METRICS_NAME, HEAD_METRICS_TABLE, PROMPTS_DIR
 from tests.test_hub import PROMPTS, _blob, run_child
@@ -122,3 +126,24 @@ def test_pull_reads_metrics_that_fit_the_model(tmp_path):
     )
     assert got["layers"].tolist() == [1, 0]
     assert torch.equal(got["metrics"], torch.from_numpy(values))
+
+
+def test_push_leaves_out_a_file_whose_metric_names_differ(used, tmp_path):
+    """A pull names the metrics as this version does (shards carry no file metadata): a file
+    naming them otherwise would come back mislabelled, so the push leaves its prompt out."""
+    save, m = tmp_path / "store", used["model"]
+    shutil.copytree(used["save"], save)
+    folders = sorted((save / m / PROMPTS_DIR).iterdir())
+    path = folders[0] / HEAD_METRICS_NAME
+    tensors = load(path.read_bytes())
+    names = json.loads(read_metadata(path)["metrics"])
+    save_file(tensors, str(path), {"metrics": json.dumps(names[::-1]), "model": m})
+    plans = drop_unreadable(save, select_local(save, Selection(kinds=[KIND])))
+    assert [r["hash"] for r in plans[0].records] == [f.name for f in folders[1:]]
+
+
+def read_metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        return f.metadata()

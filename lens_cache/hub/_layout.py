@@ -57,6 +57,7 @@ A new per-prompt kind is one more `PromptKind` in `PROMPT_KINDS`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,6 +152,8 @@ class PromptKind:
         check (`Callable`, *optional*): `(field, shape, model cfg) -> bool`, whether a pulled
             field's shape fits the model, asked before the field is read; and
             `(fields, model cfg) -> bool` for `check_values`, asked once they are read.
+        check_metadata (`Callable`, *optional*): `(file metadata) -> bool`, whether a
+            prompt's file says what a pull writes back (asked on push: a pull cannot see it).
     """
 
     name: str
@@ -169,6 +172,7 @@ class PromptKind:
     format_version: int = PROMPT_KINDS_FORMAT_VERSION
     check: Callable[[str, tuple[int, ...], dict], bool] | None = None
     check_values: Callable[[dict, dict], bool] | None = None
+    check_metadata: Callable[[dict], bool] | None = None
 
 
 def _prediction_field(name: str) -> tuple[None, str] | None:
@@ -199,6 +203,17 @@ def _metrics_shape(name: str, shape: tuple[int, ...], cfg: dict) -> bool:
             len(METRIC_NAMES),
         )
     )
+
+
+def _metrics_names(metadata: dict) -> bool:
+    """The file's metrics are named, in order, as this version names them (a pull writes those
+    names back: shards carry no file metadata)."""
+    from lens_cache.attention_metrics import METRIC_NAMES
+
+    try:
+        return json.loads(metadata.get("metrics", "null")) == list(METRIC_NAMES)
+    except (TypeError, ValueError):
+        return False
 
 
 def _metrics_values(fields: dict, cfg: dict) -> bool:
@@ -292,6 +307,7 @@ PROMPT_KINDS = {
         format_version=HEAD_METRICS_FORMAT_VERSION,
         check=_metrics_shape,
         check_values=_metrics_values,
+        check_metadata=_metrics_names,
     ),
     HOOKS: PromptKind(
         HOOKS,

@@ -199,6 +199,8 @@ def _check_prompt_kind(store: Path, plan: ModelPlan, record: dict, kind, layers:
     positions (what a pull checks of it)."""
     members = prompt_members(store, plan.name, record["hash"], kind)
     path = prompt_folder(store, plan.name, record["hash"]) / kind.filename
+    if kind.check_metadata and not kind.check_metadata(formats.safetensors_header(path)[2]):
+        raise HubIntegrityError(f"{path}: its metadata is not what lens_cache writes")
     for layer, names in layers.items():
         found = {f: sh for f, _, sh in members.get(layer, ())}
         for name in names or kind.fields:
