@@ -45,6 +45,7 @@ class Capture:
     hooks: dict[str, torch.Tensor] = field(default_factory=dict)  # any other hook: [T, ...]
     contributions: dict[str, torch.Tensor] = field(default_factory=dict)  # [H, T] (heads.py)
     topk: dict[str, torch.Tensor] = field(default_factory=dict)  # the compact pattern (topk.py)
+    head_metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # as a Hub pull brings
     written: bool = False  # already on disk (captured and written layer group by layer group)
 
     @property

@@ -336,10 +336,16 @@ DTYPES = _TorchDtypes("float32", "float16", "bfloat16")
 DEFAULT_DTYPE = "float32"  # of residuals, patterns and the model's compute, unless chosen
 PATTERN_DTYPES = _TorchDtypes("float32", "float16")  # numpy has no bfloat16
 # Every dtype a stored safetensors member has: the floats above, and the predictions' ids and
-# ranks (int32).
-TENSOR_DTYPES = _TorchDtypes("float32", "float16", "bfloat16", "int32")
-SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "int32": "I32"}
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4}
+# ranks (int32), and head_metrics' layers (int64).
+TENSOR_DTYPES = _TorchDtypes("float32", "float16", "bfloat16", "int32", "int64")
+SAFETENSORS_DTYPES = {
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int32": "I32",
+    "int64": "I64",
+}
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8}
 
 
 # --- pooled datasets -------------------------------------------------------------------------

@@ -500,7 +500,7 @@ def write_prompt_dir(
     if contributing:
         _write_contributions(directory, capture.contributions, top, model_name)
     if HEAD_METRICS in settings.hooks:
-        _write_head_metrics(directory, metrics, model_name)
+        _write_head_metrics(directory, metrics, model_name, capture.head_metrics)
     if capture.topk:
         _write_topk(directory, capture.topk, len(capture.ids), settings, model_name)
     fault_point("renamed", directory)
@@ -520,19 +520,23 @@ def _write_contributions(directory: Path, contributions: dict, top: dict, model_
     write_safetensors(directory / HEADS_NAME, tensors, metadata)
 
 
-def _write_head_metrics(directory: Path, metrics: dict, model_name: str) -> None:
+def _write_head_metrics(directory: Path, metrics: dict, model_name: str, pulled: dict) -> None:
     """head_metrics.safetensors: `[layers, heads, metrics]` float32, the metric names (in
     `attention_metrics.METRIC_NAMES` order) in its metadata. Written after the patterns, which
-    a prompt captured in layer groups produces only as they are consumed."""
+    a prompt captured in layer groups produces only as they are consumed; members `pulled`
+    from the Hub are written as they came."""
     import torch
 
     names = sorted(metrics, key=lambda name: parse_hook_name(name)[1])
     layers = [parse_hook_name(name)[1] for name in names]
-    values = np.stack([metrics[n] for n in names]).astype(np.float32)
-    tensors = {
-        METRICS_MEMBER: torch.from_numpy(values),
-        METRICS_LAYERS_MEMBER: torch.tensor(layers, dtype=torch.int64),
-    }
+    if pulled:  # as stored where they were computed, even if pulled patterns were cast
+        tensors = dict(pulled)
+    else:
+        values = np.stack([metrics[n] for n in names]).astype(np.float32)
+        tensors = {
+            METRICS_MEMBER: torch.from_numpy(values),
+            METRICS_LAYERS_MEMBER: torch.tensor(layers, dtype=torch.int64),
+        }
     metadata = {
         "model": model_name,
         "metrics": json.dumps(list(attention_metrics.METRIC_NAMES)),

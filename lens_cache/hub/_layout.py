@@ -15,11 +15,13 @@
     pooled/<model>/resid_post-mean/data-00000-of-00001.parquet    a pooled dataset, as stored
 
 One head (or one residual layer) is fetched without the rest. Each shard holds a contiguous run
-of the model's prompts in hash order, at most `shard_max_bytes` of tensor data; the boundaries
-depend only on the prompts' lengths, so every head of a model shares them and a rerun builds
-the same bytes. Safetensors headers are written in `lens_cache.hub._shards` (sorted keys,
-space-padded like `store.write_safetensors`), which lets a shard be streamed to disk one prompt
-at a time and its size be known before it is built.
+of the model's prompts in hash order, at most `shard_max_bytes` of tensor data (doubled where a
+kind would otherwise put `FOLDER_MAX_FILES` in a folder, or more than its share of
+`REPO_MAX_FILES` in the repo); the boundaries depend only on the prompts' lengths, so every
+head of a model shares them and a rerun builds the same bytes. Safetensors headers are
+written in `lens_cache.hub._shards` (sorted keys, space-padded like `store.write_safetensors`),
+which lets a shard be streamed to disk one prompt at a time and its size be known before it is
+built.
 
 Pooled datasets (`lens_cache.pooled`, kind `pooled`) go up whole and byte for byte: their rows
 cover every prompt their model had when they were written, whatever the prompt or layer
@@ -45,11 +47,17 @@ version 4.
 The kind `pattern_topk` (each prompt's `pattern_topk.safetensors`, `lens_cache.topk`) goes as
 stored; its overview's `[heads, B, B]` are side fields. A manifest that lists it says format
 version 5.
+The kind `head_metrics` (each prompt's `head_metrics.safetensors`: `metrics` `[layers, heads,
+metrics]` float32 and its `layers`) goes whole, as stored, in `tensors/<model>/head_metrics-*`:
+no field runs over the tokens, so a pull checks each shape against the model's config instead
+(`check`) before reading it, and the layers it names after. A manifest that lists it says format
+version 6.
 A new per-prompt kind is one more `PromptKind` in `PROMPT_KINDS`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,11 +68,15 @@ from lens_cache.layout import (
     DEFAULT_TOPK_KEYS,
     HEAD_CONTRIBUTIONS,
     HEAD_FIELDS,
+    HEAD_METRICS,
+    HEAD_METRICS_NAME,
     HEADS_NAME,
     HOOKS_NAME,
     LOGIT_LENS,
     LOGIT_LENS_NAME,
     LOGITS,
+    METRICS_LAYERS_MEMBER,
+    METRICS_MEMBER,
     PATTERN_TOPK,
     PATTERN_TOPK_NAME,
     POOLS,
@@ -96,9 +108,16 @@ PREDICTIONS = "predictions"
 HOOKS = "hooks"  # any other per-token hook points (hooks.safetensors)
 HOOKS_FORMAT_VERSION = 4  # of manifests that list hook points
 TOPK_FORMAT_VERSION = 5  # of manifests that list the compact pattern (pattern_topk)
-NEWEST_FORMAT_VERSION = TOPK_FORMAT_VERSION  # the newest manifest this module reads
+HEAD_METRICS_FORMAT_VERSION = 6  # of manifests that list head_metrics
+NEWEST_FORMAT_VERSION = HEAD_METRICS_FORMAT_VERSION  # the newest manifest this module reads
 POOLED = "pooled"
 MODEL_FILE = "model_file"  # the manifest's kind of a file of a model's folder (vocab.json)
+# The Hub refuses a folder of 10,000 files or more: a push plans fewer in each, with room to
+# spare for the model folder's subfolders (`lens_cache.hub._shards.max_runs`).
+FOLDER_MAX_FILES = 9_000
+# and advises fewer than 100,000 files in a repo: a push plans at most this many shards
+# (with 100 files a commit, at most 900 commits of shards, however many prompts)
+REPO_MAX_FILES = 90_000
 _ST = ".safetensors"
 
 
@@ -118,8 +137,9 @@ class PromptKind:
         parse (`Callable`): the inverse, `None` for a name that is not a member.
         layered (`bool`): whether `--layers` selects its members.
         model_files (`tuple[str]`): files of the model's folder that go along with it.
-        position_axis (`int`): the axis of every field that runs over the prompt's tokens
-            (0 for `[T]` and `[T, k]`; 1 for `[heads, T]`), checked on pull.
+        position_axis (`int | None`): the axis of every field that runs over the prompt's
+            tokens (0 for `[T]` and `[T, k]`; 1 for `[heads, T]`), checked on pull; `None`
+            when none does (then `check` bounds each shape).
         side_fields (`tuple[str]`): tensors a prompt may also have, sent when it has them,
             whose shape does not run over its tokens (head_contributions' top-example
             candidates `[heads, k, 3]`; those by attention need patterns).
@@ -129,6 +149,11 @@ class PromptKind:
             outside the blocks, which go whatever `--layers` says).
         cast (`bool`): sent in the push's `--dtype`, as residuals are (otherwise as stored).
         format_version (`int`): the oldest manifest format that knows the kind.
+        check (`Callable`, *optional*): `(field, shape, model cfg) -> bool`, whether a pulled
+            field's shape fits the model, asked before the field is read; and
+            `(fields, model cfg) -> bool` for `check_values`, asked once they are read.
+        check_metadata (`Callable`, *optional*): `(file metadata) -> bool`, whether a
+            prompt's file says what a pull writes back (asked on push: a pull cannot see it).
     """
 
     name: str
@@ -140,15 +165,63 @@ class PromptKind:
     parse: Callable[[str], tuple[int | None, str] | None]
     layered: bool
     model_files: tuple[str, ...] = ()
-    position_axis: int = 0
+    position_axis: int | None = 0
     side_fields: tuple[str, ...] = ()
     named: bool = False
     cast: bool = False
     format_version: int = PROMPT_KINDS_FORMAT_VERSION
+    check: Callable[[str, tuple[int, ...], dict], bool] | None = None
+    check_values: Callable[[dict, dict], bool] | None = None
+    check_metadata: Callable[[dict], bool] | None = None
 
 
 def _prediction_field(name: str) -> tuple[None, str] | None:
     return (None, name) if name in PREDICTION_FIELDS else None
+
+
+_METRICS_FIELDS = (METRICS_LAYERS_MEMBER, METRICS_MEMBER)
+
+
+def _metrics_field(name: str) -> tuple[None, str] | None:
+    return (None, name) if name in _METRICS_FIELDS else None
+
+
+def _metrics_shape(name: str, shape: tuple[int, ...], cfg: dict) -> bool:
+    """`metrics` is `[layers, n_heads, metrics]` and `layers` `[layers]`, at most the model's
+    layers: a shard cannot make a pull allocate more than the model's metrics."""
+    from lens_cache.attention_metrics import METRIC_NAMES
+
+    n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
+    if name == METRICS_LAYERS_MEMBER:
+        return len(shape) == 1 and 0 < shape[0] <= n_layers
+    return (
+        len(shape) == 3
+        and 0 < shape[0] <= n_layers
+        and shape[1:]
+        == (
+            n_heads,
+            len(METRIC_NAMES),
+        )
+    )
+
+
+def _metrics_names(metadata: dict) -> bool:
+    """The file's metrics are named, in order, as this version names them (a pull writes those
+    names back: shards carry no file metadata)."""
+    from lens_cache.attention_metrics import METRIC_NAMES
+
+    try:
+        return json.loads(metadata.get("metrics", "null")) == list(METRIC_NAMES)
+    except (TypeError, ValueError):
+        return False
+
+
+def _metrics_values(fields: dict, cfg: dict) -> bool:
+    """As many distinct layers of the model as rows of metrics."""
+    layers = fields[METRICS_LAYERS_MEMBER].tolist()
+    rows = fields[METRICS_MEMBER].shape[0]
+    inside = all(0 <= x < int(cfg["n_layers"]) for x in layers)
+    return inside and len(set(layers)) == len(layers) == rows
 
 
 def _hook_member(layer: int | None, site: str) -> str:
@@ -219,6 +292,22 @@ PROMPT_KINDS = {
         position_axis=1,
         side_fields=("overview_max", "overview_sum"),
         format_version=TOPK_FORMAT_VERSION,
+    ),
+    # per-head statistics (lens_cache.attention_metrics): nothing runs over the tokens
+    HEAD_METRICS: PromptKind(
+        HEAD_METRICS,
+        HEAD_METRICS,
+        HEAD_METRICS_NAME,
+        "head_metrics",
+        _METRICS_FIELDS,
+        lambda layer, field: field,
+        _metrics_field,
+        layered=False,
+        position_axis=None,
+        format_version=HEAD_METRICS_FORMAT_VERSION,
+        check=_metrics_shape,
+        check_values=_metrics_values,
+        check_metadata=_metrics_names,
     ),
     HOOKS: PromptKind(
         HOOKS,

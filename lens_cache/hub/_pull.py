@@ -178,11 +178,12 @@ class ShardIndex:
     def get(self, model: str, kind: str, layer: int, head, hash_: str, shape):
         return self._reader(model, kind, layer, head, hash_).get(hash_, shape)
 
-    def fields(self, model: str, kind: str, layer: int | None, hash_: str, n_tokens: int, names):
+    def fields(self, model: str, kind: str, layer, hash_: str, n_tokens: int, names, cfg=None):
         """One prompt's `{field: tensor}` of a per-prompt kind at one layer, as stored
-        (`names`: a named kind's fields there, `()` for a kind with fixed fields)."""
+        (`names`: a named kind's fields there, `()` for a kind with fixed fields; `cfg`: the
+        model's config, which bounds the fields that do not run over the tokens)."""
         reader = self._reader(model, kind, layer, None, hash_)
-        return reader.fields(hash_, PROMPT_KINDS[kind], n_tokens, names)
+        return reader.fields(hash_, PROMPT_KINDS[kind], n_tokens, names, cfg)
 
     def _reader(self, model: str, kind: str, layer, head, hash_: str) -> ShardReader:
         runs = self.runs.get((model, kind, layer, head), [])
@@ -363,7 +364,7 @@ def _read_prompt(plan, record, layout: _PulledLayout, index):
         spec, tensors = PROMPT_KINDS[kind], getattr(capture, PROMPT_KINDS[kind].capture_field)
         for layer in layers:
             names = plan.tensors[kind][layer]
-            got = index.fields(plan.name, kind, layer, record["hash"], t, names)
+            got = index.fields(plan.name, kind, layer, record["hash"], t, names, plan.cfg)
             tensors.update({spec.member(layer, name): value for name, value in got.items()})
     return capture, partial
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from lens_cache.errors import InvalidOptionError
 from lens_cache.hub._card import manifest_bytes, small_files
 from lens_cache.hub._client import PushJob, check_repo_id, require_token
-from lens_cache.hub._layout import MANIFEST_NAME, PATTERNS, parse_size
+from lens_cache.hub._layout import MANIFEST_NAME, PATTERNS, REPO_MAX_FILES, parse_size
 from lens_cache.hub._readable import drop_unreadable
 from lens_cache.hub._reports import PushReport
 from lens_cache.hub._select import Selection, as_selection, select_local
@@ -64,7 +64,8 @@ def push_to_hub(
         private (`bool`): create the repo private (and make an existing public one private).
         revision (`str`, *optional*): branch to commit to (created from main if missing).
         message (`str`, *optional*): commit message.
-        shard_max_bytes (`int | str`): most tensor bytes per safetensors file (`"500MB"` ok).
+        shard_max_bytes (`int | str`): most tensor bytes per safetensors file (`"500MB"` ok),
+            raised where a kind would otherwise break the Hub's file limits.
         commit_max_bytes (`int | str`), commit_max_files (`int`): most bytes / files per commit.
         dry_run (`bool`): only list what would go up (no network, no token needed).
         token (`str`, *optional*): defaults to the logged-in token or `HF_TOKEN`.
@@ -91,7 +92,8 @@ def push_to_hub(
     # a prompt whose files would not read is left out here, before any shard is planned
     plans = drop_unreadable(save_path, select_local(save_path, sel))
     max_bytes = parse_size(shard_max_bytes)
-    shards = [s for p in plans for s in plan_shards(p, dtype, max_bytes, save_path)]
+    share = REPO_MAX_FILES // max(1, len(plans))  # the models share the repo's files
+    shards = [s for p in plans for s in plan_shards(p, dtype, max_bytes, save_path, share)]
     as_is = pooled_sources(save_path, plans) + model_file_sources(save_path, plans)
     limits = (parse_size(commit_max_bytes), max(1, int(commit_max_files)))
     report = PushReport(repo_id, revision=revision or "main", dry_run=dry_run)

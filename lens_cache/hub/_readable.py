@@ -199,11 +199,16 @@ def _check_prompt_kind(store: Path, plan: ModelPlan, record: dict, kind, layers:
     positions (what a pull checks of it)."""
     members = prompt_members(store, plan.name, record["hash"], kind)
     path = prompt_folder(store, plan.name, record["hash"]) / kind.filename
+    if kind.check_metadata and not kind.check_metadata(formats.safetensors_header(path)[2]):
+        raise HubIntegrityError(f"{path}: its metadata is not what lens_cache writes")
     for layer, names in layers.items():
         found = {f: sh for f, _, sh in members.get(layer, ())}
         for name in names or kind.fields:
             shape = found.get(name)
-            if shape is None or len(shape) <= kind.position_axis:
+            if shape is None or len(shape) <= (kind.position_axis or 0):
                 raise HubIntegrityError(f"{path}: no {name} at layer {layer}")
-            if name in kind.fields and shape[kind.position_axis] != record["n_tokens"]:
+            if kind.check is not None and not kind.check(name, shape, plan.cfg):
+                raise HubIntegrityError(f"{path}: {name} {list(shape)} does not fit the model")
+            axis = kind.position_axis
+            if axis is not None and name in kind.fields and shape[axis] != record["n_tokens"]:
                 raise HubIntegrityError(f"{path}: {name} is not over the prompt's tokens")

@@ -19,12 +19,14 @@ from lens_cache import formats
 from lens_cache.damage import refuse_links
 from lens_cache.errors import FileFormatError, HubIntegrityError, StoreLinkError
 from lens_cache.hub._layout import (
+    FOLDER_MAX_FILES,
     FORMAT,
     FORMAT_VERSION,
     MODEL_FILE,
     PATTERNS,
     POOLED,
     PROMPT_KINDS,
+    REPO_MAX_FILES,
     ModelPlan,
     PromptKind,
     model_file_path,
@@ -119,23 +121,58 @@ def group_prompts(sizes: list[int], max_bytes: int) -> list[range]:
     return groups
 
 
+def fitting_runs(sizes: list[int], max_bytes: int, max_runs: int) -> list[range]:
+    """`group_prompts`, its byte limit doubled until there are at most `max_runs` runs: a
+    folder of the dataset then holds fewer files than the Hub allows, however many prompts
+    (or however small `--shard-max-bytes`), and the runs still depend on the sizes alone."""
+    runs = group_prompts(sizes, max_bytes)
+    while len(runs) > max(1, max_runs):
+        max_bytes *= 2
+        runs = group_prompts(sizes, max_bytes)
+    return runs
+
+
+def max_runs(kind: str, layers: dict, max_files: int = REPO_MAX_FILES) -> int:
+    """The most runs of prompts a kind may be cut into: its shards of one run share a folder
+    (a pattern layer's heads, a kind's layers), the kinds without layers share the model's
+    folder (`FOLDER_MAX_FILES` split evenly between them), and the kind makes at most
+    `max_files` files in all (so a push's commits are bounded too)."""
+    if kind == PATTERNS:
+        per_folder = max((len(heads) for heads in layers.values()), default=1)
+        per_run = sum(len(heads) for heads in layers.values())
+    else:
+        per_folder = sum(1 for layer in layers if layer is not None)
+        per_run = len(layers)
+    most = min(FOLDER_MAX_FILES // max(1, per_folder), max_files // max(1, per_run))
+    if None in layers or not layers:
+        most = min(most, FOLDER_MAX_FILES // (len(PROMPT_KINDS) + 1))
+    return most
+
+
 def plan_shards(
-    plan: ModelPlan, dtype: str, shard_max_bytes: int, save_path: Path | None = None
+    plan: ModelPlan,
+    dtype: str,
+    shard_max_bytes: int,
+    save_path: Path | None = None,
+    max_files: int = REPO_MAX_FILES,
 ) -> list[Shard]:
-    """Every shard of one model. Prompts are cut into runs by size alone, so every head and
-    layer of a kind shares the same runs and a rerun plans the same shards. Per-prompt kinds
+    """Every shard of one model, at most `max_files` of them. Prompts are cut into runs by
+    size alone, so every head and layer of a kind shares the same runs and a rerun plans the
+    same shards; a kind that would put `FOLDER_MAX_FILES` or more in one folder, or more than
+    its share of `max_files` in all, gets larger shards (`fitting_runs`). Per-prompt kinds
     are planned from the headers of the files in `save_path`."""
     shards = []
+    share = max_files // max(1, len(plan.tensors))
     lengths = [int(r["n_tokens"]) for r in plan.records]
     for kind, layers in plan.tensors.items():
         if kind in PROMPT_KINDS:
-            shards += _plan_prompt_kind(
-                plan, PROMPT_KINDS[kind], layers, save_path, shard_max_bytes, dtype
-            )
+            limits = (shard_max_bytes, max_runs(kind, layers, share))
+            shards += _plan_prompt_kind(plan, PROMPT_KINDS[kind], layers, save_path, limits, dtype)
             continue
         shapes = [(t, t if kind == PATTERNS else plan.d_model) for t in lengths]
         sizes = [math.prod(s) * ITEMSIZE[dtype] for s in shapes]
-        for index, run in enumerate(group_prompts(sizes, shard_max_bytes)):
+        runs = fitting_runs(sizes, shard_max_bytes, max_runs(kind, layers, share))
+        for index, run in enumerate(runs):
             hashes = tuple(plan.records[i]["hash"] for i in run)
             run_shapes = tuple(shapes[i] for i in run)
             for layer, heads in layers.items():
@@ -147,7 +184,7 @@ def plan_shards(
 
 
 def _plan_prompt_kind(
-    plan, kind: PromptKind, layers: dict, save_path, max_bytes, dtype: str
+    plan, kind: PromptKind, layers: dict, save_path, limits: tuple[int, int], dtype: str
 ) -> list[Shard]:
     """The shards of a per-prompt kind: one per layer (or one, without layers) and run of
     prompts, holding each prompt's fields of that layer (a named kind: those the plan lists)
@@ -163,7 +200,7 @@ def _plan_prompt_kind(
     first = next(iter(layers))
     sizes = [sum(math.prod(sh) * ITEMSIZE[dt] for _, dt, sh in m[first]) for m in stored]
     shards = []
-    for index, run in enumerate(group_prompts(sizes, max_bytes)):
+    for index, run in enumerate(fitting_runs(sizes, *limits)):
         hashes = tuple(plan.records[i]["hash"] for i in run)
         for layer in layers:
             members = tuple(
@@ -358,11 +395,17 @@ class ShardReader:
         return torch.frombuffer(raw, dtype=TENSOR_DTYPES[dtype]).reshape(shape)
 
     def fields(
-        self, hash_: str, kind: PromptKind, n_tokens: int, names: tuple[str, ...] = ()
+        self,
+        hash_: str,
+        kind: PromptKind,
+        n_tokens: int,
+        names: tuple[str, ...] = (),
+        cfg: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         """One prompt's tensors of a per-prompt kind, `{field: tensor}` in their stored
         dtypes: exactly the kind's fields (a named kind: `names`), each with the prompt's
-        positions on the kind's `position_axis`, and the side fields it has.
+        positions on the kind's `position_axis` (or a shape its `check` takes for the model
+        `cfg`), and the side fields it has.
 
         Raises:
             HubIntegrityError: a field missing or of another length, or an unknown dtype.
@@ -374,14 +417,28 @@ class ShardReader:
                 continue  # a side field the prompt did not have
             shape = tuple(info.get("shape", [])) if isinstance(info, dict) else ()
             dtype = _DTYPE_NAMES.get(info.get("dtype")) if isinstance(info, dict) else None
-            axis = kind.position_axis
-            sized = name in kind.fields and (len(shape) <= axis or shape[axis] != n_tokens)
-            if dtype is None or sized:
+            if dtype is None or not _fits(kind, name, shape, n_tokens, cfg):
                 raise HubIntegrityError(
                     f"{self.where}: no {name} of {n_tokens} positions for prompt {hash_}"
+                    if kind.position_axis is not None
+                    else f"{self.where}: {name} {list(shape)} of prompt {hash_} does not fit "
+                    "the model"
                 )
             out[name] = self.get(f"{hash_}/{name}", shape, dtype)
+        if kind.check_values and not kind.check_values(out, cfg or {}):
+            raise HubIntegrityError(f"{self.where}: prompt {hash_}'s {kind.name} do not agree")
         return out
+
+
+def _fits(kind: PromptKind, name: str, shape: tuple, n_tokens: int, cfg: dict | None) -> bool:
+    """Whether a field's shape is one the prompt (its tokens) or the model (`kind.check`)
+    allows, judged before its bytes are read."""
+    if name not in kind.fields:
+        return True  # side fields: bounded by the checked header's extents alone
+    if kind.check is not None and not (cfg and kind.check(name, shape, cfg)):
+        return False
+    axis = kind.position_axis
+    return axis is None or (len(shape) > axis and shape[axis] == n_tokens)
 
 
 # --- building the files of a push ------------------------------------------------------------
