@@ -351,7 +351,9 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     layers, per_layer, thumbs, written = [], [], [], 0
     pattern_file = src / (NPZ_NAME if (src / NPZ_NAME).is_file() else STACKED_NAME)
     with reading(src / HEADS_NAME, save):
-        contributions = viewer_heads.read_contributions(src)
+        contributions = viewer_heads.read_contributions(
+            Store(save), cfg["model_name"], prompt["hash"]
+        )
     heads = contributions and viewer_heads.PromptHeads(contributions)
     thumbs_too = n_tokens > THUMB_SIZE  # shorter prompts: the page draws from the chunks
     user, user_layers = registered_metrics(), []
@@ -375,7 +377,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     with reading(src / RESIDUALS_NAME, save):
         resid = arrays.resid_norms(n_tokens, log)
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
-    payload["pred"], lens = prediction_data(src, encode_array)
+    payload["pred"], lens = prediction_data(Store(save), cfg["model_name"], src, encode_array)
     payload["heads"] = heads.payload(encode_array, nan_to_none) if heads else None
     metrics_alone = bool(layers) and not chunks
     if metrics_alone:  # only then: a store with patterns keeps its bytes
