@@ -201,7 +201,7 @@ def export(
         rank.barrier()  # every rank's prompts are on disk before the indexes are rebuilt
         if rank.is_main:  # refresh_store holds the lock: another export may finish now too
             with store_lock(save_path, "writing the indexes and the viewer"):
-                refresh_store(save_path, html=index_html, quiet=quiet)
+                refresh_store(save_path, html=index_html, quiet=quiet, held=True)
                 for report in reports:
                     sites = pool_sites(hooks, report.extra_hooks)
                     report.pooled = _pool(
@@ -254,7 +254,9 @@ def _pool(save_path, model_name, sites, pools, shard_max_bytes, quiet) -> list[P
     """Pooled parquet datasets over every prompt stored for the model, not only this run's."""
     limit = shard_max_bytes or DEFAULT_SHARD_MAX_BYTES
     return [
-        write_pooled(save_path, model_name, site, pool, shard_max_bytes=limit, quiet=quiet)
+        write_pooled(
+            save_path, model_name, site, pool, shard_max_bytes=limit, quiet=quiet, held=True
+        )
         for site in sites
         for pool in pools
     ]

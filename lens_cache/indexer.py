@@ -12,20 +12,21 @@ from pathlib import Path
 
 from lens_cache.faults import fault_point
 from lens_cache.layout import HEAD_METRICS_TABLE, MODEL_CFG_NAME, MODELS_INDEX, PROMPTS_INDEX
-from lens_cache.locking import store_lock
+from lens_cache.locking import store_lock_unless
 from lens_cache.metrics_table import scan as scan_metrics
 from lens_cache.reader import model_names, normalize_record, prompt_records
 from lens_cache.store import atomic_write, read_json, remove_orphaned_tmps, write_jsonl
 
 
-def write_indexes(save_path: Path) -> dict:
-    """Rewrite models.jsonl and every model's prompts.jsonl.
+def write_indexes(save_path: Path, *, held: bool = False) -> dict:
+    """Rewrite models.jsonl and every model's prompts.jsonl, under the store's lock unless the
+    caller says it already holds it (`held=True`).
 
     Returns:
         `{"models": n_models, "prompts": n_prompts}`.
     """
     save_path = Path(save_path)
-    with store_lock(save_path, "writing the indexes"):  # see lens_cache.locking
+    with store_lock_unless(held, save_path, "writing the indexes"):  # see lens_cache.locking
         names = model_names(save_path)
         for folder in [save_path, *(save_path / n for n in names)]:
             remove_orphaned_tmps(folder)

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def store_lock(save_path: Path, task: str):
     stderr which process that is.
     """
     path = (Path(save_path) / LOCK_NAME).resolve()
+    # every entry, nested ones too, so a test can check that one operation takes the lock once
+    sys.audit("lens_cache.store_lock", str(path), task)
     with _guard:
         nested = _held.get(path, 0) > 0
         _held[path] = _held.get(path, 0) + 1
@@ -54,6 +57,12 @@ def store_lock(save_path: Path, task: str):
     finally:
         with _guard:
             _held[path] -= 1
+
+
+def store_lock_unless(held: bool, save_path: Path, task: str):
+    """`store_lock`, or nothing where the caller already holds it for its whole operation
+    (an export's closing steps run under one lock rather than re-entering it in each)."""
+    return contextlib.nullcontext() if held else store_lock(save_path, task)
 
 
 @contextlib.contextmanager

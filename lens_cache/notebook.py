@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import html
-import tempfile
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -28,21 +28,14 @@ from urllib.parse import quote
 import numpy as np
 
 from lens_cache.errors import InvalidOptionError
-from lens_cache.layout import (
-    MODEL_CFG_NAME,
-    NPZ_NAME,
-    PATTERN,
-    PROMPT_NAME,
-    hook_name,
-    prompts_folder,
-)
+from lens_cache.layout import PATTERN, hook_name
 from lens_cache.prompts import prompt_hash
-from lens_cache.reader import Store, open_store, select_layers
+from lens_cache.reader import Store, normalize_record, open_store, select_layers
 from lens_cache.records import stored_record
-from lens_cache.store import write_json, write_npz
-from lens_cache.viewer import inline_page
+from lens_cache.viewer import CapturedArrays, inline_page
 
 VIEWS = ("prompt", "head", "lens", "metrics")
+MEMORY = "patterns"  # the model name `show_patterns` shows its patterns under
 
 
 @dataclass(frozen=True, repr=False)
@@ -138,9 +131,18 @@ def show_patterns(tokens, patterns, layer=None, head=None, view="prompt", height
                 f"patterns of layer {i} have shape {value.shape}; expected [heads, "
                 f"{len(tokens)}, {len(tokens)}] for {len(tokens)} tokens"
             )
-    with tempfile.TemporaryDirectory() as tmp:
-        hash_ = _write_prompt(Path(tmp), tokens, layers)
-        return show(tmp, "patterns", hash_, layer=layer, head=head, view=view, height=height)
+    if view not in VIEWS:
+        raise InvalidOptionError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    cfg, record = _in_memory_prompt(tokens, layers)
+    if layer is not None or view == "head":
+        stored = sorted(layers)
+        layer = stored[0] if layer is None else layer
+        (layer,) = select_layers(layer, stored, cfg["n_layers"], f"model {MEMORY} (patterns)")
+    arrays = CapturedArrays(
+        {hook_name(PATTERN, i): v[None] for i, v in layers.items()}, {}, Path(MEMORY)
+    )
+    route = _route(view, MEMORY, record["hash"], layer, head or 0)
+    return InlineView(inline_page(None, cfg, record, route, layer, arrays=arrays), height)
 
 
 def _pattern_layers(patterns) -> dict[int, np.ndarray]:
@@ -163,22 +165,17 @@ def _array(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def _write_prompt(root: Path, tokens: list[str], layers: dict[int, np.ndarray]) -> str:
-    """A one-prompt store of model `patterns` in `root`, as the exporter lays one out."""
+def _in_memory_prompt(tokens: list[str], layers: dict[int, np.ndarray]) -> tuple[dict, dict]:
+    """The model config and prompt record of model `patterns`, as a reader of a store the
+    exporter wrote would give them."""
     text = "".join(tokens)
-    hash_ = prompt_hash(text)
     n_heads = next(iter(layers.values())).shape[0]
-    mdir = root / "patterns"
-    folder = prompts_folder(mdir) / hash_
-    folder.mkdir(parents=True)
-    cfg = {"model_name": "patterns", "n_layers": max(layers) + 1, "n_heads": n_heads}
-    write_json(mdir / MODEL_CFG_NAME, cfg)
-    write_npz(folder / NPZ_NAME, {hook_name(PATTERN, i): v[None] for i, v in layers.items()})
-    record = {"text": text, "hash": hash_, "n_tokens": len(tokens), "tokens": tokens, "meta": {}}
+    cfg = {"model_name": MEMORY, "n_layers": max(layers) + 1, "n_heads": n_heads}
+    record = {"text": text, "hash": prompt_hash(text), "n_tokens": len(tokens)}
+    record |= {"tokens": tokens, "meta": {}}
     record["lens_cache"] = {"layers": sorted(layers), "hooks": [PATTERN]}
     # no tokenizer and no BOS here: pattern-lens's fields get the given tokens as they are
-    write_json(folder / PROMPT_NAME, stored_record(record, tokens))
-    return hash_
+    return cfg, normalize_record(json.loads(json.dumps(stored_record(record, tokens))))
 
 
 def _route(view: str, model: str, hash_: str, layer, head: int) -> str:

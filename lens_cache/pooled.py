@@ -43,7 +43,7 @@ from lens_cache.errors import (
 )
 from lens_cache.faults import fault_point
 from lens_cache.layout import POOLED_DIR, POOLS, pool_site, pooled_name
-from lens_cache.locking import store_lock
+from lens_cache.locking import store_lock_unless
 from lens_cache.progress import log, warn
 from lens_cache.reader import open_store, select_layers
 from lens_cache.store import atomic_dir
@@ -92,6 +92,7 @@ def write_pooled(
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES,
     out_dir=None,
     quiet: bool = True,
+    held: bool = False,
 ) -> Path:
     """Pool the stored residuals of every prompt of a model into a sharded parquet dataset.
 
@@ -110,6 +111,7 @@ def write_pooled(
             parquet file (measured uncompressed; a single larger row gets a file of its own).
         out_dir (`str` or `Path`, *optional*): defaults to `<save>/<model>/pooled/<hook>-<pool>`.
         quiet (`bool`, *optional*, defaults to `True`): no progress line on stderr.
+        held (`bool`, *optional*, defaults to `False`): the caller holds the store's lock.
 
     Returns:
         The dataset's folder.
@@ -147,7 +149,8 @@ def write_pooled(
             yield i, record, pool_residuals(flat.numpy(), pool, bos)
 
     info = {"model": model, "hook": kind, "pool": pool, "layers": layers, "bos": bos}
-    with store_lock(save_path, f"writing {out.name} of {model}"):  # see lens_cache.locking
+    task = f"writing {out.name} of {model}"
+    with store_lock_unless(held, save_path, task):  # see lens_cache.locking
         atomic_dir(out, lambda tmp: _write_shards(tmp, rows(), meta, info, shard_max_bytes))
     log(f"[{model}] pooled {len(records)} prompts ({kind}, {pool}) -> {out}", quiet=quiet)
     return out

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import zipfile
@@ -48,6 +49,7 @@ from lens_cache.layout import (
     DEFAULT_TOP_K,
     DEFAULT_TOPK_KEYS,
     HEAD_CONTRIBUTIONS,
+    HEAD_FIELDS,
     HEAD_METRICS,
     HEAD_METRICS_NAME,
     HEAD_METRICS_TABLE,
@@ -443,14 +445,17 @@ class Store:
 
         Raises:
             ActivationsMissingError: the store has no vocabulary for this model.
+            StoreLinkError: the file is a link (never followed out of the store).
         """
         path = self._model_dir(model) / VOCAB_NAME
+        refuse_links(path, self.path)
         if not path.is_file():
             raise ActivationsMissingError(
                 f"no {VOCAB_NAME} for model {model} in {self.path}; run: "
                 f"{self.export_command(model, ['logits'])}"
             )
-        return read_json(path)
+        vocab = _read_vocab(str(path), path.stat().st_mtime_ns)
+        return list(vocab) if isinstance(vocab, list) else vocab  # the cached one stays intact
 
     def predictions(self, model: str, prompt) -> dict[str, np.ndarray]:
         """What the model predicted at each position of one prompt (export kind `logits`).
@@ -519,6 +524,27 @@ class Store:
         raising the same errors)."""
         return self._head_field(model, prompt, "dla", layers)
 
+    def head_contributions(self, model: str, prompt) -> dict | None:
+        """Both fields of `head_contributions` at every layer stored, the file read once:
+        `{"layers": [...], "value_norms": [L, H, T], "dla": [L, H, T]}` (float32), or None
+        when the prompt was stored without them (what the viewer draws a prompt from).
+
+        Raises:
+            ActivationsMissingError: the model or the prompt is not in the store.
+        """
+        path = self._prompt_dir(model, prompt) / HEADS_NAME
+        refuse_links(path, self.path)
+        if not path.is_file():
+            return None
+        with reading(path, self.path):
+            tensors = dict(formats.iter_tensors(path))
+        parsed = (parse_heads_member(k) for k in tensors)
+        layers = sorted({p[0] for p in parsed if p and p[1] in HEAD_FIELDS})
+        if not layers:
+            return None
+        stack = {f: np.stack([tensors[heads_member(i, f)] for i in layers]) for f in HEAD_FIELDS}
+        return {"layers": layers, **stack}
+
     def head_metrics(self, model: str):
         """Every head's attention metrics over every prompt stored with `head_metrics`, as one
         long `pyarrow.Table` (`.to_pandas()` for a DataFrame): columns ``hash``, ``layer``,
@@ -584,6 +610,20 @@ class Store:
             )
         member = T.member_name(layer % n_layers, by)
         return T.merge(self._top_candidates(model, member, head), k)
+
+    def head_candidates(self, model: str, hash_: str) -> list[tuple[int, str, np.ndarray]]:
+        """`(layer, by, [heads, k, 3])` of every top-example candidate member one prompt's head
+        contributions hold, in the file's order; [] without the file (the viewer's merge
+        reads every prompt's, which `top_examples` reads one head at a time)."""
+        path = self.prompt_dir(model, hash_) / HEADS_NAME
+        if not path.is_file():
+            return []
+        found = ((n, parse_heads_member(n)) for n in formats.tensor_names(path))
+        names = {n: parsed for n, parsed in found if parsed and parsed[1].startswith("top_")}
+        return [
+            (names[n][0], names[n][1][4:], cells)
+            for n, cells in formats.iter_tensors(path, list(names))
+        ]
 
     def _top_candidates(self, model: str, member: str, head: int):
         """(hash, [k, 3] rows) of every prompt whose head contributions hold `member`."""
@@ -867,6 +907,13 @@ def _read_site(hook: str) -> str:
     `blocks.3.attn.hook_z` is `attn.hook_z`."""
     site, _ = hook_site(hook)
     return f"hook_{site}" if site in RESID_KINDS else site
+
+
+@functools.lru_cache(maxsize=4)
+def _read_vocab(path: str, _mtime_ns: int):
+    """One read per model while its file is unchanged (the mtime in the key notices a rewrite):
+    the viewer asks once per prompt, and a vocabulary is megabytes of JSON."""
+    return read_json(Path(path))
 
 
 def _data_files(hook: str | None) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import sys
+from dataclasses import dataclass, fields
 
 from lens_cache.cli.args import (
     ListOption,
@@ -39,6 +40,60 @@ from lens_cache.pooled import DEFAULT_SHARD_MAX_BYTES
 from lens_cache.prompts import DEFAULT_PROMPTS
 
 PROG = "python -m lens_cache.activations"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """`export()`'s keyword arguments as the command line sets them, one field per keyword and
+    named as `export()` names it: the flags reach it through one object, not copied one by one
+    (tests/test_cli_options.py keeps the fields and `export()`'s keywords in step)."""
+
+    models: list
+    prompts: object  # a path, "default", or the rows of --dataset
+    save_path: str
+    hooks: list
+    layers: str
+    resid_dtype: str
+    pattern_dtype: str
+    stacked_heads: bool
+    top_k: int
+    lens_layers: str | None
+    topk_keys: int
+    batch_size: int
+    token_budget: int | None
+    max_batch_mb: float
+    force: bool
+    on_long: str
+    device: str | None
+    model_dtype: str
+    writers: int
+    compress_level: int
+    index_html: bool
+    pool: list | None
+    shard_max_bytes: int
+    quiet: bool
+    min_chars: int | None  # the rest: `select_prompts`'s, through export's **prompt_options
+    max_chars: int | None
+    raw: bool
+    n_samples: int | None
+    shuffle: bool
+    seed: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExportOptions:
+        """Every flag whose destination is a field's name as it is; the few others here."""
+        derived = {
+            "models": args.models or [DEFAULT_MODEL],
+            "prompts": _prompt_source(args),
+            "index_html": not args.no_index_html,
+            "raw": args.raw_prompts,
+        }
+        same = {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in derived}
+        return cls(**same, **derived)
+
+    def kwargs(self) -> dict:
+        """`export(**options.kwargs())`; not `asdict`, which would deep-copy a dataset's rows."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -244,38 +299,7 @@ def main(argv=None, prog: str = PROG) -> int:
     load_metrics_modules(args.metrics_module)  # before any prompt's viewer data is made
     # Libraries print to stdout ("Moving model to device", ...); stdout is for our results.
     with contextlib.redirect_stdout(sys.stderr):
-        reports = export(
-            models=args.models or [DEFAULT_MODEL],
-            prompts=_prompt_source(args),
-            save_path=args.save_path,
-            hooks=args.hooks,
-            layers=args.layers,
-            resid_dtype=args.resid_dtype,
-            pattern_dtype=args.pattern_dtype,
-            stacked_heads=args.stacked_heads,
-            top_k=args.top_k,
-            lens_layers=args.lens_layers,
-            topk_keys=args.topk_keys,
-            batch_size=args.batch_size,
-            token_budget=args.token_budget,
-            max_batch_mb=args.max_batch_mb,
-            force=args.force,
-            on_long=args.on_long,
-            device=args.device,
-            model_dtype=args.model_dtype,
-            writers=args.writers,
-            compress_level=args.compress_level,
-            index_html=not args.no_index_html,
-            pool=args.pool,
-            shard_max_bytes=args.shard_max_bytes,
-            quiet=args.quiet,
-            min_chars=args.min_chars,
-            max_chars=args.max_chars,
-            raw=args.raw_prompts,
-            n_samples=args.n_samples,
-            shuffle=args.shuffle,
-            seed=args.seed,
-        )
+        reports = export(**ExportOptions.from_args(args).kwargs())
     if not is_reporting_rank():
         return 0  # under torchrun, rank 0 reports for everyone
     for r in reports:

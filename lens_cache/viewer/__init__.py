@@ -100,12 +100,13 @@ from lens_cache.viewer._build import (
 )
 from lens_cache.viewer._encode import THUMB_SIZE, read_data_script
 from lens_cache.viewer._inline import INLINE_BUDGET, inline_page
-from lens_cache.viewer._produce import PromptDataProducer
+from lens_cache.viewer._produce import CapturedArrays, PromptDataProducer
 from lens_cache.viewer._user_read import read_user_metrics
 
 __all__ = [
     "APP_DIR",
     "ASSETS",
+    "CapturedArrays",
     "DATA_DIR",
     "FORMAT_VERSION",
     "INLINE_BUDGET",

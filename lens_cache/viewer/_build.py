@@ -45,7 +45,7 @@ from lens_cache.layout import (
     hook_name,
     parse_hook_name,
 )
-from lens_cache.locking import store_lock
+from lens_cache.locking import store_lock_unless
 from lens_cache.progress import log as progress_log
 from lens_cache.progress import warn
 from lens_cache.reader import Store, pattern_length
@@ -351,7 +351,9 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     layers, per_layer, thumbs, written = [], [], [], 0
     pattern_file = src / (NPZ_NAME if (src / NPZ_NAME).is_file() else STACKED_NAME)
     with reading(src / HEADS_NAME, save):
-        contributions = viewer_heads.read_contributions(src)
+        contributions = viewer_heads.read_contributions(
+            Store(save), cfg["model_name"], prompt["hash"]
+        )
     heads = contributions and viewer_heads.PromptHeads(contributions)
     thumbs_too = n_tokens > THUMB_SIZE  # shorter prompts: the page draws from the chunks
     user, user_layers = registered_metrics(), []
@@ -375,7 +377,7 @@ def build_prompt(save: Path, cfg: dict, prompt: dict, out: Path, log, arrays=Non
     with reading(src / RESIDUALS_NAME, save):
         resid = arrays.resid_norms(n_tokens, log)
     payload = prompt_payload(prompt, tokens, layers, summary, thumbs, resid)
-    payload["pred"], lens = prediction_data(src, encode_array)
+    payload["pred"], lens = prediction_data(Store(save), cfg["model_name"], src, encode_array)
     payload["heads"] = heads.payload(encode_array, nan_to_none) if heads else None
     metrics_alone = bool(layers) and not chunks
     if metrics_alone:  # only then: a store with patterns keeps its bytes
@@ -992,16 +994,19 @@ def entry_of(m_index: int, prompt: dict, stamp: dict) -> dict:
     }
 
 
-def refresh_store(save_path: Path, *, html: bool = True, quiet: bool = False) -> dict:
+def refresh_store(
+    save_path: Path, *, html: bool = True, quiet: bool = False, held: bool = False
+) -> dict:
     """Rewrite the store's indexes (models.jsonl, each prompts.jsonl) and, unless `html=False`,
     its viewer, with the viewer's disk cost reported: what every command that changes a store
-    runs last.
+    runs last. Takes the store's lock once for both, unless the caller holds it (`held=True`).
 
     Returns:
         `{"models": n_models, "prompts": n_prompts, "viewer": write_viewer's report or None}`.
     """
-    with store_lock(save_path, "writing the indexes and the viewer"):  # lens_cache.locking
-        report = {**write_indexes(save_path), "viewer": None}
+    task = "writing the indexes and the viewer"
+    with store_lock_unless(held, save_path, task):  # lens_cache.locking
+        report = {**write_indexes(save_path, held=True), "viewer": None}
         if html and report["models"]:
             report["viewer"] = write_viewer(
                 save_path, log=lambda message: progress_log(message, quiet=quiet)

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_cache import formats
 from lens_cache import top_examples as T
-from lens_cache.layout import HEAD_FIELDS, HEADS_NAME, heads_member, parse_heads_member
+from lens_cache.errors import ActivationsMissingError
+from lens_cache.layout import HEADS_NAME
 from lens_cache.reader import Store
 from lens_cache.store import write_bytes
 from lens_cache.viewer import metrics as M
@@ -45,18 +45,12 @@ TOP_DIR = "top"  # <viewer_data>/<slug>/top/L<layer>.js
 TOP_SOURCE = "source.json"  # top/source.json: what the top scripts were merged from
 
 
-def read_contributions(prompt_dir: Path) -> dict | None:
+def read_contributions(store: Store, model: str, hash_: str) -> dict | None:
     """``{"layers", "value_norms": [L, H, T], "dla": [L, H, T]}`` of one prompt, or None."""
-    path = prompt_dir / HEADS_NAME
-    if not path.is_file():
+    try:
+        return store.head_contributions(model, hash_)
+    except ActivationsMissingError:  # a prompt built from memory (show_patterns) has no folder
         return None
-    tensors = dict(formats.iter_tensors(path))
-    parsed = (parse_heads_member(k) for k in tensors)
-    layers = sorted({p[0] for p in parsed if p and p[1] in HEAD_FIELDS})
-    if not layers:
-        return None
-    stack = {f: np.stack([tensors[heads_member(i, f)] for i in layers]) for f in HEAD_FIELDS}
-    return {"layers": layers, **stack}
 
 
 def value_weighted_shares(pattern: np.ndarray, norms: np.ndarray) -> np.ndarray:
@@ -205,21 +199,11 @@ def _read_candidates(store: Store, model: str, prompts: list[dict]) -> dict:
     """``{(by, layer): ([hash per prompt], [P, H, K, 3])}`` over the prompts that store them."""
     per: dict[tuple[str, int], tuple[list, list]] = {}
     for record in prompts:  # sorted by hash: the merge's tie order
-        path = store.prompt_dir(model, record["hash"]) / HEADS_NAME
-        if not path.is_file():
-            continue
-        for name, cells in formats.iter_tensors(path, _candidate_names(path)):
-            layer, field = parse_heads_member(name) or (None, "")
-            hashes, arrays = per.setdefault((field[4:], layer), ([], []))
+        for layer, by, cells in store.head_candidates(model, record["hash"]):
+            hashes, arrays = per.setdefault((by, layer), ([], []))
             hashes.append(record["hash"])
             arrays.append(_padded(cells))
     return {key: (h, np.stack(a)) for key, (h, a) in per.items()}
-
-
-def _candidate_names(path: Path) -> list[str]:
-    """The top-example candidates' members of a head-contributions file, in the file's order."""
-    found = ((n, parse_heads_member(n)) for n in formats.tensor_names(path))
-    return [n for n, parsed in found if parsed and parsed[1].startswith("top_")]
 
 
 def _padded(cells: np.ndarray) -> np.ndarray:

@@ -37,16 +37,28 @@ INLINE_BUDGET = 2_000_000  # bytes of layer scripts carried whole; past it, only
 _SAFE = "/+=:;,.-_()[]{}!*'@$?~ "
 
 
-def inline_page(save: Path, cfg: dict, record: dict, route: str, keep_layer=None, budget=None):
+def inline_page(
+    save: Path | None,
+    cfg: dict,
+    record: dict,
+    route: str,
+    keep_layer=None,
+    budget=None,
+    arrays=None,
+):
     """The page, as text, of one prompt's viewer opened at `route` (e.g. `#/head/m/h/3/1`).
 
     Args:
-        save: the store; `cfg` its model's `model_cfg.json`; `record` the prompt's record.
+        save: the store (`None`: no store, everything comes from `arrays`); `cfg` its model's
+            `model_cfg.json`; `record` the prompt's record.
         keep_layer: the layer whose data is carried even past `budget` (`None`: none).
         budget: bytes of layer data carried whole (default `INLINE_BUDGET`).
+        arrays: the prompt's patterns and residuals in memory (`CapturedArrays`); by default
+            they are read from the store.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        files = _data_scripts(save, cfg, record, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:  # build_prompt writes the scripts to files
+        # without a store, the empty folder stands in for one: every other kind is absent
+        files = _data_scripts(save or Path(tmp), cfg, record, Path(tmp), arrays)
     layers = {path: data for path, data in files.items() if Path(path).name.startswith("L")}
     if sum(map(len, layers.values())) > (INLINE_BUDGET if budget is None else budget):
         wanted = f"L{keep_layer}.js"
@@ -54,12 +66,12 @@ def inline_page(save: Path, cfg: dict, record: dict, route: str, keep_layer=None
     return _render(files, route)
 
 
-def _data_scripts(save: Path, cfg: dict, record: dict, tmp: Path) -> dict[str, bytes]:
+def _data_scripts(save: Path, cfg: dict, record: dict, tmp: Path, arrays) -> dict[str, bytes]:
     """`{path the viewer loads: script bytes}` for the index and the prompt's data."""
     slug, hash_ = model_slug(cfg["model_name"]), record["hash"]
     out = tmp / slug / hash_
     out.mkdir(parents=True)
-    stamp = build_prompt(save, cfg, record, out, log=lambda _: None)
+    stamp = build_prompt(save, cfg, record, out, log=lambda _: None, arrays=arrays)
     texts = {hash_: {"text": record.get("text", ""), "meta": record.get("meta") or {}}}
     index = index_payload(
         [model_entry(cfg, [record], [stamp])], [entry_of(0, record, stamp)], texts

@@ -17,33 +17,29 @@ is copied per prompt. The probability of the actual next token is ``exp(-loss)``
 
 from __future__ import annotations
 
-import functools
-import json
 from pathlib import Path
 
 import numpy as np
 
 from lens_cache import formats
-from lens_cache.layout import (
-    LOGIT_LENS_NAME,
-    PREDICTIONS_NAME,
-    VOCAB_NAME,
-    lens_member,
-    parse_lens_member,
-)
+from lens_cache.errors import ActivationsMissingError, DamagedFileError
+from lens_cache.layout import LOGIT_LENS_NAME, lens_member, parse_lens_member
 from lens_cache.layout import PREDICTION_FIELDS as FIELDS
+from lens_cache.reader import Store
 
 
-def prediction_data(prompt_dir: Path, encode) -> tuple[dict | None, dict | None]:
+def prediction_data(store: Store, model: str, prompt_dir: Path, encode) -> tuple:
     """``(pred, lens)`` payloads of one stored prompt (each None when not stored).
 
     Args:
-        prompt_dir: the prompt's folder in the store.
+        store: the store; `model` the model's name in it.
+        prompt_dir: the prompt's folder in the store (`Store.prompt_dir`).
         encode: `lens_cache.viewer._encode.encode_array`.
     """
-    vocab = _vocab(prompt_dir.parent.parent / VOCAB_NAME)
-    pred = _read(prompt_dir / PREDICTIONS_NAME, None)
+    hash_ = prompt_dir.name
+    pred = store.predictions(model, hash_) if store.exists(model, hash_, "logits") else None
     lens = _read(prompt_dir / LOGIT_LENS_NAME, "lens")
+    vocab = None if pred is None and lens is None else _vocab(store, model)
     pred_payload = None if pred is None else _payload(pred, vocab, encode)
     lens_payload = None
     if lens is not None:
@@ -75,31 +71,20 @@ def _token(vocab: list[str] | None, i: int) -> str:
     return vocab[i] if vocab is not None and 0 <= i < len(vocab) else f"#{i}"
 
 
-def _read(path: Path, kind: str | None):
-    """The stored fields of a predictions file; for the lens, ``(layers, {field: [L, ...]})``."""
+def _read(path: Path, kind: str):
+    """The stored fields of the logit lens, ``(layers, {field: [L, ...]})``."""
     if not path.is_file():
         return None
     tensors = dict(formats.iter_tensors(path))
-    if kind is None:
-        return tensors
     members = (parse_lens_member(k) for k in tensors)
     layers = sorted(m[0] for m in members if m and m[1] == "loss")
     fields = {f: np.stack([tensors[lens_member(i, f)] for i in layers]) for f in FIELDS}
     return layers, fields
 
 
-def _vocab(path: Path) -> list[str] | None:
-    if path.is_symlink():  # links are not followed: a store from elsewhere could aim one anywhere
-        return None
+def _vocab(store: Store, model: str) -> list[str] | None:
     try:
-        st = path.stat()
-    except FileNotFoundError:
+        return store.vocab(model)
+    except (ActivationsMissingError, DamagedFileError):  # ids are then shown as #<id>; a link
+        # to elsewhere is never followed
         return None
-    return _read_vocab(str(path), st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4)
-def _read_vocab(path: str, _mtime_ns: int) -> list[str]:
-    """One read per model and build (the mtime in the key notices a rewritten file)."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
