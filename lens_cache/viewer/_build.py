@@ -744,7 +744,9 @@ def remove_build_orphans(app_dir: Path, data_root: Path) -> None:
     rebuild must not pay. A prompt's own are removed when it is built again, which an
     interrupted prompt always is (its stamp.json is written last)."""
     models = _folders(data_root) if data_root.is_dir() else []
-    for folder in (app_dir, data_root, *models):
+    # each model's top-example and distribution pages are rewritten whole by every build
+    pages = [m / sub for m in models for sub in (viewer_heads.TOP_DIR, viewer_corpus.DIST_DIR)]
+    for folder in (app_dir, data_root, *models, *pages):
         remove_orphaned_tmps(folder)
 
 
