@@ -80,6 +80,28 @@ def test_top_keys_rest_and_overview_match_eager_attention(compact, text):
     np.testing.assert_allclose(got["overview_sum"], _block_reduce(want, block, np.add), 1e-5)
 
 
+def test_a_length_not_a_whole_number_of_blocks_pools_its_short_last_block():
+    """2,050 tokens: blocks of 9, the last one 7 wide. The compaction of a random causal
+    softmax pattern equals numpy's sort and block reduction of the same array."""
+    from lens_cache.topk import block_size, compact_layer
+
+    n = 2050
+    scores = torch.randn(2, n, n, generator=torch.Generator().manual_seed(0)) * 3
+    pattern = scores.masked_fill(torch.ones(n, n).triu(1).bool(), -torch.inf).softmax(-1)
+    got = {
+        name.split(".")[-1]: v.numpy()
+        for name, v in compact_layer(pattern, 0, K, torch.float32).items()
+    }
+    want = pattern.double().numpy()
+    block = block_size(n)
+    assert (block, n % block) == (9, 7)
+    np.testing.assert_allclose(got["overview_max"], _block_reduce(want, block, np.maximum), 1e-6)
+    np.testing.assert_allclose(got["overview_sum"], _block_reduce(want, block, np.add), 1e-5)
+    top = -np.sort(-want, axis=-1)[..., :K]
+    np.testing.assert_allclose(got["values"], top, atol=1e-6)
+    np.testing.assert_allclose(got["rest"], 1 - top.sum(-1), atol=1e-5)
+
+
 def test_layer_groups_with_the_dense_pattern_too_store_both(gpt2_model, gpt2_dir, tmp_path):
     """A prompt over the cap, one layer per pass: the npz and the compact file both written,
     the compact one equal to the eager attention's top keys."""
