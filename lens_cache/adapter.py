@@ -108,12 +108,16 @@ class LensModel:
         """One string per token id, aligned with the pattern axes."""
         return [str(t) for t in self.model.to_str_tokens(torch.tensor(ids))]
 
-    def run(self, tokens: torch.Tensor, names: list[str], last_layer: int | None) -> dict:
+    def run(
+        self, tokens: torch.Tensor, names: list[str], last_layer: int | None, fwd_hooks=()
+    ) -> dict:
         """One forward pass over a right-padded `[batch, pos]` token tensor.
 
         Caches only `names`, stops after block `last_layer` and skips the unembedding, which
         is about a third of a small model's forward and is never stored (`last_layer=None`
-        runs the whole model, for hooks of the final norm or the unembedding).
+        runs the whole model, for hooks of the final norm or the unembedding). `fwd_hooks`,
+        `(name, fn)` pairs, run as their hooks fire and are removed after the pass: they read
+        a tensor the cache does not keep (the compact pattern, lens_cache.topk).
         """
         kwargs: dict = {"names_filter": names}
         stop = self.n_layers + 1 if last_layer is None else last_layer + 1
@@ -123,15 +127,19 @@ class LensModel:
             kwargs["stop_at_layer"] = stop  # the bridge ignores stop_at_layer == n_layers
         elif self._logits_to_keep_ok:
             kwargs["logits_to_keep"] = 1
-        with torch.inference_mode():
-            try:
-                _, cache = self.model.run_with_cache(tokens, **kwargs)
-            except TypeError:
-                if "logits_to_keep" not in kwargs:
-                    raise
-                self._logits_to_keep_ok = False  # an architecture without the argument
-                return self.run(tokens, names, last_layer)
+        try:
+            cache = self._cached(tokens, kwargs, fwd_hooks)
+        except TypeError:
+            if "logits_to_keep" not in kwargs:
+                raise
+            self._logits_to_keep_ok = False  # an architecture without the argument
+            return self.run(tokens, names, last_layer, fwd_hooks)
         return {name: _fired(cache, name) for name in names}
+
+    def _cached(self, tokens: torch.Tensor, kwargs: dict, fwd_hooks) -> dict:
+        with torch.inference_mode(), self.model.hooks(fwd_hooks=list(fwd_hooks)):
+            _, cache = self.model.run_with_cache(tokens, **kwargs)
+        return cache
 
     # --- the final norm and the unembedding (logit lens, predictions, logit attribution) -------
     # Both majors expose them as modules `ln_final` and `unembed`. Apply those modules rather

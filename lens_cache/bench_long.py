@@ -2,8 +2,8 @@
 of 2,048, 4,096 and 8,192 tokens, against the forward pass and the dense npz it replaces.
 
 Each length runs in a fresh process (`python -m lens_cache.bench_long --child`), so its peak
-RSS is its own. Per row: the forward pass alone (whole model, nothing cached), the export (the
-layer-group passes, the compact kind made from each group's patterns, the file written), the
+RSS is its own. Per row: the forward pass alone (whole model, nothing cached), the export (one
+forward pass, each layer's pattern compacted in a hook as it fires, the file written), the
 process's peak RSS, the compact file's bytes, and the dense float32 npz the prompt would take
 uncompressed (`layers x heads x T^2 x 4`; deflate-1 saves little on the lower triangle, which
 holds nearly all of its bytes).

@@ -161,16 +161,19 @@ def _run(model: LensModel, items, settings: ExportSettings) -> list[Capture]:
     last_layer = _last_layer(settings, read_layers)
     if contributing and last_layer is not None:
         last_layer = model.n_layers - 1  # head contributions need the final residual
+    captures = [Capture(prompt=prompt, ids=ids) for prompt, ids in items]
+    fired: set[int] = set()
+    compacting = _topk_hooks(model, captures, settings, tokens.shape, fired)
     cache = model.run(
-        tokens, list(dict.fromkeys(names + read_names + extra)), last_layer=last_layer
+        tokens, list(dict.fromkeys(names + read_names + extra)), last_layer, compacting
     )
     checked = {name: cache[name] for name in names + read_names}
     _check_shapes(model, checked, tokens.shape, settings.extra_hooks)
-    captures = [Capture(prompt=prompt, ids=ids) for prompt, ids in items]
+    _check_fired(compacting, fired, settings.layers)
     _read_predictions(model, cache, captures, settings, read_layers)
     if contributing:
         _read_contributions(model, cache, tokens, captures, settings.layers)
-    if PATTERN_TOPK in settings.hooks:
+    if PATTERN_TOPK in settings.hooks and not compacting:
         _read_topk(cache, captures, settings)
     # dense patterns cross to the host only when stored or measured: the compact kind alone
     # leaves them on the device
@@ -208,6 +211,43 @@ def _read_topk(cache: dict, captures, settings: ExportSettings) -> None:
             capture.topk.update(
                 topk.compact_layer(pattern, layer, settings.topk_keys, settings.torch_pattern_dtype)
             )
+
+
+def _topk_hooks(model: LensModel, captures, settings: ExportSettings, shape, fired) -> list:
+    """When only the compact pattern needs it, a hook per layer that compacts the dense
+    pattern as it fires: the cache never holds it, so the forward keeps one layer's pattern
+    at a time and runs once (cached, every layer's would be in memory together)."""
+    if not settings.compacts_as_it_fires:
+        return []
+    batch, pos = shape
+    expected = (batch, model.n_heads, pos, pos)
+
+    def compact(layer: int):
+        def hook(pattern: torch.Tensor, hook=None) -> None:
+            if tuple(pattern.shape) != expected:
+                raise HookNotFiredError(
+                    f"hook {hook_name(PATTERN, layer)} fired with shape "
+                    f"{tuple(pattern.shape)}, expected {expected}"
+                )
+            for row, capture in enumerate(captures):
+                n = len(capture.ids)
+                part = pattern[row, :, :n, :n]
+                k, dtype = settings.topk_keys, settings.torch_pattern_dtype
+                capture.topk.update(topk.compact_layer(part, layer, k, dtype))
+            fired.add(layer)
+
+        return hook
+
+    return [(hook_name(PATTERN, layer), compact(layer)) for layer in settings.layers]
+
+
+def _check_fired(compacting: list, fired: set[int], layers) -> None:
+    missing = [layer for layer in layers if compacting and layer not in fired]
+    if missing:
+        raise HookNotFiredError(
+            f"hook {hook_name(PATTERN, missing[0])} did not fire; this architecture cannot "
+            "export pattern_topk"
+        )
 
 
 def _read_contributions(model: LensModel, cache: dict, tokens, captures, layers) -> None:

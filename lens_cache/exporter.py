@@ -419,9 +419,11 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
         per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
     if settings.reads_patterns and PATTERN not in settings.hooks:
         per_layer += model.n_heads * t * t
+    # compacted as it fires: no layer's pattern is cached, the forward holds the one it computes
+    once = model.n_heads * t * t if settings.compacts_as_it_fires else 0
     read = readout_layers(settings.predictions, settings.lens_read_layers, model.n_layers)
     extra = hooks_width(model, settings.extra_hooks)
-    return 4 * (n_layers * per_layer + len(read) * t * model.d_model + t * extra)
+    return 4 * (n_layers * per_layer + once + len(read) * t * model.d_model + t * extra)
 
 
 def _prompt_record(model: LensModel, capture: Capture, settings) -> dict:

@@ -127,12 +127,19 @@ class ExportSettings:
 
     @property
     def reads_patterns(self) -> bool:
-        """Whether the forward pass caches patterns (`pattern_topk` reads them on the device)."""
-        return self.captures_patterns or PATTERN_TOPK in self.hooks
+        """Whether the forward pass caches every layer's dense pattern (`pattern_topk` then
+        reads them there too; alone, it compacts each layer as it fires instead)."""
+        return self.captures_patterns
+
+    @property
+    def compacts_as_it_fires(self) -> bool:
+        """`pattern_topk` without anything else needing the dense pattern: each layer is
+        compacted in a hook as its pattern fires and let go, in one forward pass."""
+        return PATTERN_TOPK in self.hooks and not self.captures_patterns
 
     def hook_names(self) -> list[str]:
         """The hooks kept as they fire (head_contributions are computed from others; the
-        patterns `head_metrics` and `pattern_topk` read are kept even when not stored)."""
+        patterns `head_metrics` reads are kept even when not stored)."""
         kinds = [PATTERN] if self.reads_patterns else []
         kinds += [k for k in self.hooks if k in RESID_KINDS]
         return [hook_name(kind, layer) for kind in kinds for layer in self.layers]

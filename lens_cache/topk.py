@@ -8,8 +8,8 @@ both the maximum (a single strong cell far back stays visible) and the total mas
 block carries) per block, with the block size chosen so the overview is at most
 `OVERVIEW_SIDE` blocks a side at any length.
 
-The pattern is read one head at a time: the only full-size temporary is one head's `[T, T]`
-(padded to whole blocks), whatever the number of heads or layers.
+The layer's pattern is read in place, every head at once: the top-k and the pooling make no
+full-size copy of it (the pooling reduces each row's blocks through a view first).
 """
 
 from __future__ import annotations
@@ -51,45 +51,51 @@ def compact_layer(pattern: torch.Tensor, layer: int, k: int, dtype) -> dict[str,
     """
     import torch
 
-    parts = [_compact_head(pattern[h], k, dtype) for h in range(pattern.shape[0])]
-    fields = {name: torch.stack([p[name] for p in parts]) for name in parts[0]}
-    return {topk_member(layer, name): value for name, value in fields.items()}
-
-
-def _compact_head(head: torch.Tensor, k: int, dtype) -> dict[str, torch.Tensor]:
-    import torch
-
-    n = head.shape[-1]
-    head = head.float()
-    values, keys = torch.topk(head, min(k, n), dim=-1)
+    n = pattern.shape[-1]
+    # every head at once, in the pattern's own dtype: only the [H, T, k] results are widened
+    values, keys = torch.topk(pattern, min(k, n), dim=-1)
+    values = values.float()
     # A row i has i + 1 keys; the slots past them hold masked zeros at arbitrary key indices:
     # marked -1, so nobody reads a later token as attended.
-    later = keys > torch.arange(n, device=head.device)[:, None]
+    later = keys > torch.arange(n, device=pattern.device)[:, None]
     values = values.masked_fill(later, 0.0)
     keys = keys.to(torch.int32).masked_fill(later, -1)
     # summed in float64: with thousands of tiny weights left out, float32 rounding would
     # otherwise be a visible part of `rest`
     rest = (1.0 - values.double().sum(-1)).float()
-    overview_max, overview_sum = _pool(head, block_size(n))
-    return {
-        "keys": keys.cpu(),
-        "values": values.to(dtype).cpu(),
-        "rest": rest.cpu(),
-        "overview_max": overview_max.cpu(),
-        "overview_sum": overview_sum.cpu(),
+    overview_max, overview_sum = _pool(pattern, block_size(n))
+    fields = {
+        "keys": keys,
+        "values": values.to(dtype),
+        "rest": rest,
+        "overview_max": overview_max,
+        "overview_sum": overview_sum,
     }
+    return {topk_member(layer, name): value.cpu() for name, value in fields.items()}
 
 
-def _pool(head: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Block max and block sum of one head `[T, T]`, zero-padded to whole blocks (attention is
-    never negative, so the padding changes neither)."""
+def _pool(pattern: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block max and block sum (float32) of `[H, T, T]`: each row's blocks of keys first,
+    through a view (no copy of the pattern), then blocks of rows over that `[H, T, B]`; a short
+    last block is padded with zeros there (attention is never negative: max and sum keep)."""
+    import torch
     import torch.nn.functional as F
 
-    n = head.shape[-1]
-    side = math.ceil(n / block)
+    n = pattern.shape[-1]
+    whole = n // block * block
+    keys = pattern[..., :whole].unflatten(-1, (-1, block))
+    row_max, row_sum = keys.amax(-1).float(), keys.sum(-1, dtype=torch.float32)
+    if whole < n:
+        tail = pattern[..., whole:]
+        row_max = torch.cat([row_max, tail.amax(-1, keepdim=True).float()], dim=-1)
+        row_sum = torch.cat([row_sum, tail.sum(-1, keepdim=True, dtype=torch.float32)], dim=-1)
+    side = row_max.shape[-1]
     pad = side * block - n
-    grid = F.pad(head, (0, pad, 0, pad)).reshape(side, block, side, block)
-    return grid.amax(dim=(1, 3)), grid.sum(dim=(1, 3))
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, 0, 0, pad)).unflatten(-2, (side, block))
+
+    return rows(row_max).amax(-2), rows(row_sum).sum(-2)
 
 
 # --- reading ---------------------------------------------------------------------------------

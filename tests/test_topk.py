@@ -80,6 +80,28 @@ def test_top_keys_rest_and_overview_match_eager_attention(compact, text):
     np.testing.assert_allclose(got["overview_sum"], _block_reduce(want, block, np.add), 1e-5)
 
 
+def test_a_length_not_a_whole_number_of_blocks_pools_its_short_last_block():
+    """2,050 tokens: blocks of 9, the last one 7 wide. The compaction of a random causal
+    softmax pattern equals numpy's sort and block reduction of the same array."""
+    from lens_cache.topk import block_size, compact_layer
+
+    n = 2050
+    scores = torch.randn(2, n, n, generator=torch.Generator().manual_seed(0)) * 3
+    pattern = scores.masked_fill(torch.ones(n, n).triu(1).bool(), -torch.inf).softmax(-1)
+    got = {
+        name.split(".")[-1]: v.numpy()
+        for name, v in compact_layer(pattern, 0, K, torch.float32).items()
+    }
+    want = pattern.double().numpy()
+    block = block_size(n)
+    assert (block, n % block) == (9, 7)
+    np.testing.assert_allclose(got["overview_max"], _block_reduce(want, block, np.maximum), 1e-6)
+    np.testing.assert_allclose(got["overview_sum"], _block_reduce(want, block, np.add), 1e-5)
+    top = -np.sort(-want, axis=-1)[..., :K]
+    np.testing.assert_allclose(got["values"], top, atol=1e-6)
+    np.testing.assert_allclose(got["rest"], 1 - top.sum(-1), atol=1e-5)
+
+
 def test_layer_groups_with_the_dense_pattern_too_store_both(gpt2_model, gpt2_dir, tmp_path):
     """A prompt over the cap, one layer per pass: the npz and the compact file both written,
     the compact one equal to the eager attention's top keys."""
@@ -95,6 +117,27 @@ def test_layer_groups_with_the_dense_pattern_too_store_both(gpt2_model, gpt2_dir
     np.testing.assert_allclose(store.pattern_topk(model, TEXTS[0])["values"], top, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["gpt2", "gqa"])
+def test_alone_over_the_cap_it_runs_the_forward_once(request, name, tmp_path, monkeypatch):
+    """Without the dense pattern, each layer is compacted in a hook as it fires: a prompt whose
+    dense cache is over --max-batch-mb still takes one forward pass, not one per layer group,
+    and what it stores is still eager attention's top keys."""
+    live, hf_dir = request.getfixturevalue(f"{name}_model"), request.getfixturevalue(f"{name}_dir")
+    passes = []
+    run = live.run  # the real forward, counted
+    monkeypatch.setattr(live, "run", lambda *a, **kw: passes.append(a[1]) or run(*a, **kw))
+    lens_cache.export(
+        live, prompts=TEXTS[:1], save_path=tmp_path, hooks=["pattern_topk"], topk_keys=K,
+        max_batch_mb=0.5, quiet=True,
+    )  # fmt: skip
+    assert len(passes) == 1, passes
+    store = lens_cache.open(tmp_path)
+    want = _eager_patterns(hf_dir, store.prompt(live.name, TEXTS[0])["token_ids"])
+    assert want.size * 4 > 0.5 * 2**20  # the float32 dense cache is over the cap
+    top = -np.sort(-want, axis=-1)[..., :K]
+    np.testing.assert_allclose(store.pattern_topk(live.name, TEXTS[0])["values"], top, atol=1e-5)
+
+
 @pytest.mark.parametrize("compact", ["gpt2"], indirect=True)
 def test_another_topk_keys_is_named_in_the_settings_mismatch(compact, gpt2_model):
     from lens_cache.errors import SettingsMismatchError
@@ -107,22 +150,25 @@ def test_another_topk_keys_is_named_in_the_settings_mismatch(compact, gpt2_model
 
 
 @pytest.mark.parametrize(
-    "hooks, per_layer",  # in units of 4 bytes, by hand: H T^2 per pattern, T d per stream
+    "hooks, per_layer, once",  # in units of 4 bytes, by hand: H T^2 per pattern, T d per stream
     [
-        (["pattern_topk"], lambda H, T, d: H * T * T),
-        (["pattern", "pattern_topk"], lambda H, T, d: H * T * T),
-        (["pattern", "head_contributions"], lambda H, T, d: H * T * T + 2 * T * d),
-        (["pattern_topk", "resid_post"], lambda H, T, d: H * T * T + T * d),
+        # alone, the compact kind caches no pattern: the forward holds the layer it computes
+        (["pattern_topk"], lambda H, T, d: 0, lambda H, T, d: H * T * T),
+        (["pattern", "pattern_topk"], lambda H, T, d: H * T * T, lambda H, T, d: 0),
+        (["pattern", "head_contributions"], lambda H, T, d: H * T * T + 2 * T * d, lambda *_: 0),
+        (["pattern_topk", "resid_post"], lambda H, T, d: T * d, lambda H, T, d: H * T * T),
+        (["pattern_topk", "head_metrics"], lambda H, T, d: H * T * T, lambda *_: 0),
     ],
 )
-def test_the_batch_cap_counts_the_dense_pattern_once(gpt2_model, hooks, per_layer):
+def test_the_batch_cap_counts_the_dense_pattern_once(gpt2_model, hooks, per_layer, once):
     """What a prompt costs in the forward's cache, which decides the layer groups."""
     from lens_cache.exporter import _cache_bytes
     from lens_cache.store import ExportSettings
 
     m, t = gpt2_model, 300
     settings = ExportSettings(hooks=tuple(hooks), layers=(0, 1))
-    assert _cache_bytes(m, settings, t) == 4 * 2 * per_layer(m.n_heads, t, m.d_model)
+    expected = 2 * per_layer(m.n_heads, t, m.d_model) + once(m.n_heads, t, m.d_model)
+    assert _cache_bytes(m, settings, t) == 4 * expected
 
 
 def test_dense_reconstruction_keeps_the_stored_cells_and_reports_the_rest(compact):
@@ -199,9 +245,9 @@ print(json.dumps({"before_mb": before, "after_mb": after, "layer_mb": layer, "to
 
 
 def test_memory_is_bounded_by_one_layer_not_the_prompt(tokenizer_dir, tmp_path, cli_env):
-    """docs/limits.md's bound: a prompt over --max-batch-mb runs one layer group per pass, and
-    the compact kind keeps no dense pattern past its group, so the peak grows by a few layers'
-    patterns (the group's cache, the forward's own scores and softmax), not by all of them."""
+    """docs/limits.md's bound: a prompt over --max-batch-mb, compacted layer by layer as each
+    pattern fires, so the peak grows by a few layers' patterns (the forward's own scores and
+    softmax, the compaction's temporaries), not by all of them."""
     proc = subprocess.run(
         [sys.executable, "-c", MEMORY_CHILD, str(tokenizer_dir), str(tmp_path / "model"),
          str(tmp_path / "store"), "1536"],
