@@ -21,16 +21,17 @@ import time
 from pathlib import Path
 
 from lens_cache.layout import DEFAULT_TOPK_KEYS, PATTERN_TOPK, PATTERN_TOPK_NAME, prompts_folder
+from lens_cache.prompts import default_prompts_path
 
 LENGTHS = (2048, 4096, 8192)
-# a long text: our own prompts, repeated (their topics change every paragraph)
-_SOURCE = Path(__file__).resolve().parent / "data" / "prompts.jsonl"
 
 
 def long_text(model, n_tokens: int) -> str:
     """The longest run of whole words of our prompts (repeated) within `n_tokens` tokens as
     the model tokenizes it (BOS included): a word or two short of it at most."""
-    with open(_SOURCE, encoding="utf-8") as f:
+    # our own prompts, repeated (their topics change every paragraph), found as the export finds
+    # them: the package's data, wherever it is installed
+    with open(default_prompts_path(), encoding="utf-8") as f:
         words = " ".join(json.loads(line)["text"] for line in f if line.strip()).split()
     words = words * (n_tokens // len(words) + 1)
     lo, hi = 1, min(len(words), n_tokens)  # a word is at least one token
