@@ -51,7 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lens_cache.bench_corpus import corpus_timing
+from lens_cache.bench_corpus import corpus_timing, gpt2_bench_dir
 from lens_cache.layout import (
     NO_FSYNC_ENV,
     NPZ_NAME,
@@ -117,27 +117,7 @@ def bench_model(name: str, device: str):
 
 
 def bench_model_dir(name: str) -> Path:
-    from lens_cache.models import cache_home, smollm2_dir
-
-    path = cache_home() / "bench" / name
-    if not (path / "config.json").is_file():
-        import torch
-        from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-        tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
-        torch.manual_seed(0)
-        cfg = GPT2Config(
-            n_embd=768,
-            n_layer=12,
-            n_head=12,
-            n_positions=1024,
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        GPT2LMHeadModel(cfg).save_pretrained(path)
-        tokenizer.save_pretrained(path)
-    return path
+    return gpt2_bench_dir(name, n_embd=768, n_layer=12, n_head=12, n_positions=1024)
 
 
 def run_variant(variant: str, model, prompts: list[dict], save: Path, batch_size: int) -> None:

@@ -27,9 +27,16 @@ WORDS += "river stone light market winter garden letter music number water paper
 
 def tiny_model_dir() -> Path:
     """A 2-layer, 4-head, 64-wide GPT-2 with SmolLM2's tokenizer, made once in the cache."""
+    return gpt2_bench_dir("tiny-corpus", n_embd=64, n_layer=2, n_head=4, n_positions=256)
+
+
+def gpt2_bench_dir(name: str, **shape) -> Path:
+    """A GPT-2 of `shape` (GPT2Config's n_embd, n_layer, n_head, n_positions) with random
+    weights and SmolLM2's tokenizer, made once under the cache's `bench/<name>`: the bench's
+    models, offline (`bench.bench_model_dir` makes its GPT-2-small shape here too)."""
     from lens_cache.models import cache_home, smollm2_dir
 
-    path = cache_home() / "bench" / "tiny-corpus"
+    path = cache_home() / "bench" / name
     if not (path / "config.json").is_file():
         import torch
         from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -37,10 +44,7 @@ def tiny_model_dir() -> Path:
         tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
         torch.manual_seed(0)
         cfg = GPT2Config(
-            n_embd=64,
-            n_layer=2,
-            n_head=4,
-            n_positions=256,
+            **shape,
             vocab_size=len(tokenizer),
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
