@@ -204,13 +204,17 @@ def _is_pattern(name: str) -> bool:
 
 def _read_topk(cache: dict, captures, settings: ExportSettings) -> None:
     """Fill each capture's compact pattern from the patterns still on the model's device."""
+    for layer in settings.layers:
+        _compact_rows(cache[hook_name(PATTERN, layer)], layer, captures, settings)
+
+
+def _compact_rows(pattern: torch.Tensor, layer: int, captures, settings: ExportSettings) -> None:
+    """Each capture's compact pattern of `layer` from the batch's `[batch, H, pos, pos]`."""
     for row, capture in enumerate(captures):
         n = len(capture.ids)
-        for layer in settings.layers:
-            pattern = cache[hook_name(PATTERN, layer)][row, :, :n, :n]
-            capture.topk.update(
-                topk.compact_layer(pattern, layer, settings.topk_keys, settings.torch_pattern_dtype)
-            )
+        part = pattern[row, :, :n, :n]
+        k, dtype = settings.topk_keys, settings.torch_pattern_dtype
+        capture.topk.update(topk.compact_layer(part, layer, k, dtype))
 
 
 def _topk_hooks(model: LensModel, captures, settings: ExportSettings, shape, fired) -> list:
@@ -229,11 +233,7 @@ def _topk_hooks(model: LensModel, captures, settings: ExportSettings, shape, fir
                     f"hook {hook_name(PATTERN, layer)} fired with shape "
                     f"{tuple(pattern.shape)}, expected {expected}"
                 )
-            for row, capture in enumerate(captures):
-                n = len(capture.ids)
-                part = pattern[row, :, :n, :n]
-                k, dtype = settings.topk_keys, settings.torch_pattern_dtype
-                capture.topk.update(topk.compact_layer(part, layer, k, dtype))
+            _compact_rows(pattern, layer, captures, settings)
             fired.add(layer)
 
         return hook

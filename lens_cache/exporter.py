@@ -394,7 +394,7 @@ def _captures(model, items, settings, plan: _Plan, write):
     fault_point("forward")
     cap = int(plan.max_batch_mb * 2**20)
     n_tokens = len(items[0][1])
-    if len(items) > 1 or not settings.reads_patterns or len(settings.layers) == 1:
+    if len(items) > 1 or not settings.captures_patterns or len(settings.layers) == 1:
         return capture_batch(model, items, settings)
     if _cache_bytes(model, settings, n_tokens) <= cap:
         return capture_batch(model, items, settings)
@@ -417,7 +417,7 @@ def _cache_bytes(model: LensModel, settings, t: int) -> int:
             continue  # the dense pattern they read is counted once, below
         per_layer += model.n_heads * t * t if kind == PATTERN else t * model.d_model
         per_layer += t * model.d_model if kind == HEAD_CONTRIBUTIONS else 0  # v and z
-    if settings.reads_patterns and PATTERN not in settings.hooks:
+    if settings.captures_patterns and PATTERN not in settings.hooks:
         per_layer += model.n_heads * t * t
     # compacted as it fires: no layer's pattern is cached, the forward holds the one it computes
     once = model.n_heads * t * t if settings.compacts_as_it_fires else 0

@@ -122,14 +122,10 @@ class ExportSettings:
 
     @property
     def captures_patterns(self) -> bool:
-        """Whether patterns cross to the host: to store them, or for `head_metrics`."""
+        """Whether the forward caches every layer's dense pattern and brings it to the host: to
+        store it, or for `head_metrics` (`pattern_topk` then reads the cached one too; alone,
+        it compacts each layer as it fires instead)."""
         return PATTERN in self.hooks or HEAD_METRICS in self.hooks
-
-    @property
-    def reads_patterns(self) -> bool:
-        """Whether the forward pass caches every layer's dense pattern (`pattern_topk` then
-        reads them there too; alone, it compacts each layer as it fires instead)."""
-        return self.captures_patterns
 
     @property
     def compacts_as_it_fires(self) -> bool:
@@ -140,7 +136,7 @@ class ExportSettings:
     def hook_names(self) -> list[str]:
         """The hooks kept as they fire (head_contributions are computed from others; the
         patterns `head_metrics` reads are kept even when not stored)."""
-        kinds = [PATTERN] if self.reads_patterns else []
+        kinds = [PATTERN] if self.captures_patterns else []
         kinds += [k for k in self.hooks if k in RESID_KINDS]
         return [hook_name(kind, layer) for kind in kinds for layer in self.layers]
 
